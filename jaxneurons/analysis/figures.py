@@ -1,0 +1,124 @@
+"""Figures of the sharing analysis: each function writes one PNG (atomically) and returns its path.
+
+Built on `matplotlib.figure.Figure` with the Agg canvas, not pyplot: no display, no global state, no
+figures piling up in memory over a long run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxneurons.analysis.io import atomic_path
+from jaxneurons.analysis.sharing import CATEGORIES
+
+DPI = 120
+CATEGORY_COLORS = {
+    "all_shared": "tab:blue",
+    "partial_shared": "tab:orange",
+    "specific": "tab:green",
+    "non_activated": "tab:gray",
+}
+
+
+def _title(sharing: dict, what: str) -> str:
+    """'what: model / task' from the keys the caller added to the summary (when present)."""
+    source = " / ".join(str(sharing[k]) for k in ("model", "task") if sharing.get(k))
+    return f"{what}: {source}" if source else what
+
+
+def _new_figure(ncols: int = 1) -> tuple[Figure, list]:
+    """A figure with `ncols` side-by-side axes on the Agg canvas."""
+    fig = Figure(figsize=(6.4 * min(ncols, 2), 4.2 * ((ncols + 1) // 2)), dpi=DPI)
+    FigureCanvasAgg(fig)
+    if ncols == 1:
+        return fig, [fig.add_subplot(1, 1, 1)]
+    rows = (ncols + 1) // 2
+    return fig, [fig.add_subplot(rows, 2, i + 1) for i in range(ncols)]
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    """Write the PNG atomically and return its path."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp_path:
+        fig.savefig(tmp_path, format="png", dpi=DPI)
+    return os.fspath(path)
+
+
+def plot_categories_per_layer(sharing: dict, path: str | os.PathLike) -> str:
+    """The paper's main figure: % of neurons per category and layer (tau = 0), min-max band shaded."""
+    fig, (ax,) = _new_figure()
+    for name in CATEGORIES:
+        mean_l = np.asarray(sharing["per_layer"][name])
+        layers = np.arange(len(mean_l))
+        color = CATEGORY_COLORS[name]
+        ax.plot(layers, mean_l, color=color, label=name, marker=".")
+        ax.fill_between(
+            layers, sharing["per_layer_min"][name], sharing["per_layer_max"][name], color=color, alpha=0.2
+        )
+    ax.set(title=_title(sharing, "Neuron categories per layer"), xlabel="layer", ylabel="% of the layer's neurons")
+    ax.set_ylim(0, 100)
+    ax.legend(title="mean, band = min-max over examples", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_activated_per_language(sharing: dict, path: str | os.PathLike) -> str:
+    """Mean number of activated neurons (tau = 0) per layer, one line per language."""
+    fig, (ax,) = _new_figure()
+    for language, mean_l in sharing["activated_per_language"].items():
+        ax.plot(np.arange(len(mean_l)), mean_l, label=language, marker=".")
+    ax.set(title=_title(sharing, "Activated neurons per language"), xlabel="layer", ylabel="activated neurons")
+    ax.legend(fontsize="small", ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_threshold_sweep(sharing: dict, path: str | os.PathLike) -> str:
+    """One panel per category: % of neurons per layer, one line per threshold."""
+    sweep = sharing["threshold_sweep"]
+    fig, axes = _new_figure(len(CATEGORIES))
+    colors = [colormaps["viridis"](i / max(len(sweep) - 1, 1)) for i in range(len(sweep))]
+    for ax, name in zip(axes, CATEGORIES):
+        for color, (tau, per_layer) in zip(colors, sweep.items()):
+            values_l = per_layer[name]
+            ax.plot(np.arange(len(values_l)), values_l, color=color, label=f"tau={tau}")
+        ax.set(title=name, xlabel="layer", ylabel="% of the layer's neurons")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(_title(sharing, "Threshold sweep"))
+    return _save(fig, path)
+
+
+def plot_overlap(sharing: dict, path: str | os.PathLike) -> str:
+    """% of each layer's neurons that stay in the same category for every example (tau = 0)."""
+    if not sharing.get("overlap"):
+        raise ValueError("the summary has no overlap statistics")
+    fig, (ax,) = _new_figure()
+    for name in CATEGORIES:
+        values_l = sharing["overlap"][name]
+        ax.plot(np.arange(len(values_l)), values_l, color=CATEGORY_COLORS[name], label=name, marker=".")
+    ax.set(
+        title=_title(sharing, "Same category for every example"),
+        xlabel="layer",
+        ylabel="% of the layer's neurons",
+    )
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_all(sharing: dict, output_dir: str | os.PathLike) -> dict[str, str]:
+    """Every figure the summary supports, written into output_dir; {figure name: path} for the report."""
+    plots = {
+        "categories_per_layer": plot_categories_per_layer,
+        "activated_per_language": plot_activated_per_language,
+        "threshold_sweep": plot_threshold_sweep,
+    }
+    if sharing.get("overlap"):
+        plots["overlap"] = plot_overlap
+    return {name: plot(sharing, os.path.join(output_dir, f"{name}.png")) for name, plot in plots.items()}

@@ -1,0 +1,78 @@
+"""`load_model(source)`: a zoo name, a Hugging Face checkpoint directory, a .gguf file, or an orbax checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from jaxneurons.lm import LanguageModel, as_dtype
+from jaxneurons.loading import hf_dir
+from jaxneurons.loading.convert import CheckpointError, build_params
+from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
+
+__all__ = ["load_model", "CheckpointError", "UnsupportedConfigError"]
+
+
+def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False) -> LanguageModel:
+    """Load weights offline into a LanguageModel.
+
+    source: a zoo name (see `jaxneurons.loading.zoo.zoo_names()`), a directory with config.json and
+    *.safetensors, a .gguf file, or a directory written by `jaxneurons.alignment` (orbax).
+    dtype: weight dtype ("float32" or "bfloat16"); compute_dtype: activation dtype (default: dtype).
+    allow_pickle: permit pytorch_model.bin (a pickle runs code when loaded).
+    """
+    param_dtype = as_dtype(dtype)
+    compute = as_dtype(compute_dtype) if compute_dtype is not None else param_dtype
+    if not os.path.exists(source):
+        from jaxneurons.loading import zoo
+
+        if source in zoo.zoo_names():
+            return _from_gguf(zoo.resolve_zoo(source), param_dtype, compute, name=source)
+        raise FileNotFoundError(f"{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an existing "
+                                "path to a checkpoint directory or .gguf file.")
+    if source.endswith(".gguf"):
+        return _from_gguf(source, param_dtype, compute, name=source)
+    if source.endswith(".bin") and not allow_pickle:
+        raise CheckpointError(f"{source} is a pickled PyTorch checkpoint; loading a pickle runs arbitrary code. "
+                              "Convert it to safetensors, or pass allow_pickle=True if you trust its origin.")
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+        from jaxneurons.loading.orbax_dir import load_orbax_model
+
+        return load_orbax_model(source, param_dtype, compute)
+    return _from_hf_dir(source, param_dtype, compute, allow_pickle)
+
+
+def _from_hf_dir(directory, param_dtype, compute, allow_pickle) -> LanguageModel:
+    hf = hf_dir.read_config(directory)
+    config = _config_for(hf, os.path.join(directory, "config.json"))
+    files = hf_dir.shard_files(directory, allow_pickle)
+    params = build_params(config, hf_dir.iter_tensors(files), _numpy_dtype(param_dtype), directory)
+    return LanguageModel(config, _to_device(params), hf_dir.load_tokenizer(directory), compute, directory)
+
+
+def _from_gguf(path, param_dtype, compute, name) -> LanguageModel:
+    from jaxneurons.loading.gguf_reader import read_gguf
+
+    checkpoint = read_gguf(path)
+    config = _config_for(checkpoint.hf_config, path)
+    params = build_params(config, checkpoint.tensors(np.float32), _numpy_dtype(param_dtype), path)
+    return LanguageModel(config, _to_device(params), checkpoint.tokenizer(), compute, name)
+
+
+def _config_for(hf: dict, where: str) -> ModelConfig:
+    try:
+        return from_hf_config(hf)
+    except UnsupportedConfigError as e:
+        raise UnsupportedConfigError(f"{where}: {e}") from None
+    except KeyError as e:
+        raise UnsupportedConfigError(f"{where}: the config lacks the attribute {e.args[0]!r}.") from None
+
+
+def _numpy_dtype(dtype):
+    return np.dtype(dtype)
+
+
+def _to_device(params):
+    return jax.tree.map(jax.numpy.asarray, params)

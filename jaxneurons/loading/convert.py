@@ -1,0 +1,143 @@
+"""Transformers tensor names -> the decoder's parameter tree: one explicit table per family (MaxText style).
+
+Tensors arrive one at a time (from safetensors shards or a GGUF file) and are written, cast to the requested
+dtype, into preallocated per-layer stacks, so a checkpoint is never held twice in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator
+
+import jax
+import numpy as np
+
+from jaxneurons.models.config import ModelConfig
+
+# (regex over the HF name with the "model." / "transformer." prefix removed, parameter path, transform)
+_LLAMA = [
+    (r"embed_tokens\.weight", "embed/embedding", None),
+    (r"layers\.(\d+)\.input_layernorm\.weight", "layers/attn_norm/scale", None),
+    (r"layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight", "layers/attn/{1}/kernel", "T"),
+    (r"layers\.(\d+)\.self_attn\.([qkvo])_proj\.bias", "layers/attn/{1}/bias", None),
+    (r"layers\.(\d+)\.self_attn\.([qk])_norm\.weight", "layers/attn/{1}_norm/scale", None),
+    (r"layers\.(\d+)\.post_attention_layernorm\.weight", "layers/mlp_norm/scale", None),
+    (r"layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", "layers/mlp/{1}/kernel", "T"),
+    (r"layers\.(\d+)\.mlp\.(gate|up|down)_proj\.bias", "layers/mlp/{1}/bias", None),
+    (r"norm\.weight", "final_norm/scale", None),
+    (r"lm_head\.weight", "lm_head/kernel", "T"),
+]
+_GEMMA3 = [
+    (r"layers\.(\d+)\.post_attention_layernorm\.weight", "layers/post_attn_norm/scale", None),
+    (r"layers\.(\d+)\.pre_feedforward_layernorm\.weight", "layers/mlp_norm/scale", None),
+    (r"layers\.(\d+)\.post_feedforward_layernorm\.weight", "layers/post_mlp_norm/scale", None),
+] + [row for row in _LLAMA if "post_attention_layernorm" not in row[0]]
+_BLOOM = [
+    (r"word_embeddings\.weight", "embed/embedding", None),
+    (r"word_embeddings_layernorm\.(weight|bias)", "embed_norm/{0}", "norm"),
+    (r"h\.(\d+)\.input_layernorm\.(weight|bias)", "layers/attn_norm/{1}", "norm"),
+    (r"h\.(\d+)\.self_attention\.query_key_value\.(weight|bias)", "layers/attn/{qkv}/{1}", "qkv"),
+    (r"h\.(\d+)\.self_attention\.dense\.weight", "layers/attn/o/kernel", "T"),
+    (r"h\.(\d+)\.self_attention\.dense\.bias", "layers/attn/o/bias", None),
+    (r"h\.(\d+)\.post_attention_layernorm\.(weight|bias)", "layers/mlp_norm/{1}", "norm"),
+    (r"h\.(\d+)\.mlp\.dense_h_to_4h\.weight", "layers/mlp/up/kernel", "T"),
+    (r"h\.(\d+)\.mlp\.dense_h_to_4h\.bias", "layers/mlp/up/bias", None),
+    (r"h\.(\d+)\.mlp\.dense_4h_to_h\.weight", "layers/mlp/down/kernel", "T"),
+    (r"h\.(\d+)\.mlp\.dense_4h_to_h\.bias", "layers/mlp/down/bias", None),
+    (r"ln_f\.(weight|bias)", "final_norm/{0}", "norm"),
+    (r"lm_head\.weight", "lm_head/kernel", "T"),
+]
+TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM}
+_PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's tensors do not fit the model its config describes."""
+
+
+def _strip(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _targets(config: ModelConfig, name: str, array: np.ndarray) -> Iterator[tuple[str, int | None, np.ndarray]]:
+    """(parameter path, layer index or None, array in our layout) for one HF tensor."""
+    for pattern, path, transform in TABLES[config.family]:
+        match = re.fullmatch(pattern, _strip(name))
+        if match is None:
+            continue
+        groups = match.groups()
+        layer = int(groups[0]) if path.startswith("layers/") else None
+        names = groups[1:] if layer is not None else groups
+        if transform == "qkv":
+            yield from _split_fused_qkv(config, path, layer, names[0], array)
+            return
+        path = path.format(None, *names) if layer is not None else path.format(*names)
+        if transform == "norm":
+            path = path.replace("/weight", "/scale")
+        yield path, layer, array.T if transform == "T" else array
+        return
+    raise CheckpointError(f"tensor {name!r} has no place in the {config.family} port (unexpected tensor).")
+
+
+def _split_fused_qkv(config, path, layer, kind, array):
+    """BLOOM's query_key_value interleaves heads: rows are [head, (q, k, v), head_dim]."""
+    heads, dim = config.num_heads, config.head_dim
+    per_head = array.reshape(heads, 3, dim, *array.shape[1:])
+    for i, part in enumerate("qkv"):
+        piece = per_head[:, i].reshape(heads * dim, *array.shape[1:])
+        leaf = "kernel" if kind == "weight" else "bias"
+        yield path.format(None, None, qkv=part).rsplit("/", 1)[0] + f"/{leaf}", layer, \
+            piece.T if kind == "weight" else piece
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
+    """Flat {path: shape} of the decoder's parameters, computed without allocating them."""
+    from jaxneurons.models.decoder import Decoder
+
+    ids = np.zeros((1, 1), np.int32)
+    tree = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), ids, ids))["params"]
+    return {"/".join(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def build_params(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], dtype, source: str) -> dict:
+    """Stream HF-named tensors into a nested parameter dict of numpy arrays in `dtype`."""
+    shapes = expected_shapes(config)
+    flat: dict[str, np.ndarray] = {}
+    filled: dict[str, set] = {}
+    for name, array in tensors:
+        if config.tie_embeddings and _strip(name) == "lm_head.weight":
+            continue
+        for path, layer, value in _targets(config, name, np.asarray(array)):
+            want = shapes.get(path)
+            if want is None:
+                raise CheckpointError(f"{source}: tensor {name!r} maps to {path!r}, which the config does not "
+                                      "have (check the config attributes, e.g. biases or tied embeddings).")
+            got = value.shape if layer is None else (config.num_layers, *value.shape)
+            if tuple(want.shape) != tuple(got):
+                raise CheckpointError(f"{source}: tensor {name!r} has shape {array.shape}, the config implies "
+                                      f"{want.shape} for {path!r}.")
+            if layer is None:
+                flat[path] = value.astype(dtype)
+            else:
+                flat.setdefault(path, np.empty(want.shape, dtype))[layer] = value
+            filled.setdefault(path, set()).add(layer)
+    missing = [p for p in shapes if p not in flat] + [
+        f"{p} (layers {sorted(set(range(config.num_layers)) - filled[p])})" for p in flat
+        if p.startswith("layers/") and len(filled[p]) != config.num_layers]
+    if missing:
+        raise CheckpointError(f"{source}: the checkpoint lacks these parameters: {', '.join(missing)}.")
+    return _unflatten(flat)
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree

@@ -1,0 +1,233 @@
+"""The decoder shared by every family (Linen), layers under `nn.scan`, FFN neurons exposed through `sow`.
+
+The FFN hidden axis is the "neurons" axis this project studies. Each layer can record two quantities of it:
+  act        : the activation-function output, act(gate(x)) for gated MLPs, GELU(W_in x + b) for BLOOM;
+  ffn_hidden : the down-projection input m, act(gate(x)) * up(x) (equal to `act` for BLOOM);
+at each row's last real token, at every token, or as the max over real tokens ("activated at any token").
+An `Intervention` scales, masks or replaces m at chosen positions; it is an ordinary array argument, so
+`jax.grad` through it is what integrated gradients and deactivation use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxneurons.models import layers as L
+from jaxneurons.models.config import ModelConfig
+
+QUANTITIES = ("act", "ffn_hidden")
+POSITIONS = ("last", "all", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """Which neuron quantities the model records, and where; the model records nothing nobody asked for."""
+
+    quantities: tuple[str, ...] = ()
+    positions: str = "last"  # last | all | max
+
+    def __post_init__(self):
+        for q in self.quantities:
+            if q not in QUANTITIES:
+                raise ValueError(f"unknown neuron quantity {q!r}; choose from {QUANTITIES}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}; choose from {POSITIONS}")
+
+
+@flax.struct.dataclass
+class Intervention:
+    """m <- m * scale + shift at the positions `where`; scale, shift: [layers, B, F]; where: [B, T] bool.
+
+    scale = 1, shift = 0 keeps a neuron; scale = 0 deactivates it; scale = 0, shift = v replaces it by v.
+    """
+
+    scale: jax.Array
+    shift: jax.Array
+    where: jax.Array
+
+    @classmethod
+    def identity(cls, config: ModelConfig, where_bt: jax.Array, dtype=jnp.float32) -> "Intervention":
+        shape = (config.num_layers, where_bt.shape[0], config.intermediate_size)
+        return cls(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), where_bt.astype(bool))
+
+
+class Norm(nn.Module):
+    kind: str
+    eps: float
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.kind == "rms_offset" else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), self.param_dtype) \
+            if self.kind == "layer" else None
+        return L.normalize(self.kind, x, scale, bias, self.eps)
+
+
+def _dense(features, bias, dtype, param_dtype, name):
+    return nn.Dense(features, use_bias=bias, dtype=dtype, param_dtype=param_dtype, name=name,
+                    kernel_init=nn.initializers.normal(0.02), precision=jax.lax.Precision.HIGHEST)
+
+
+class Attention(nn.Module):
+    config: ModelConfig
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x_bth, ctx, is_local):
+        c = self.config
+        b, t, _ = x_bth.shape
+        q = _dense(c.num_heads * c.head_dim, c.qkv_bias, self.dtype, self.param_dtype, "q")(x_bth)
+        k = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, self.dtype, self.param_dtype, "k")(x_bth)
+        v = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, self.dtype, self.param_dtype, "v")(x_bth)
+        q = q.reshape(b, t, c.num_heads, c.head_dim)
+        k = k.reshape(b, t, c.num_kv_heads, c.head_dim)
+        v = v.reshape(b, t, c.num_kv_heads, c.head_dim)
+        if c.qk_norm:
+            q = Norm(c.norm, c.norm_eps, self.param_dtype, name="q_norm")(q)
+            k = Norm(c.norm, c.norm_eps, self.param_dtype, name="k_norm")(k)
+        if c.position == "rope":
+            cos, sin = _select(is_local, ctx["rope_local"], ctx["rope"])
+            q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
+        out = attend(c, q, k, v, _select(is_local, ctx["mask_local"], ctx["mask"]), ctx.get("alibi"))
+        return _dense(c.hidden_size, c.out_bias, self.dtype, self.param_dtype, "o")(out.reshape(b, t, -1))
+
+
+def _select(flag, if_true, if_false):
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), if_true, if_false)
+
+
+def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
+    """Softmax attention with grouped-query heads, scores and softmax in float32."""
+    b, t, _, d = q_bthd.shape
+    groups = c.num_heads // c.num_kv_heads
+    q = q_bthd.reshape(b, t, c.num_kv_heads, groups, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k_bskd, preferred_element_type=jnp.float32,
+                        precision=jax.lax.Precision.HIGHEST) * c.scale
+    if alibi_bh1s is not None:
+        scores = scores + alibi_bh1s.reshape(b, c.num_kv_heads, groups, 1, -1)
+    scores = jnp.where(mask, scores, L.NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_bskd.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v_bskd, precision=jax.lax.Precision.HIGHEST)
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+    dtype: Any
+    param_dtype: Any
+    record: Record
+
+    @nn.compact
+    def __call__(self, x_bth, ctx, scale_bf, shift_bf):
+        c = self.config
+        up = _dense(c.intermediate_size, c.mlp_bias, self.dtype, self.param_dtype, "up")(x_bth)
+        if c.gated_mlp:
+            act = L.activation(c.activation, _dense(c.intermediate_size, c.mlp_bias, self.dtype,
+                                                    self.param_dtype, "gate")(x_bth))
+            hidden = act * up
+        else:
+            act = hidden = L.activation(c.activation, up)
+        if scale_bf is not None:
+            changed = hidden * scale_bf[:, None].astype(hidden.dtype) + shift_bf[:, None].astype(hidden.dtype)
+            hidden = jnp.where(ctx["intervene"][..., None], changed, hidden)
+        for name, value in (("act", act), ("ffn_hidden", hidden)):
+            if name in self.record.quantities:
+                self.sow("intermediates", name, _at_positions(value, ctx, self.record.positions))
+        return _dense(c.hidden_size, c.mlp_bias, self.dtype, self.param_dtype, "down")(hidden)
+
+
+def _at_positions(x_btf, ctx, positions):
+    if positions == "last":
+        return jnp.take_along_axis(x_btf, ctx["record_index"][:, None, None], axis=1)[:, 0]
+    if positions == "max":
+        return jnp.where(ctx["mask_bt"][..., None], x_btf, -jnp.inf).max(axis=1)
+    return x_btf
+
+
+class Block(nn.Module):
+    """One decoder layer: pre-norm attention and MLP with residuals (Gemma3 adds post-norms)."""
+
+    config: ModelConfig
+    dtype: Any
+    param_dtype: Any
+    record: Record
+
+    @nn.compact
+    def __call__(self, h, xs, ctx):
+        c, norm = self.config, (lambda name: Norm(c.norm, c.norm_eps, self.param_dtype, name=name))
+        a = Attention(c, self.dtype, self.param_dtype, name="attn")(norm("attn_norm")(h), ctx, xs["is_local"])
+        if c.sandwich_norms:
+            a = norm("post_attn_norm")(a)
+        h = h + a
+        m = MLP(c, self.dtype, self.param_dtype, self.record, name="mlp")(
+            norm("mlp_norm")(h), ctx, xs.get("scale"), xs.get("shift"))
+        if c.sandwich_norms:
+            m = norm("post_mlp_norm")(m)
+        return h + m, None
+
+
+class Decoder(nn.Module):
+    """Token ids -> logits (all positions, last real position, or none) for any supported family."""
+
+    config: ModelConfig
+    dtype: Any = jnp.float32  # compute dtype of activations
+    param_dtype: Any = jnp.float32
+    record: Record = Record()
+    logits: str = "all"  # all | last | positions (at logit_positions_bk) | none
+
+    @nn.compact
+    def __call__(self, input_ids_bt, mask_bt, record_index_b=None, intervention: Intervention | None = None,
+                 logit_positions_bk=None):
+        c = self.config
+        embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                         embedding_init=nn.initializers.normal(0.02), name="embed")
+        h = embed(input_ids_bt)
+        if c.embedding_multiplier != 1.0:
+            h = h * jnp.asarray(c.embedding_multiplier, self.param_dtype).astype(self.dtype)
+        if c.embedding_norm:
+            h = Norm(c.norm, c.norm_eps, self.param_dtype, name="embed_norm")(h)
+        ctx = self._context(mask_bt, record_index_b, intervention)
+        xs = {"is_local": jnp.asarray(c.is_local())}
+        if intervention is not None:
+            xs.update(scale=intervention.scale, shift=intervention.shift)
+        layers = nn.scan(Block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
+                         in_axes=(0, nn.broadcast), length=c.num_layers)
+        h, _ = layers(c, self.dtype, self.param_dtype, self.record, name="layers")(h, xs, ctx)
+        if self.logits == "none":
+            return None
+        if self.logits == "last":
+            h = jnp.take_along_axis(h, ctx["record_index"][:, None, None], axis=1)
+        elif self.logits == "positions":  # only where the caller reads them: never [B, T, V] for long T
+            h = jnp.take_along_axis(h, logit_positions_bk[..., None], axis=1)
+        h = Norm(c.norm, c.norm_eps, self.param_dtype, name="final_norm")(h)
+        if c.tie_embeddings:
+            logits = embed.attend(h)
+        else:
+            logits = _dense(c.vocab_size, False, self.dtype, self.param_dtype, "lm_head")(h)
+        logits = logits.astype(jnp.float32)
+        if c.final_logit_softcap:
+            logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
+        return logits[:, 0] if self.logits == "last" else logits
+
+    def _context(self, mask_bt, record_index_b, intervention):
+        c, t = self.config, mask_bt.shape[1]
+        positions = L.positions_from_mask(mask_bt)
+        mask, mask_local = L.attention_masks(c, mask_bt, t)
+        ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": mask_bt.astype(bool),
+               "record_index": L.last_token_index(mask_bt) if record_index_b is None else record_index_b}
+        if c.position == "rope":
+            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions)
+            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions)
+        else:
+            ctx["alibi"] = L.alibi_bias(c.num_heads, positions)
+        if intervention is not None:
+            ctx["intervene"] = intervention.where
+        return ctx

@@ -1,0 +1,108 @@
+"""Stateless building blocks of the decoder: norms, activations, rotary and ALiBi positions, attention masks."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxneurons.models.config import ModelConfig, RopeConfig
+
+NEG_INF = -1e30  # finite, so that fully masked rows (padding queries) give no NaN, even under jax.grad
+
+
+def activation(name: str, x: jax.Array) -> jax.Array:
+    if name == "silu":
+        return jax.nn.silu(x)
+    if name == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if name == "gelu":
+        return jax.nn.gelu(x, approximate=False)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def normalize(kind: str, x: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: float) -> jax.Array:
+    """RMSNorm (w * x), Gemma's RMSNorm ((1 + w) * x) or LayerNorm, computed in float32 like transformers."""
+    x32 = x.astype(jnp.float32)
+    if kind == "layer":
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(x.dtype)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + eps)
+    if kind == "rms_offset":
+        return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return y.astype(x.dtype) * scale.astype(x.dtype)
+
+
+def rope_frequencies(rope: RopeConfig, head_dim: int) -> np.ndarray:
+    """Inverse frequencies [head_dim/2], with linear or llama3 scaling."""
+    inv_freq = 1.0 / (rope.theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if rope.rope_type == "linear":
+        return inv_freq / rope.param("factor")
+    if rope.rope_type == "llama3":
+        factor, low, high = rope.param("factor"), rope.param("low_freq_factor"), rope.param("high_freq_factor")
+        old_len = rope.param("original_max_position_embeddings")
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        return np.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+def rope_tables(rope: RopeConfig, head_dim: int, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos and sin [B, T, head_dim] in float32 (transformers' rotate-half layout)."""
+    inv_freq = jnp.asarray(rope_frequencies(rope, head_dim), jnp.float32)
+    angles = positions_bt.astype(jnp.float32)[..., None] * inv_freq
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_bthd: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array) -> jax.Array:
+    half = x_bthd.shape[-1] // 2
+    rotated = jnp.concatenate([-x_bthd[..., half:], x_bthd[..., :half]], axis=-1)
+    cos, sin = cos_btd[:, :, None].astype(x_bthd.dtype), sin_btd[:, :, None].astype(x_bthd.dtype)
+    return x_bthd * cos + rotated * sin
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """BLOOM's per-head ALiBi slopes (geometric, with interleaved extras when heads is not a power of 2)."""
+    closest = 2 ** math.floor(math.log2(num_heads))
+    base = 2 ** (-(2 ** -(math.log2(closest) - 3)))
+    slopes = base ** np.arange(1, 1 + closest)
+    if closest != num_heads:
+        extra_base = 2 ** (-(2 ** -(math.log2(2 * closest) - 3)))
+        remaining = min(closest, num_heads - closest)
+        slopes = np.concatenate([slopes, extra_base ** np.arange(1, 1 + 2 * remaining, 2)])
+    return slopes.astype(np.float32)
+
+
+def alibi_bias(num_heads: int, positions_bs: jax.Array) -> jax.Array:
+    """ALiBi bias [B, H, 1, S] over key positions (softmax is shift-invariant, so only key positions matter)."""
+    slopes = jnp.asarray(alibi_slopes(num_heads))
+    return slopes[None, :, None, None] * positions_bs.astype(jnp.float32)[:, None, None, :]
+
+
+def attention_masks(config: ModelConfig, mask_bs: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
+    """Boolean masks [B, 1, 1, T, S] for global and sliding-window layers (causal, padding keys hidden)."""
+    q = jnp.arange(length)[:, None]
+    k = jnp.arange(mask_bs.shape[1])[None, :] - (mask_bs.shape[1] - length)
+    causal = (k <= q)[None, None, None] & mask_bs.astype(bool)[:, None, None, None, :]
+    if config.sliding_window is None:
+        return causal, causal
+    return causal, causal & ((q - k) < config.sliding_window)[None, None, None]
+
+
+def positions_from_mask(mask_bt: jax.Array) -> jax.Array:
+    """Position of each token counted over real tokens only, so left padding changes nothing."""
+    return jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def last_token_index(mask_bt: jax.Array) -> jax.Array:
+    """Index of each row's last real token, for left or right padding."""
+    length = mask_bt.shape[1]
+    return length - 1 - jnp.argmax(mask_bt[:, ::-1].astype(jnp.int32), axis=1)

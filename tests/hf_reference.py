@@ -1,0 +1,81 @@
+"""Tiny random transformers (PyTorch) models of every family, and what forward hooks read from them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+torch = __import__("pytest").importorskip("torch")
+import transformers  # noqa: E402
+
+COMMON = dict(vocab_size=97, hidden_size=32, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+              max_position_embeddings=128)
+
+# name -> (config class, model class, config kwargs); each variant pins one difference between families.
+VARIANTS = {
+    "llama_mha_untied": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=4)),
+    "llama_gqa_tied": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=2, tie_word_embeddings=True)),
+    "llama3_rope_scaling_bias": ("LlamaConfig", "LlamaForCausalLM", dict(
+        num_key_value_heads=1, attention_bias=True, mlp_bias=True, rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+            original_max_position_embeddings=16))),
+    "mistral_sliding": ("MistralConfig", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=4)),
+    "qwen2_bias_tied": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=2, tie_word_embeddings=True)),
+    "qwen2_bias_untied": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=4)),
+    "qwen3_qk_norm": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_key_value_heads=2, head_dim=16)),
+    "gemma3_sliding": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0}})),
+    "bloom_alibi_6heads": ("BloomConfig", "BloomForCausalLM", dict(n_head=6, hidden_size=36, n_layer=3)),
+}
+
+
+def make_model(variant: str, seed: int = 0):
+    """A random float32 model whose weights are large enough for logits to differ by token."""
+    config_name, model_name, kwargs = VARIANTS[variant]
+    common = dict(COMMON)
+    if config_name == "BloomConfig":
+        common = dict(vocab_size=97)
+    config = getattr(transformers, config_name)(**common, **kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(config).eval().float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p)) if config_name != "Gemma3TextConfig" \
+                    else p.copy_(0.2 * torch.randn_like(p))
+            else:
+                p.copy_(0.15 * torch.randn_like(p))
+    return model
+
+
+def _mlp_modules(model):
+    base = model.transformer if hasattr(model, "transformer") else model.model
+    layers = base.h if hasattr(base, "h") else base.layers
+    for layer in layers:
+        mlp = layer.mlp
+        if hasattr(mlp, "gelu_impl"):  # BLOOM
+            yield mlp.gelu_impl, mlp.dense_4h_to_h
+        else:
+            yield mlp.act_fn, mlp.down_proj
+
+
+def reference(model, ids: np.ndarray, mask: np.ndarray):
+    """Logits [B, T, V] and, from forward hooks, act [B, T, L, F] and ffn_hidden [B, T, L, F]."""
+    acts, hidden, handles = [], [], []
+    for act_module, down in _mlp_modules(model):
+        handles.append(act_module.register_forward_hook(lambda m, i, o: acts.append(o.detach())))
+        handles.append(down.register_forward_pre_hook(lambda m, i: hidden.append(i[0].detach())))
+    ids_t, mask_t = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+    kwargs = {}
+    if not hasattr(model, "transformer"):  # RoPE models: positions counted over real tokens
+        kwargs["position_ids"] = (mask_t.cumsum(-1) - 1).clamp(min=0)
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids_t, attention_mask=mask_t, **kwargs).logits
+    finally:
+        for h in handles:
+            h.remove()
+    return logits.numpy(), torch.stack(acts, 2).numpy(), torch.stack(hidden, 2).numpy()

@@ -1,0 +1,157 @@
+"""Loading: full-size configs checked without weights, and each bad input gives a clear error."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import jaxneurons as jn
+from jaxneurons.loading.convert import CheckpointError, _targets, expected_shapes
+from jaxneurons.models.config import UnsupportedConfigError, from_hf_config
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+FULL_SIZE = {
+    "llama2_7b": ("LlamaConfig", dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)),
+    "llama3_8b": ("LlamaConfig", dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                      rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                                                           low_freq_factor=1.0, high_freq_factor=4.0,
+                                                           original_max_position_embeddings=8192))),
+    "qwen2.5_7b": ("Qwen2Config", dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                                       num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4)),
+    "bloom_7b1": ("BloomConfig", dict(vocab_size=250880, hidden_size=4096, n_layer=30, n_head=32)),
+    "gemma3_1b": ("Gemma3TextConfig", dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912,
+                                           num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
+                                           head_dim=256, query_pre_attn_scalar=256, sliding_window=512)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_SIZE))
+def test_full_size_shapes_match_transformers(name):
+    """Every HF tensor of the real-size model maps onto a parameter of the same shape, and none is left over."""
+    config_name, kwargs = FULL_SIZE[name]
+    hf_config = getattr(transformers, config_name)(**kwargs)
+    config = from_hf_config(hf_config.to_dict())
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(hf_config)
+    ours = {path: tuple(s.shape) for path, s in expected_shapes(config).items()}
+    mapped: dict[str, tuple] = {}
+    for hf_name, tensor in model.state_dict().items():
+        if config.tie_embeddings and hf_name.endswith("lm_head.weight"):
+            continue
+        for path, layer, value in _targets(config, hf_name, np.empty(0).reshape(0) if False else _Shape(tensor)):
+            mapped[path] = value.shape if layer is None else (config.num_layers, *value.shape)
+    assert mapped == ours
+    hf_count = sum(p.numel() for p in model.parameters())
+    assert sum(int(np.prod(s)) for s in ours.values()) == hf_count
+
+
+class _Shape:
+    """Stands in for a tensor in the conversion tables: only shapes, reshapes and transposes."""
+
+    def __init__(self, tensor):
+        self.shape = tuple(tensor.shape)
+
+    @property
+    def T(self):
+        return _ShapeOf(self.shape[::-1])
+
+    def reshape(self, *shape):
+        return _ShapeOf(tuple(shape))
+
+    def __getitem__(self, index):
+        return _ShapeOf(np.empty(self.shape, dtype=np.int8)[index].shape)
+
+    def __array__(self, dtype=None, copy=None):  # np.asarray on a meta tensor stand-in
+        return np.broadcast_to(np.zeros((), np.int8), self.shape)
+
+
+class _ShapeOf(_Shape):
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def _save_tiny(tmp_path, **overrides):
+    from tests.hf_reference import make_model
+
+    model = make_model("llama_gqa_tied")
+    model.save_pretrained(tmp_path, max_shard_size="40KB")
+    if overrides:
+        config = json.loads((tmp_path / "config.json").read_text())
+        config.update(overrides)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_unsupported_config_attribute_is_named(tmp_path):
+    _save_tiny(tmp_path, frobnicate_heads=3)
+    with pytest.raises(UnsupportedConfigError, match="frobnicate_heads=3"):
+        jn.load_model(str(tmp_path))
+
+
+def test_unsupported_rope_type_is_named(tmp_path):
+    _save_tiny(tmp_path, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0})
+    with pytest.raises(UnsupportedConfigError, match="yarn"):
+        jn.load_model(str(tmp_path))
+
+
+def test_missing_shard_is_named(tmp_path):
+    _save_tiny(tmp_path)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    victim = sorted(set(index["weight_map"].values()))[1]
+    os.remove(tmp_path / victim)
+    with pytest.raises(CheckpointError, match=victim):
+        jn.load_model(str(tmp_path))
+
+
+def test_truncated_safetensors_is_named(tmp_path):
+    _save_tiny(tmp_path)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    victim = tmp_path / sorted(set(index["weight_map"].values()))[0]
+    victim.write_bytes(victim.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        jn.load_model(str(tmp_path))
+
+
+def test_pickle_needs_opt_in(tmp_path):
+    from tests.hf_reference import make_model
+
+    model = make_model("llama_gqa_tied")
+    model.save_pretrained(tmp_path, safe_serialization=False)
+    if not (tmp_path / "pytorch_model.bin").exists():
+        torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+        for f in tmp_path.glob("*.safetensors"):
+            f.unlink()
+    with pytest.raises(CheckpointError, match="allow_pickle"):
+        jn.load_model(str(tmp_path))
+    with pytest.raises(CheckpointError, match="pickle"):
+        jn.load_model(str(tmp_path / "pytorch_model.bin"))
+    lm = jn.load_model(str(tmp_path), allow_pickle=True)
+    ids = np.array([[3, 5, 7]])
+    with torch.no_grad():
+        ref = model(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(lm.logits(ids)), ref, atol=1e-4)
+
+
+def test_missing_tensor_is_named(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    _save_tiny(tmp_path)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    name, shard = next((n, s) for n, s in index["weight_map"].items() if "layers.1.mlp.up_proj" in n)
+    tensors = load_file(tmp_path / shard)
+    del tensors[name]
+    save_file(tensors, tmp_path / shard)
+    with pytest.raises(CheckpointError, match=r"layers/mlp/up/kernel \(layers \[1\]\)"):
+        jn.load_model(str(tmp_path))
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        jn.load_model(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="zoo"):
+        jn.load_model("no-such-model")

@@ -1,0 +1,51 @@
+"""Every family matches transformers' PyTorch logits and hooked neurons on tiny random configs (float32)."""
+
+import numpy as np
+import pytest
+
+import jaxneurons as jn
+from jaxneurons.lm import pad_rows
+
+hf_reference = pytest.importorskip("tests.hf_reference")
+
+LENGTHS = [10, 7, 3]  # shorter than, equal to and longer than the sliding windows of the variants
+
+
+def _batch(vocab, side, seed=1):
+    rng = np.random.default_rng(seed)
+    rows = [list(rng.integers(1, vocab, size=n)) for n in LENGTHS]
+    return pad_rows(rows, 0, side)
+
+
+@pytest.fixture(scope="module", params=sorted(hf_reference.VARIANTS))
+def pair(request, tmp_path_factory):
+    model = hf_reference.make_model(request.param)
+    directory = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(directory, max_shard_size="40KB")  # sharded safetensors + index
+    return request.param, model, jn.load_model(str(directory), dtype="float32")
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_logits_and_neurons_match_pytorch(pair, side):
+    name, model, lm = pair
+    ids, mask = _batch(lm.config.vocab_size, side)
+    ref_logits, ref_act, ref_hidden = hf_reference.reference(model, ids, mask)
+    real = mask.astype(bool)
+    logits = np.asarray(lm.logits(ids, mask))
+    np.testing.assert_allclose(logits[real], ref_logits[real], atol=1e-4, rtol=0, err_msg=name)
+    for quantity, ref in (("act", ref_act), ("ffn_hidden", ref_hidden)):
+        every = np.asarray(lm.neurons(ids, mask, positions="all", quantity=quantity))
+        np.testing.assert_allclose(every[real], ref[real], atol=1e-5, rtol=0, err_msg=f"{name} {quantity}")
+        last = np.asarray(lm.neurons(ids, mask, positions="last", quantity=quantity))
+        last_index = [np.flatnonzero(row)[-1] for row in mask]
+        np.testing.assert_allclose(last, ref[np.arange(len(ids)), last_index], atol=1e-5, rtol=0)
+        most = np.asarray(lm.neurons(ids, mask, positions="max", quantity=quantity))
+        expected = np.stack([ref[i][real[i]].max(0) for i in range(len(ids))])
+        np.testing.assert_allclose(most, expected, atol=1e-5, rtol=0)
+
+
+def test_padding_side_does_not_change_results(pair):
+    _, _, lm = pair
+    right = lm.neurons(*_batch(lm.config.vocab_size, "right"), positions="last")
+    left = lm.neurons(*_batch(lm.config.vocab_size, "left"), positions="last")
+    np.testing.assert_allclose(np.asarray(right), np.asarray(left), atol=1e-5)
