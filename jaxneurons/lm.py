@@ -30,8 +30,16 @@ def run_decoder(decoder: Decoder, params, input_ids, mask, record_index=None, in
     """One jitted forward; returns (logits or None, {quantity: [L, ...]} recorded neurons)."""
     out, state = decoder.apply({"params": params}, input_ids, mask, record_index, intervention,
                                logit_positions, mutable=["intermediates"])
-    sown = state.get("intermediates", {}).get("layers", {}).get("mlp", {})
-    return out, {name: value[0] for name, value in sown.items()}
+    return out, sown_values(state)
+
+
+def sown_values(state) -> dict:
+    """{name: [L, ...]} of everything the layers sowed (neurons; keys, values and residuals when caching)."""
+    layers = state.get("intermediates", {}).get("layers", {})
+    found = {}
+    for scope in (layers, layers.get("attn", {}), layers.get("mlp", {})):
+        found.update({name: value[0] for name, value in scope.items() if isinstance(value, tuple)})
+    return found
 
 
 @dataclasses.dataclass

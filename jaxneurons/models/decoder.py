@@ -31,6 +31,7 @@ class Record:
 
     quantities: tuple[str, ...] = ()
     positions: str = "last"  # last | all | max
+    cache: bool = False  # also keys/values of every position and the residual stream at the recorded token
 
     def __post_init__(self):
         for q in self.quantities:
@@ -81,8 +82,10 @@ class Attention(nn.Module):
     dtype: Any
     param_dtype: Any
 
+    record: Record = Record()
+
     @nn.compact
-    def __call__(self, x_bth, ctx, is_local):
+    def __call__(self, x_bth, ctx, is_local, prefix_kv=None):
         c = self.config
         b, t, _ = x_bth.shape
         q = _dense(c.num_heads * c.head_dim, c.qkv_bias, self.dtype, self.param_dtype, "q")(x_bth)
@@ -97,6 +100,12 @@ class Attention(nn.Module):
         if c.position == "rope":
             cos, sin = _select(is_local, ctx["rope_local"], ctx["rope"])
             q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
+        if self.record.cache:
+            self.sow("intermediates", "keys", k)
+            self.sow("intermediates", "values", v)
+        if prefix_kv is not None:  # one new token attending over the cached keys/values of the earlier ones
+            k = jnp.concatenate([prefix_kv[0].astype(k.dtype), k], axis=1)
+            v = jnp.concatenate([prefix_kv[1].astype(v.dtype), v], axis=1)
         out = attend(c, q, k, v, _select(is_local, ctx["mask_local"], ctx["mask"]), ctx.get("alibi"))
         return _dense(c.hidden_size, c.out_bias, self.dtype, self.param_dtype, "o")(out.reshape(b, t, -1))
 
@@ -163,15 +172,25 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, h, xs, ctx):
         c, norm = self.config, (lambda name: Norm(c.norm, c.norm_eps, self.param_dtype, name=name))
-        a = Attention(c, self.dtype, self.param_dtype, name="attn")(norm("attn_norm")(h), ctx, xs["is_local"])
+        prefix = (xs["prefix_k"], xs["prefix_v"]) if "prefix_k" in xs else None
+        a = Attention(c, self.dtype, self.param_dtype, self.record, name="attn")(
+            norm("attn_norm")(h), ctx, xs["is_local"], prefix)
         if c.sandwich_norms:
             a = norm("post_attn_norm")(a)
         h = h + a
+        if "stage" in xs:  # last-token replay: the target layer restarts from its cached attention output
+            h = jnp.where(xs["stage"] == 0, xs["mid"].astype(h.dtype)[:, None], h)
         m = MLP(c, self.dtype, self.param_dtype, self.record, name="mlp")(
             norm("mlp_norm")(h), ctx, xs.get("scale"), xs.get("shift"))
         if c.sandwich_norms:
             m = norm("post_mlp_norm")(m)
-        return h + m, None
+        out = h + m
+        if self.record.cache:
+            self.sow("intermediates", "mid", _at_positions(h, ctx, "last"))
+            self.sow("intermediates", "out", _at_positions(out, ctx, "last"))
+        if "stage" in xs:  # layers below the target keep their cached output
+            out = jnp.where(xs["stage"] < 0, xs["out"].astype(out.dtype)[:, None], out)
+        return out, None
 
 
 class Decoder(nn.Module):
@@ -185,7 +204,10 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids_bt, mask_bt, record_index_b=None, intervention: Intervention | None = None,
-                 logit_positions_bk=None):
+                 logit_positions_bk=None, replay: dict | None = None):
+        """replay: re-run only the last token of left-padded prompts from a cache (see attribution.ig):
+        {"prefix_k", "prefix_v": [L, B, T-1, kv_heads, head_dim], "mid", "out": [L, B, H], "stage": [L]},
+        with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask."""
         c = self.config
         embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
@@ -194,8 +216,8 @@ class Decoder(nn.Module):
             h = h * jnp.asarray(c.embedding_multiplier, self.param_dtype).astype(self.dtype)
         if c.embedding_norm:
             h = Norm(c.norm, c.norm_eps, self.param_dtype, name="embed_norm")(h)
-        ctx = self._context(mask_bt, record_index_b, intervention)
-        xs = {"is_local": jnp.asarray(c.is_local())}
+        ctx = self._context(mask_bt, record_index_b, intervention, input_ids_bt.shape[1])
+        xs = {"is_local": jnp.asarray(c.is_local()), **(replay or {})}
         if intervention is not None:
             xs.update(scale=intervention.scale, shift=intervention.shift)
         layers = nn.scan(Block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
@@ -217,15 +239,17 @@ class Decoder(nn.Module):
             logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
         return logits[:, 0] if self.logits == "last" else logits
 
-    def _context(self, mask_bt, record_index_b, intervention):
-        c, t = self.config, mask_bt.shape[1]
+    def _context(self, mask_bt, record_index_b, intervention, query_len):
+        """Masks and positions; queries are the last `query_len` tokens (all of them, or one when replaying)."""
+        c = self.config
         positions = L.positions_from_mask(mask_bt)
-        mask, mask_local = L.attention_masks(c, mask_bt, t)
-        ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": mask_bt.astype(bool),
-               "record_index": L.last_token_index(mask_bt) if record_index_b is None else record_index_b}
+        mask, mask_local = L.attention_masks(c, mask_bt, query_len)
+        query_mask = mask_bt[:, -query_len:]
+        ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": query_mask.astype(bool),
+               "record_index": L.last_token_index(query_mask) if record_index_b is None else record_index_b}
         if c.position == "rope":
-            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions)
-            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions)
+            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions[:, -query_len:])
+            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions[:, -query_len:])
         else:
             ctx["alibi"] = L.alibi_bias(c.num_heads, positions)
         if intervention is not None:

