@@ -1,9 +1,10 @@
 """jaxneurons: how the FFN neurons of LLMs are shared across languages and tasks, in JAX/Flax."""
 
+from jaxneurons.attribution import integrated_gradients, static_scores
 from jaxneurons.lm import LanguageModel
 from jaxneurons.loading import load_model
 from jaxneurons.models.config import ModelConfig, from_hf_config
 from jaxneurons.models.decoder import Decoder, Intervention, Record
 
-__all__ = ["LanguageModel", "load_model", "ModelConfig", "from_hf_config", "Decoder", "Intervention", "Record"]
+__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "ModelConfig", "from_hf_config", "Decoder", "Intervention", "Record"]
 __version__ = "0.1.0"

@@ -120,3 +120,31 @@ def test_zeroing_a_layer_equals_removing_its_ffn(lm):
     real = mask.astype(bool)
     np.testing.assert_allclose(np.asarray(lm.logits(ids, mask, zeroed))[real],
                                np.asarray(removed.logits(ids, mask))[real], atol=1e-5)
+
+
+def test_attribution_by_category_matches_numpy():
+    from jaxneurons.attribution.by_category import attribution_statistics, scaled_top_k
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(2, 3, 4, 12)).astype(np.float32)
+    codes = rng.integers(0, 3, size=(2, 4, 12))  # category 3 left empty on purpose
+    got = {k: np.asarray(v) for k, v in attribution_statistics(scores, codes, 5).items()}
+    for b in range(2):
+        for n in range(3):
+            positive = np.zeros(4)
+            for layer in range(4):
+                s, c = scores[b, n, layer], codes[b, layer]
+                top = np.argsort(-s)[:5]
+                np.testing.assert_array_equal(got["top_counts"][b, n, layer], np.bincount(c[top], minlength=4))
+                for cat in range(4):
+                    members = s[c == cat]
+                    assert np.isclose(got["sum"][b, n, layer, cat], members.sum(), atol=1e-5)
+                    if members.size:
+                        assert np.isclose(got["max"][b, n, layer, cat], members.max())
+                        assert np.isclose(got["min"][b, n, layer, cat], members.min())
+                        assert np.isclose(got["mean"][b, n, layer, cat], members.mean(), atol=1e-6)
+                    else:
+                        assert np.isnan(got["max"][b, n, layer, cat]) and np.isnan(got["mean"][b, n, layer, cat])
+                    positive[cat] += np.clip(members, 0, None).sum()
+            np.testing.assert_allclose(got["positive"][b, n], positive, atol=1e-5)
+    assert scaled_top_k(16384) == 800 and scaled_top_k(1536) == 75 and scaled_top_k(1536, 10) == 10

@@ -1,0 +1,215 @@
+"""Fine-tuning for neuron sharing: optax adamw (warmup-cosine, global-norm clipping), frozen parameters get exactly
+zero updates, orbax checkpoints (params, optimizer state, data position) and exact resume; evaluation helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxneurons.alignment.objective import alignment_loss, make_batch
+from jaxneurons.analysis.sharing import ALL_SHARED, example_statistics
+from jaxneurons.lm import LanguageModel, run_decoder
+from jaxneurons.models.decoder import Record
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    layers: tuple[int, ...] | None = None  # layers whose MLP trains; None = every layer
+    lr: float = 1e-4
+    warmup: int = 10
+    clip: float = 1.0
+    weight_decay: float = 0.0
+    lambda_sharing: float = 1.0
+    rho: float = 0.5
+    margin: float = 1.0
+    steps: int = 100
+    batch_size: int = 4
+    seed: int = 0
+    save_every: int = 10
+
+
+def trainable_masks(params, num_layers: int, layers: Sequence[int] | None):
+    """(labels: "train"/"freeze" per leaf, row masks [L, 1, ...] for the stacked MLP leaves, 1 elsewhere)."""
+    rows = np.zeros((num_layers,), np.float32)
+    rows[list(range(num_layers)) if layers is None else list(layers)] = 1.0
+
+    def label(path, leaf):
+        keys = [getattr(p, "key", str(p)) for p in path]
+        return "train" if len(keys) >= 2 and keys[0] == "layers" and keys[1] == "mlp" else "freeze"
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    row_mask = jax.tree.map(lambda lab, leaf: jnp.asarray(rows.reshape((-1,) + (1,) * (leaf.ndim - 1)), leaf.dtype)
+                            if lab == "train" else None, labels, params)
+    return labels, row_mask
+
+
+def _mask_rows(row_mask) -> optax.GradientTransformation:
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, m: u * m, updates, row_mask), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(params, num_layers: int, cfg: TrainConfig) -> optax.GradientTransformation:
+    """Row mask -> {MLP leaves: clip + adamw, everything else: set_to_zero} -> row mask.
+
+    The first row mask keeps frozen layers' gradients out of the clip norm and Adam moments; the last one makes
+    their updates (weight decay included) exactly zero.
+    """
+    labels, row_mask = trainable_masks(params, num_layers, cfg.layers)
+    full_mask = jax.tree.map(lambda m, leaf: jnp.ones((), leaf.dtype) if m is None else m, row_mask, params,
+                             is_leaf=lambda x: x is None)
+    schedule = optax.warmup_cosine_decay_schedule(cfg.lr / max(cfg.warmup, 1), cfg.lr, max(cfg.warmup, 1), max(cfg.steps, cfg.warmup + 1),
+                                                  end_value=cfg.lr * 0.1)
+    train = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    return optax.chain(_mask_rows(full_mask),
+                       optax.multi_transform({"train": train, "freeze": optax.set_to_zero()}, labels),
+                       _mask_rows(full_mask))
+
+
+def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> np.ndarray:
+    """The items of step `step`: a stream of per-epoch permutations of the data, a pure function of the step."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_items)
+        perm = np.random.default_rng([seed, epoch]).permutation(num_items)
+        out.extend(perm[offset:offset + batch_size - len(out)].tolist())
+    return np.asarray(out)
+
+
+def _train_step_fn(decoder, optimizer):
+    @jax.jit
+    def step(params, opt_state, batch, lambda_sharing, rho, margin):
+        (loss, aux), grads = jax.value_and_grad(alignment_loss, has_aux=True)(
+            params, decoder, batch, lambda_sharing, rho, margin)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, dict(aux, loss=loss)
+    return step
+
+
+def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint_dir: str | None = None,
+          resume: bool = False, stop_after: int | None = None, progress: bool = True, answer_len: int | None = None):
+    """Train; returns (params, history list of per-step floats). items: tokenized examples (see make_batch).
+
+    checkpoint_dir: orbax CheckpointManager folder (params, opt_state, step), saved every cfg.save_every steps
+    and at the end; resume=True restores its latest step and continues the same data stream.
+    stop_after: stop (and save) after this many steps of this call (simulates an interruption).
+    """
+    import orbax.checkpoint as ocp
+    from tqdm.auto import tqdm
+
+    decoder = lm.decoder(Record(("act",), "last"), logits="positions")
+    optimizer = make_optimizer(lm.params, lm.config.num_layers, cfg)
+    params = lm.params
+    opt_state = optimizer.init(params)
+    start = 0
+    manager = None
+    if checkpoint_dir is not None:
+        manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir),
+                                        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+        if resume and manager.latest_step() is not None:
+            target = {"params": params, "opt_state": opt_state, "step": np.asarray(0, np.int64)}
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+            restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+            params, opt_state, start = restored["params"], restored["opt_state"], int(restored["step"])
+    step_fn = _train_step_fn(decoder, optimizer)
+    k_max = answer_len or max(max(len(a), 1) for it in items for a in it["answers"])
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    history = []
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="align")
+    for step in bar:
+        idx = batch_indices(step, len(items), cfg.batch_size, cfg.seed)
+        batch = make_batch([items[i] for i in idx], lm.pad_id, answer_len=k_max)
+        params, opt_state, aux = step_fn(params, opt_state, batch, jnp.float32(cfg.lambda_sharing),
+                                         jnp.float32(cfg.rho), jnp.float32(cfg.margin))
+        aux = {k: float(v) for k, v in aux.items()}
+        history.append(dict(aux, step=step + 1))
+        bar.set_postfix(loss=f"{aux['loss']:.3f}", task=f"{aux['task']:.3f}", share=f"{aux['sharing']:.4f}",
+                        all_sh=f"{aux['all_shared_pct']:.1f}%")
+        if manager is not None and ((step + 1) % cfg.save_every == 0 or step + 1 == end):
+            manager.save(step + 1, args=ocp.args.StandardSave(
+                {"params": params, "opt_state": opt_state, "step": np.asarray(step + 1, np.int64)}))
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    return params, history
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(lm: LanguageModel, params, items: Sequence[dict], languages: Sequence[str], batch_size: int = 8
+             ) -> dict[str, Any]:
+    """Mean % all-shared neurons per layer (tau = 0, last prompt token) and accuracy per language.
+
+    items need "options" (per language, a list of option token ids) and "gold" (per language, an index).
+    """
+    decoder = lm.decoder(Record(("act",), "last"), logits="positions")
+    num_lang = len(languages)
+    shared_sum = np.zeros((lm.config.num_layers,), np.float64)
+    correct = np.zeros((len(items), num_lang), bool)
+    for s in range(0, len(items), batch_size):
+        chunk = items[s:s + batch_size]
+        rows, prompt_lens, owners = [], [], []
+        for e, it in enumerate(chunk):
+            for n in range(num_lang):
+                for o, opt in enumerate(it["options"][n]):
+                    rows.append(list(it["prompts"][n]) + list(opt))
+                    prompt_lens.append(len(it["prompts"][n]))
+                    owners.append((e, n, o, len(opt)))
+        length = -(-max(len(r) for r in rows) // 16) * 16
+        k_max = max(max(o[3] for o in owners), 1)
+        ids = np.full((len(rows), length), lm.pad_id, np.int32)
+        mask = np.zeros_like(ids)
+        pos = np.zeros((len(rows), k_max), np.int32)
+        tok = np.zeros((len(rows), k_max), np.int32)
+        tmask = np.zeros((len(rows), k_max), bool)
+        for r, (row, pl, (_, _, _, k)) in enumerate(zip(rows, prompt_lens, owners)):
+            ids[r, :len(row)], mask[r, :len(row)] = row, 1
+            pos[r, :k] = np.arange(pl - 1, pl - 1 + k)
+            tok[r, :k] = row[pl:pl + k]
+            tmask[r, :k] = True
+        last = np.asarray(prompt_lens, np.int32) - 1
+        logits, sown = run_decoder(decoder, params, ids, mask, last, None, pos)
+        lp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+        tok_lp = np.asarray(jnp.sum(jnp.take_along_axis(lp, tok[..., None], -1)[..., 0] * tmask, -1))
+        act = np.asarray(sown["act"], np.float32)  # [L, R, F]
+        scores: dict = {}
+        first_row: dict = {}
+        for r, (e, n, o, _) in enumerate(owners):
+            scores.setdefault((e, n), []).append(tok_lp[r])
+            first_row.setdefault((e, n), r)
+        acts_bnlf = np.stack([np.stack([act[:, first_row[(e, n)]] for n in range(num_lang)])
+                              for e in range(len(chunk))])
+        counts, _ = example_statistics(jnp.asarray(acts_bnlf), jnp.zeros((1,), jnp.float32))
+        shared_sum += np.asarray(counts[:, 0, :, ALL_SHARED], np.float64).sum(0)
+        for e, it in enumerate(chunk):
+            for n in range(num_lang):
+                correct[s + e, n] = int(np.argmax(scores[(e, n)])) == it["gold"][n]
+    per_layer = (100.0 * shared_sum / (len(items) * lm.config.intermediate_size)).tolist()
+    return {"all_shared_pct": float(np.mean(per_layer)), "all_shared_per_layer": per_layer,
+            "accuracy": {lang: float(correct[:, n].mean()) for n, lang in enumerate(languages)}}
+
+
+def tokenize_examples(lm: LanguageModel, examples, languages: Sequence[str]) -> list[dict]:
+    """ParallelExamples -> token-id items {"prompts", "answers", "options", "gold"} (lists over languages)."""
+    tok = lm.tokenizer
+
+    def enc(text, special):
+        return list(tok(text, add_special_tokens=special)["input_ids"])
+
+    items = []
+    for ex in examples:
+        prompts = [enc(ex.prompts[lang], True) for lang in languages]
+        options = [[enc(o, False) for o in (ex.options[lang] if ex.options else (ex.answers[lang],))]
+                   for lang in languages]
+        answers = [enc(ex.answers[lang], False) for lang in languages]
+        gold = [int(ex.gold[lang]) for lang in languages]
+        items.append({"prompts": prompts, "answers": answers, "options": options, "gold": gold})
+    return items

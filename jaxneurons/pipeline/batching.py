@@ -1,0 +1,255 @@
+"""Examples x languages as padded batches: few compiled shapes, little padding, deterministic.
+
+Every example contributes one row per language; all N rows of an example sit in the same batch, so the
+step can reshape the recorded neurons to [B, N, L, F]. Examples are sorted by their longest tokenized row
+(longest first, so a batch that does not fit in memory fails at once), grouped by `batch_size`, and each
+batch is padded to a length bucket. The last batch is filled with copies of its first example marked
+invalid, so it has the same shape as the others. The plan depends only on the tokens and the settings:
+a resumed run rebuilds exactly the same batches.
+
+Each row is a prompt followed by a continuation (an answer option). Because attention is causal, the
+neurons at the prompt's last token do not see the continuation, so one forward gives both the neurons and
+the logits that score the continuation (logits only at the positions that predict its tokens). The logits
+at the prompt's last token also score the first token of every other option: a slot whose continuations
+are all one token long ("true" / "false") needs no forward of its own. Non-gold options are ordered
+longest first, so the multi-token ones share as few extra forwards as possible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxneurons.lm import pad_rows
+from jaxneurons.pipeline.errors import PipelineInputError
+
+POSITIONS = {"last": "last", "all": "max"}  # the paper's name -> the Record positions that compute it
+PADDING_SIDES = ("right", "left")
+MIN_LENGTH_BUCKET = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedRow:
+    """One example in one language: prompt tokens and its continuations, the gold one first."""
+
+    prompt: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    option_index: tuple[int, ...]  # the option each continuation is (0 for open answers)
+
+    @property
+    def longest(self) -> int:
+        return len(self.prompt) + max(len(c) for c in self.continuations)
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """One padded forward over the R = B * N rows of a batch (numpy arrays, ready for the device)."""
+
+    ids_rt: np.ndarray
+    mask_rt: np.ndarray
+    record_index_r: np.ndarray  # the prompt's last token
+    logit_positions_rk: np.ndarray  # positions whose logits predict the continuation's tokens
+    targets_rk: np.ndarray  # the continuation's tokens
+    target_mask_rk: np.ndarray  # False past a continuation's end (and for rows with none)
+    real_tokens: int  # tokens of valid rows; the rest of ids_rt is padding
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "real_tokens"}
+
+    @property
+    def padded_tokens(self) -> int:
+        return int(self.ids_rt.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Everything one step needs. Slot s scores continuation s of every row (slot 0: the gold answer)."""
+
+    index: int
+    example_index_b: np.ndarray  # original example index of each batch example; dummies repeat the first
+    valid_b: np.ndarray  # False for the dummy examples that fill the last batch
+    neuron_forward: Forward  # with positions "last" it also scores slot 0 in full
+    scoring_forwards: tuple[Forward, ...]  # logits only, one per slot in scoring_slots
+    scoring_slots: tuple[int, ...]  # the slots with a multi-token continuation (other than "last"'s slot 0)
+    option_index_sr: np.ndarray  # [S, R] option index scored in slot s for row r, -1 where none
+    first_tokens_rs: np.ndarray  # [R, S] first token of each slot's continuation (0 where none)
+
+    @property
+    def forwards(self) -> tuple[Forward, ...]:
+        return (self.neuron_forward, *self.scoring_forwards)
+
+
+def bucket_length(n: int, minimum: int = MIN_LENGTH_BUCKET) -> int:
+    """Smallest of {2^k, 3 * 2^(k-1)} >= max(n, minimum): at most 1/3 padding, two shapes per octave."""
+    n = max(int(n), minimum, 1)
+    power = 1
+    while power < n:
+        if power >= 2 and power * 3 // 2 >= n:
+            return power * 3 // 2
+        power *= 2
+    return power
+
+
+def tokenize_examples(tokenizer, examples: Sequence, languages: Sequence[str], scoring: str
+                      ) -> list[list[TokenizedRow]]:
+    """[E][N] TokenizedRow. Prompts get the tokenizer's special tokens (BOS), continuations none."""
+    _check_examples(examples, languages, scoring)
+    prompts = [ex.prompts[lang] for ex in examples for lang in languages]
+    prompt_ids = _encode(tokenizer, prompts, add_special_tokens=True)
+    texts = sorted({text for ex in examples for lang in languages
+                    for text in _continuation_texts(ex, lang, scoring)[0]})
+    continuation_ids = dict(zip(texts, _encode(tokenizer, texts, add_special_tokens=False)))
+    rows, i = [], 0
+    for ex in examples:
+        row = []
+        for lang in languages:
+            conts, option_index = _continuation_texts(ex, lang, scoring)
+            tokens = tuple(continuation_ids[t] for t in conts)
+            if any(len(t) == 0 for t in tokens):
+                raise PipelineInputError(f"example {ex.id!r} ({lang}): an answer continuation tokenizes to no tokens")
+            row.append(_longest_first(TokenizedRow(prompt_ids[i], tokens, option_index)))
+            i += 1
+        rows.append(row)
+    return rows
+
+
+def _encode(tokenizer, texts: list[str], add_special_tokens: bool) -> list[tuple[int, ...]]:
+    if not texts:
+        return []
+    return [tuple(int(t) for t in ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
+
+
+def _continuation_texts(ex, lang: str, scoring: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The continuations to score, gold first, and their option indices."""
+    if scoring == "greedy":
+        return (ex.answers[lang],), (0,)
+    options, gold = ex.options[lang], ex.gold[lang]
+    order = (gold, *(o for o in range(len(options)) if o != gold))
+    return tuple(options[o] for o in order), order
+
+
+def _longest_first(row: TokenizedRow) -> TokenizedRow:
+    """Non-gold continuations sorted by token length, longest first (stable): multi-token ones share slots."""
+    rest = sorted(range(1, len(row.continuations)), key=lambda i: -len(row.continuations[i]))
+    order = (0, *rest)
+    return TokenizedRow(row.prompt, tuple(row.continuations[i] for i in order),
+                        tuple(row.option_index[i] for i in order))
+
+
+def _check_examples(examples: Sequence, languages: Sequence[str], scoring: str) -> None:
+    if not examples:
+        raise PipelineInputError("no examples to analyse (check --num_examples, the split and the data files)")
+    if not languages:
+        raise PipelineInputError("no languages given")
+    if scoring not in ("options", "greedy"):
+        raise PipelineInputError(f"unknown scoring {scoring!r}; expected 'options' or 'greedy'")
+    for ex in examples:
+        missing = [lang for lang in languages if lang not in ex.prompts]
+        if missing:
+            raise PipelineInputError(f"example {ex.id!r} has no prompt in {missing}")
+        if scoring == "options":
+            bad = [lang for lang in languages if not (ex.options and ex.options.get(lang)
+                                                      and 0 <= ex.gold[lang] < len(ex.options[lang]))]
+            if bad:
+                raise PipelineInputError(f"example {ex.id!r}: options task without valid options/gold in {bad}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """The deterministic schedule of a run: which examples go together, and their padded arrays."""
+
+    rows: list[list[TokenizedRow]]  # [E][N], the caller's example order
+    order: np.ndarray  # [E] example indices in processing order (longest first)
+    batch_size: int
+    positions: str  # "last" or "all"
+    padding_side: str
+    pad_id: int
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_languages(self) -> int:
+        return len(self.rows[0])
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    @property
+    def num_slots(self) -> int:
+        return max(len(row.continuations) for ex in self.rows for row in ex)
+
+    def examples_in(self, index: int) -> np.ndarray:
+        """Original indices of the real examples of batch `index`."""
+        return self.order[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def batch(self, index: int) -> Batch:
+        """Batch `index` with its padded forwards (built on demand: the plan holds only tokens)."""
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
+        real = self.examples_in(index)
+        example_index_b = np.concatenate([real, np.full(self.batch_size - len(real), real[0])]).astype(np.int64)
+        valid_b = np.arange(self.batch_size) < len(real)
+        rows = [row for e in example_index_b for row in self.rows[e]]
+        valid_r = np.repeat(valid_b, self.num_languages)
+        num_slots = max(len(r.continuations) for r in rows)
+        length = bucket_length(max(r.longest for r in rows))
+        k = bucket_length(max(len(c) for r in rows for c in r.continuations), minimum=1)
+
+        def slot(s: int) -> list[tuple[int, ...] | None]:
+            return [r.continuations[s] if s < len(r.continuations) else None for r in rows]
+
+        build = lambda conts, t, kk: _build_forward(rows, conts, valid_r, self.pad_id, self.padding_side, t, kk)
+        multi_token = [any(c is not None and len(c) > 1 for c in slot(s)) for s in range(num_slots)]
+        if self.positions == "last":
+            neuron = build(slot(0), length, k)
+            scoring_slots = tuple(s for s in range(1, num_slots) if multi_token[s])
+        else:  # neurons over the prompt only: the max over tokens must not see the answer
+            neuron = build([None] * len(rows), bucket_length(max(len(r.prompt) for r in rows)), 1)
+            scoring_slots = tuple(s for s in range(num_slots) if multi_token[s])
+        scoring = tuple(build(slot(s), length, k) for s in scoring_slots)
+        option_index_sr = np.array([[r.option_index[s] if s < len(r.option_index) else -1 for r in rows]
+                                    for s in range(num_slots)], dtype=np.int32)
+        first_tokens_rs = np.array([[c[0] if c else 0 for c in slot(s)] for s in range(num_slots)],
+                                   dtype=np.int32).T
+        return Batch(index, example_index_b, valid_b, neuron, scoring, scoring_slots, option_index_sr,
+                     first_tokens_rs)
+
+
+def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str, padding_side: str,
+                 pad_id: int) -> BatchPlan:
+    """Sort examples by their longest row (longest first, stable) and group them into batches."""
+    if batch_size < 1:
+        raise PipelineInputError(f"batch_size must be >= 1, got {batch_size}")
+    if positions not in POSITIONS:
+        raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {positions!r}")
+    if padding_side not in PADDING_SIDES:
+        raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    longest_e = np.array([max(row.longest for row in ex) for ex in rows])
+    order = np.argsort(-longest_e, kind="stable")
+    return BatchPlan(rows, order, batch_size, positions, padding_side, pad_id)
+
+
+def _build_forward(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
+                   pad_id: int, side: str, length: int, k: int) -> Forward:
+    """Pad prompt + continuation rows to `length`; continuation targets padded to `k`."""
+    conts = [c or () for c in conts]
+    sequences = [row.prompt + c for row, c in zip(rows, conts)]
+    ids_rt, mask_rt = pad_rows(sequences, pad_id, side, length=length)
+    offset_r = np.array([length - len(s) if side == "left" else 0 for s in sequences])
+    record_index_r = offset_r + np.array([len(row.prompt) for row in rows]) - 1
+    logit_positions_rk = np.repeat(record_index_r[:, None], k, axis=1)
+    targets_rk = np.zeros((len(rows), k), np.int32)
+    target_mask_rk = np.zeros((len(rows), k), bool)
+    for r, c in enumerate(conts):
+        n = len(c)
+        logit_positions_rk[r, :n] += np.arange(n)  # position p predicts token p + 1
+        targets_rk[r, :n] = c
+        target_mask_rk[r, :n] = True
+    real = int(sum(len(s) for s, v in zip(sequences, valid_r) if v))
+    return Forward(ids_rt, mask_rt, record_index_r.astype(np.int32), logit_positions_rk.astype(np.int32),
+                   targets_rk, target_mask_rk, real)

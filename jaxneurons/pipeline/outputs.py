@@ -1,0 +1,81 @@
+"""What a finished run leaves in output_dir: sharing.json, examples.npz, figures/*.png, report.md, flags.txt."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxneurons.analysis import (
+    atomic_path,
+    overlap_result,
+    plot_all,
+    summarize,
+    write_json_atomic,
+    write_report,
+    write_text_atomic,
+)
+from jaxneurons.pipeline.scoring import accuracy_per_language, judge
+from jaxneurons.pipeline.state import RunState
+
+SHARING_FILE = "sharing.json"
+EXAMPLES_FILE = "examples.npz"
+FLAGS_FILE = "flags.txt"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+
+
+def write_flags(output_dir: str | os.PathLike, flags_text: str) -> str:
+    """flags.txt: the run's flags as a flagfile (`--flagfile=flags.txt` reruns it)."""
+    return write_text_atomic(os.path.join(output_dir, FLAGS_FILE), flags_text.rstrip("\n") + "\n")
+
+
+def write_outputs(output_dir: str | os.PathLike, state: RunState, *, task, examples: Sequence,
+                  languages: Sequence[str], thresholds: Sequence[float], run_facts: dict, figures: bool = True
+                  ) -> dict:
+    """Judge the answers, summarize, and write sharing.json, examples.npz, the figures and report.md.
+
+    run_facts: the keys sharing.json carries besides the statistics (model, task, positions, ...).
+    Returns the sharing dict as written to sharing.json.
+    """
+    correct_en = judge(task, state.option_logprobs_eno, state.greedy_match_en, examples, languages)
+    neurons_per_layer = state.overlap.first_code.shape[-1]
+    sharing = summarize(state.category_counts_eklc, state.activated_eknl, thresholds, languages, neurons_per_layer,
+                        correct_bn=correct_en, overlap_kcl=np.asarray(overlap_result(state.overlap)))
+    sharing.update(run_facts)
+    sharing.update(
+        languages=list(languages),
+        num_examples=len(examples),
+        num_layers=int(state.category_counts_eklc.shape[2]),
+        neurons_per_layer=int(neurons_per_layer),
+        accuracy=accuracy_per_language(correct_en, languages),
+        padding_ratio=state.padding_ratio,
+        examples_per_second=len(examples) / state.elapsed_s if state.elapsed_s > 0 else None,
+    )
+    paths = plot_all(sharing, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
+    sharing["figures"] = {name: os.path.relpath(path, output_dir) for name, path in paths.items()}
+    write_examples(output_dir, state, examples, languages, thresholds, correct_en)
+    write_json_atomic(os.path.join(output_dir, SHARING_FILE), sharing)
+    write_report(output_dir, sharing, paths)
+    return sharing
+
+
+def write_examples(output_dir: str | os.PathLike, state: RunState, examples: Sequence, languages: Sequence[str],
+                   thresholds: Sequence[float], correct_en: np.ndarray) -> str:
+    """examples.npz: the per-example arrays, in the caller's example order (no pickled objects)."""
+    path = os.path.join(output_dir, EXAMPLES_FILE)
+    arrays = {
+        "category_counts": state.category_counts_eklc,  # [E, K, L, 4] int32, order of analysis.CATEGORIES
+        "activated": state.activated_eknl,  # [E, K, N, L] int32
+        "correct": correct_en,  # [E, N] bool
+        "gold_logprob": state.gold_logprob_en,  # [E, N] float32
+        "greedy_match": state.greedy_match_en,  # [E, N] bool
+        "option_logprobs": state.option_logprobs_eno,  # [E, N, O] float32, NaN where an example has fewer
+        "ids": np.array([ex.id for ex in examples], dtype=str),
+        "thresholds": np.asarray(thresholds, np.float32),
+        "languages": np.array(list(languages), dtype=str),
+    }
+    with atomic_path(path) as tmp_path, open(tmp_path, "wb") as f:
+        np.savez(f, **arrays)
+    return path

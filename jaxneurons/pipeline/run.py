@@ -1,0 +1,180 @@
+"""`run_sharing_analysis`: the whole sharing analysis of one model on one task, resumable.
+
+>>> lm = jaxneurons.load_model("smollm2-135m")
+>>> task = jaxneurons.tasks.get_task("builtin_nli")
+>>> examples = task.load(["en", "de", "zh"]).examples
+>>> sharing = run_sharing_analysis(lm, task, examples, ["en", "de", "zh"], "runs/nli")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxneurons.analysis import MAIN_THRESHOLD, OverlapState
+from jaxneurons.lm import LanguageModel
+from jaxneurons.models.decoder import Record
+from jaxneurons.pipeline.batching import POSITIONS, Batch, BatchPlan, plan_batches, tokenize_examples
+from jaxneurons.pipeline.errors import PipelineInputError
+from jaxneurons.pipeline.outputs import write_flags, write_outputs
+from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
+from jaxneurons.pipeline.step import scoring_step, sharing_step, to_device
+
+DEFAULT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def run_sharing_analysis(
+    lm: LanguageModel,
+    task,
+    examples: Sequence,
+    languages: Sequence[str],
+    output_dir: str | os.PathLike,
+    batch_size: int = 8,
+    positions: str = "last",
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    resume: bool = False,
+    progress: bool = True,
+    padding_side: str = "right",
+    checkpoint_every: int = 10,
+    skipped: dict | None = None,
+    flags_text: str | None = None,
+    on_batch_end: Callable[[int, int], None] | None = None,
+    figures: bool = True,
+) -> dict:
+    """Categorize the FFN neurons of every example across its languages, score the answers, write results.
+
+    Args:
+      lm: the model (its tokenizer is used).
+      task: a `jaxneurons.tasks.Task` (its `scoring` and `is_correct`); examples: its ParallelExamples.
+      languages: the N languages to analyse, each present in every example.
+      output_dir: receives sharing.json, examples.npz, figures/, report.md, state.npz (and flags.txt).
+      batch_size: examples per step (each brings N rows).
+      positions: "last" (the prompt's last token) or "all" (activated at any prompt token).
+      thresholds: activation thresholds tau; must include 0, the paper's.
+      resume: continue from output_dir/state.npz when it belongs to this same run.
+      padding_side: "right" or "left"; results do not depend on it.
+      checkpoint_every: save state.npz every this many batches (and after the last).
+      skipped: the task loader's skipped items by reason, recorded in sharing.json.
+      flags_text: the launcher's flags as a flagfile, written to flags.txt.
+      on_batch_end: called with (batch index, number of batches) after each batch is recorded.
+      figures: write figures/*.png (False saves a few seconds, e.g. in tests).
+    Returns:
+      the dict written to sharing.json.
+    """
+    languages, thresholds = list(languages), check_thresholds(thresholds)
+    if checkpoint_every < 1:
+        raise PipelineInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
+    plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id)
+    identity = run_identity(lm, task, examples, languages, plan, thresholds)
+    os.makedirs(output_dir, exist_ok=True)
+    state = load_state(output_dir, identity) if resume else None
+    if state is None:
+        state = new_state(identity, plan.num_examples, len(thresholds), plan.num_languages, lm.config.num_layers,
+                          lm.config.intermediate_size, plan.num_slots)
+    if flags_text is not None:
+        write_flags(output_dir, flags_text)
+    state = run_batches(lm, plan, state, thresholds, output_dir, progress, checkpoint_every, on_batch_end)
+    facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": positions,
+             "skipped": dict(skipped or {}), "batch_size": batch_size}
+    return write_outputs(output_dir, state, task=task, examples=examples, languages=languages,
+                         thresholds=thresholds, run_facts=facts, figures=figures)
+
+
+def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
+                output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
+                on_batch_end: Callable[[int, int], None] | None = None) -> RunState:
+    """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes."""
+    neuron_decoder = lm.decoder(Record(("act",), POSITIONS[plan.positions]), logits="positions")
+    score_decoder = lm.decoder(Record(), logits="positions")
+    thresholds_k = jnp.asarray(thresholds, jnp.float32)
+    overlap = OverlapState(*(jnp.asarray(x) for x in state.overlap))
+    done = sum(len(plan.examples_in(i)) for i in range(state.next_batch))
+    bar = tqdm(total=plan.num_examples, initial=done, unit="ex", disable=not progress, dynamic_ncols=True,
+               desc=f"sharing {plan.num_languages} languages")
+    try:
+        for index in range(state.next_batch, plan.num_batches):
+            start = time.perf_counter()
+            batch = plan.batch(index)
+            overlap, stats = sharing_step(neuron_decoder, lm.params, overlap, to_device(batch.neuron_forward.arrays()),
+                                          jnp.asarray(batch.first_tokens_rs), jnp.asarray(batch.valid_b),
+                                          thresholds_k, plan.num_languages)
+            full = {s: scoring_step(score_decoder, lm.params, to_device(f.arrays()))
+                    for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
+            stats, full = jax.device_get((stats, full))
+            record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
+            state.next_batch = index + 1
+            state.elapsed_s += time.perf_counter() - start
+            if state.next_batch % checkpoint_every == 0 or state.next_batch == plan.num_batches:
+                state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
+                save_state(output_dir, state)
+            done += int(batch.valid_b.sum())
+            bar.update(int(batch.valid_b.sum()))
+            bar.set_postfix({"ex/s": f"{done / state.elapsed_s:.2f}", "padding": f"{state.padding_ratio:.2f}"},
+                            refresh=False)
+            if on_batch_end is not None:
+                on_batch_end(index, plan.num_batches)
+    finally:
+        bar.close()
+    state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
+    return state
+
+
+def slot_scores(batch: Batch, stats: dict, full: dict, positions: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(log-prob [R], greedy [R]) of every slot: from its own forward, or from its single first token."""
+    if positions == "last":
+        full = {0: (stats["logprob"], stats["greedy"]), **full}
+    return [full.get(s, (stats["first_logprob"][:, s], stats["first_greedy"][:, s]))
+            for s in range(batch.option_index_sr.shape[0])]
+
+
+def record_batch(state: RunState, batch: Batch, scores: list, stats: dict, num_languages: int) -> None:
+    """Copy one batch's counts and scores into the state's per-example arrays (dummy examples dropped)."""
+    valid_b = batch.valid_b
+    e_v = batch.example_index_b[valid_b]
+    state.category_counts_eklc[e_v] = stats["category_counts"][valid_b]
+    state.activated_eknl[e_v] = stats["activated"][valid_b]
+    for s, (logprob_r, greedy_r) in enumerate(scores):
+        logprob_vn = np.asarray(logprob_r).reshape(-1, num_languages)[valid_b]
+        option_vn = batch.option_index_sr[s].reshape(-1, num_languages)[valid_b]
+        v, n = np.nonzero(option_vn >= 0)
+        state.option_logprobs_eno[e_v[v], n, option_vn[v, n]] = logprob_vn[v, n]
+        if s == 0:  # slot 0 is the gold answer
+            state.gold_logprob_en[e_v] = logprob_vn
+            state.greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]
+    state.real_tokens += sum(f.real_tokens for f in batch.forwards)
+    state.padded_tokens += sum(f.padded_tokens for f in batch.forwards)
+
+
+def run_identity(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], plan: BatchPlan,
+                 thresholds: Sequence[float]) -> dict:
+    """What a saved state must match to be resumed: same model, data, tokens and settings."""
+    tokens = hashlib.sha256(repr(plan.rows).encode()).hexdigest()
+    ids = hashlib.sha256("\n".join(ex.id for ex in examples).encode()).hexdigest()
+    params = hashlib.sha256(repr([(x.shape, str(x.dtype)) for x in jax.tree.leaves(lm.params)]).encode()).hexdigest()
+    return {
+        "model": str(lm.source), "config": repr(lm.config), "params": params, "compute_dtype": str(lm.compute_dtype),
+        "task": task.name, "languages": list(languages), "example_ids": ids, "num_examples": len(examples),
+        "tokens": tokens, "batch_size": plan.batch_size, "positions": plan.positions,
+        "padding_side": plan.padding_side, "thresholds": [float(t) for t in thresholds],
+    }
+
+
+def check_thresholds(thresholds: Sequence[float]) -> list[float]:
+    """The thresholds as floats; PipelineInputError unless finite, distinct and including 0."""
+    values = [float(t) for t in thresholds]
+    if not values or any(not math.isfinite(t) for t in values):
+        raise PipelineInputError(f"thresholds must be finite numbers, got {list(thresholds)}")
+    if not any(t == MAIN_THRESHOLD for t in values):
+        raise PipelineInputError(f"thresholds must include {MAIN_THRESHOLD} (the paper's tau), got {values}")
+    if len(set(values)) != len(values):
+        raise PipelineInputError(f"duplicate thresholds in {values}")
+    return values

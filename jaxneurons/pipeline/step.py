@@ -1,0 +1,51 @@
+"""The jitted per-batch steps: only counts and scores leave the device, never the activations.
+
+Both steps are compiled once per (rows, length, continuation length) shape; the plan's length buckets keep
+those few. Thresholds are an array argument, so a new sweep does not recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxneurons.analysis import OverlapState, example_statistics, overlap_update
+from jaxneurons.lm import run_decoder
+from jaxneurons.models.decoder import Decoder
+from jaxneurons.pipeline.scoring import continuation_scores, first_token_scores
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
+def sharing_step(decoder: Decoder, params, overlap: OverlapState, forward: dict, first_tokens_rs: jax.Array,
+                 valid_b: jax.Array, thresholds_k: jax.Array, num_languages: int) -> tuple[OverlapState, dict]:
+    """Forward a batch, categorize its neurons, fold them into the overlap state and score the answers.
+
+    forward: the arrays of a `batching.Forward` over R = B * N rows (example-major); first_tokens_rs: the
+    first token of each slot's continuation, scored from the logits at the prompt's last token.
+    Returns the new overlap state and {category_counts [B, K, L, 4], activated [B, K, N, L],
+    logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S]}.
+    """
+    logits, sown = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
+                               None, forward["logit_positions_rk"])
+    act_lrf = sown["act"]
+    num_layers, rows, neurons = act_lrf.shape
+    acts_bnlf = act_lrf.reshape(num_layers, rows // num_languages, num_languages, neurons).transpose(1, 2, 0, 3)
+    counts_bklc, activated_bknl = example_statistics(acts_bnlf, thresholds_k)
+    out = {"category_counts": counts_bklc, "activated": activated_bknl}
+    out["logprob"], out["greedy"] = continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
+    out["first_logprob"], out["first_greedy"] = first_token_scores(logits, first_tokens_rs)
+    return overlap_update(overlap, acts_bnlf, thresholds_k, valid_b), out
+
+
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def scoring_step(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, jax.Array]:
+    """Logits only (no neurons): (summed log-prob [R], all-argmax [R]) of each row's continuation."""
+    logits, _ = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
+                            None, forward["logit_positions_rk"])
+    return continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
+
+
+def to_device(forward_arrays: dict) -> dict:
+    return {name: jnp.asarray(value) for name, value in forward_arrays.items()}
