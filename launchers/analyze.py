@@ -3,7 +3,8 @@
   python launchers/analyze.py --flagfile=launchers/configs/demo.flags
   python launchers/analyze.py --model=smollm2-135m --task=xnli --languages=en,de,zh --num_examples=100
 
-Writes output_dir/{flags.txt, sharing.json, examples.npz, figures/*.png, report.md, state.npz}.
+Writes output_dir/{flags.txt, sharing.json, examples.npz, figures/*.png, report.md, state.npz}, and with
+--attribution / --interventions also attribution.json / interventions.json and their report sections.
 `--resume` continues an interrupted run from state.npz with identical results.
 """
 
@@ -38,6 +39,32 @@ _ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "On a malf
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from output_dir/state.npz if it belongs to this run.")
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading pytorch_model.bin (a pickle runs code).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+# -- devices and processes (jaxneurons/distributed.py) --
+_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices as data:D,fsdp:F (-1: the rest); "
+                            "examples split over data (batch_size rounded up to a multiple of D), weights over fsdp.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for "
+                                           "jax.distributed (default: auto-detected on TPU VMs / Slurm).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job; without "
+                                      "--coordinator_address they merge through files in output_dir.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+
+# Which neurons matter (after the sharing analysis): attribution x category, and deactivation.
+_ATTRIBUTION = flags.DEFINE_list("attribution", [], "Attribution methods to split by category: contribution, "
+                                 "effective, ig (empty: none). Writes attribution.json.")
+_TOP_K = flags.DEFINE_integer("top_k", None, "Top neurons per layer for the category mix (default: the paper's "
+                              "800 of 16,384, scaled to the model's layer width).")
+_IG_STEPS = flags.DEFINE_integer("ig_steps", 20, "Integrated-gradients steps (alphas).")
+_IG_RULE = flags.DEFINE_enum("ig_rule", "left", ["left", "trapezoid", "gauss_legendre"], "IG integration rule "
+                             "(left: the Knowledge-Neurons Riemann sum, alpha_k = k/n).")
+_IG_CHUNK = flags.DEFINE_integer("ig_chunk_size", 64, "IG (layer, alpha) replays computed at once; lower it to "
+                                 "bound memory.")
+_ATTRIBUTION_BATCH = flags.DEFINE_integer("attribution_batch_size", 4, "Examples per attribution step.")
+_INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivate, each measured separately: "
+                                   "all_shared, partial_shared, specific, random (empty: none). Writes "
+                                   "interventions.json.")
+_INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", False, "Deactivate at every token instead of the "
+                                   "prompt's last token.")
+_RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds averaged for the random deactivation control.")
 
 
 def initialize_distributed() -> None:
@@ -82,6 +109,33 @@ def sharing_analysis(lm, task, loaded) -> dict:
         progress=_PROGRESS.value, skipped=loaded.skipped, flags_text=flags_text())
 
 
+def importance_analyses(lm, task, loaded, sharing) -> None:
+    """attribution.json / interventions.json, their figures, and their sections appended to report.md."""
+    from jaxneurons.analysis import attribution_report as ar, write_report
+    from jaxneurons.pipeline.attribution import run_attribution_analysis
+    from jaxneurons.pipeline.interventions import run_interventions
+
+    out, sections, figures_dir = _OUTPUT_DIR.value, [], os.path.join(_OUTPUT_DIR.value, "figures")
+    if _ATTRIBUTION.value:
+        result = run_attribution_analysis(
+            lm, task, loaded.examples, _LANGUAGES.value, out, _ATTRIBUTION.value, _TOP_K.value,
+            _ATTRIBUTION_BATCH.value, _IG_STEPS.value, _IG_RULE.value, _IG_CHUNK.value, _RESUME.value,
+            _PROGRESS.value)
+        figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
+                   "attribution_share": ar.plot_attribution_share(
+                       result, os.path.join(figures_dir, "attribution_share.png"))}
+        sections.append(ar.attribution_section(result, figures, out))
+    if _INTERVENTIONS.value:
+        result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, _INTERVENTIONS.value,
+                                   _BATCH_SIZE.value, _INTERVENE_ALL.value, _RANDOM_SEEDS.value, _RESUME.value,
+                                   _PROGRESS.value)
+        figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir, "interventions.png"))}
+        sections.append(ar.interventions_section(result, figures, out))
+    if sections:
+        paths = {name: os.path.join(out, path) for name, path in sharing.get("figures", {}).items()}
+        write_report(out, sharing, paths, sections)
+
+
 def flags_text() -> str:
     """This launcher's flags (not absl's or jax's) as a flagfile."""
     own = flags.FLAGS.get_flags_for_module(sys.argv[0]) or flags.FLAGS.get_flags_for_module(__name__)
@@ -94,14 +148,25 @@ def main(argv: list[str]) -> None:
     import jaxneurons
     from jaxneurons.tasks import HubUnavailableError
 
-    initialize_distributed()
+    # -- devices and processes: join the job (explicit flags, else auto-detection), then this process's mesh --
+    from jaxneurons import distributed
+
+    try:
+        if _COORDINATOR_ADDRESS.value or _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
+            distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        else:
+            initialize_distributed()
+        distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    # -- end of devices and processes --
     try:
         task, loaded = load_examples()
         logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples),
                      ",".join(_LANGUAGES.value), loaded.skipped or "none")
         lm = jaxneurons.load_model(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value)
         sharing = sharing_analysis(lm, task, loaded)
-        # Later analyses (attribution, interventions) go here, reusing lm, task, loaded and output_dir.
+        importance_analyses(lm, task, loaded, sharing)
     except (ValueError, OSError, ImportError, HubUnavailableError) as e:  # bad input: one line, no traceback
         sys.exit(f"error: {e}")
     print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")

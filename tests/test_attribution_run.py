@@ -1,0 +1,114 @@
+"""attribution.json and interventions.json against direct per-example computations (tiny model, float32)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxneurons as jn
+from jaxneurons.pipeline.attribution import run_attribution_analysis
+from jaxneurons.pipeline.interventions import run_interventions
+from jaxneurons.tasks import get_task
+from tests.test_pipeline import LANGS, direct_acts, tiny_lm
+
+NUM = 5
+
+
+@pytest.fixture(scope="module")
+def setup():
+    lm = tiny_lm(seed=3)
+    task = get_task("builtin_nli")
+    return lm, task, task.load(LANGS, num_examples=NUM).examples
+
+
+def _codes(acts_nlf):
+    s = (acts_nlf > 0).sum(0)
+    n = acts_nlf.shape[0]
+    return np.where(s == n, 0, np.where(s >= 2, 1, np.where(s == 1, 2, 3)))
+
+
+def _prompt(lm, text):
+    return np.array([lm.tokenizer(text)["input_ids"]])
+
+
+def _target(lm, example, lang):
+    return lm.tokenizer(example.answers[lang], add_special_tokens=False)["input_ids"][0]
+
+
+def test_attribution_json_matches_direct_computation(setup, tmp_path):
+    lm, task, examples = setup
+    got = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), top_k=4, batch_size=2, ig_steps=3,
+                                   progress=False)
+    assert json.load(open(tmp_path / "attribution.json"))["top_k"] == 4
+    top = {m: np.zeros((len(LANGS), lm.config.num_layers, 4)) for m in ("contribution", "ig")}
+    positive = {m: np.zeros((len(LANGS), 4)) for m in top}
+    down_norm = np.linalg.norm(np.asarray(lm.params["layers"]["mlp"]["down"]["kernel"]), axis=-1)
+    for ex in examples:
+        codes = _codes(direct_acts(lm, ex, LANGS))  # [L, F]
+        for n, lang in enumerate(LANGS):
+            ids = _prompt(lm, ex.prompts[lang])
+            m = np.asarray(lm.neurons(ids, quantity="ffn_hidden"))[0]
+            scores = {"contribution": np.abs(m) * down_norm,
+                      "ig": jn.integrated_gradients(lm, ids, [_target(lm, ex, lang)], steps=3).attributions[0]}
+            for method, s in scores.items():
+                for layer in range(lm.config.num_layers):
+                    best = np.argsort(-s[layer], kind="stable")[:4]
+                    top[method][n, layer] += np.bincount(codes[layer, best], minlength=4)
+                    for c in range(4):
+                        positive[method][n, c] += np.clip(s[layer][codes[layer] == c], 0, None).sum()
+    for method in top:
+        for n, lang in enumerate(LANGS):
+            entry = got["per_language"][lang][method]
+            share = np.array([entry["top_share"][c] for c in ("all_shared", "partial_shared", "specific",
+                                                               "non_activated")]).T
+            np.testing.assert_allclose(share, top[method][n] / (NUM * 4) * 100, atol=1e-6)
+            expected = positive[method][n] / positive[method][n].sum() * 100
+            np.testing.assert_allclose([entry["attribution_share"][c] for c in ("all_shared", "partial_shared",
+                                                                                 "specific", "non_activated")],
+                                       expected, atol=1e-3)
+
+
+def test_attribution_resume_equals_uninterrupted(setup, tmp_path):
+    lm, task, examples = setup
+    kwargs = dict(methods=["contribution", "effective"], top_k=3, batch_size=2, progress=False)
+    whole = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
+    part = tmp_path / "b"
+    run_attribution_analysis(lm, task, examples[:2], LANGS, str(part), **kwargs)  # another run's state
+    resumed = run_attribution_analysis(lm, task, examples, LANGS, str(part), resume=True, **kwargs)
+    assert resumed == whole
+
+
+def _accuracy_with(lm, task, examples, scale_fn):
+    """Option log-likelihood accuracy per language, m <- m * scale at the prompt's last token, one row at a time."""
+    correct = np.zeros((len(examples), len(LANGS)), bool)
+    for e, ex in enumerate(examples):
+        codes = _codes(direct_acts(lm, ex, LANGS))
+        for n, lang in enumerate(LANGS):
+            prompt = lm.tokenizer(ex.prompts[lang])["input_ids"]
+            scores = []
+            for option in ex.options[lang]:
+                cont = lm.tokenizer(option, add_special_tokens=False)["input_ids"]
+                ids = np.array([prompt + cont])
+                where = np.zeros(ids.shape, bool)
+                where[0, len(prompt) - 1] = True
+                scale = jnp.asarray(scale_fn(codes))[:, None, :]
+                change = jn.Intervention(scale, jnp.zeros_like(scale), jnp.asarray(where))
+                logp = jax.nn.log_softmax(np.asarray(lm.logits(ids, intervention=change))[0], -1)
+                scores.append(sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(cont)))
+            correct[e, n] = task.is_correct(np.array(scores), None, ex.gold[lang])
+    return {lang: float(correct[:, n].mean()) for n, lang in enumerate(LANGS)}
+
+
+def test_interventions_match_direct_computation(setup, tmp_path):
+    lm, task, examples = setup
+    got = run_interventions(lm, task, examples, LANGS, str(tmp_path), kinds=["all_shared", "specific", "random"],
+                            batch_size=2, seeds=2, progress=False)
+    assert set(got) == {"clean", "all_shared", "specific", "random", "meta"}
+    assert got["clean"] == _accuracy_with(lm, task, examples, lambda codes: np.ones(codes.shape))
+    assert got["all_shared"] == _accuracy_with(lm, task, examples, lambda codes: (codes != 0).astype(np.float32))
+    deactivated = np.array(got["meta"]["mean_deactivated_per_layer"]["all_shared"])
+    assert deactivated.sum() > 0
+    assert os.path.exists(tmp_path / "interventions.json")
