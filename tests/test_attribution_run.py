@@ -14,7 +14,7 @@ from jaxneurons.pipeline.interventions import run_interventions
 from jaxneurons.tasks import get_task
 from tests.test_pipeline import LANGS, direct_acts, tiny_lm
 
-NUM = 5
+NUM = 3
 
 
 @pytest.fixture(scope="module")

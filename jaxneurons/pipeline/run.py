@@ -8,17 +8,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from jaxneurons import distributed
 from jaxneurons.analysis import MAIN_THRESHOLD, OverlapState
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
@@ -26,7 +30,7 @@ from jaxneurons.pipeline.batching import POSITIONS, Batch, BatchPlan, plan_batch
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.outputs import write_flags, write_outputs
 from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
-from jaxneurons.pipeline.step import scoring_step, sharing_step, to_device
+from jaxneurons.pipeline.step import scoring_step, sharing_step
 
 DEFAULT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -48,6 +52,9 @@ def run_sharing_analysis(
     flags_text: str | None = None,
     on_batch_end: Callable[[int, int], None] | None = None,
     figures: bool = True,
+    mesh: Mesh | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
 ) -> dict:
     """Categorize the FFN neurons of every example across its languages, score the answers, write results.
 
@@ -66,54 +73,89 @@ def run_sharing_analysis(
       flags_text: the launcher's flags as a flagfile, written to flags.txt.
       on_batch_end: called with (batch index, number of batches) after each batch is recorded.
       figures: write figures/*.png (False saves a few seconds, e.g. in tests).
+      mesh: a `distributed.make_mesh` mesh (default: `distributed.default_mesh()`, None = one device):
+        examples over `data`, weights over `fsdp`; batch_size is rounded up to a multiple of `data`.
+      process_index, process_count: this process's share of the batches (default: `distributed.process_layout`);
+        with several processes each runs the batches i with i % count == index, keeps its state in
+        output_dir/process_{index}_of_{count}/, and process 0 alone writes the merged results.
     Returns:
-      the dict written to sharing.json.
+      the dict written to sharing.json (every process returns it).
     """
     languages, thresholds = list(languages), check_thresholds(thresholds)
     if checkpoint_every < 1:
         raise PipelineInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    mesh = distributed.default_mesh() if mesh is None else mesh
+    process_index, process_count = distributed.process_layout(process_index, process_count)
+    batch_size = distributed.round_batch_size(batch_size, mesh)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id)
     identity = run_identity(lm, task, examples, languages, plan, thresholds)
-    os.makedirs(output_dir, exist_ok=True)
-    state = load_state(output_dir, identity) if resume else None
+    own_identity, state_dir = identity, output_dir
+    if process_count > 1:
+        own_identity = distributed.partial_identity(identity, process_index, process_count)
+        state_dir = distributed.partial_dir(output_dir, process_index, process_count)
+    os.makedirs(state_dir, exist_ok=True)
+    state = load_state(state_dir, own_identity) if resume else None
     if state is None:
-        state = new_state(identity, plan.num_examples, len(thresholds), plan.num_languages, lm.config.num_layers,
-                          lm.config.intermediate_size, plan.num_slots)
-    if flags_text is not None:
+        state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
+                          lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
+    if flags_text is not None and process_index == 0:
         write_flags(output_dir, flags_text)
-    state = run_batches(lm, plan, state, thresholds, output_dir, progress, checkpoint_every, on_batch_end)
+    state = run_batches(lm, plan, state, thresholds, state_dir, progress, checkpoint_every, on_batch_end, mesh=mesh,
+                        process_index=process_index, process_count=process_count)
+    if process_count > 1:
+        state = distributed.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": positions,
              "skipped": dict(skipped or {}), "batch_size": batch_size}
+    if process_index != 0:  # the same summary, written where nobody looks
+        with tempfile.TemporaryDirectory() as scratch:
+            return write_outputs(scratch, state, task=task, examples=examples, languages=languages,
+                                 thresholds=thresholds, run_facts=facts, figures=False)
     return write_outputs(output_dir, state, task=task, examples=examples, languages=languages,
                          thresholds=thresholds, run_facts=facts, figures=figures)
 
 
 def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
                 output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
-                on_batch_end: Callable[[int, int], None] | None = None) -> RunState:
-    """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes."""
+                on_batch_end: Callable[[int, int], None] | None = None, mesh: Mesh | None = None,
+                process_index: int = 0, process_count: int = 1) -> RunState:
+    """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes.
+
+    mesh: shard each batch over its `data` axis and the weights over `fsdp` (plan.batch_size must divide).
+    process_index, process_count: run only the batches i with i % process_count == process_index.
+    """
+    if mesh is not None and plan.batch_size % distributed.data_size(mesh):
+        raise PipelineInputError(f"batch_size {plan.batch_size} is not a multiple of the mesh's data axis "
+                                 f"({distributed.data_size(mesh)})")
     neuron_decoder = lm.decoder(Record(("act",), POSITIONS[plan.positions]), logits="positions")
     score_decoder = lm.decoder(Record(), logits="positions")
     thresholds_k = jnp.asarray(thresholds, jnp.float32)
     overlap = OverlapState(*(jnp.asarray(x) for x in state.overlap))
-    done = sum(len(plan.examples_in(i)) for i in range(state.next_batch))
-    bar = tqdm(total=plan.num_examples, initial=done, unit="ex", disable=not progress, dynamic_ncols=True,
-               desc=f"sharing {plan.num_languages} languages")
+    params, put = lm.params, lambda arrays: jax.tree.map(jnp.asarray, arrays)
+    if mesh is not None:
+        params, put = distributed.shard_params(lm.params, mesh), lambda a: distributed.shard_batch(a, mesh)
+        thresholds_k, overlap = distributed.replicate((thresholds_k, overlap), mesh)
+    mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
+    done = sum(len(plan.examples_in(i)) for i in mine if i < state.next_batch)
+    bar = tqdm(total=sum(len(plan.examples_in(i)) for i in mine), initial=done, unit="ex", disable=not progress,
+               dynamic_ncols=True, desc=f"sharing {plan.num_languages} languages")
     try:
-        for index in range(state.next_batch, plan.num_batches):
+        for index in (i for i in mine if i >= state.next_batch):
             start = time.perf_counter()
             batch = plan.batch(index)
-            overlap, stats = sharing_step(neuron_decoder, lm.params, overlap, to_device(batch.neuron_forward.arrays()),
-                                          jnp.asarray(batch.first_tokens_rs), jnp.asarray(batch.valid_b),
-                                          thresholds_k, plan.num_languages)
-            full = {s: scoring_step(score_decoder, lm.params, to_device(f.arrays()))
-                    for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
+            with _mesh_context(mesh):
+                overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
+                                              put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
+                                              plan.num_languages)
+                full = {s: scoring_step(score_decoder, params, put(f.arrays()))
+                        for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
             stats, full = jax.device_get((stats, full))
             record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
-            state.next_batch = index + 1
+            # next batch to consider; this process's next one is index + process_count
+            state.next_batch = index + 1 if index + process_count < plan.num_batches else plan.num_batches
             state.elapsed_s += time.perf_counter() - start
-            if state.next_batch % checkpoint_every == 0 or state.next_batch == plan.num_batches:
+            own_done = (index - process_index) // process_count + 1
+            if own_done % checkpoint_every == 0 or state.next_batch == plan.num_batches:
                 state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
                 save_state(output_dir, state)
             done += int(batch.valid_b.sum())
@@ -125,7 +167,17 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
     finally:
         bar.close()
     state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
+    if state.next_batch < plan.num_batches:  # a process with no batch left (or none at all)
+        state.next_batch = plan.num_batches
+        save_state(output_dir, state)
     return state
+
+
+def _mesh_context(mesh: Mesh | None):
+    """`jax.set_mesh(mesh)` (jax >= 0.7), or the mesh itself on older jax; nothing without a mesh."""
+    if mesh is None:
+        return contextlib.nullcontext()
+    return jax.set_mesh(mesh) if hasattr(jax, "set_mesh") else mesh
 
 
 def slot_scores(batch: Batch, stats: dict, full: dict, positions: str) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,285 @@
+"""Many devices and many processes for the sharing analysis: a mesh, sharded weights, merged results.
+
+Devices: `make_mesh("data:4,fsdp:2")` lays this process's devices out on two axes. A batch's examples are
+split over `data` (the N language rows of an example stay on one device: rows are example-major), the
+weights over `fsdp` (the FFN neuron axis of the MLP kernels, the hidden axis of the others; a weight whose
+axis does not divide stays replicated). The batch size is rounded up to a multiple of the `data` size.
+
+Processes: process k of P runs the batches i with i % P == k on its own devices (its mesh holds only its
+local devices), and keeps its partial state in output_dir/process_{k}_of_{P}/state.npz. The partial
+states are then merged into the state of a one-process run: through `process_allgather` when
+`jax.distributed` is initialized with P processes, else through the partial files (output_dir on a
+filesystem every process sees; no coordinator needed). Process 0 alone writes the outputs.
+
+>>> mesh = make_mesh("data:-1,fsdp:1")  # every local device on data
+>>> sharing = run_sharing_analysis(lm, task, examples, languages, "runs/x", mesh=mesh)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxneurons.analysis import OverlapState
+from jaxneurons.pipeline.errors import PipelineInputError, ResumeMismatchError
+from jaxneurons.pipeline.state import RunState, load_state
+
+MESH_AXES = ("data", "fsdp")
+DEFAULT_MESH = "data:-1,fsdp:1"
+MERGE_TIMEOUT_S = 24 * 3600.0  # how long process 0 waits for the other processes' partial files
+_POLL_S = 1.0
+
+_default_mesh: Mesh | None = None
+_process_layout: tuple[int, int] | None = None  # (index, count) given explicitly, without jax.distributed
+
+
+# ---------------------------------------------------------------- processes
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> tuple[int, int]:
+    """Join the job; returns (process index, process count).
+
+    With a coordinator address: `jax.distributed.initialize` with the three values (collectives merge the
+    results). With num_processes and process_id only: no jax.distributed, the results are merged through
+    files in output_dir. With none: `jax.distributed.initialize()` auto-detection (TPU VM pod slices, Slurm),
+    and a single process when there is nothing to join.
+    """
+    global _process_layout
+    if coordinator_address:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id)
+    elif num_processes is not None or process_id is not None:
+        if num_processes is None or process_id is None:
+            raise PipelineInputError("give both --num_processes and --process_id (or neither)")
+        set_process_layout(process_id, num_processes)
+    else:
+        try:
+            jax.distributed.initialize()
+        except Exception as e:  # noqa: BLE001 - nothing to join: one process
+            logging.info("jax.distributed.initialize() skipped (%s): single process", e)
+    index, count = process_layout()
+    logging.info("process %d of %d, local devices: %s", index, count, jax.local_devices())
+    return index, count
+
+
+def set_process_layout(process_index: int, process_count: int) -> None:
+    """Declare this process as process_index of process_count (file-based merge; no jax.distributed)."""
+    global _process_layout
+    if not (process_count >= 1 and 0 <= process_index < process_count):
+        raise PipelineInputError(f"process_id must be in [0, {process_count}), got {process_index}")
+    _process_layout = (int(process_index), int(process_count))
+
+
+def process_layout(process_index: int | None = None, process_count: int | None = None) -> tuple[int, int]:
+    """(index, count): the arguments when given, else `set_process_layout`'s, else jax's."""
+    if process_index is not None or process_count is not None:
+        if process_index is None or process_count is None:
+            raise PipelineInputError("give both process_index and process_count (or neither)")
+        if not (process_count >= 1 and 0 <= process_index < process_count):
+            raise PipelineInputError(f"process_index must be in [0, {process_count}), got {process_index}")
+        return int(process_index), int(process_count)
+    if _process_layout is not None:
+        return _process_layout
+    return jax.process_index(), jax.process_count()
+
+
+# ---------------------------------------------------------------- devices
+
+
+def parse_mesh_spec(spec: str) -> dict[str, int]:
+    """"data:-1,fsdp:2" -> {"data": -1, "fsdp": 2}; axes not named get size 1; at most one -1."""
+    sizes = dict.fromkeys(MESH_AXES, 1)
+    named = set()
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        name, sep, value = part.partition(":")
+        name = name.strip()
+        if not sep or name not in MESH_AXES or name in named:
+            raise PipelineInputError(f"bad mesh {spec!r}: expected e.g. 'data:-1,fsdp:1' (axes {MESH_AXES})")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise PipelineInputError(f"bad mesh {spec!r}: size of {name!r} is not an integer") from None
+        if sizes[name] == 0 or sizes[name] < -1:
+            raise PipelineInputError(f"bad mesh {spec!r}: sizes must be positive or -1")
+        named.add(name)
+    if sum(v == -1 for v in sizes.values()) > 1:
+        raise PipelineInputError(f"bad mesh {spec!r}: at most one axis may be -1")
+    return sizes
+
+
+def make_mesh(spec: str = DEFAULT_MESH, devices: Sequence | None = None) -> Mesh:
+    """A (data, fsdp) mesh over `devices` (default: this process's local devices); -1 takes the rest."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    sizes = parse_mesh_spec(spec)
+    known = math.prod(v for v in sizes.values() if v != -1)
+    if -1 in sizes.values():
+        if len(devices) % known:
+            raise PipelineInputError(f"mesh {spec!r}: {len(devices)} devices do not divide by {known}")
+        sizes = {k: (len(devices) // known if v == -1 else v) for k, v in sizes.items()}
+    if math.prod(sizes.values()) != len(devices):
+        raise PipelineInputError(f"mesh {spec!r} needs {math.prod(sizes.values())} devices, "
+                                 f"this process has {len(devices)}")
+    shape = tuple(sizes[a] for a in MESH_AXES)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+
+
+def set_default_mesh(mesh: Mesh | None) -> None:
+    """The mesh `run_sharing_analysis` uses when given none (the launcher sets it from --mesh)."""
+    global _default_mesh
+    _default_mesh = mesh
+
+
+def default_mesh() -> Mesh | None:
+    return _default_mesh
+
+
+def data_size(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else int(mesh.shape["data"])
+
+
+def round_batch_size(batch_size: int, mesh: Mesh | None) -> int:
+    """batch_size rounded up to a multiple of the mesh's data axis (each device gets whole examples)."""
+    size = data_size(mesh)
+    return -(-int(batch_size) // size) * size
+
+
+def param_spec(path: tuple, shape: tuple[int, ...], fsdp: int, hidden_size: int | None) -> PartitionSpec:
+    """MLP kernels on their FFN neuron axis, other matrices on their (last) hidden axis; else replicated."""
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    axis = None
+    if len(shape) >= 2 and "mlp" in names:
+        axis = len(shape) - 2 if "down" in names else len(shape) - 1
+    elif len(shape) >= 2 and hidden_size is not None:
+        axis = max((a for a, n in enumerate(shape) if n == hidden_size), default=None)
+    if fsdp <= 1 or axis is None or shape[axis] % fsdp:
+        return PartitionSpec()
+    return PartitionSpec(*(None,) * axis, "fsdp")
+
+
+def shard_params(params, mesh: Mesh, hidden_size: int | None = None):
+    """params placed on the mesh: split over `fsdp` by `param_spec`, replicated over `data`."""
+    if hidden_size is None:
+        embedding = params.get("embed", {}).get("embedding") if isinstance(params, dict) else None
+        hidden_size = None if embedding is None else int(embedding.shape[-1])
+    fsdp = int(mesh.shape["fsdp"])
+
+    def place(path, x):
+        return jax.device_put(x, NamedSharding(mesh, param_spec(path, tuple(x.shape), fsdp, hidden_size)))
+
+    return jax.tree_util.tree_map_with_path(place, params)
+
+
+def shard_batch(arrays, mesh: Mesh):
+    """Arrays whose axis 0 is rows (example-major) or examples, split over `data`."""
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec("data"))), arrays)
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec())), tree)
+
+
+# ---------------------------------------------------------------- merging the processes' results
+
+
+def owns(batch_index: int, process_index: int, process_count: int) -> bool:
+    return batch_index % process_count == process_index
+
+
+def partial_dir(output_dir: str | os.PathLike, process_index: int, process_count: int) -> str:
+    return os.path.join(output_dir, f"process_{process_index}_of_{process_count}")
+
+
+def partial_identity(identity: dict, process_index: int, process_count: int) -> dict:
+    return {**identity, "process": [int(process_index), int(process_count)]}
+
+
+def example_owners(plan, process_count: int) -> np.ndarray:
+    """[E] the process that runs each example."""
+    owners = np.zeros(plan.num_examples, np.int64)
+    for i in range(plan.num_batches):
+        owners[plan.examples_in(i)] = i % process_count
+    return owners
+
+
+def merge_states(states: Sequence[RunState], owners_e: np.ndarray, identity: dict) -> RunState:
+    """The state of a one-process run, from the finished partial states of processes 0..P-1.
+
+    Per-example arrays come from the process that ran the example. Overlap: the reference category is the
+    one of the process that saw the first batch (process 0); a neuron stays consistent only if it is
+    consistent in every process that saw examples and all their reference categories agree.
+    """
+    arange_e = np.arange(len(owners_e))
+    per_example = {f.name: np.stack([getattr(s, f.name) for s in states])[owners_e, arange_e]
+                   for f in dataclasses.fields(RunState) if f.name.endswith(("_eklc", "_eknl", "_eno", "_en"))}
+    seen = [int(s.overlap.seen) for s in states]
+    ref = next((s.overlap.first_code for s, n in zip(states, seen) if n > 0), states[0].overlap.first_code)
+    consistent = np.ones_like(states[0].overlap.consistent)
+    for s, n in zip(states, seen):
+        if n > 0:
+            consistent &= np.asarray(s.overlap.consistent) & (np.asarray(s.overlap.first_code) == ref)
+    overlap = OverlapState(np.asarray(ref), consistent, np.asarray(sum(seen), np.int32))
+    return RunState(identity=identity, overlap=overlap, next_batch=max(s.next_batch for s in states),
+                    real_tokens=sum(s.real_tokens for s in states),
+                    padded_tokens=sum(s.padded_tokens for s in states),
+                    elapsed_s=max(s.elapsed_s for s in states), **per_example)
+
+
+def gather_states(state: RunState, plan, identity: dict, output_dir: str | os.PathLike, process_index: int,
+                  process_count: int, timeout_s: float = MERGE_TIMEOUT_S) -> RunState:
+    """Every process's finished partial state, merged (collectives if jax.distributed has P processes)."""
+    if jax.process_count() == process_count:
+        states = _allgather_states(state, process_count)
+    else:
+        states = [state if k == process_index else
+                  _wait_for_partial(output_dir, identity, k, process_count, plan.num_batches, timeout_s)
+                  for k in range(process_count)]
+    return merge_states(states, example_owners(plan, process_count), identity)
+
+
+def _allgather_states(state: RunState, process_count: int) -> list[RunState]:
+    from jax.experimental import multihost_utils
+
+    arrays = {f.name: np.asarray(getattr(state, f.name)) for f in dataclasses.fields(RunState)
+              if f.name not in ("identity", "overlap")}
+    arrays.update({f"overlap_{k}": np.asarray(v) for k, v in state.overlap._asdict().items()})
+    gathered = jax.tree.map(np.asarray, multihost_utils.process_allgather(arrays))
+    states = []
+    for k in range(process_count):
+        one = {name: value[k] for name, value in gathered.items()}
+        overlap = OverlapState(*(one.pop(f"overlap_{n}") for n in OverlapState._fields))
+        scalars = {n: int(one.pop(n)) for n in ("next_batch", "real_tokens", "padded_tokens")}
+        scalars["elapsed_s"] = float(one.pop("elapsed_s"))
+        states.append(RunState(identity=state.identity, overlap=overlap, **one, **scalars))
+    return states
+
+
+def _wait_for_partial(output_dir, identity: dict, k: int, process_count: int, num_batches: int,
+                      timeout_s: float) -> RunState:
+    """Process k's partial state once it has finished every batch (another run's file: wait too)."""
+    path = partial_dir(output_dir, k, process_count)
+    deadline, last_log = time.monotonic() + timeout_s, 0.0
+    while True:
+        try:
+            found = load_state(path, partial_identity(identity, k, process_count))
+        except (ResumeMismatchError, OSError, ValueError, KeyError):  # another run's, or being replaced
+            found = None
+        if found is not None and found.next_batch >= num_batches:
+            return found
+        now = time.monotonic()
+        if now > deadline:
+            raise TimeoutError(f"process {k} of {process_count} did not finish within {timeout_s:.0f}s "
+                               f"(no finished state in {path})")
+        if now - last_log > 60:
+            logging.info("waiting for process %d of %d (%s)", k, process_count, path)
+            last_log = now
+        time.sleep(_POLL_S)

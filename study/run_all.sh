@@ -1,0 +1,15 @@
+#!/bin/bash
+# Run the study's flagfiles one after another (nice 10), logging wall time to runs/study/times.txt.
+#   bash study/run_all.sh [name ...]     (names: gemma_xnli gemma_xnli_attr gemma_mpararel ... align_xnli)
+cd "$(dirname "$0")/.." || exit 1
+export JAXNEURONS_DATA_DIR=${JAXNEURONS_DATA_DIR:-/work/shared/data}
+mkdir -p runs/study
+names=${@:-gemma_xnli gemma_xnli_attr gemma_mpararel gemma_mzsre_en2all gemma_mzsre_all2en smollm_xnli align_xnli}
+for name in $names; do
+  if [ "$name" = align_xnli ]; then launcher=launchers/align.py; else launcher=launchers/analyze.py; fi
+  t0=$(date +%s)
+  nice -n 10 python $launcher --flagfile=launchers/configs/study_$name.flags --data_dir=$JAXNEURONS_DATA_DIR \
+    > runs/study_$name.log 2>&1
+  rc=$?
+  echo "$name rc=$rc wall_s=$(( $(date +%s) - t0 )) end=$(date +%T)" >> runs/study/times.txt
+done

@@ -1,0 +1,184 @@
+"""Several devices (a data x fsdp mesh) and several processes give the results of one device, one process.
+
+Simulated CPU devices need XLA_FLAGS before jax is imported, and jax.distributed one process per process:
+both run in subprocesses (this file run as a script), compared here with an in-process one-device run.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LANGS = ["en", "de", "ru"]
+THRESHOLDS = (0.0, 0.1, 0.5)
+NUM_EXAMPLES = 11  # 2 batches of 8: the last one padded, on any process count
+BATCH_SIZE = 8
+
+
+def analyse(out: str, **kwargs) -> dict:
+    """The tiny model of test_pipeline on builtin_nli, written to out."""
+    sys.path.insert(0, REPO)
+    from jaxneurons.pipeline import run_sharing_analysis
+    from jaxneurons.tasks import get_task
+    from tests.test_pipeline import tiny_lm
+
+    task = get_task("builtin_nli")
+    examples = task.load(LANGS, num_examples=NUM_EXAMPLES).examples
+    kwargs = {"batch_size": BATCH_SIZE, "thresholds": THRESHOLDS, "progress": False, "figures": False, **kwargs}
+    return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, **kwargs)
+
+
+def run_script(*args: str, devices: int = 1, timeout: int = 240) -> subprocess.Popen:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: int = 240) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def numbers(tree, prefix=""):
+    """{json path: number} of every numeric leaf (timing aside)."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() if key not in ("examples_per_second",)
+                for k, v in numbers(value, f"{prefix}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in numbers(value, f"{prefix}/{i}").items()}
+    return {prefix: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+
+
+def load(out: str) -> tuple[dict, dict]:
+    with open(os.path.join(out, "sharing.json")) as f:
+        sharing = json.load(f)
+    with np.load(os.path.join(out, "examples.npz")) as data:
+        return sharing, {k: data[k] for k in data.files}
+
+
+def assert_same(reference: str, other: str) -> None:
+    (ref_sharing, ref_arrays), (sharing, arrays) = load(reference), load(other)
+    ref_numbers, got = numbers(ref_sharing), numbers(sharing)
+    assert ref_numbers.keys() == got.keys()
+    for key, value in ref_numbers.items():
+        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
+    assert ref_arrays.keys() == arrays.keys()
+    for key, value in ref_arrays.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(arrays[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
+        else:
+            np.testing.assert_array_equal(arrays[key], value, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("one_device"))
+    analyse(out)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_mesh_spec():
+    from jaxneurons.distributed import PipelineInputError, make_mesh, parse_mesh_spec, round_batch_size
+
+    assert parse_mesh_spec("data:-1,fsdp:1") == {"data": -1, "fsdp": 1}
+    assert parse_mesh_spec("fsdp:2") == {"data": 1, "fsdp": 2}
+    for bad in ("data", "model:2", "data:-1,fsdp:-1", "data:0", "data:x", "data:1,data:1"):
+        with pytest.raises(PipelineInputError):
+            parse_mesh_spec(bad)
+    mesh = make_mesh("data:-1")
+    assert mesh.axis_names == ("data", "fsdp") and mesh.shape["fsdp"] == 1
+    with pytest.raises(PipelineInputError):
+        make_mesh("data:3")
+    assert round_batch_size(5, None) == 5
+
+
+def test_meshes_match_one_device(reference, tmp_path):
+    """data:8 and data:4,fsdp:2 over 8 simulated devices: the numbers of one device; batch 6 rounds up to 8."""
+    finish(run_script("meshes", str(tmp_path), devices=8))
+    for name in ("data8", "data4_fsdp2"):
+        assert_same(reference, str(tmp_path / name))
+        with open(tmp_path / name / "sharing.json") as f:
+            assert json.load(f)["batch_size"] == BATCH_SIZE
+
+
+def test_two_processes_match_one(reference, tmp_path):
+    """jax.distributed with two CPU processes on localhost (collectives merge), and two processes given
+    only --num_processes/--process_id (files merge): the results of one process, written by process 0."""
+    port = str(free_port())
+    procs = [run_script("process", str(tmp_path / "jax"), str(k), port) for k in range(2)]
+    procs += [run_script("process", str(tmp_path / "files"), str(k)) for k in range(2)]
+    for proc in procs:
+        finish(proc)
+    for name in ("jax", "files"):
+        assert_same(reference, str(tmp_path / name))
+        assert os.path.exists(tmp_path / name / "process_1_of_2" / "state.npz")
+
+
+def in_two_threads(out: str, **kwargs) -> list[dict]:
+    """Processes 0 and 1 of 2 (file merge) as two threads of this process."""
+    results = [None, None]
+
+    def one(k):
+        results[k] = analyse(out, process_index=k, process_count=2, **kwargs)
+
+    thread = threading.Thread(target=one, args=(1,))
+    thread.start()
+    one(0)
+    thread.join(timeout=120)
+    return results
+
+
+def test_file_merge_and_resume(reference, tmp_path):
+    """Both processes return the merged summary; process 0 alone writes; a --resume rerun gives it again."""
+    out = str(tmp_path / "threads")
+    first = in_two_threads(out)
+    assert first[0]["overlap"] == first[1]["overlap"] and first[0]["accuracy"] == first[1]["accuracy"]
+    assert_same(reference, out)
+    os.remove(os.path.join(out, "sharing.json"))
+    in_two_threads(out, resume=True)
+    assert_same(reference, out)
+
+
+# ---------------------------------------------------------------- subprocess entry points
+
+
+def main(argv: list[str]) -> None:
+    sys.path.insert(0, REPO)
+    if argv[0] == "meshes":
+        import jax
+
+        from jaxneurons.distributed import make_mesh
+
+        assert jax.device_count() == 8, jax.devices()
+        out = argv[1]
+        analyse(os.path.join(out, "data8"), mesh=make_mesh("data:8"), batch_size=6)
+        analyse(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"), batch_size=6)
+    elif argv[0] == "process":
+        from jaxneurons import distributed
+
+        out, k = argv[1], int(argv[2])
+        if len(argv) > 3:  # jax.distributed on CPU: gloo collectives
+            distributed.initialize(f"localhost:{argv[3]}", 2, k)
+        else:
+            distributed.initialize(num_processes=2, process_id=k)
+        analyse(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
