@@ -67,17 +67,6 @@ _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", False, "Deactivate
 _RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds averaged for the random deactivation control.")
 
 
-def initialize_distributed() -> None:
-    """Join a multi-process job when there is one (as flax's gemma example); a single host just goes on."""
-    import jax
-
-    try:
-        jax.distributed.initialize()
-    except Exception as e:  # noqa: BLE001 - no cluster to join: run single-process
-        logging.info("jax.distributed.initialize() skipped (%s): single process", e)
-    logging.info("process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-
-
 def parse_thresholds(values: list[str]) -> list[float]:
     from jaxneurons.pipeline import check_thresholds
 
@@ -148,18 +137,13 @@ def main(argv: list[str]) -> None:
     import jaxneurons
     from jaxneurons.tasks import HubUnavailableError
 
-    # -- devices and processes: join the job (explicit flags, else auto-detection), then this process's mesh --
     from jaxneurons import distributed
 
-    try:
-        if _COORDINATOR_ADDRESS.value or _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
-            distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-        else:
-            initialize_distributed()
+    try:  # join the job (explicit flags, else auto-detection as in flax's gemma example), then the mesh
+        distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
     except ValueError as e:
         sys.exit(f"error: {e}")
-    # -- end of devices and processes --
     try:
         task, loaded = load_examples()
         logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples),

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jaxneurons.analysis.io import atomic_path
 from jaxneurons.analysis.sharing import CATEGORIES
@@ -42,7 +43,10 @@ def _new_figure(ncols: int = 1) -> tuple[Figure, list]:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
-    """Write the PNG atomically and return its path."""
+    """Write the PNG atomically and return its path (layer axes get integer ticks)."""
+    for ax in fig.axes:
+        if ax.get_xlabel() == "layer":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(path) as tmp_path:
         fig.savefig(tmp_path, format="png", dpi=DPI)
