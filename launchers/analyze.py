@@ -56,8 +56,10 @@ _TOP_K = flags.DEFINE_integer("top_k", None, "Top neurons per layer for the cate
 _IG_STEPS = flags.DEFINE_integer("ig_steps", 20, "Integrated-gradients steps (alphas).")
 _IG_RULE = flags.DEFINE_enum("ig_rule", "left", ["left", "trapezoid", "gauss_legendre"], "IG integration rule "
                              "(left: the Knowledge-Neurons Riemann sum, alpha_k = k/n).")
-_IG_CHUNK = flags.DEFINE_integer("ig_chunk_size", 64, "IG (layer, alpha) replays computed at once; lower it to "
-                                 "bound memory.")
+_IG_CHUNK = flags.DEFINE_integer("ig_chunk_size", None, "IG (layer, alpha) replays computed at once (default: "
+                                 "as many as fit in about 2 GiB; lower it to bound memory further).")
+_IG_MEMORY = flags.DEFINE_float("ig_memory_gb", 2.0, "Memory for IG's replays when --ig_chunk_size is not given "
+                                "(raise it on a large GPU).")
 _ATTRIBUTION_BATCH = flags.DEFINE_integer("attribution_batch_size", 4, "Examples per attribution step.")
 _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivate, each measured separately: "
                                    "all_shared, partial_shared, specific, random (empty: none). Writes "
@@ -109,7 +111,7 @@ def importance_analyses(lm, task, loaded, sharing) -> None:
         result = run_attribution_analysis(
             lm, task, loaded.examples, _LANGUAGES.value, out, _ATTRIBUTION.value, _TOP_K.value,
             _ATTRIBUTION_BATCH.value, _IG_STEPS.value, _IG_RULE.value, _IG_CHUNK.value, _RESUME.value,
-            _PROGRESS.value)
+            _PROGRESS.value, _IG_MEMORY.value)
         figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
                    "attribution_share": ar.plot_attribution_share(
                        result, os.path.join(figures_dir, "attribution_share.png"))}

@@ -56,12 +56,15 @@ class IGResult:
 
 
 def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mask=None, steps: int = 20,
-                         layers=None, rule: str = "left", chunk_size: int | None = 64) -> IGResult:
+                         layers=None, rule: str = "left", chunk_size: int | None = None,
+                         memory_gb: float = 2.0) -> IGResult:
     """IG of every neuron of the chosen layers (all when None) toward target_ids [B] at the last token.
 
-    chunk_size bounds memory: that many (layer, alpha) replays run at once (None: all at once).
+    chunk_size bounds memory: that many (layer, alpha) replays of all B rows run at once. None: as many
+    as fit in about memory_gb of activations (the replay's logits, [chunk, B, vocab], dominate).
     """
     ids, mask = left_padded(np.asarray(input_ids), attention_mask)
+    chunk_size = chunk_size or auto_chunk_size(lm.config, len(ids), memory_gb)
     layers = tuple(range(lm.config.num_layers)) if layers is None else tuple(int(l) for l in layers)
     if any(not 0 <= l < lm.config.num_layers for l in layers):
         raise ValueError(f"layers must lie in 0..{lm.config.num_layers - 1}, got {layers}")
@@ -78,6 +81,15 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     attributions[list(layers)] = np.einsum("lkbf,k->lbf", per_layer, weights)
     return IGResult(np.moveaxis(attributions, 0, 1), np.asarray(clean), np.asarray(zeroed).T,
                     np.moveaxis(np.asarray(m, np.float32), 0, 1), layers)
+
+
+def auto_chunk_size(config, rows: int, memory_gb: float = 2.0) -> int:
+    """(layer, alpha) replays per chunk so that their float32 buffers stay within about memory_gb:
+    per replay and row, logits and their softmax and gradient (3 x vocab) plus the per-layer activations
+    kept for the backward pass."""
+    per_item = rows * 4 * (3 * config.vocab_size + config.num_layers * (4 * config.intermediate_size
+                                                                          + 8 * config.hidden_size))
+    return max(1, int(memory_gb * 2**30 // per_item))
 
 
 def left_padded(ids: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:

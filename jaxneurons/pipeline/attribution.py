@@ -57,7 +57,8 @@ def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
 def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
                              output_dir: str, methods: Sequence[str] = METHODS, top_k: int | None = None,
                              batch_size: int = 4, ig_steps: int = 20, ig_rule: str = "left",
-                             ig_chunk_size: int | None = 64, resume: bool = False, progress: bool = True) -> dict:
+                             ig_chunk_size: int | None = None, resume: bool = False, progress: bool = True,
+                             ig_memory_gb: float = 2.0) -> dict:
     """Write output_dir/attribution.json; see the module docstring. Resumable batch by batch."""
     methods = [m for m in methods]
     unknown = sorted(set(methods) - set(METHODS))
@@ -82,7 +83,8 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         for method in methods:
             if method == "ig":
                 scores["ig"] = integrated_gradients(lm, ids, targets, mask, steps=ig_steps, rule=ig_rule,
-                                                    chunk_size=ig_chunk_size).attributions
+                                                    chunk_size=ig_chunk_size,
+                                                    memory_gb=ig_memory_gb).attributions
             s = jnp.asarray(scores[method]).reshape(-1, n, layers, width)
             stats = jax.device_get(attribution_statistics(s, codes, k))
             _accumulate(acc, method, stats, np.asarray(valid_b))
