@@ -8,7 +8,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxneurons as jn  # noqa: E402
-from jaxneurons.alignment import (TrainConfig, alignment_loss, evaluate, make_batch, make_optimizer,  # noqa: E402
+from jaxneurons.alignment import (TrainConfig, alignment_loss, evaluate_token_items, make_batch, make_optimizer,  # noqa: E402
                                   sharing_loss, train)
 from jaxneurons.models.decoder import Record  # noqa: E402
 from tests.hf_reference import make_model  # noqa: E402
@@ -66,13 +66,13 @@ def test_gradient_reaches_only_trainable_parameters(lm):
 
 def test_sharing_only_training_raises_all_shared(lm):
     items = _items(8)
-    before = evaluate(lm, lm.params, items, ["a", "b", "c"])
+    before = evaluate_token_items(lm, lm.params, items, ["a", "b", "c"])
     cfg = TrainConfig(lr=3e-3, warmup=2, steps=25, batch_size=8, lambda_sharing=1.0, margin=1.0)
     # Sharing loss only: empty answers make the task loss exactly 0.
     sharing_items = [dict(it, answers=[[]] * NUM_LANG) for it in items]
     params, history = train(lm, sharing_items, cfg, progress=False)
     assert history[0]["task"] == 0.0
-    after = evaluate(lm, params, items, ["a", "b", "c"])
+    after = evaluate_token_items(lm, params, items, ["a", "b", "c"])
     assert after["all_shared_pct"] > before["all_shared_pct"] + 1.0, (before, after)
     assert history[-1]["sharing"] < history[0]["sharing"]
 

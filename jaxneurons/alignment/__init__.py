@@ -6,8 +6,8 @@ experiment: the end-to-end run behind launchers/align.py (alignment.json, figure
 """
 
 from jaxneurons.alignment.objective import alignment_loss, make_batch, sharing_loss, task_loss
-from jaxneurons.alignment.train import (TrainConfig, batch_indices, evaluate, make_optimizer, tokenize_examples,
-                                        train)
+from jaxneurons.alignment.train import (TrainConfig, batch_indices, evaluate_token_items, make_optimizer,
+                                        tokenize_examples, train)
 
-__all__ = ["alignment_loss", "make_batch", "sharing_loss", "task_loss", "TrainConfig", "batch_indices", "evaluate",
-           "make_optimizer", "tokenize_examples", "train"]
+__all__ = ["alignment_loss", "make_batch", "sharing_loss", "task_loss", "TrainConfig", "batch_indices",
+           "evaluate_token_items", "make_optimizer", "tokenize_examples", "train"]

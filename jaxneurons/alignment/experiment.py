@@ -9,15 +9,15 @@ import os
 import time
 from typing import Sequence
 
-from jaxneurons.alignment.train import TrainConfig, evaluate, tokenize_examples, train
+import numpy as np
+
+from jaxneurons.alignment.train import TrainConfig, tokenize_examples, train
+from jaxneurons.analysis import write_json_atomic
 
 
-def load_items(lm, task_name: str, languages: Sequence[str], train_split: str, eval_split: str, num_train: int,
-               num_eval: int, data_dir: str | None = None):
-    """Tokenized (train, eval) items; never the same examples (same split -> disjoint slices)."""
-    from jaxneurons.tasks import get_task
-
-    task = get_task(task_name)
+def load_examples(task, languages: Sequence[str], train_split: str, eval_split: str, num_train: int,
+                  num_eval: int, data_dir: str | None = None):
+    """(train, eval) ParallelExamples; never the same examples (same split -> disjoint slices)."""
     if train_split == eval_split:
         examples = task.load(languages, split=train_split, num_examples=num_train + num_eval,
                              data_dir=data_dir).examples
@@ -28,44 +28,66 @@ def load_items(lm, task_name: str, languages: Sequence[str], train_split: str, e
     overlap = {e.id for e in train_ex} & {e.id for e in eval_ex}
     if overlap:
         raise ValueError(f"train and eval share examples: {sorted(overlap)[:3]}")
-    return tokenize_examples(lm, train_ex, languages), tokenize_examples(lm, eval_ex, languages)
+    return train_ex, eval_ex
+
+
+def evaluate(lm, params, task, examples, languages: Sequence[str], output_dir: str, batch_size: int = 8,
+             resume: bool = False) -> dict:
+    """Mean % all-shared neurons (tau = 0, per layer and over layers) and accuracy per language, computed by
+    the sharing pipeline itself (the same batches, scoring and statistics as analyze.py; resumable)."""
+    import jaxneurons as jn
+    from jaxneurons.pipeline import run_sharing_analysis
+
+    model = jn.LanguageModel(lm.config, params, lm.tokenizer, lm.compute_dtype, lm.source)
+    sharing = run_sharing_analysis(model, task, examples, languages, output_dir, batch_size=batch_size,
+                                   thresholds=(0.0,), resume=resume, figures=False)
+    per_layer = sharing["per_layer"]["all_shared"]
+    return {"all_shared_pct": float(np.mean(per_layer)), "all_shared_per_layer": per_layer,
+            "accuracy": sharing["accuracy"]}
 
 
 def run_alignment(model: str, task: str, languages: Sequence[str], train_split: str, eval_split: str,
                   num_train: int, num_eval: int, cfg: TrainConfig, output_dir: str, resume: bool = False,
                   dtype: str = "float32", data_dir: str | None = None, eval_batch_size: int = 8) -> dict:
     import jaxneurons as jn
+    from jaxneurons.tasks import get_task
 
     t0 = time.time()
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
     lm = jn.load_model(model, dtype=dtype)
-    train_items, eval_items = load_items(lm, task, languages, train_split, eval_split, num_train, num_eval, data_dir)
+    task_obj = get_task(task)
+    train_ex, eval_ex = load_examples(task_obj, languages, train_split, eval_split, num_train, num_eval, data_dir)
+    train_items = tokenize_examples(lm, train_ex, languages)
     timings = {"load_s": time.time() - t0}
+
+    def evaluate_params(params, name):
+        return evaluate(lm, params, task_obj, eval_ex, languages, os.path.join(output_dir, "eval", name),
+                        eval_batch_size, resume)
+
     t = time.time()
-    before = evaluate(lm, lm.params, eval_items, languages, eval_batch_size)
+    before = evaluate_params(lm.params, "before")
     timings["eval_before_s"] = time.time() - t
     t = time.time()
     params, history = train(lm, train_items, cfg, os.path.join(output_dir, "checkpoints", "aligned"), resume)
     timings["train_s"] = time.time() - t
-    after = evaluate(lm, params, eval_items, languages, eval_batch_size)
+    after = evaluate_params(params, "after")
     t = time.time()
     control_cfg = dataclasses.replace(cfg, lambda_sharing=0.0)
     control_params, control_history = train(lm, train_items, control_cfg,
                                             os.path.join(output_dir, "checkpoints", "control"), resume)
     timings["control_train_s"] = time.time() - t
-    control_after = evaluate(lm, control_params, eval_items, languages, eval_batch_size)
+    control_after = evaluate_params(control_params, "control_after")
     from jaxneurons.loading.orbax_dir import save_orbax_model
 
     save_orbax_model(os.path.join(output_dir, "model"), lm.config, params, lm.tokenizer, tokenizer_source=model)
     timings["total_s"] = time.time() - t0
     result = {"before": before, "after": after, "control_after": control_after,
               "config": dict(dataclasses.asdict(cfg), model=model, task=task, languages=list(languages),
-                             train_split=train_split, eval_split=eval_split, num_train=len(train_items),
-                             num_eval=len(eval_items), dtype=dtype),
+                             train_split=train_split, eval_split=eval_split, num_train=len(train_ex),
+                             num_eval=len(eval_ex), dtype=dtype),
               "history_last": history[-1] if history else None,
               "control_history_last": control_history[-1] if control_history else None, "timings": timings}
-    with open(os.path.join(output_dir, "alignment.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json_atomic(os.path.join(output_dir, "alignment.json"), result)
     _figure(result, os.path.join(output_dir, "figures", "all_shared_per_layer.png"))
     _report(result, os.path.join(output_dir, "report.md"))
     return result

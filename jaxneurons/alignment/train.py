@@ -144,7 +144,7 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
 # ---------------------------------------------------------------- evaluation
 
 
-def evaluate(lm: LanguageModel, params, items: Sequence[dict], languages: Sequence[str], batch_size: int = 8
+def evaluate_token_items(lm: LanguageModel, params, items: Sequence[dict], languages: Sequence[str], batch_size: int = 8
              ) -> dict[str, Any]:
     """Mean % all-shared neurons per layer (tau = 0, last prompt token) and accuracy per language.
 
