@@ -29,7 +29,8 @@ SHARING_RUNS = [  # (run folder, label)
     ("gemma_mzsre_all2en", "gemma3-270m MzsRE ALL->EN"),
     ("smollm_xnli", "smollm2-135m XNLI (no th)"),
 ]
-ATTR_RUNS = [("gemma_xnli_attr", "gemma3-270m XNLI"), ("gemma_xnli_ig", "gemma3-270m XNLI, IG")]
+ATTR_RUNS = [("gemma_xnli_attr", "gemma3-270m XNLI"), ("gemma_xnli_ig", "gemma3-270m XNLI, IG"),
+             ("gemma_mpararel_iv", "gemma3-270m mParaRel")]
 ALIGN_RUNS = [("align_xnli", "smollm2-135m XNLI alignment (reduced)")]
 
 
@@ -73,6 +74,22 @@ def runs_table():
                      fmt(s.get("examples_per_second"), 2), fmt(100 * float(np.mean(list(acc.values())))), majority])
     return table(["model / task", "run", "examples", "languages", "examples/s (sharing pass)", "mean acc %",
                   "% of answers that are the model's most frequent option (mean over languages)"], rows)
+
+
+def times_table():
+    """Wall times from runs/study/times.txt (written by study/run_all.sh), last entry per run."""
+    path = os.path.join(RUNS, "times.txt")
+    if not os.path.exists(path):
+        return "(no runs/study/times.txt)"
+    last = {}
+    for line in open(path):
+        parts = line.split()
+        if len(parts) >= 3 and parts[1].startswith("rc=") or (len(parts) >= 2 and parts[1].startswith("wall_s=")):
+            fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+            last[parts[0]] = fields
+    rows = [[f"`launchers/configs/study_{name}.flags`", f.get("rc", "0"),
+             fmt(int(f["wall_s"]) / 60) if "wall_s" in f else "n/a", f.get("end", "")] for name, f in last.items()]
+    return table(["flagfile", "exit status (137: killed, out of memory; ?: not recorded)", "wall min", "ended"], rows)
 
 
 def category_table():
@@ -154,7 +171,8 @@ def attribution_tables():
     for run, label in ATTR_RUNS:
         a = load(run, "attribution.json")
         if a is None:
-            parts.append(f"{label}: `{run}` not run.")
+            parts.append(f"{label}: no attribution.json in `{run}`" + ("" if load(run, "sharing.json") else " (not run)")
+                         + ".")
             continue
         h = a["headline"]
         rows = []
@@ -185,7 +203,8 @@ def intervention_tables():
     for run, label in ATTR_RUNS:
         iv = load(run, "interventions.json")
         if iv is None:
-            parts.append(f"{label}: `{run}` interventions not run.")
+            parts.append(f"{label}: no interventions.json in `{run}`" + ("" if load(run, "sharing.json") else " (not run)")
+                         + ".")
             continue
         langs = list(iv["clean"])
         kinds = [k for k in ("clean", "all_shared", "partial_shared", "specific", "random") if k in iv]
@@ -273,6 +292,7 @@ def build() -> str:
     t1, t2, _ = correctness_tables()
     sections = [
         ("Runs", runs_table()),
+        ("Wall time (2 shared CPU cores, nice 10, other jobs running beside)", times_table()),
         ("Claim 1: categories by task (mean over layers, % of a layer's neurons, tau = 0)", category_table()),
         ("Claim 2: where the shared neurons sit (mean % in the lower / middle / upper third of the layers)",
          layer_table()),
