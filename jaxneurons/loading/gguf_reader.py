@@ -23,6 +23,7 @@ are imported lazily.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import warnings
@@ -451,6 +452,10 @@ class GGUFCheckpoint:
                 raise ImportError(
                     "GGUFCheckpoint.tokenizer() needs the `transformers` package (pip install transformers)."
                 ) from e
+            if importlib.util.find_spec("torch") is None:
+                raise ImportError(
+                    f"{self.path}: transformers builds GGUF tokenizers only when PyTorch is installed "
+                    "(its GGUF reader imports torch): pip install torch (the CPU build is enough).")
             directory, basename = os.path.split(os.path.abspath(self.path))
             self._tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=basename)
         return self._tokenizer
