@@ -43,7 +43,7 @@ def test_full_size_shapes_match_transformers(name):
     for hf_name, tensor in model.state_dict().items():
         if config.tie_embeddings and hf_name.endswith("lm_head.weight"):
             continue
-        for path, layer, value in _targets(config, hf_name, np.empty(0).reshape(0) if False else _Shape(tensor)):
+        for path, layer, value in _targets(config, hf_name, _Shape(tensor)):
             mapped[path] = value.shape if layer is None else (config.num_layers, *value.shape)
     assert mapped == ours
     hf_count = sum(p.numel() for p in model.parameters())

@@ -73,7 +73,7 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     alpha = np.tile(alphas.astype(np.float32), len(layers))
     decoders = (Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", True), "last"),
                 Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last"))
-    grads, probs, zeroed, m, clean = _ig(decoders, lm.params, jnp.asarray(ids), jnp.asarray(mask),
+    grads, zeroed, m, clean = _ig(decoders, lm.params, jnp.asarray(ids), jnp.asarray(mask),
                                          jnp.asarray(target_ids, jnp.int32), jnp.asarray(layer_idx),
                                          jnp.asarray(alpha), chunk_size)
     per_layer = np.asarray(grads, np.float64).reshape(len(layers), len(alphas), *grads.shape[1:])
@@ -122,13 +122,12 @@ def _ig(decoders, params, ids, mask, targets, layer_idx, alpha, chunk_size):
 
     def one(item):
         layer, a = item
-        g, p = grad_fn(jnp.full((batch, width), a, jnp.float32), layer)
-        return g, p
+        return grad_fn(jnp.full((batch, width), a, jnp.float32), layer)[0]
 
-    grads, probs = jax.lax.map(one, (layer_idx, alpha), batch_size=chunk_size)
+    grads = jax.lax.map(one, (layer_idx, alpha), batch_size=chunk_size)
     zeroed = jax.lax.map(lambda layer: prob_at(jnp.zeros((batch, width), jnp.float32), layer)[1],
                          jnp.arange(num_layers), batch_size=chunk_size)
-    return grads, probs, zeroed, cache["ffn_hidden"], clean
+    return grads, zeroed, cache["ffn_hidden"], clean
 
 
 def _prob(logits_bv, targets_b):

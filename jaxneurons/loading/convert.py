@@ -36,7 +36,7 @@ _BLOOM = [
     (r"word_embeddings\.weight", "embed/embedding", None),
     (r"word_embeddings_layernorm\.(weight|bias)", "embed_norm/{0}", "norm"),
     (r"h\.(\d+)\.input_layernorm\.(weight|bias)", "layers/attn_norm/{1}", "norm"),
-    (r"h\.(\d+)\.self_attention\.query_key_value\.(weight|bias)", "layers/attn/{qkv}/{1}", "qkv"),
+    (r"h\.(\d+)\.self_attention\.query_key_value\.(weight|bias)", "layers/attn", "qkv"),
     (r"h\.(\d+)\.self_attention\.dense\.weight", "layers/attn/o/kernel", "T"),
     (r"h\.(\d+)\.self_attention\.dense\.bias", "layers/attn/o/bias", None),
     (r"h\.(\d+)\.post_attention_layernorm\.(weight|bias)", "layers/mlp_norm/{1}", "norm"),
@@ -89,8 +89,7 @@ def _split_fused_qkv(config, path, layer, kind, array):
     for i, part in enumerate("qkv"):
         piece = per_head[:, i].reshape(heads * dim, *array.shape[1:])
         leaf = "kernel" if kind == "weight" else "bias"
-        yield path.format(None, None, qkv=part).rsplit("/", 1)[0] + f"/{leaf}", layer, \
-            piece.T if kind == "weight" else piece
+        yield f"{path}/{part}/{leaf}", layer, piece.T if kind == "weight" else piece
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:

@@ -41,7 +41,6 @@ def prompt_batches(lm: LanguageModel, task, examples, languages, batch_size):
         ids, mask = pad_rows([r.prompt for r in flat], lm.pad_id, "left", pad_to_multiple_of=16)
         targets = np.array([r.continuations[0][0] for r in flat], np.int32)
         yield picked, batch.valid_b, ids, mask, targets
-    return plan.num_batches
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))

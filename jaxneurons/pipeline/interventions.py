@@ -24,7 +24,7 @@ from jaxneurons.models.decoder import Decoder, Intervention, Record
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.progress import load_progress, save_progress
-from jaxneurons.pipeline.run import slot_scores
+from jaxneurons.pipeline.run import record_scores, slot_scores
 from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, first_token_scores, judge
 from jaxneurons.pipeline.step import to_device
 
@@ -81,9 +81,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     plan = plan_batches(rows, batch_size, "last", "right", lm.pad_id)
-    runs = ["clean"] + [k if k != "random" else f"random/{s}" for k in kinds for s in
-                        (range(seeds) if k == "random" else [None])]
-    runs = [r.split("/None")[0] for r in runs]
+    runs = ["clean"] + [r for k in kinds for r in ([f"random/{s}" for s in range(seeds)] if k == "random" else [k])]
     identity = {"model": str(lm.source), "task": task.name, "languages": list(languages), "runs": runs,
                 "ids": [ex.id for ex in examples], "batch_size": batch_size, "all_positions": all_positions}
     path = os.path.join(output_dir, "interventions_state.npz")
@@ -109,7 +107,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                                           jnp.asarray(batch.first_tokens_rs))
                 full[slot] = (extra["logprob"], extra["greedy"])
             stats, full = jax.device_get((stats, full))
-            _record(acc, run, batch, slot_scores(batch, stats, full, "last"), n)
+            record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
+                          acc[f"{run}/greedy"])
         save_progress(path, identity, index + 1, acc)
         bar.update(1)
     bar.close()
@@ -141,18 +140,6 @@ def _count_deactivated(acc, codes, valid_b, kinds, seeds) -> None:
     for i, c in enumerate(CATEGORIES[:3]):
         acc[f"deactivated/{c}"] += (codes == i).sum((0, 2))
     acc["examples"] += len(codes)
-
-
-def _record(acc, run, batch, scores, n) -> None:
-    """Like the sharing run's record_batch, for the option log-probs and greedy matches of one run."""
-    valid_b, e_v = batch.valid_b, batch.example_index_b[batch.valid_b]
-    for s, (logprob_r, greedy_r) in enumerate(scores):
-        logprob_vn = np.asarray(logprob_r).reshape(-1, n)[valid_b]
-        option_vn = batch.option_index_sr[s].reshape(-1, n)[valid_b]
-        v, lang = np.nonzero(option_vn >= 0)
-        acc[f"{run}/option_logprobs"][e_v[v], lang, option_vn[v, lang]] = logprob_vn[v, lang]
-        if s == 0:
-            acc[f"{run}/greedy"][e_v] = np.asarray(greedy_r).reshape(-1, n)[valid_b]
 
 
 def _summarize(acc, runs, kinds, task, examples, languages, all_positions, seeds) -> dict:

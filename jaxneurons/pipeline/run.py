@@ -194,16 +194,26 @@ def record_batch(state: RunState, batch: Batch, scores: list, stats: dict, num_l
     e_v = batch.example_index_b[valid_b]
     state.category_counts_eklc[e_v] = stats["category_counts"][valid_b]
     state.activated_eknl[e_v] = stats["activated"][valid_b]
+    record_scores(batch, scores, num_languages, state.option_logprobs_eno, state.greedy_match_en,
+                  state.gold_logprob_en)
+    state.real_tokens += sum(f.real_tokens for f in batch.forwards)
+    state.padded_tokens += sum(f.padded_tokens for f in batch.forwards)
+
+
+def record_scores(batch: Batch, scores: list, num_languages: int, option_logprobs_eno: np.ndarray,
+                  greedy_match_en: np.ndarray, gold_logprob_en: np.ndarray | None = None) -> None:
+    """Write each slot's (log-prob [R], greedy [R]) into per-example arrays (dummy examples dropped)."""
+    valid_b = batch.valid_b
+    e_v = batch.example_index_b[valid_b]
     for s, (logprob_r, greedy_r) in enumerate(scores):
         logprob_vn = np.asarray(logprob_r).reshape(-1, num_languages)[valid_b]
         option_vn = batch.option_index_sr[s].reshape(-1, num_languages)[valid_b]
         v, n = np.nonzero(option_vn >= 0)
-        state.option_logprobs_eno[e_v[v], n, option_vn[v, n]] = logprob_vn[v, n]
+        option_logprobs_eno[e_v[v], n, option_vn[v, n]] = logprob_vn[v, n]
         if s == 0:  # slot 0 is the gold answer
-            state.gold_logprob_en[e_v] = logprob_vn
-            state.greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]
-    state.real_tokens += sum(f.real_tokens for f in batch.forwards)
-    state.padded_tokens += sum(f.padded_tokens for f in batch.forwards)
+            if gold_logprob_en is not None:
+                gold_logprob_en[e_v] = logprob_vn
+            greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]
 
 
 def run_identity(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], plan: BatchPlan,
