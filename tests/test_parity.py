@@ -49,3 +49,22 @@ def test_padding_side_does_not_change_results(pair):
     right = lm.neurons(*_batch(lm.config.vocab_size, "right"), positions="last")
     left = lm.neurons(*_batch(lm.config.vocab_size, "left"), positions="last")
     np.testing.assert_allclose(np.asarray(right), np.asarray(left), atol=1e-5)
+
+
+def test_packed_rows_match_pytorch(pair):
+    """Sequences laid one after another in one row (segment ids 1, 2, 3) give each sequence's own results."""
+    name, model, lm = pair
+    ids, mask = _batch(lm.config.vocab_size, "right")
+    ref_logits, ref_act, _ = hf_reference.reference(model, ids, mask)
+    packed = np.zeros((1, sum(LENGTHS) + 2), np.int32)  # two padding tokens at the end
+    segments, record, start = np.zeros_like(packed), [], 0
+    for j, n in enumerate(LENGTHS):
+        packed[0, start:start + n], segments[0, start:start + n] = ids[j, :n], j + 1
+        record.append(start + n - 1)
+        start += n
+    logits, sown = lm.forward(packed, segments, jn.Record(("act",), "last"), record_index=np.array([record]))
+    act = np.asarray(sown["act"])[:, 0]  # [L, K, F]
+    for j, n in enumerate(LENGTHS):
+        np.testing.assert_allclose(act[:, j], ref_act[j, n - 1], atol=1e-5, rtol=0, err_msg=f"{name} sequence {j}")
+        np.testing.assert_allclose(np.asarray(logits)[0, record[j]], ref_logits[j, n - 1],
+                                   atol=1e-4, rtol=0, err_msg=name)

@@ -216,10 +216,11 @@ def test_greedy_task_scores_match_direct_computation(lm, tmp_path):
 # ---------------------------------------------------------------- invariances and resume
 
 
-def test_padding_side_and_batch_size_do_not_change_results(lm, nli, last_run, tmp_path):
+def test_packing_padding_side_and_batch_size_do_not_change_results(lm, nli, last_run, tmp_path):
     task, examples = nli
     _, sharing, npz = last_run
-    other_sharing, other = run(lm, task, examples, str(tmp_path), batch_size=3, padding_side="left")
+    # the fixture's run packs its rows into bins; this one pads each row, on the left, with other batches
+    other_sharing, other = run(lm, task, examples, str(tmp_path), batch_size=3, padding_side="left", pack=False)
     for key in ("category_counts", "activated", "correct", "greedy_match", "ids"):
         np.testing.assert_array_equal(other[key], npz[key], err_msg=key)
     np.testing.assert_allclose(other["option_logprobs"], npz["option_logprobs"], rtol=1e-5, atol=1e-5)
@@ -284,6 +285,31 @@ def test_batches_keep_languages_together_and_pad_the_last(lm, nli):
         expected = rows[first][0].prompt + rows[first][0].continuations[0]
         assert ids_rt[0, :len(expected)].tolist() == list(expected)  # example-major: row 0 = example 0, lang 0
         assert batch.scoring_slots == (1,)  # " inconclusive" is many bytes; " true"/" false" one token
+
+
+def test_packed_batches_hold_every_row_once_in_one_shape(lm, nli):
+    task, examples = nli
+    rows = tokenize_examples(lm.tokenizer, examples, LANGS, task.scoring)
+    plan = plan_batches(rows, batch_size=2, positions="last", padding_side="right", pad_id=lm.pad_id, pack=True)
+    packing, seen = plan.packing, []
+    for batch in (plan.batch(i) for i in range(plan.num_batches)):
+        batch_rows = [row for e in batch.example_index_b for row in rows[e]]
+        valid_r = np.repeat(batch.valid_b, len(LANGS))
+        for slot, forward in zip((0, *batch.scoring_slots), batch.forwards):
+            assert forward.ids_rt.shape == (packing.bins, packing.length)
+            assert forward.record_index_r.shape == (packing.bins, packing.segments)
+            assert forward.real_tokens == int((forward.mask_rt != 0).sum())
+            for row, valid, where in zip(batch_rows, valid_r, forward.row_slot_r):
+                if not valid:
+                    continue
+                b, j = divmod(int(where), packing.segments)
+                span = np.flatnonzero(forward.mask_rt[b] == j + 1)
+                assert forward.ids_rt[b, span].tolist() == list(row.prompt + row.continuations[slot])
+                assert forward.record_index_r[b, j] == span[0] + len(row.prompt) - 1
+        seen.extend(batch.example_index_b[batch.valid_b].tolist())
+    assert sorted(seen) == list(range(NUM_EXAMPLES))
+    with pytest.raises(PipelineInputError, match="positions='last'"):
+        plan_batches(rows, batch_size=2, positions="all", padding_side="right", pad_id=lm.pad_id, pack=True)
 
 
 def test_bucket_length_is_a_few_shapes():

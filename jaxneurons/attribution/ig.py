@@ -45,8 +45,8 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 @dataclasses.dataclass
 class IGResult:
     """attributions [B, L, F] (layers not asked for are 0); target_prob [B] = P(x);
-    zeroed_prob [B, L] = P with that layer's m zeroed at the last position (completeness:
-    attributions[:, l].sum(-1) ~ target_prob - zeroed_prob[:, l]); neurons [B, L, F] = m."""
+    zeroed_prob [B, L] = P with that layer's m zeroed at the last position, NaN for layers not asked
+    (completeness: attributions[:, l].sum(-1) ~ target_prob - zeroed_prob[:, l]); neurons [B, L, F] = m."""
 
     attributions: np.ndarray
     target_prob: np.ndarray
@@ -73,13 +73,15 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     alpha = np.tile(alphas.astype(np.float32), len(layers))
     decoders = (Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", True), "last"),
                 Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last"))
-    grads, zeroed, m, clean = _ig(decoders, lm.params, jnp.asarray(ids), jnp.asarray(mask),
-                                         jnp.asarray(target_ids, jnp.int32), jnp.asarray(layer_idx),
-                                         jnp.asarray(alpha), chunk_size)
+    grads, zeroed_asked, m, clean = _ig(decoders, lm.params, jnp.asarray(ids), jnp.asarray(mask),
+                                  jnp.asarray(target_ids, jnp.int32), jnp.asarray(layer_idx),
+                                  jnp.asarray(alpha), jnp.asarray(layers, jnp.int32), chunk_size)
     per_layer = np.asarray(grads, np.float64).reshape(len(layers), len(alphas), *grads.shape[1:])
     attributions = np.zeros(m.shape, np.float32)  # [L, B, F]
     attributions[list(layers)] = np.einsum("lkbf,k->lbf", per_layer, weights)
-    return IGResult(np.moveaxis(attributions, 0, 1), np.asarray(clean), np.asarray(zeroed).T,
+    zeroed = np.full((len(ids), lm.config.num_layers), np.nan, np.float32)
+    zeroed[:, list(layers)] = np.asarray(zeroed_asked).T
+    return IGResult(np.moveaxis(attributions, 0, 1), np.asarray(clean), zeroed,
                     np.moveaxis(np.asarray(m, np.float32), 0, 1), layers)
 
 
@@ -100,7 +102,7 @@ def left_padded(ids: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.partial(jax.jit, static_argnames=("decoders", "chunk_size"))
-def _ig(decoders, params, ids, mask, targets, layer_idx, alpha, chunk_size):
+def _ig(decoders, params, ids, mask, targets, layer_idx, alpha, layers, chunk_size):
     full, replay = decoders
     logits, state = full.apply({"params": params}, ids, mask, mutable=["intermediates"])
     cache = sown_values(state)
@@ -126,7 +128,7 @@ def _ig(decoders, params, ids, mask, targets, layer_idx, alpha, chunk_size):
 
     grads = jax.lax.map(one, (layer_idx, alpha), batch_size=chunk_size)
     zeroed = jax.lax.map(lambda layer: prob_at(jnp.zeros((batch, width), jnp.float32), layer)[1],
-                         jnp.arange(num_layers), batch_size=chunk_size)
+                         layers, batch_size=chunk_size)
     return grads, zeroed, cache["ffn_hidden"], clean
 
 

@@ -11,6 +11,7 @@ An `Intervention` scales, masks or replaces m at chosen positions; it is an ordi
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -103,10 +104,12 @@ class Attention(nn.Module):
         if self.record.cache:
             self.sow("intermediates", "keys", k)
             self.sow("intermediates", "values", v)
-        if prefix_kv is not None:  # one new token attending over the cached keys/values of the earlier ones
-            k = jnp.concatenate([prefix_kv[0].astype(k.dtype), k], axis=1)
-            v = jnp.concatenate([prefix_kv[1].astype(v.dtype), v], axis=1)
-        out = attend(c, q, k, v, _select(is_local, ctx["mask_local"], ctx["mask"]), ctx.get("alibi"))
+        mask = _select(is_local, ctx["mask_local"], ctx["mask"])
+        if prefix_kv is None:
+            out = attend(c, q, k, v, mask, ctx.get("alibi"))
+        else:  # one new token attending over the cached keys/values of the earlier ones
+            out = attend_after_prefix(c, q, k, v, prefix_kv[0].astype(k.dtype), prefix_kv[1].astype(v.dtype), mask,
+                                      ctx.get("alibi"))
         return _dense(c.hidden_size, c.out_bias, self.dtype, self.param_dtype, "o")(out.reshape(b, t, -1))
 
 
@@ -115,17 +118,41 @@ def _select(flag, if_true, if_false):
 
 
 def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
-    """Softmax attention with grouped-query heads, scores and softmax in float32."""
+    """Softmax attention with grouped-query heads, scores and softmax in float32.
+
+    Heads go first, and each key/value head's query group is one [groups * T, d] matrix, so both products are
+    plain batched matmuls (on the CPU 1.6x faster than the equivalent five-axis einsum).
+    """
     b, t, _, d = q_bthd.shape
-    groups = c.num_heads // c.num_kv_heads
-    q = q_bthd.reshape(b, t, c.num_kv_heads, groups, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k_bskd, preferred_element_type=jnp.float32,
-                        precision=jax.lax.Precision.HIGHEST) * c.scale
+    kv, groups = c.num_kv_heads, c.num_heads // c.num_kv_heads
+    q = q_bthd.reshape(b, t, kv, groups, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, groups * t, d)
+    k, v = k_bskd.transpose(0, 2, 3, 1), v_bskd.transpose(0, 2, 1, 3)  # [b, kv, d, s], [b, kv, s, d]
+    scores = jnp.matmul(q, k, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
+    scores = scores.reshape(b, kv, groups, t, -1) * c.scale
     if alibi_bh1s is not None:
-        scores = scores + alibi_bh1s.reshape(b, c.num_kv_heads, groups, 1, -1)
+        scores = scores + alibi_bh1s.reshape(b, kv, groups, 1, -1)
     scores = jnp.where(mask, scores, L.NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_bskd.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", probs, v_bskd, precision=jax.lax.Precision.HIGHEST)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv, groups * t, -1)
+    out = jnp.matmul(probs, v, precision=jax.lax.Precision.HIGHEST)  # [b, kv, groups * t, d]
+    return out.reshape(b, kv, groups, t, d).transpose(0, 3, 1, 2, 4)
+
+
+def attend_after_prefix(c: ModelConfig, q_b1hd, k_b1kd, v_b1kd, prefix_k_bskd, prefix_v_bskd, mask,
+                        alibi_bh1s=None):
+    """`attend` for one new token over cached keys/values and its own, without concatenating them: under
+    `vmap` over integrated-gradients replays the cache then stays one shared array, where a concatenation
+    would copy it, and keep it for the backward pass, once per replay."""
+    b, t, _, d = q_b1hd.shape
+    q = q_b1hd.reshape(b, t, c.num_kv_heads, c.num_heads // c.num_kv_heads, d)
+    product = functools.partial(jnp.einsum, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
+    scores = jnp.concatenate([product("btkgd,bskd->bkgts", q, prefix_k_bskd),
+                              product("btkgd,bskd->bkgts", q, k_b1kd)], axis=-1) * c.scale
+    if alibi_bh1s is not None:
+        scores = scores + alibi_bh1s.reshape(b, c.num_kv_heads, -1, 1, scores.shape[-1])
+    probs = jax.nn.softmax(jnp.where(mask, scores, L.NEG_INF), axis=-1).astype(v_b1kd.dtype)
+    cached = jnp.einsum("bkgts,bskd->btkgd", probs[..., :-1], prefix_v_bskd, precision=jax.lax.Precision.HIGHEST)
+    own = jnp.einsum("bkgts,bskd->btkgd", probs[..., -1:], v_b1kd, precision=jax.lax.Precision.HIGHEST)
+    return cached + own
 
 
 class MLP(nn.Module):
@@ -154,8 +181,10 @@ class MLP(nn.Module):
 
 
 def _at_positions(x_btf, ctx, positions):
-    if positions == "last":
-        return jnp.take_along_axis(x_btf, ctx["record_index"][:, None, None], axis=1)[:, 0]
+    if positions == "last":  # record_index [B], or [B, K] for rows that pack K sequences
+        index = ctx["record_index"]
+        picked = jnp.take_along_axis(x_btf, index.reshape(index.shape[0], -1, 1), axis=1)
+        return picked.reshape(*index.shape, x_btf.shape[-1])
     if positions == "max":
         return jnp.where(ctx["mask_bt"][..., None], x_btf, -jnp.inf).max(axis=1)
     return x_btf
@@ -205,7 +234,10 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids_bt, mask_bt, record_index_b=None, intervention: Intervention | None = None,
                  logit_positions_bk=None, replay: dict | None = None):
-        """replay: re-run only the last token of left-padded prompts from a cache (see attribution.ig):
+        """mask_bt: 1 for tokens, 0 for padding, or segment ids 1, 2, ... for rows that pack several sequences
+        one after another (each attends only to itself, its positions restart at 0); then record_index_b is
+        [B, K], one recorded token per packed sequence, and positions "max" is not available.
+        replay: re-run only the last token of left-padded prompts from a cache (see attribution.ig):
         {"prefix_k", "prefix_v": [L, B, T-1, kv_heads, head_dim], "mid", "out": [L, B, H], "stage": [L]},
         with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask."""
         c = self.config

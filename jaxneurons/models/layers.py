@@ -87,22 +87,36 @@ def alibi_bias(num_heads: int, positions_bs: jax.Array) -> jax.Array:
     return slopes[None, :, None, None] * positions_bs.astype(jnp.float32)[:, None, None, :]
 
 
-def attention_masks(config: ModelConfig, mask_bs: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
-    """Boolean masks [B, 1, 1, T, S] for global and sliding-window layers (causal, padding keys hidden)."""
+def attention_masks(config: ModelConfig, segments_bs: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
+    """Boolean masks [B, 1, 1, T, S] for global and sliding-window layers: causal, padding keys hidden, and a
+    query sees only keys of its own sequence when several are packed into one row (see `positions_from_mask`)."""
     q = jnp.arange(length)[:, None]
-    k = jnp.arange(mask_bs.shape[1])[None, :] - (mask_bs.shape[1] - length)
-    causal = (k <= q)[None, None, None] & mask_bs.astype(bool)[:, None, None, None, :]
+    k = jnp.arange(segments_bs.shape[1])[None, :] - (segments_bs.shape[1] - length)
+    keys = segments_bs[:, None, :]
+    same = (keys == segments_bs[:, -length:, None]) & (keys != 0)  # [B, T, S]
+    causal = (k <= q)[None, None, None] & same[:, None, None]
     if config.sliding_window is None:
         return causal, causal
     return causal, causal & ((q - k) < config.sliding_window)[None, None, None]
 
 
-def positions_from_mask(mask_bt: jax.Array) -> jax.Array:
-    """Position of each token counted over real tokens only, so left padding changes nothing."""
-    return jnp.maximum(jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0)
+def positions_from_mask(segments_bt: jax.Array) -> jax.Array:
+    """Position of each token within its sequence, counted over real tokens only (left padding changes nothing).
+
+    segments_bt is an attention mask (0 = padding, 1 = token), or segment ids when several sequences are
+    packed one after another into a row: 1, 1, 1, 2, 2, 0, 0 holds a 3-token and a 2-token sequence; each
+    sequence's positions restart at 0.
+    """
+    real = segments_bt != 0
+    count = jnp.cumsum(real.astype(jnp.int32), axis=1)
+    seen = jax.lax.cummax(jnp.where(real, segments_bt, 0).astype(jnp.int32), axis=1)
+    previous = jnp.pad(seen[:, :-1], ((0, 0), (1, 0)))
+    starts = real & (segments_bt != previous)
+    before = jax.lax.cummax(jnp.where(starts, count - 1, 0), axis=1)  # real tokens of earlier sequences
+    return jnp.maximum(count - 1 - before, 0)
 
 
 def last_token_index(mask_bt: jax.Array) -> jax.Array:
     """Index of each row's last real token, for left or right padding."""
     length = mask_bt.shape[1]
-    return length - 1 - jnp.argmax(mask_bt[:, ::-1].astype(jnp.int32), axis=1)
+    return length - 1 - jnp.argmax((mask_bt[:, ::-1] != 0).astype(jnp.int32), axis=1)

@@ -7,6 +7,11 @@ batch is padded to a length bucket. The last batch is filled with copies of its 
 invalid, so it has the same shape as the others. The plan depends only on the tokens and the settings:
 a resumed run rebuilds exactly the same batches.
 
+With packing (positions "last" only), the rows of a batch are not padded one by one: they are laid one
+after another into `bins` rows of `length` tokens (first fit, in the plan's order), each sequence attending
+only to itself, and every batch of the run has the same shape, so the step compiles once. A batch then takes
+as many examples as fit (at most 2 x `batch_size`), and only the bins' ends are padded.
+
 Each row is a prompt followed by a continuation (an answer option). Because attention is causal, the
 neurons at the prompt's last token do not see the continuation, so one forward gives both the neurons and
 the logits that score the continuation (logits only at the positions that predict its tokens). The logits
@@ -17,7 +22,9 @@ longest first, so the multi-token ones share as few extra forwards as possible.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +35,8 @@ from jaxneurons.pipeline.errors import PipelineInputError
 POSITIONS = {"last": "last", "all": "max"}  # the paper's name -> the Record positions that compute it
 PADDING_SIDES = ("right", "left")
 MIN_LENGTH_BUCKET = 16
+ROWS_PER_BIN = 3  # packing: average rows a bin is sized for
+PACK_LOOKAHEAD = 32  # packing: examples considered for each batch's gaps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +63,13 @@ class Forward:
     targets_rk: np.ndarray  # the continuation's tokens
     target_mask_rk: np.ndarray  # False past a continuation's end (and for rows with none)
     real_tokens: int  # tokens of valid rows; the rest of ids_rt is padding
+    # Packed: ids_rt, mask_rt (segment ids) are [bins, length], record_index_r [bins, segments] and
+    # logit_positions_rk [bins, segments * k]; row r's results are at segment slot row_slot_r[r].
+    row_slot_r: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "real_tokens"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "real_tokens" and getattr(self, f.name) is not None}
 
     @property
     def padded_tokens(self) -> int:
@@ -90,6 +103,44 @@ def bucket_length(n: int, minimum: int = MIN_LENGTH_BUCKET) -> int:
             return power * 3 // 2
         power *= 2
     return power
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """The one shape of every packed forward of a run: `bins` rows of `length` tokens, each holding at most
+    `segments` sequences, and the continuation slots that get a scoring forward of their own."""
+
+    bins: int
+    length: int
+    segments: int
+    scoring_slots: tuple[int, ...]
+
+
+class _Bins:
+    """Best-fit placement of sequences into a batch's bins."""
+
+    def __init__(self, packing: Packing):
+        self.free = [packing.length] * packing.bins
+        self.count = [0] * packing.bins
+        self.segments = packing.segments
+
+    def copy(self) -> "_Bins":
+        other = copy.copy(self)
+        other.free, other.count = list(self.free), list(self.count)
+        return other
+
+    def place(self, lengths: Sequence[int]) -> list[int] | None:
+        """The bin of each sequence, in order; None (and nothing placed) unless all of them fit."""
+        free, count, where = list(self.free), list(self.count), []
+        for n in lengths:
+            fits = [(f, i) for i, f in enumerate(free) if f >= n and count[i] < self.segments]
+            if not fits:
+                return None
+            b = min(fits)[1]  # best fit: the fullest bin that still holds it
+            free[b], count[b] = free[b] - n, count[b] + 1
+            where.append(b)
+        self.free, self.count = free, count
+        return where
 
 
 def tokenize_examples(tokenizer, examples: Sequence, languages: Sequence[str], scoring: str
@@ -162,10 +213,12 @@ class BatchPlan:
 
     rows: list[list[TokenizedRow]]  # [E][N], the caller's example order
     order: np.ndarray  # [E] example indices in processing order (longest first)
-    batch_size: int
+    starts: np.ndarray  # [batches + 1] where each batch begins in `order`
+    batch_size: int  # examples per batch (the last, or with packing any, is filled with dummies)
     positions: str  # "last" or "all"
     padding_side: str
     pad_id: int
+    packing: Packing | None = None
 
     @property
     def num_examples(self) -> int:
@@ -177,7 +230,7 @@ class BatchPlan:
 
     @property
     def num_batches(self) -> int:
-        return -(-self.num_examples // self.batch_size)
+        return len(self.starts) - 1
 
     @property
     def num_slots(self) -> int:
@@ -185,7 +238,7 @@ class BatchPlan:
 
     def examples_in(self, index: int) -> np.ndarray:
         """Original indices of the real examples of batch `index`."""
-        return self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.order[self.starts[index]:self.starts[index + 1]]
 
     def batch(self, index: int) -> Batch:
         """Batch `index` with its padded forwards (built on demand: the plan holds only tokens)."""
@@ -197,21 +250,27 @@ class BatchPlan:
         rows = [row for e in example_index_b for row in self.rows[e]]
         valid_r = np.repeat(valid_b, self.num_languages)
         num_slots = max(len(r.continuations) for r in rows)
-        length = bucket_length(max(r.longest for r in rows))
-        k = bucket_length(max(len(c) for r in rows for c in r.continuations), minimum=1)
 
         def slot(s: int) -> list[tuple[int, ...] | None]:
             return [r.continuations[s] if s < len(r.continuations) else None for r in rows]
 
-        build = lambda conts, t, kk: _build_forward(rows, conts, valid_r, self.pad_id, self.padding_side, t, kk)
-        multi_token = [any(c is not None and len(c) > 1 for c in slot(s)) for s in range(num_slots)]
-        if self.positions == "last":
-            neuron = build(slot(0), length, k)
-            scoring_slots = tuple(s for s in range(1, num_slots) if multi_token[s])
-        else:  # neurons over the prompt only: the max over tokens must not see the answer
-            neuron = build([None] * len(rows), bucket_length(max(len(r.prompt) for r in rows)), 1)
-            scoring_slots = tuple(s for s in range(num_slots) if multi_token[s])
-        scoring = tuple(build(slot(s), length, k) for s in scoring_slots)
+        if self.packing is not None:
+            k = bucket_length(max(len(c) for ex in self.rows for r in ex for c in r.continuations), minimum=1)
+            build = lambda conts: _build_packed(rows, conts, valid_r, self.pad_id, self.packing, k)
+            neuron, scoring_slots = build(slot(0)), self.packing.scoring_slots
+        else:
+            length = bucket_length(max(r.longest for r in rows))
+            k = bucket_length(max(len(c) for r in rows for c in r.continuations), minimum=1)
+            build = lambda conts: _build_forward(rows, conts, valid_r, self.pad_id, self.padding_side, length, k)
+            multi_token = [any(c is not None and len(c) > 1 for c in slot(s)) for s in range(num_slots)]
+            if self.positions == "last":
+                neuron = build(slot(0))
+                scoring_slots = tuple(s for s in range(1, num_slots) if multi_token[s])
+            else:  # neurons over the prompt only: the max over tokens must not see the answer
+                neuron = _build_forward(rows, [None] * len(rows), valid_r, self.pad_id, self.padding_side,
+                                        bucket_length(max(len(r.prompt) for r in rows)), 1)
+                scoring_slots = tuple(s for s in range(num_slots) if multi_token[s])
+        scoring = tuple(build(slot(s)) for s in scoring_slots)
         option_index_sr = np.array([[r.option_index[s] if s < len(r.option_index) else -1 for r in rows]
                                     for s in range(num_slots)], dtype=np.int32)
         first_tokens_rs = np.array([[c[0] if c else 0 for c in slot(s)] for s in range(num_slots)],
@@ -221,17 +280,105 @@ class BatchPlan:
 
 
 def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str, padding_side: str,
-                 pad_id: int) -> BatchPlan:
-    """Sort examples by their longest row (longest first, stable) and group them into batches."""
+                 pad_id: int, pack: bool = False, bins_multiple: int = 1) -> BatchPlan:
+    """Sort examples by their longest row (longest first, stable) and group them into batches.
+
+    pack: lay each batch's rows one after another into bins (positions "last" only; see the module's
+    docstring). The bins hold as many tokens as `batch_size` average examples, and a batch takes up to
+    2 x batch_size examples, so short examples share a step: the next examples in order while they fit, and
+    then any of the following `PACK_LOOKAHEAD` that fit the gaps. bins_multiple: the bin count is rounded up to a
+    multiple of this (a mesh's data axis).
+    """
     if batch_size < 1:
         raise PipelineInputError(f"batch_size must be >= 1, got {batch_size}")
     if positions not in POSITIONS:
         raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {positions!r}")
     if padding_side not in PADDING_SIDES:
         raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    if pack and positions != "last":
+        raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed "
+                                 "sequences); run positions='all' without packing")
     longest_e = np.array([max(row.longest for row in ex) for ex in rows])
     order = np.argsort(-longest_e, kind="stable")
-    return BatchPlan(rows, order, batch_size, positions, padding_side, pad_id)
+    if not pack:
+        starts = np.minimum(np.arange(0, len(rows) + batch_size, batch_size), len(rows))
+        return BatchPlan(rows, order, starts, batch_size, positions, padding_side, pad_id)
+    packing = _packing(rows, batch_size, bins_multiple)
+    max_examples, pending, order, starts = 2 * batch_size, list(order), [], [0]
+    while pending:  # fill a batch from the next PACK_LOOKAHEAD examples: shorter ones fill the gaps
+        bins, taken = {s: _Bins(packing) for s in (0, *packing.scoring_slots)}, []
+        for e in pending[:PACK_LOOKAHEAD]:
+            if len(taken) < max_examples and _place_example(rows[e], bins):
+                taken.append(e)
+        if not taken:  # cannot happen: `_packing` sizes the bins to hold any one example
+            raise AssertionError(f"example {pending[0]} does not fit in empty bins {packing}")
+        order += taken
+        starts.append(len(order))
+        taken = set(taken)
+        pending = [e for e in pending if e not in taken]
+    return BatchPlan(rows, np.array(order), np.array(starts), max_examples, positions, padding_side, pad_id,
+                     packing)
+
+
+def _packing(rows: list[list[TokenizedRow]], batch_size: int, bins_multiple: int) -> Packing:
+    """Bins that hold the longest row and about `ROWS_PER_BIN` average rows (attention inside a bin costs in
+    proportion to its length, so longer bins waste less padding but compute more scores), as many as hold
+    `batch_size` average examples."""
+    lengths = [len(r.prompt) + len(r.continuations[0]) for ex in rows for r in ex]
+    mean = sum(lengths) / len(lengths)
+    length = bucket_length(max(max(r.longest for ex in rows for r in ex), ROWS_PER_BIN * mean))
+    slots = tuple(s for s in range(1, max(len(r.continuations) for ex in rows for r in ex))
+                  if any(len(r.continuations) > s and len(r.continuations[s]) > 1 for ex in rows for r in ex))
+    segments = max(1, math.ceil(2 * length / mean))
+    alone = Packing(len(rows[0]), length, segments, slots)  # N bins always hold one example
+    largest = 0
+    for example in rows:
+        bins = {s: _Bins(alone) for s in (0, *slots)}
+        _place_example(example, bins)
+        largest = max(largest, *(sum(c > 0 for c in b.count) for b in bins.values()))
+    bins = max(largest, math.ceil((batch_size + 0.5) * len(rows[0]) * mean / length))  # + half: gaps
+    return Packing(-(-bins // bins_multiple) * bins_multiple, length, segments, slots)
+
+
+def _place_example(example: list[TokenizedRow], bins: dict[int, _Bins]) -> bool:
+    """Place an example's rows in every forward's bins (all or none); False if they do not fit."""
+    trial = {s: b.copy() for s, b in bins.items()}
+    for s, b in trial.items():
+        lengths = [len(r.prompt) + len(r.continuations[s]) for r in example if len(r.continuations) > s]
+        if b.place(lengths) is None:
+            return False
+    bins.update(trial)
+    return True
+
+
+def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
+                  pad_id: int, packing: Packing, k: int) -> Forward:
+    """Lay the valid rows that have a continuation one after another into the bins (first fit, row order)."""
+    bins_n, length, segs = packing.bins, packing.length, packing.segments
+    ids = np.full((bins_n, length), pad_id, np.int32)
+    segments = np.zeros((bins_n, length), np.int32)
+    record_index = np.zeros((bins_n, segs), np.int32)
+    logit_positions = np.zeros((bins_n, segs * k), np.int32)
+    row_slot_r = np.zeros(len(rows), np.int32)
+    targets_rk = np.zeros((len(rows), k), np.int32)
+    target_mask_rk = np.zeros((len(rows), k), bool)
+    placed = [r for r, c in enumerate(conts) if valid_r[r] and c is not None]
+    sequences = [rows[r].prompt + conts[r] for r in placed]
+    where = _Bins(packing).place([len(q) for q in sequences])
+    if where is None:
+        raise AssertionError("a planned batch does not fit its bins")  # the plan placed these same rows
+    fill, count = [0] * bins_n, [0] * bins_n
+    for r, seq, b in zip(placed, sequences, where):
+        start, j, n = fill[b], count[b], len(conts[r])
+        ids[b, start:start + len(seq)] = seq
+        segments[b, start:start + len(seq)] = j + 1
+        record_index[b, j] = start + len(rows[r].prompt) - 1
+        logit_positions[b, j * k:(j + 1) * k] = record_index[b, j] + np.minimum(np.arange(k), n - 1)
+        row_slot_r[r] = b * segs + j
+        targets_rk[r, :n], target_mask_rk[r, :n] = conts[r], True
+        fill[b], count[b] = start + len(seq), j + 1
+    return Forward(ids, segments, record_index, logit_positions, targets_rk, target_mask_rk,
+                   sum(len(q) for q in sequences), row_slot_r)
 
 
 def _build_forward(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,

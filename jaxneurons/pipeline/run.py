@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -55,6 +56,7 @@ def run_sharing_analysis(
     mesh: Mesh | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
+    pack: bool | None = None,
 ) -> dict:
     """Categorize the FFN neurons of every example across its languages, score the answers, write results.
 
@@ -78,6 +80,8 @@ def run_sharing_analysis(
       process_index, process_count: this process's share of the batches (default: `distributed.process_layout`);
         with several processes each runs the batches i with i % count == index, keeps its state in
         output_dir/process_{index}_of_{count}/, and process 0 alone writes the merged results.
+      pack: lay each batch's rows one after another into fixed bins instead of padding each row (default:
+        with positions "last"); same results, less padding, one compiled shape. See `batching`.
     Returns:
       the dict written to sharing.json (every process returns it).
     """
@@ -88,7 +92,9 @@ def run_sharing_analysis(
     process_index, process_count = distributed.process_layout(process_index, process_count)
     batch_size = distributed.round_batch_size(batch_size, mesh)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id)
+    pack = positions == "last" if pack is None else pack
+    plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id, pack=pack,
+                        bins_multiple=distributed.data_size(mesh) if mesh is not None else 1)
     identity = run_identity(lm, task, examples, languages, plan, thresholds)
     own_identity, state_dir = identity, output_dir
     if process_count > 1:
@@ -106,7 +112,8 @@ def run_sharing_analysis(
     if process_count > 1:
         state = distributed.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": positions,
-             "skipped": dict(skipped or {}), "batch_size": batch_size}
+             "skipped": dict(skipped or {}), "batch_size": batch_size,
+             "packing": dataclasses.asdict(plan.packing) if plan.packing else None}
     if process_index != 0:  # the same summary, written where nobody looks
         with tempfile.TemporaryDirectory() as scratch:
             return write_outputs(scratch, state, task=task, examples=examples, languages=languages,
@@ -226,7 +233,8 @@ def run_identity(lm: LanguageModel, task, examples: Sequence, languages: Sequenc
         "model": str(lm.source), "config": repr(lm.config), "params": params, "compute_dtype": str(lm.compute_dtype),
         "task": task.name, "languages": list(languages), "example_ids": ids, "num_examples": len(examples),
         "tokens": tokens, "batch_size": plan.batch_size, "positions": plan.positions,
-        "padding_side": plan.padding_side, "thresholds": [float(t) for t in thresholds],
+        "padding_side": plan.padding_side, "packing": repr(plan.packing),
+        "thresholds": [float(t) for t in thresholds],
     }
 
 

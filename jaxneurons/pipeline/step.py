@@ -27,8 +27,7 @@ def sharing_step(decoder: Decoder, params, overlap: OverlapState, forward: dict,
     Returns the new overlap state and {category_counts [B, K, L, 4], activated [B, K, N, L],
     logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S]}.
     """
-    logits, sown = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
-                               None, forward["logit_positions_rk"])
+    logits, sown = forward_rows(decoder, params, forward)
     act_lrf = sown["act"]
     num_layers, rows, neurons = act_lrf.shape
     acts_bnlf = act_lrf.reshape(num_layers, rows // num_languages, num_languages, neurons).transpose(1, 2, 0, 3)
@@ -42,9 +41,24 @@ def sharing_step(decoder: Decoder, params, overlap: OverlapState, forward: dict,
 @functools.partial(jax.jit, static_argnames=("decoder",))
 def scoring_step(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, jax.Array]:
     """Logits only (no neurons): (summed log-prob [R], all-argmax [R]) of each row's continuation."""
-    logits, _ = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
-                            None, forward["logit_positions_rk"])
+    logits, _ = forward_rows(decoder, params, forward)
     return continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
+
+
+def forward_rows(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, dict]:
+    """Run a forward and return per row: logits [R, k, V] at its positions, recorded neurons [L, R, F].
+
+    A packed forward (with "row_slot_r") computes them per (bin, segment); each row takes its own slot.
+    """
+    logits, sown = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
+                               None, forward["logit_positions_rk"])
+    if "row_slot_r" not in forward:
+        return logits, sown
+    slot_r, (bins, segments) = forward["row_slot_r"], forward["record_index_r"].shape
+    logits = logits.reshape(bins * segments, -1, logits.shape[-1])[slot_r]
+    sown = {name: value.reshape(value.shape[0], bins * segments, *value.shape[3:])[:, slot_r]
+            for name, value in sown.items()}
+    return logits, sown
 
 
 def to_device(forward_arrays: dict) -> dict:
