@@ -28,9 +28,13 @@ SHARING_RUNS = [  # (run folder, label)
     ("gemma_mzsre_en2all", "gemma3-270m MzsRE EN->ALL"),
     ("gemma_mzsre_all2en", "gemma3-270m MzsRE ALL->EN"),
     ("smollm_xnli", "smollm2-135m XNLI (no th)"),
+    ("smollm_xnli_full", "smollm2-135m XNLI, 1,000 items"),
+    ("smollm_mpararel", "smollm2-135m mParaRel"),
+    ("smollm_mzsre_en2all", "smollm2-135m MzsRE EN->ALL"),
+    ("smollm_mzsre_all2en", "smollm2-135m MzsRE ALL->EN"),
 ]
 ATTR_RUNS = [("gemma_xnli_attr", "gemma3-270m XNLI"), ("gemma_xnli_ig", "gemma3-270m XNLI, IG"),
-             ("gemma_mpararel_iv", "gemma3-270m mParaRel")]
+             ("gemma_mpararel_iv", "gemma3-270m mParaRel"), ("smollm_mpararel_attr", "smollm2-135m mParaRel")]
 ALIGN_RUNS = [("align_xnli", "smollm2-135m XNLI alignment (reduced)")]
 
 

@@ -1,10 +1,12 @@
 #!/bin/bash
 # Run the study's flagfiles one after another (nice 10), logging wall time to runs/study/times.txt.
-#   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md; also available: gemma_xnli_ig, not run)
+#   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md)
 cd "$(dirname "$0")/.." || exit 1
 export JAXNEURONS_DATA_DIR=${JAXNEURONS_DATA_DIR:-/work/shared/data}
 mkdir -p runs/study
-names=${@:-gemma_xnli gemma_mpararel gemma_mzsre_en2all gemma_mzsre_all2en smollm_xnli gemma_xnli_attr align_xnli gemma_mpararel_iv}
+names=${@:-gemma_xnli gemma_mpararel gemma_mzsre_en2all gemma_mzsre_all2en smollm_xnli gemma_xnli_attr align_xnli \
+  gemma_mpararel_iv smollm_mpararel smollm_mzsre_en2all smollm_mzsre_all2en smollm_mpararel_attr gemma_xnli_ig \
+  smollm_xnli_full}
 for name in $names; do
   if [ "$name" = align_xnli ]; then launcher=launchers/align.py; else launcher=launchers/analyze.py; fi
   t0=$(date +%s)

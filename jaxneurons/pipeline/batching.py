@@ -8,7 +8,7 @@ invalid, so it has the same shape as the others. The plan depends only on the to
 a resumed run rebuilds exactly the same batches.
 
 With packing (positions "last" only), the rows of a batch are not padded one by one: they are laid one
-after another into `bins` rows of `length` tokens (first fit, in the plan's order), each sequence attending
+after another into `bins` rows of `length` tokens (best fit, in the plan's order), each sequence attending
 only to itself, and every batch of the run has the same shape, so the step compiles once. A batch then takes
 as many examples as fit (at most 2 x `batch_size`), and only the bins' ends are padded.
 
@@ -285,9 +285,9 @@ def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str
 
     pack: lay each batch's rows one after another into bins (positions "last" only; see the module's
     docstring). The bins hold as many tokens as `batch_size` average examples, and a batch takes up to
-    2 x batch_size examples, so short examples share a step: the next examples in order while they fit, and
-    then any of the following `PACK_LOOKAHEAD` that fit the gaps. bins_multiple: the bin count is rounded up to a
-    multiple of this (a mesh's data axis).
+    2 x batch_size examples, so short examples share a step: of the next `PACK_LOOKAHEAD` examples in order,
+    each that still fits. bins_multiple: the bin count is rounded up to a multiple of this (a mesh's data
+    axis).
     """
     if batch_size < 1:
         raise PipelineInputError(f"batch_size must be >= 1, got {batch_size}")
@@ -353,7 +353,8 @@ def _place_example(example: list[TokenizedRow], bins: dict[int, _Bins]) -> bool:
 
 def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
                   pad_id: int, packing: Packing, k: int) -> Forward:
-    """Lay the valid rows that have a continuation one after another into the bins (first fit, row order)."""
+    """Lay the valid rows that have a continuation one after another into the bins (best fit, row order:
+    the placement the plan made)."""
     bins_n, length, segs = packing.bins, packing.length, packing.segments
     ids = np.full((bins_n, length), pad_id, np.int32)
     segments = np.zeros((bins_n, length), np.int32)
