@@ -296,7 +296,8 @@ def build() -> str:
     t1, t2, _ = correctness_tables()
     sections = [
         ("Runs", runs_table()),
-        ("Wall time (2 shared CPU cores, nice 10, other jobs running beside)", times_table()),
+        ("Wall time (2 shared CPU cores, nice 10, other jobs beside; runs after 17:00 paused during benchmarks)",
+         times_table()),
         ("Claim 1: categories by task (mean over layers, % of a layer's neurons, tau = 0)", category_table()),
         ("Claim 2: where the shared neurons sit (mean % in the lower / middle / upper third of the layers)",
          layer_table()),
