@@ -13,7 +13,9 @@ Categorisation (the last token's act(gate) > 0, categorised across N parallel "l
 Integrated gradients (target: a fixed token at the last position, `steps` alphas, left Riemann):
   naive    : Knowledge Neurons in PyTorch: per layer, the alphas as a batch, full forward and backward;
   jax      : jaxneurons.integrated_gradients (last-token replay against a KV cache).
-Both sides' categories and attributions are compared in the same run. Prints a table and JSON lines.
+Both sides' categories and attributions are compared in the same run. Prints a table and JSON lines; the
+jax lines also give the share of the device's matrix-product rate (measured through JAX on the model's MLP
+shape) that the projections and MLP of the real, unpadded tokens used.
 """
 
 from __future__ import annotations
@@ -140,7 +142,26 @@ def jax_categorise(lm, rows, batch_size, output_dir, pack):
     state = new_state({}, plan.num_examples, 1, plan.num_languages, lm.config.num_layers,
                       lm.config.intermediate_size, 1)
     state = run_batches(lm, plan, state, [0.0], output_dir, progress=False, checkpoint_every=10**9)
-    return state.category_counts_eklc[:, 0], state.padding_ratio
+    return state.category_counts_eklc[:, 0], state.padding_ratio, state.real_tokens
+
+
+def forward_flops_per_token(config) -> float:
+    """Matrix-product FLOPs of one token through the layers (projections and MLP; attention scores aside)."""
+    h, f, d = config.hidden_size, config.intermediate_size, config.head_dim
+    projections = h * d * (2 * config.num_heads + 2 * config.num_kv_heads)
+    return 2.0 * config.num_layers * (projections + (3 if config.gated_mlp else 2) * h * f)
+
+
+def matmul_peak_flops(config, dtype) -> float:
+    """The device's matrix-product rate through JAX on this model's MLP shape (8192 tokens), FLOP/s."""
+    x = jnp.ones((8192, config.hidden_size), dtype)
+    w = jnp.ones((config.hidden_size, config.intermediate_size), dtype)
+    product = jax.jit(lambda a, b: a @ b)
+    product(x, w).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(5):
+        product(x, w).block_until_ready()
+    return 5 * 2.0 * x.shape[0] * x.shape[1] * w.shape[1] / (time.perf_counter() - start)
 
 
 def timed(fn, *args):
@@ -198,6 +219,7 @@ def bench_shape(shape, device, emit):
     base = {"shape": shape, "dtype": FLAGS.dtype, "device": describe_device(device), "languages": FLAGS.languages}
     results = {}
     ours = {}  # category counts of each jaxneurons variant
+    peak = matmul_peak_flops(lm.config, lm.compute_dtype)
     for name, pack in (("jax", True), ("jax_padded", False)):
         if name in FLAGS.skip:
             continue
@@ -206,10 +228,13 @@ def bench_shape(shape, device, emit):
             jax_categorise(lm, rows, FLAGS.batch_size, out, pack)  # compiles each shape once
             first_pass = time.perf_counter() - start
             start = time.perf_counter()
-            ours[name], padding = jax_categorise(lm, rows, FLAGS.batch_size, out, pack)
-            results[name] = FLAGS.examples / (time.perf_counter() - start)
+            ours[name], padding, real_tokens = jax_categorise(lm, rows, FLAGS.batch_size, out, pack)
+            seconds = time.perf_counter() - start
+            results[name] = FLAGS.examples / seconds
+        useful = forward_flops_per_token(lm.config) * real_tokens / seconds
         emit({**base, "pipeline": name, "examples_per_s": results[name], "real_token_ratio": padding,
-              "compile_s": first_pass - FLAGS.examples / results[name],
+              "compile_s": first_pass - FLAGS.examples / results[name], "matmul_peak_tflops": peak / 1e12,
+              "fraction_of_peak_on_real_tokens": useful / peak,
               "max_count_difference_to_first_variant": int(np.abs(ours[name] - next(iter(ours.values()))).max())})
     have_jax = bool(ours)
     counts_jax = next(iter(ours.values())) if have_jax else None
@@ -230,10 +255,11 @@ def bench_shape(shape, device, emit):
         emit({**base, "pipeline": "torch_paper_loop", "examples_per_s": results["paper"],
               "max_count_difference": int(np.abs(counts_paper - counts_jax[:len(subset)]).max())
               if have_jax else None})
-    for ours in ("jax", "jax_padded"):
+    for variant in ("jax", "jax_padded"):
         for other in ("batched", "paper"):
-            if ours in results and other in results:
-                emit({**base, "ratio": f"{ours}/{other}", "categorisation_speedup": results[ours] / results[other]})
+            if variant in results and other in results:
+                emit({**base, "ratio": f"{variant}/{other}",
+                      "categorisation_speedup": results[variant] / results[other]})
     if "ig" not in FLAGS.skip:
         bench_ig(model, lm, shape, device, base, emit)
     emit({**base, "memory": peak_memory(device)})
@@ -292,6 +318,10 @@ def main(argv):
             what = "packed" if ours == "jax" else "padded rows"
             print(f"| {r['shape']} | categorisation ({what}) vs {other} (examples/s) | {jax_eps:.2f} | {theirs:.2f} | "
                   f"{r['categorisation_speedup']:.1f}x |")
+        if r.get("pipeline") in ("jax", "jax_padded"):
+            what = "packed" if r["pipeline"] == "jax" else "padded rows"
+            print(f"| {r['shape']} | share of the matmul peak ({r['matmul_peak_tflops']:.3g} TFLOP/s) used on real "
+                  f"tokens ({what}) | {100 * r['fraction_of_peak_on_real_tokens']:.0f}% | | |")
         if r.get("ig"):
             print(f"| {r['shape']} | IG s per example-language ({r['layers']} layers x {r['steps']} steps) | "
                   f"{r['jax_s']:.2f} | {r['torch_naive_s']:.2f} | {r['speedup']:.1f}x |")

@@ -74,8 +74,8 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     decoders = (Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", True), "last"),
                 Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last"))
     grads, zeroed_asked, m, clean = _ig(decoders, lm.params, jnp.asarray(ids), jnp.asarray(mask),
-                                  jnp.asarray(target_ids, jnp.int32), jnp.asarray(layer_idx),
-                                  jnp.asarray(alpha), jnp.asarray(layers, jnp.int32), chunk_size)
+                                        jnp.asarray(target_ids, jnp.int32), jnp.asarray(layer_idx),
+                                        jnp.asarray(alpha), jnp.asarray(layers, jnp.int32), chunk_size)
     per_layer = np.asarray(grads, np.float64).reshape(len(layers), len(alphas), *grads.shape[1:])
     attributions = np.zeros(m.shape, np.float32)  # [L, B, F]
     attributions[list(layers)] = np.einsum("lkbf,k->lbf", per_layer, weights)
