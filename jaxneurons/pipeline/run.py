@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import tempfile
@@ -162,10 +163,14 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
             state.next_batch = index + 1 if index + process_count < plan.num_batches else plan.num_batches
             state.elapsed_s += time.perf_counter() - start
             own_done = (index - process_index) // process_count + 1
+            done += int(batch.valid_b.sum())
             if own_done % checkpoint_every == 0 or state.next_batch == plan.num_batches:
                 state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
                 save_state(output_dir, state)
-            done += int(batch.valid_b.sum())
+                if not progress:  # logs instead of a bar, at each checkpoint
+                    logging.info("sharing: batch %d of %d saved, %d examples, %.2f examples/s, %.0f%% real tokens",
+                                 index + 1, plan.num_batches, done, done / state.elapsed_s,
+                                 100 * state.padding_ratio)
             bar.update(int(batch.valid_b.sum()))
             bar.set_postfix({"ex/s": f"{done / state.elapsed_s:.2f}", "padding": f"{state.padding_ratio:.2f}"},
                             refresh=False)
