@@ -96,37 +96,37 @@ def times_table():
     return table(["flagfile", "exit status (137: killed, out of memory; ?: not recorded)", "wall min", "ended"], rows)
 
 
-def category_table():
-    """Claim 1: mean over layers of each category (% of a layer's neurons, tau = 0, averaged over examples)."""
+def per_run_table(header, row_of):
+    """One row per sharing run: its label, then row_of(sharing.json), or "not run" cells when it is missing."""
     rows = []
     for run, label in SHARING_RUNS:
         s = load(run, "sharing.json")
-        if s is None:
-            rows.append([label] + ["not run"] * 5)
-            continue
+        rows.append([label] + (row_of(s) if s is not None else ["not run"] * (len(header) - 1)))
+    return table(header, rows)
+
+
+def category_table():
+    """Claim 1: mean over layers of each category (% of a layer's neurons, tau = 0, averaged over examples)."""
+    def row(s):
         m = s["mean_over_layers"]
         ratio = m["partial_shared"] / m["all_shared"] if m["all_shared"] > 0 else float("nan")
-        rows.append([label] + [fmt(m[c]) for c in CATS] + [fmt(ratio, 2)])
-    return table(["run", "all-shared %", "partial-shared %", "specific %", "non-activated %",
-                  "partial / all"], rows)
+        return [fmt(m[c]) for c in CATS] + [fmt(ratio, 2)]
+
+    return per_run_table(["run", "all-shared %", "partial-shared %", "specific %", "non-activated %",
+                          "partial / all"], row)
 
 
 def layer_table():
     """Claim 2: where the all-shared (and partial-shared) neurons sit: lower / middle / upper third of layers."""
-    rows = []
-    for run, label in SHARING_RUNS:
-        s = load(run, "sharing.json")
-        if s is None:
-            rows.append([label] + ["not run"] * 8)
-            continue
-        out = [label]
+    def row(s):
+        out = []
         for c in ("all_shared", "partial_shared"):
             v = np.asarray(s["per_layer"][c])
-            thirds = np.array_split(v, 3)
-            out += [fmt(t.mean()) for t in thirds] + [str(int(np.argmax(v)))]
-        rows.append(out)
-    return table(["run", "all-shared lower", "middle", "upper", "peak layer",
-                  "partial-shared lower", "middle", "upper", "peak layer"], rows)
+            out += [fmt(t.mean()) for t in np.array_split(v, 3)] + [str(int(np.argmax(v)))]
+        return out
+
+    return per_run_table(["run", "all-shared lower", "middle", "upper", "peak layer",
+                          "partial-shared lower", "middle", "upper", "peak layer"], row)
 
 
 def per_layer_table(run):
@@ -141,19 +141,18 @@ def per_layer_table(run):
 
 
 def sweep_table():
-    rows = []
+    rows, keys = [], None
     for run, label in SHARING_RUNS:
         s = load(run, "sharing.json")
         if s is None:
             continue
-        row = [label]
-        for key, per_layer in s["threshold_sweep"].items():
-            row.append(f"{np.mean(per_layer['all_shared']):.1f} / {np.mean(per_layer['non_activated']):.1f}")
-        rows.append(row)
+        sweep = s["threshold_sweep"]
+        keys = keys or list(sweep)
+        rows.append([label] + [f"{np.mean(v['all_shared']):.1f} / {np.mean(v['non_activated']):.1f}"
+                               for v in sweep.values()])
     if not rows:
         return "(no run)"
-    keys = list(load(SHARING_RUNS[0][0], "sharing.json")["threshold_sweep"]) if load(SHARING_RUNS[0][0], "sharing.json") else []
-    return table(["run"] + [f"tau {k}" for k in keys] if keys else ["run"], rows)
+    return table(["run"] + [f"tau {k}" for k in keys], rows)
 
 
 def overlap_table():
@@ -170,62 +169,60 @@ def overlap_table():
                   "always non-activated %", "always non-activated as % of non-activated"], rows)
 
 
-def attribution_tables():
+def missing(run: str, label: str, name: str) -> str:
+    """The line that stands for a results file a run did not write (or for the run itself)."""
+    return f"{label}: no {name} in `{run}`" + ("" if load(run, "sharing.json") else " (not run)") + "."
+
+
+def per_run_sections(name: str, section_of) -> str:
+    """One section per attribution/intervention run, from its results file `name`: section_of(label, data)."""
     parts = []
     for run, label in ATTR_RUNS:
-        a = load(run, "attribution.json")
-        if a is None:
-            parts.append(f"{label}: no attribution.json in `{run}`" + ("" if load(run, "sharing.json") else " (not run)")
-                         + ".")
-            continue
-        h = a["headline"]
-        rows = []
-        for m in a["methods"]:
-            shares = [a["per_language"][lang][m]["attribution_share"]["all_shared"] for lang in a["languages"]]
-            shares = [x for x in shares if x is not None]
-            top = [float(np.mean(a["per_language"][lang][m]["top_share"]["all_shared"])) for lang in a["languages"]]
-            rows.append([m, fmt(a["neuron_share"]["all_shared"]), fmt(h["all_shared_attribution_pct"][m]),
-                         fmt(float(np.mean(shares)) if shares else None),
-                         fmt(min(shares) if shares else None) + "-" + fmt(max(shares) if shares else None),
-                         fmt(float(np.mean(top)))])
-        parts.append(f"**{label}** ({a['num_examples']} examples, top_k = {a['top_k']} of "
-                     f"{a['neurons_per_layer']} per layer; headline language {h['language']})\n\n"
-                     + table(["method", "all-shared % of neurons", f"% of positive attribution ({h['language']})",
-                              "% of positive attribution (mean over languages)", "range over languages",
-                              "all-shared % of top-k (mean over layers, languages)"], rows))
-        rows = []
-        for m in a["methods"]:
-            rows.append([m] + [fmt(a["per_language"][h["language"]][m]["attribution_share"][c]) for c in CATS])
-        parts.append(f"Share of positive attribution by category ({h['language']}, {label}); neuron shares: "
-                     + ", ".join(f"{c} {a['neuron_share'][c]:.1f}%" for c in CATS) + "\n\n"
-                     + table(["method"] + [f"{c} %" for c in CATS], rows))
+        data = load(run, name)
+        parts.append(section_of(label, data) if data is not None else missing(run, label, name))
     return "\n\n".join(parts)
 
 
-def intervention_tables():
-    parts = []
-    for run, label in ATTR_RUNS:
-        iv = load(run, "interventions.json")
-        if iv is None:
-            parts.append(f"{label}: no interventions.json in `{run}`" + ("" if load(run, "sharing.json") else " (not run)")
-                         + ".")
-            continue
-        langs = list(iv["clean"])
-        kinds = [k for k in ("clean", "all_shared", "partial_shared", "specific", "random") if k in iv]
-        rows = []
-        for k in kinds:
-            vals = [100 * iv[k][lang] for lang in langs]
-            rows.append([k] + [fmt(v, 0) for v in vals] + [fmt(float(np.mean(vals)))])
-        meta = iv.get("meta", {})
-        deact = meta.get("mean_deactivated_per_layer", {})
-        note = ", ".join(f"{c} {float(np.mean(v)):.0f}" for c, v in deact.items())
-        seeds = meta.get("random_per_seed", {})
-        seed_note = "; random per seed (mean acc %): " + ", ".join(
-            f"{s}: {100 * float(np.mean(list(v.values()))):.1f}" for s, v in seeds.items()) if seeds else ""
-        parts.append(f"**{label}** ({meta.get('num_examples')} examples, deactivation at the "
-                     f"{meta.get('positions')} token; mean neurons zeroed per layer: {note}{seed_note})\n\n"
-                     + table(["deactivated"] + langs + ["mean"], rows))
-    return "\n\n".join(parts)
+def attribution_section(label: str, a: dict) -> str:
+    h = a["headline"]
+    rows = []
+    for m in a["methods"]:
+        shares = [a["per_language"][lang][m]["attribution_share"]["all_shared"] for lang in a["languages"]]
+        shares = [x for x in shares if x is not None]
+        top = [float(np.mean(a["per_language"][lang][m]["top_share"]["all_shared"])) for lang in a["languages"]]
+        rows.append([m, fmt(a["neuron_share"]["all_shared"]), fmt(h["all_shared_attribution_pct"][m]),
+                     fmt(float(np.mean(shares)) if shares else None),
+                     fmt(min(shares) if shares else None) + "-" + fmt(max(shares) if shares else None),
+                     fmt(float(np.mean(top)))])
+    headline = (f"**{label}** ({a['num_examples']} examples, top_k = {a['top_k']} of "
+                f"{a['neurons_per_layer']} per layer; headline language {h['language']})\n\n"
+                + table(["method", "all-shared % of neurons", f"% of positive attribution ({h['language']})",
+                         "% of positive attribution (mean over languages)", "range over languages",
+                         "all-shared % of top-k (mean over layers, languages)"], rows))
+    rows = [[m] + [fmt(a["per_language"][h["language"]][m]["attribution_share"][c]) for c in CATS]
+            for m in a["methods"]]
+    by_category = (f"Share of positive attribution by category ({h['language']}, {label}); neuron shares: "
+                   + ", ".join(f"{c} {a['neuron_share'][c]:.1f}%" for c in CATS) + "\n\n"
+                   + table(["method"] + [f"{c} %" for c in CATS], rows))
+    return headline + "\n\n" + by_category
+
+
+def intervention_section(label: str, iv: dict) -> str:
+    langs = list(iv["clean"])
+    kinds = [k for k in ("clean", "all_shared", "partial_shared", "specific", "random") if k in iv]
+    rows = []
+    for k in kinds:
+        vals = [100 * iv[k][lang] for lang in langs]
+        rows.append([k] + [fmt(v, 0) for v in vals] + [fmt(float(np.mean(vals)))])
+    meta = iv.get("meta", {})
+    deact = meta.get("mean_deactivated_per_layer", {})
+    note = ", ".join(f"{c} {float(np.mean(v)):.0f}" for c, v in deact.items())
+    seeds = meta.get("random_per_seed", {})
+    seed_note = "; random per seed (mean acc %): " + ", ".join(
+        f"{s}: {100 * float(np.mean(list(v.values()))):.1f}" for s, v in seeds.items()) if seeds else ""
+    return (f"**{label}** ({meta.get('num_examples')} examples, deactivation at the "
+            f"{meta.get('positions')} token; mean neurons zeroed per layer: {note}{seed_note})\n\n"
+            + table(["deactivated"] + langs + ["mean"], rows))
 
 
 def alignment_table():
@@ -305,8 +302,10 @@ def build() -> str:
         ("Claim 2: per layer, gemma3-270m mParaRel", per_layer_table("gemma_mpararel")),
         ("Threshold sweep (all-shared % / non-activated %, mean over layers)", sweep_table()),
         ("Overlap: neurons in the same category for every example (mean over layers, % of a layer)", overlap_table()),
-        ("Claim 3: all-shared neurons vs the attribution they carry", attribution_tables()),
-        ("Claim 4: accuracy (%) after deactivating one category at the prompt's last token", intervention_tables()),
+        ("Claim 3: all-shared neurons vs the attribution they carry",
+         per_run_sections("attribution.json", attribution_section)),
+        ("Claim 4: accuracy (%) after deactivating one category at the prompt's last token",
+         per_run_sections("interventions.json", intervention_section)),
         ("Claim 5: alignment fine-tuning (lambda) vs the lambda = 0 control", alignment_table()),
         ("Own finding (a): sharing vs correctness", t1),
         ("Own finding (b): activated neurons per language vs accuracy", t2),

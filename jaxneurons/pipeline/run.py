@@ -95,7 +95,7 @@ def run_sharing_analysis(
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     pack = positions == "last" if pack is None else pack
     plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id, pack=pack,
-                        bins_multiple=distributed.data_size(mesh) if mesh is not None else 1)
+                        bins_multiple=distributed.data_size(mesh))
     identity = run_identity(lm, task, examples, languages, plan, thresholds)
     own_identity, state_dir = identity, output_dir
     if process_count > 1:
