@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 
@@ -191,11 +190,20 @@ def _replay_block(model, layer, h, kept, rope):
     x = block.input_layernorm(h)
     q = attn.q_proj(x).view(steps, 1, -1, d).transpose(1, 2)
     k = attn.k_proj(x).view(steps, 1, -1, d).transpose(1, 2)
-    v = attn.v_proj(x).view(steps, 1, -1, d).transpose(1, 2)
+    v = attn.v_proj(x).view(steps, -1, 1, d)
     q, k = apply_rotary_pos_emb(q, k, *rope)
-    pk, pv = kept["prefix"][layer]
-    keys = torch.cat([pk.expand(steps, -1, -1, -1), k], 2)
-    values = torch.cat([pv.expand(steps, -1, -1, -1), v], 2)
-    a = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling, enable_gqa=True)
-    h = h + attn.o_proj(a.transpose(1, 2).reshape(steps, 1, -1))
+    a = _attend_after_prefix(q, k, v, *kept["prefix"][layer], attn.scaling)
+    h = h + attn.o_proj(a.reshape(steps, 1, -1))
     return h + block.mlp(block.post_attention_layernorm(h))
+
+
+def _attend_after_prefix(q, k, v, prefix_k, prefix_v, scale):
+    """Attention of the last token (S alphas: q [S, heads, 1, d], k [S, kv, 1, d], v [S, kv, 1, d]) to the
+    prompt's keys/values [1, kv, P, d] and its own, without copying the prefix once per alpha: the prefix
+    scores are one batched product over the kv heads, the token's own score a dot product, one softmax."""
+    steps, kv, d = q.shape[0], k.shape[1], q.shape[-1]
+    q = q.reshape(steps, kv, -1, d)  # [S, kv, group, d]: head h reads kv head h // group
+    scores = torch.cat([torch.einsum("skgd,kpd->skgp", q, prefix_k[0]),
+                        (q * k.reshape(steps, kv, 1, d)).sum(-1, keepdim=True)], -1) * scale
+    p = torch.softmax(scores.float(), -1).to(q.dtype)
+    return torch.einsum("skgp,kpd->skgd", p[..., :-1], prefix_v[0]) + p[..., -1:] * v  # [S, kv, group, d]

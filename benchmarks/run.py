@@ -52,7 +52,7 @@ flags.DEFINE_integer("batch_size", 8, "examples per batch (x languages rows)")
 flags.DEFINE_integer("paper_examples", 4, "examples timed for the one-prompt-at-a-time loop (it is slow)")
 flags.DEFINE_integer("ig_examples", 1, "example-languages for integrated gradients")
 flags.DEFINE_integer("ig_steps", 20, "IG alphas")
-flags.DEFINE_integer("ig_layers", 4, "IG target layers (the first n; both sides the same)")
+flags.DEFINE_integer("ig_layers", 4, "IG target layers, spread evenly from the first to the last (both sides)")
 flags.DEFINE_integer("ig_len", 64, "IG prompt length")
 flags.DEFINE_integer("repeats", 3, "timed runs of each side (interleaved A B .. B A); the median is reported")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "weights and activations, both sides")
@@ -92,6 +92,19 @@ def matmul_peak_flops(config, dtype) -> float:
     return 5 * 2.0 * x.shape[0] * x.shape[1] * w.shape[1] / (time.perf_counter() - start)
 
 
+def warm_up(name, side, model, rows, batch_size, device) -> float:
+    """Seconds of a first run: JAX's whole pass (it compiles each shape once); PyTorch's on one batch."""
+    start = time.perf_counter()
+    if name.startswith("jax"):
+        side()
+    elif name == "paper":
+        baselines.paper_loop(model, [rows[0][:1]], device)
+    else:
+        getattr(baselines, "length_sorted" if name == "sorted" else "batched")(model, rows[:batch_size],
+                                                                                batch_size, device)
+    return time.perf_counter() - start
+
+
 def categorisation(model, lm, rows, device, base, emit, out_dir):
     """Time every categorisation side interleaved; emit one line per side with its counts checked."""
     bs, paper_rows = FLAGS.batch_size, rows[:FLAGS.paper_examples]
@@ -103,16 +116,7 @@ def categorisation(model, lm, rows, device, base, emit, out_dir):
         "paper": lambda: (baselines.paper_loop(model, paper_rows, device), 1.0),
     }
     sides = {k: v for k, v in sides.items() if k not in FLAGS.skip}
-    warm = {}
-    for name in sides:  # JAX compiles each shape once here; PyTorch warms up on a small part
-        start = time.perf_counter()
-        if name.startswith("jax"):
-            sides[name]()
-        elif name == "paper":
-            baselines.paper_loop(model, [rows[0][:1]], device)
-        else:
-            getattr(baselines, "length_sorted" if name == "sorted" else "batched")(model, rows[:bs], bs, device)
-        warm[name] = time.perf_counter() - start
+    warm = {name: warm_up(name, sides[name], model, rows, bs, device) for name in sides}
     timings = machine.interleaved(sides, FLAGS.repeats, device)
     reference = next((t.output[0] for n, t in timings.items() if n != "paper"), timings["paper"].output[0])
     peak = matmul_peak_flops(lm.config, lm.compute_dtype)
@@ -131,10 +135,32 @@ def categorisation(model, lm, rows, device, base, emit, out_dir):
         emit(record)
 
 
+def ig_layers(num_layers, n):
+    """n target layers spread evenly over the depth (the first and the last included): a replay from layer l
+    costs L - l layers, so the first n alone would not show what the study's all-layer IG costs."""
+    return sorted({int(round(x)) for x in np.linspace(0, num_layers - 1, min(n, num_layers))})
+
+
+def ig_flops(config, layers, length, steps) -> dict:
+    """IG FLOPs per example of each side for `layers`, and of jaxneurons, the minimum and naive for all layers."""
+    counts = flops.replay_layer_counts(config, layers)
+    everything = flops.replay_layer_counts(config, list(range(config.num_layers)))
+    return {"jax": flops.replay_ig(config, length, steps, counts["jaxneurons"]),
+            "replay": flops.replay_ig(config, length, steps, counts["triangular"], zeroed=False),
+            "naive": flops.naive_ig(config, length, steps, layers),
+            "layer_replays_per_alpha": sum(counts["jaxneurons"]),
+            "triangular_flops_per_example": flops.replay_ig(config, length, steps, counts["triangular"]),
+            "all_layers_flops_per_example": flops.replay_ig(config, length, steps, everything["jaxneurons"]),
+            "all_layers_triangular_flops_per_example": flops.replay_ig(config, length, steps,
+                                                                       everything["triangular"]),
+            "all_layers_naive_flops_per_example": flops.naive_ig(config, length, steps,
+                                                                 list(range(config.num_layers)))}
+
+
 def integrated_gradients(model, lm, shape, device, base, emit):
     """Time jaxneurons' IG and the two PyTorch IGs interleaved; attributions compared; FLOPs counted."""
     rng = np.random.default_rng(1)
-    layers = list(range(min(FLAGS.ig_layers, lm.config.num_layers)))
+    layers = ig_layers(lm.config.num_layers, FLAGS.ig_layers)
     prompts = [rng.integers(3, SHAPES[shape]["vocab_size"], FLAGS.ig_len).tolist() for _ in range(FLAGS.ig_examples)]
     ids, steps = np.array(prompts, np.int32), FLAGS.ig_steps
 
@@ -153,20 +179,15 @@ def integrated_gradients(model, lm, shape, device, base, emit):
     baselines.naive_ig(model, prompts[0], IG_TARGET, layers[:1], 2, device)  # warm up
     baselines.replay_ig(model, prompts[0], IG_TARGET, layers[:1], 2, device)
     timings = machine.interleaved(sides, FLAGS.repeats, device)
-    counts = flops.replay_layer_counts(lm.config, layers)
-    per_example = {"jax": flops.replay_ig(lm.config, FLAGS.ig_len, steps, counts["jaxneurons"]),
-                   "replay": flops.replay_ig(lm.config, FLAGS.ig_len, steps, counts["triangular"], zeroed=False),
-                   "naive": flops.naive_ig(lm.config, FLAGS.ig_len, steps, layers)}
     reference = timings["jax"].output if "jax" in timings else None
+    counted = ig_flops(lm.config, layers, FLAGS.ig_len, steps)
+    common = {k: v for k, v in counted.items() if k not in ("jax", "naive", "replay")}
     for name, timing in timings.items():
         scale = float(np.abs(timing.output).max()) or 1.0
         difference = None if reference is None else float(np.abs(reference - timing.output).max()) / scale
-        emit({**base, "measure": "ig", "side": name, "layers": len(layers), "steps": steps,
+        emit({**base, "measure": "ig", "side": name, "layers": len(layers), "target_layers": layers, "steps": steps,
               "prompt_len": FLAGS.ig_len, "examples": len(prompts), **timing.summary(per=len(prompts)),
-              "flops_per_example": per_example[name], "layer_replays_per_alpha": sum(counts["jaxneurons"])
-              if name == "jax" else None,
-              "triangular_flops_per_example": flops.replay_ig(lm.config, FLAGS.ig_len, steps, counts["triangular"]),
-              "compile_s": compile_s if name == "jax" else None,
+              "flops_per_example": counted[name], **common, "compile_s": compile_s if name == "jax" else None,
               "max_abs_difference_to_jax_relative": difference})
 
 
