@@ -116,9 +116,12 @@ def categorisation(model, lm, rows, device, base, emit, out_dir):
         "paper": lambda: (baselines.paper_loop(model, paper_rows, device), 1.0),
     }
     sides = {k: v for k, v in sides.items() if k not in FLAGS.skip}
+    if not sides:
+        return
     warm = {name: warm_up(name, sides[name], model, rows, bs, device) for name in sides}
     timings = machine.interleaved(sides, FLAGS.repeats, device)
-    reference = next((t.output[0] for n, t in timings.items() if n != "paper"), timings["paper"].output[0])
+    batched_sides = [t for n, t in timings.items() if n != "paper"] or [timings["paper"]]
+    reference = batched_sides[0].output[0]  # the counts every side must reproduce
     peak = matmul_peak_flops(lm.config, lm.compute_dtype)
     for name, timing in timings.items():
         counts, real_share = timing.output
