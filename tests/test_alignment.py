@@ -101,3 +101,24 @@ def test_orbax_model_dir_round_trip(lm, tmp_path):
     ids = np.random.default_rng(1).integers(0, 97, size=(2, 7))
     want = jn.LanguageModel(lm.config, params).logits(ids)
     np.testing.assert_array_equal(np.asarray(back.logits(ids)), np.asarray(want))
+
+
+def test_aligned_model_exports_to_transformers(lm, tmp_path):
+    """What align.py writes to model_hf/: the fine-tuned params, loadable by transformers with the same logits."""
+    import dataclasses
+
+    import torch
+    import transformers
+
+    from jaxneurons.loading.export import export_hf
+
+    cfg = TrainConfig(layers=(1,), lr=1e-2, warmup=1, steps=3, batch_size=4)
+    params, _ = train(lm, _items(4), cfg, progress=False)
+    aligned = dataclasses.replace(lm, params=params)
+    export_hf(aligned, str(tmp_path / "model_hf"))
+    ids = np.random.default_rng(2).integers(1, 97, size=(2, 7))
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model_hf"), dtype=torch.float32)
+    with torch.no_grad():
+        theirs = model(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(theirs, np.asarray(aligned.logits(ids)), atol=1e-4, rtol=0)
+    assert not np.allclose(theirs, np.asarray(lm.logits(ids)), atol=1e-4)  # the fine-tuning is in the export
