@@ -122,3 +122,24 @@ def test_aligned_model_exports_to_transformers(lm, tmp_path):
         theirs = model(torch.tensor(ids)).logits.numpy()
     np.testing.assert_allclose(theirs, np.asarray(aligned.logits(ids)), atol=1e-4, rtol=0)
     assert not np.allclose(theirs, np.asarray(lm.logits(ids)), atol=1e-4)  # the fine-tuning is in the export
+
+
+def test_orbax_model_loads_only_the_tokenizer_of_its_source(lm, tmp_path, monkeypatch):
+    """An orbax model dir without tokenizer files takes its source's tokenizer, never its source's weights."""
+    import jaxneurons.loading as loading
+    from jaxneurons.loading import zoo
+    from jaxneurons.loading.orbax_dir import save_orbax_model
+
+    try:
+        zoo.resolve_zoo("smollm2-135m")
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(str(e))
+    save_orbax_model(str(tmp_path / "model"), lm.config, lm.params, None, tokenizer_source="smollm2-135m")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the source model's weights were loaded")
+
+    monkeypatch.setattr(loading, "_from_gguf", no_weights)
+    back = jn.load_model(str(tmp_path / "model"))
+    assert back.tokenizer("Hello world")["input_ids"] == loading.load_tokenizer("smollm2-135m")("Hello world")["input_ids"]
+    assert len(back.tokenizer("Hello world")["input_ids"]) >= 2
