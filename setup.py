@@ -17,7 +17,7 @@ setup(
         "flax>=0.10",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
-        "transformers>=4.56",  # tokenizers and configs only: transformers 5 has no Flax models
+        "transformers>=5.0",  # tokenizers and configs only (v5 has no Flax models); AutoConfig normalises rope_parameters
         "tokenizers>=0.21",
         "safetensors>=0.4.3",
         "gguf>=0.10",

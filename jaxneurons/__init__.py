@@ -3,8 +3,9 @@
 from jaxneurons.attribution import integrated_gradients, static_scores
 from jaxneurons.lm import LanguageModel
 from jaxneurons.loading import load_model
+from jaxneurons.loading.export import export_hf, to_hf_config
 from jaxneurons.models.config import ModelConfig, from_hf_config
 from jaxneurons.models.decoder import Decoder, Intervention, Record
 
-__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "ModelConfig", "from_hf_config", "Decoder", "Intervention", "Record"]
+__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "Decoder", "Intervention", "Record"]
 __version__ = "0.1.0"

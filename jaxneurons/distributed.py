@@ -153,28 +153,35 @@ def round_batch_size(batch_size: int, mesh: Mesh | None) -> int:
     return -(-int(batch_size) // size) * size
 
 
-def param_spec(path: tuple, shape: tuple[int, ...], fsdp: int, hidden_size: int | None) -> PartitionSpec:
-    """MLP kernels on their FFN neuron axis, other matrices on their (last) hidden axis; else replicated."""
-    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-    axis = None
-    if len(shape) >= 2 and "mlp" in names:
-        axis = len(shape) - 2 if "down" in names else len(shape) - 1
-    elif len(shape) >= 2 and hidden_size is not None:
-        axis = max((a for a, n in enumerate(shape) if n == hidden_size), default=None)
+# Parameter path -> the axis split over `fsdp` (negative: counted from the end, so the stacked layer axis
+# of `layers/...` does not shift it). MLP kernels on their FFN neuron axis, the other matrices on their hidden
+# axis; every path not listed (norms, biases) is replicated.
+FSDP_AXIS = {
+    "embed/embedding": -1,  # [V, H]
+    "lm_head/kernel": -2,  # [H, V]
+    "layers/attn/q/kernel": -2, "layers/attn/k/kernel": -2, "layers/attn/v/kernel": -2,  # [L, H, heads * dim]
+    "layers/attn/o/kernel": -1,  # [L, heads * dim, H]
+    "layers/mlp/gate/kernel": -1, "layers/mlp/up/kernel": -1,  # [L, H, F]
+    "layers/mlp/down/kernel": -2,  # [L, F, H]
+}
+
+
+def param_spec(path: str, shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
+    """The sharding of the parameter at `path` ("layers/mlp/up/kernel"): FSDP_AXIS over `fsdp`, replicated
+    where the path is not listed or the axis does not divide."""
+    axis = FSDP_AXIS.get(path)
     if fsdp <= 1 or axis is None or shape[axis] % fsdp:
         return PartitionSpec()
-    return PartitionSpec(*(None,) * axis, "fsdp")
+    return PartitionSpec(*(None,) * (len(shape) + axis), "fsdp")
 
 
-def shard_params(params, mesh: Mesh, hidden_size: int | None = None):
+def shard_params(params, mesh: Mesh):
     """params placed on the mesh: split over `fsdp` by `param_spec`, replicated over `data`."""
-    if hidden_size is None:
-        embedding = params.get("embed", {}).get("embedding") if isinstance(params, dict) else None
-        hidden_size = None if embedding is None else int(embedding.shape[-1])
     fsdp = int(mesh.shape["fsdp"])
 
     def place(path, x):
-        return jax.device_put(x, NamedSharding(mesh, param_spec(path, tuple(x.shape), fsdp, hidden_size)))
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        return jax.device_put(x, NamedSharding(mesh, param_spec(name, tuple(x.shape), fsdp)))
 
     return jax.tree_util.tree_map_with_path(place, params)
 

@@ -101,3 +101,45 @@ def test_orbax_model_dir_round_trip(lm, tmp_path):
     ids = np.random.default_rng(1).integers(0, 97, size=(2, 7))
     want = jn.LanguageModel(lm.config, params).logits(ids)
     np.testing.assert_array_equal(np.asarray(back.logits(ids)), np.asarray(want))
+
+
+def test_aligned_model_exports_to_transformers(lm, tmp_path):
+    """What align.py writes to model_hf/: the fine-tuned params, loadable by transformers with the same logits."""
+    import dataclasses
+
+    import torch
+    import transformers
+
+    from jaxneurons.loading.export import export_hf
+
+    cfg = TrainConfig(layers=(1,), lr=1e-2, warmup=1, steps=3, batch_size=4)
+    params, _ = train(lm, _items(4), cfg, progress=False)
+    aligned = dataclasses.replace(lm, params=params)
+    export_hf(aligned, str(tmp_path / "model_hf"))
+    ids = np.random.default_rng(2).integers(1, 97, size=(2, 7))
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model_hf"), dtype=torch.float32)
+    with torch.no_grad():
+        theirs = model(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(theirs, np.asarray(aligned.logits(ids)), atol=1e-4, rtol=0)
+    assert not np.allclose(theirs, np.asarray(lm.logits(ids)), atol=1e-4)  # the fine-tuning is in the export
+
+
+def test_orbax_model_loads_only_the_tokenizer_of_its_source(lm, tmp_path, monkeypatch):
+    """An orbax model dir without tokenizer files takes its source's tokenizer, never its source's weights."""
+    import jaxneurons.loading as loading
+    from jaxneurons.loading import zoo
+    from jaxneurons.loading.orbax_dir import save_orbax_model
+
+    try:
+        zoo.resolve_zoo("smollm2-135m")
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(str(e))
+    save_orbax_model(str(tmp_path / "model"), lm.config, lm.params, None, tokenizer_source="smollm2-135m")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the source model's weights were loaded")
+
+    monkeypatch.setattr(loading, "_from_gguf", no_weights)
+    back = jn.load_model(str(tmp_path / "model"))
+    assert back.tokenizer("Hello world")["input_ids"] == loading.load_tokenizer("smollm2-135m")("Hello world")["input_ids"]
+    assert len(back.tokenizer("Hello world")["input_ids"]) >= 2

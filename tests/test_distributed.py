@@ -34,6 +34,28 @@ def analyse(out: str, **kwargs) -> dict:
     return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, **kwargs)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom"])
+def test_every_matrix_has_a_sharded_axis_of_the_right_kind(family):
+    """FSDP_AXIS names every parameter matrix of every family, at an axis of hidden or neuron size."""
+    from jaxneurons.distributed import FSDP_AXIS, param_spec
+    from jaxneurons.loading.convert import expected_shapes
+    from jaxneurons.models.config import ModelConfig
+
+    extra = dict(norm="layer", gated_mlp=False, qkv_bias=True, out_bias=True, mlp_bias=True, embedding_norm=True,
+                 position="alibi") if family == "bloom" else dict(qk_norm=family != "llama",
+                                                                  sandwich_norms=family == "gemma3")
+    config = ModelConfig(family=family, vocab_size=50, hidden_size=8, intermediate_size=12, num_layers=3,
+                         num_heads=2, num_kv_heads=1, head_dim=6, **extra)
+    for path, leaf in expected_shapes(config).items():
+        per_layer = leaf.shape[1:] if path.startswith("layers/") else leaf.shape
+        if len(per_layer) < 2:
+            assert path not in FSDP_AXIS and tuple(param_spec(path, leaf.shape, 2)) == (), path  # norms, biases
+            continue
+        size = leaf.shape[FSDP_AXIS[path]]
+        assert size == (config.intermediate_size if "/mlp/" in path else config.hidden_size), path
+        assert tuple(param_spec(path, leaf.shape, 2 if size % 2 == 0 else 3)).count("fsdp") == 1, path
+
+
 def run_script(*args: str, devices: int = 1, timeout: int = 240) -> subprocess.Popen:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), *args], env=env, cwd=REPO,

@@ -155,3 +155,13 @@ def test_not_a_checkpoint(tmp_path):
         jn.load_model(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="zoo"):
         jn.load_model("no-such-model")
+
+
+def test_missing_size_attribute_is_named(tmp_path):
+    """A config.json without a size must not silently take the transformers class default."""
+    _save_tiny(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["intermediate_size"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedConfigError, match="lacks the attribute 'intermediate_size'"):
+        jn.load_model(str(tmp_path))

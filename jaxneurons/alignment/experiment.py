@@ -77,9 +77,11 @@ def run_alignment(model: str, task: str, languages: Sequence[str], train_split: 
                                             os.path.join(output_dir, "checkpoints", "control"), resume)
     timings["control_train_s"] = time.time() - t
     control_after = evaluate_params(control_params, "control_after")
+    from jaxneurons.loading.export import export_hf
     from jaxneurons.loading.orbax_dir import save_orbax_model
 
     save_orbax_model(os.path.join(output_dir, "model"), lm.config, params, lm.tokenizer, tokenizer_source=model)
+    export_hf(dataclasses.replace(lm, params=params), os.path.join(output_dir, "model_hf"))  # for transformers
     timings["total_s"] = time.time() - t0
     result = {"before": before, "after": after, "control_after": control_after,
               "config": dict(dataclasses.asdict(cfg), model=model, task=task, languages=list(languages),

@@ -12,7 +12,7 @@ from jaxneurons.loading import hf_dir
 from jaxneurons.loading.convert import CheckpointError, build_params
 from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
 
-__all__ = ["load_model", "CheckpointError", "UnsupportedConfigError"]
+__all__ = ["load_model", "load_tokenizer", "CheckpointError", "UnsupportedConfigError"]
 
 
 def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False) -> LanguageModel:
@@ -76,3 +76,23 @@ def _numpy_dtype(dtype):
 
 def _to_device(params):
     return jax.tree.map(jax.numpy.asarray, params)
+
+
+def load_tokenizer(source: str):
+    """The tokenizer of a model source (zoo name, .gguf file, HF or orbax directory) without loading its
+    weights; None when the source has none."""
+    if not os.path.exists(source):
+        from jaxneurons.loading import zoo
+
+        if source not in zoo.zoo_names():
+            raise FileNotFoundError(f"tokenizer source {source!r} is neither a zoo model nor an existing path.")
+        source = zoo.resolve_zoo(source)
+    if source.endswith(".gguf"):
+        from jaxneurons.loading.gguf_reader import read_gguf
+
+        return read_gguf(source).tokenizer()
+    if os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+        from jaxneurons.loading.orbax_dir import saved_tokenizer
+
+        return saved_tokenizer(source)
+    return hf_dir.load_tokenizer(source)

@@ -75,14 +75,21 @@ def load_orbax_model(source: str, param_dtype, compute_dtype) -> LanguageModel:
     config = config_from_dict(meta["model_config"])
     params = ocp.StandardCheckpointer().restore(os.path.join(source, "params"))
     params = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x), param_dtype), params)
-    tokenizer = None
+    return LanguageModel(config, params, saved_tokenizer(source, meta), compute_dtype, source)
+
+
+def saved_tokenizer(source: str, meta: dict | None = None):
+    """The directory's tokenizer: its tokenizer/ files, else its tokenizer_source's tokenizer (no weights loaded)."""
+    if meta is None:
+        with open(os.path.join(source, META)) as f:
+            meta = json.load(f)
     tok_dir = os.path.join(source, "tokenizer")
     if meta.get("tokenizer_saved") and os.path.isdir(tok_dir):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    elif meta.get("tokenizer_source"):
-        from jaxneurons.loading import load_model
+        return AutoTokenizer.from_pretrained(tok_dir)
+    if meta.get("tokenizer_source"):
+        from jaxneurons.loading import load_tokenizer
 
-        tokenizer = load_model(meta["tokenizer_source"]).tokenizer
-    return LanguageModel(config, params, tokenizer, compute_dtype, source)
+        return load_tokenizer(meta["tokenizer_source"])
+    return None

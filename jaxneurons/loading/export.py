@@ -1,0 +1,206 @@
+"""Export a LanguageModel as a Hugging Face checkpoint: config.json + model.safetensors (+ tokenizer files).
+
+The weight names come from the same table that loads them (`convert.TABLES`), read backwards: a parameter
+path is matched against each row's path template, and the row's HF-name regex is filled with the matched
+pieces. So a name can only be written the way it is read, and `transformers.AutoModelForCausalLM`,
+TransformerLens or nnsight open the result as they open any checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import jax
+import numpy as np
+
+from jaxneurons.loading.convert import TABLES
+from jaxneurons.models.config import ModelConfig, RopeConfig, UnsupportedConfigError
+
+_HF_ACTIVATIONS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                  "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM", "bloom": "BloomForCausalLM"}
+_MODEL_TYPES = {"gemma3": "gemma3_text"}
+
+
+def export_hf(lm, directory: str, dtype: str | None = None) -> str:
+    """Write `directory` (config.json, model.safetensors, tokenizer files when the model has a tokenizer) so that
+    `transformers.AutoModelForCausalLM.from_pretrained(directory)` computes the same logits.
+
+    dtype: "float32" / "bfloat16" for the stored tensors (default: the model's weight dtype).
+    Raises UnsupportedConfigError (before writing anything) when transformers cannot represent the config.
+    """
+    from safetensors.numpy import save_file
+
+    hf_config = to_hf_config(lm.config)
+    tensors = hf_tensors(lm.config, jax.device_get(lm.params))
+    if dtype is not None:
+        import ml_dtypes  # noqa: F401 - registers bfloat16 with numpy
+
+        tensors = {k: v.astype(dtype) for k, v in tensors.items()}
+    hf_config["torch_dtype"] = str(next(iter(tensors.values())).dtype)
+    os.makedirs(directory, exist_ok=True)
+    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(hf_config, f, indent=2)
+    if lm.tokenizer is not None and hasattr(lm.tokenizer, "save_pretrained"):
+        lm.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def hf_tensors(config: ModelConfig, params) -> dict[str, np.ndarray]:
+    """{HF tensor name: array in PyTorch's layout} for every parameter (per layer for stacked ones)."""
+    flat = {"/".join(k.key for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    prefix = "transformer." if config.family == "bloom" else "model."
+    out: dict[str, np.ndarray] = {}
+    if config.family == "bloom":
+        flat, fused = _fuse_bloom_qkv(config, flat)
+        out.update({prefix + name: value for name, value in fused.items()})
+    for path, value in flat.items():
+        layers = range(config.num_layers) if path.startswith("layers/") else [None]
+        for layer in layers:
+            name, transposed = _hf_name(config.family, path, layer)
+            piece = value if layer is None else value[layer]
+            full = name if name == "lm_head.weight" else prefix + name
+            out[full] = piece.T if transposed else piece
+    return {name: np.ascontiguousarray(value) for name, value in out.items()}  # safetensors ignores strides
+
+
+def _hf_name(family: str, path: str, layer: int | None) -> tuple[str, bool]:
+    """The HF name of one parameter path (at one layer), and whether its matrix is stored transposed."""
+    for pattern, template, transform in TABLES[family]:
+        if transform == "qkv":
+            continue
+        pieces = _match_template(template, path, transform)
+        if pieces is None:
+            continue
+        values = ([str(layer)] if template.startswith("layers/") else []) + pieces
+        return _fill(pattern, values), transform == "T"
+    raise UnsupportedConfigError(f"parameter {path!r} has no Hugging Face name in the {family} table.")
+
+
+def _match_template(template: str, path: str, transform: str | None) -> list[str] | None:
+    """The pieces ({1}, {2} ... or {0}) that make `template` equal `path`, or None."""
+    if transform == "norm":
+        path = re.sub(r"/scale$", "/weight", path)
+    regex = re.sub(r"\\\{\d\\\}", r"([^/]+)", re.escape(template))
+    match = re.fullmatch(regex, path)
+    return list(match.groups()) if match else None
+
+
+def _fill(pattern: str, values: list[str]) -> str:
+    """Put values into the capture groups of an HF-name regex, in order, and unescape the rest."""
+    parts = re.split(r"\([^)]*\)", pattern)
+    if len(parts) != len(values) + 1:
+        raise ValueError(f"{pattern!r} has {len(parts) - 1} groups, {len(values)} values given")
+    name = parts[0] + "".join(v + p for v, p in zip(values, parts[1:]))
+    return name.replace("\\.", ".")
+
+
+def _fuse_bloom_qkv(config: ModelConfig, flat: dict) -> tuple[dict, dict]:
+    """BLOOM's query_key_value interleaves heads ([head, (q, k, v), head_dim] rows); the inverse of the loader's split."""
+    heads, dim = config.num_heads, config.head_dim
+    rest = {p: v for p, v in flat.items() if not re.fullmatch(r"layers/attn/[qkv]/(kernel|bias)", p)}
+    fused = {}
+    for layer in range(config.num_layers):
+        for leaf, hf_leaf in (("kernel", "weight"), ("bias", "bias")):
+            parts = [flat[f"layers/attn/{x}/{leaf}"][layer] for x in "qkv"]
+            rows = [p.T if leaf == "kernel" else p for p in parts]  # [heads * dim, ...]
+            stacked = np.stack([r.reshape(heads, dim, *r.shape[1:]) for r in rows], axis=1)
+            fused[f"h.{layer}.self_attention.query_key_value.{hf_leaf}"] = stacked.reshape(3 * heads * dim,
+                                                                                          *rows[0].shape[1:])
+    return rest, fused
+
+
+def to_hf_config(config: ModelConfig) -> dict:
+    """The transformers config.json of a ModelConfig; raises UnsupportedConfigError for what the family's
+    transformers class cannot represent (the inverse of `from_hf_config`)."""
+    family = config.family
+    if family == "bloom":
+        return _bloom_config(config)
+    _check_llama_like(config)
+    hf = {
+        "architectures": [_ARCHITECTURES[family]], "model_type": _MODEL_TYPES.get(family, family),
+        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
+        "head_dim": config.head_dim, "rms_norm_eps": config.norm_eps,
+        "tie_word_embeddings": config.tie_embeddings, "max_position_embeddings": 131072,
+        **_token_ids(config),
+    }
+    activation = "hidden_activation" if family == "gemma3" else "hidden_act"
+    hf[activation] = _HF_ACTIVATIONS[config.activation]
+    if family != "qwen2":
+        hf["attention_bias"] = config.qkv_bias
+    if family == "llama":
+        hf["mlp_bias"] = config.mlp_bias
+    if family == "mistral":
+        hf["sliding_window"] = config.sliding_window
+    if family == "gemma3":
+        hf.update(_gemma3_fields(config))
+    else:
+        hf["rope_parameters"] = _rope_json(config.rope)
+    return hf
+
+
+def _check_llama_like(config: ModelConfig) -> None:
+    family = config.family
+    expected = {  # what each transformers class computes and has no attribute to change
+        "norm": "rms_offset" if family == "gemma3" else "rms", "gated_mlp": True, "position": "rope",
+        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3"), "sandwich_norms": family == "gemma3",
+        "embedding_multiplier": math.sqrt(config.hidden_size) if family == "gemma3" else 1.0,
+        "out_bias": {"qwen2": False}.get(family, config.qkv_bias),
+        "qkv_bias": True if family == "qwen2" else config.qkv_bias,
+        "mlp_bias": config.mlp_bias if family == "llama" else False,
+        "attention_scale": config.attention_scale if family == "gemma3" else None,
+        "final_logit_softcap": config.final_logit_softcap if family == "gemma3" else None,
+        "sliding_window": config.sliding_window if family in ("mistral", "gemma3") else None,
+        "local_rope": config.local_rope if family == "gemma3" else None,
+    }
+    wrong = {k: getattr(config, k) for k, v in expected.items() if getattr(config, k) != v}
+    if wrong:
+        raise UnsupportedConfigError(f"transformers' {_ARCHITECTURES[family]} cannot represent these ModelConfig "
+                                     "fields: " + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
+    if config.activation not in _HF_ACTIVATIONS:
+        raise UnsupportedConfigError(f"no transformers name for activation={config.activation!r}")
+
+
+def _gemma3_fields(config: ModelConfig) -> dict:
+    kinds = ["sliding_attention" if local else "full_attention" for local in config.is_local()]
+    return {"query_pre_attn_scalar": _integral(config.scale ** -2), "sliding_window": config.sliding_window,
+            "layer_types": kinds, "final_logit_softcapping": config.final_logit_softcap,
+            "attn_logit_softcapping": None,
+            "rope_parameters": {"full_attention": _rope_json(config.rope),
+                                "sliding_attention": _rope_json(config.local_rope or config.rope)}}
+
+
+def _integral(x: float):
+    """x as an int when it is one (transformers' Gemma3 config types query_pre_attn_scalar as int)."""
+    return int(round(x)) if abs(x - round(x)) < 1e-6 * max(1.0, abs(x)) else x
+
+
+def _rope_json(rope: RopeConfig) -> dict:
+    return {"rope_type": rope.rope_type, "rope_theta": rope.theta, **dict(rope.scaling)}
+
+
+def _bloom_config(config: ModelConfig) -> dict:
+    expected = {"norm": "layer", "activation": "gelu_tanh", "gated_mlp": False, "qkv_bias": True,
+                "out_bias": True, "mlp_bias": True, "embedding_norm": True, "position": "alibi",
+                "intermediate_size": 4 * config.hidden_size, "num_kv_heads": config.num_heads,
+                "head_dim": config.hidden_size // config.num_heads}
+    wrong = {k: getattr(config, k) for k, v in expected.items() if getattr(config, k) != v}
+    if wrong:
+        raise UnsupportedConfigError("transformers' BloomForCausalLM cannot represent these ModelConfig fields: "
+                                     + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
+    return {"architectures": ["BloomForCausalLM"], "model_type": "bloom", "vocab_size": config.vocab_size,
+            "hidden_size": config.hidden_size, "n_layer": config.num_layers, "n_head": config.num_heads,
+            "layer_norm_epsilon": config.norm_eps, "tie_word_embeddings": config.tie_embeddings,
+            **_token_ids(config)}
+
+
+def _token_ids(config: ModelConfig) -> dict:
+    eos = list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else config.eos_token_id
+    return {"bos_token_id": config.bos_token_id, "eos_token_id": eos, "pad_token_id": config.pad_token_id}
