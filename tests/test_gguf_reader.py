@@ -35,6 +35,9 @@ def _load_module(name: str):
 
 
 gr = _load_module("gguf_reader")
+from jaxneurons.loading.convert import build_params, expected_shapes, hf_targets  # noqa: E402
+from jaxneurons.loading.export import hf_tensors  # noqa: E402
+from jaxneurons.models.config import from_hf_config  # noqa: E402
 zoo = _load_module("zoo")
 gguf = pytest.importorskip("gguf")
 
@@ -103,21 +106,25 @@ def _close(a, b) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def _by_path(targets) -> dict:
+    return {(path, layer): value for _, path, layer, value in targets}
+
+
 def test_tensors_identical_to_transformers(ckpt, hf_reference):
+    """Every parameter, read through our table straight from the file, equals transformers' own GGUF reading
+    put through the HF table, bit for bit."""
     _, ref = hf_reference
-    specs = ckpt.tensor_specs()
-    seen = set()
-    for name, ours in ckpt.tensors():
-        assert name in ref, f"{name} not produced by transformers"
-        theirs = ref[name]
-        assert ours.dtype == np.float32
-        assert ours.shape == theirs.shape == specs[name][0], name
-        assert np.array_equal(ours, theirs), f"{name}: max |diff| {np.abs(ours - theirs).max()}"
-        assert ours.flags.writeable  # a fresh array, not a read-only view of the memmapped file
-        seen.add(name)
-    assert seen == set(ref)
-    assert seen == set(specs)
-    assert ("lm_head.weight" in seen) == (not ckpt.hf_config["tie_word_embeddings"])
+    config = from_hf_config(ckpt.hf_config)
+    theirs = _by_path(hf_targets(config, ref.items()))
+    ours = {}
+    for _, path, layer, value in ckpt.targets():
+        assert value.dtype == np.float32
+        assert value.flags.writeable  # a fresh array, not a read-only view of the memmapped file
+        ours[(path, layer)] = value
+    assert ours.keys() == theirs.keys()
+    for key, value in ours.items():
+        assert np.array_equal(value, theirs[key]), f"{key}: max |diff| {np.abs(value - theirs[key]).max()}"
+    assert (("lm_head/kernel", None) in ours) == (not ckpt.hf_config["tie_word_embeddings"])
 
 
 def test_config_matches_transformers(ckpt, hf_reference):
@@ -166,39 +173,19 @@ def test_tokenizer_matches_transformers(ckpt):
     assert ours.eos_token_id == ckpt.hf_config["eos_token_id"]
 
 
-def test_shapes_follow_hf_layout(ckpt):
-    c = ckpt.hf_config
-    s = {name: shape for name, (shape, _) in ckpt.tensor_specs().items()}
-    h, hd = c["hidden_size"], c["head_dim"]
-    assert s["model.embed_tokens.weight"] == (c["vocab_size"], h)
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        assert s[p + "self_attn.q_proj.weight"] == (c["num_attention_heads"] * hd, h)
-        assert s[p + "self_attn.k_proj.weight"] == (c["num_key_value_heads"] * hd, h)
-        assert s[p + "self_attn.v_proj.weight"] == (c["num_key_value_heads"] * hd, h)
-        assert s[p + "self_attn.o_proj.weight"] == (h, c["num_attention_heads"] * hd)
-        assert s[p + "mlp.gate_proj.weight"] == (c["intermediate_size"], h)
-        assert s[p + "mlp.up_proj.weight"] == (c["intermediate_size"], h)
-        assert s[p + "mlp.down_proj.weight"] == (h, c["intermediate_size"])
-    assert len(s) == len({t.name for t in ckpt._reader.tensors})
-
-
 def test_gemma3_norms_are_shifted_back(ckpt):
     if ckpt.architecture != "gemma3":
         pytest.skip("gemma3 only")
-    raw = {}
-    for t in ckpt._reader.tensors:
-        if t.name.endswith("norm.weight"):
-            raw[ckpt._names[t.name]] = np.array(t.data, dtype=np.float32)
+    raw = {t.name: np.array(t.data, dtype=np.float32) for t in ckpt._reader.tensors if t.name.endswith("norm.weight")}
     assert len(raw) == 1 + 6 * ckpt.hf_config["num_hidden_layers"]
     n = 0
-    for name, w in ckpt.tensors():
+    for name, _, _, w in ckpt.targets():
         if name in raw:
             np.testing.assert_array_equal(w, raw[name] - np.float32(1))
             n += 1
     assert n == len(raw)
     # llama.cpp's stored (1 + w) for the final norm is mostly positive; HF's w is centred lower
-    assert raw["model.norm.weight"].mean() > 0
+    assert raw["output_norm.weight"].mean() > 0
 
 
 def test_smollm2_forward_pass_is_sensible(ckpt):
@@ -210,7 +197,9 @@ def test_smollm2_forward_pass_is_sensible(ckpt):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**ckpt.hf_config), dtype=torch.float32).eval()
-    state = {name: torch.from_numpy(w) for name, w in ckpt.tensors()}
+    config = from_hf_config(ckpt.hf_config)
+    params = build_params(config, ckpt.targets(), np.float32, ckpt.path)
+    state = {name: torch.from_numpy(w.copy()) for name, w in hf_tensors(config, params).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     tok = ckpt.tokenizer()
@@ -294,16 +283,17 @@ def test_synthetic_llama_roundtrip(tmp_path):
     c = ck.hf_config
     assert (c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]) == (4, 2, 4)
     assert c["tie_word_embeddings"] is False and c["rms_norm_eps"] == 1e-5
-    got = dict(ck.tensors())
-    assert got.keys() == expected.keys()
-    for name, arr in expected.items():
-        np.testing.assert_array_equal(got[name], arr, err_msg=name)
+    config = from_hf_config(c)
+    got, want = _by_path(ck.targets()), _by_path(hf_targets(config, expected.items()))
+    assert got.keys() == want.keys()
+    for key, arr in want.items():
+        np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
     # the gguf-stored Q really was permuted (the test would be vacuous otherwise)
     stored_q = next(t for t in ck._reader.tensors if t.name == "blk.0.attn_q.weight")
     assert not np.array_equal(np.asarray(stored_q.data), expected["model.layers.0.self_attn.q_proj.weight"])
     # dtype is applied last
-    name, w16 = next(ck.tensors(dtype=np.float16))
-    assert w16.dtype == np.float16 and np.array_equal(w16, expected[name].astype(np.float16))
+    _, path, layer, w16 = next(ck.targets(dtype=np.float16))
+    assert w16.dtype == np.float16 and np.array_equal(w16, want[(path, layer)].astype(np.float16))
 
 
 def test_permutation_inverse_various_shapes():
@@ -315,29 +305,88 @@ def test_permutation_inverse_various_shapes():
         np.testing.assert_array_equal(gr.permute_llama_qk(w, heads), _llamacpp_permute(w, heads))
 
 
-def test_bloom_qkv_inverse():
-    rng = np.random.default_rng(2)
-    n_head, n_embed = 4, 16
-    hf = rng.standard_normal((3 * n_embed, n_embed)).astype(np.float32)
-    # verbatim logic of llama.cpp convert_hf_to_gguf.py (BloomModel.modify_tensors)
-    qkv = hf.reshape(n_head, 3, n_embed // n_head, n_embed)
-    stored = np.concatenate([qkv[:, j].reshape(-1, n_embed) for j in range(3)], axis=0)
-    np.testing.assert_array_equal(gr._bloom_unfuse_qkv(stored, n_head, n_embed), hf)
+def _write_tiny_bloom(path, n_layers=2, hidden=16, heads=4, vocab=32):
+    """A BLOOM GGUF as llama.cpp writes it (fused QKV regrouped to [all q; all k; all v]); returns the HF tensors."""
+    rng = np.random.default_rng(3)
+    w = gguf.GGUFWriter(str(path), "bloom")
+    w.add_block_count(n_layers)
+    w.add_context_length(64)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(4 * hidden)
+    w.add_head_count(heads)
+    w.add_layer_norm_eps(1e-5)
+    hf = {}
+    f = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+
+    def add(gguf_name, hf_name, arr, stored=None):
+        hf[hf_name] = arr
+        w.add_tensor(gguf_name, np.ascontiguousarray(arr if stored is None else stored))
+
+    def regroup(qkv):  # verbatim logic of llama.cpp convert_hf_to_gguf.py (BloomModel.modify_tensors)
+        per_head = qkv.reshape(heads, 3, hidden // heads, *qkv.shape[1:])
+        return np.concatenate([per_head[:, j].reshape(-1, *qkv.shape[1:]) for j in range(3)], axis=0)
+
+    add("token_embd.weight", "transformer.word_embeddings.weight", f(vocab, hidden))
+    for suffix in ("weight", "bias"):
+        add(f"token_embd_norm.{suffix}", f"transformer.word_embeddings_layernorm.{suffix}", f(hidden))
+        add(f"output_norm.{suffix}", f"transformer.ln_f.{suffix}", f(hidden))
+    for i in range(n_layers):
+        b, p = f"blk.{i}.", f"transformer.h.{i}."
+        for suffix, shape in (("weight", (3 * hidden, hidden)), ("bias", (3 * hidden,))):
+            qkv = f(*shape)
+            add(b + f"attn_qkv.{suffix}", p + f"self_attention.query_key_value.{suffix}", qkv, regroup(qkv))
+        for g, h, shape in (("attn_output", "self_attention.dense", (hidden, hidden)),
+                            ("ffn_up", "mlp.dense_h_to_4h", (4 * hidden, hidden)),
+                            ("ffn_down", "mlp.dense_4h_to_h", (hidden, 4 * hidden))):
+            add(b + f"{g}.weight", p + f"{h}.weight", f(*shape))
+            add(b + f"{g}.bias", p + f"{h}.bias", f(shape[0]))
+        for g, h in (("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")):
+            add(b + f"{g}.weight", p + f"{h}.weight", f(hidden))
+            add(b + f"{g}.bias", p + f"{h}.bias", f(hidden))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return hf
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma3", "bloom"])
-def test_name_tables_agree_with_gguf_tensor_map(arch):
-    """gguf's own HF->GGUF tensor name map (what transformers uses) inverts our tables."""
-    spec = gr._ARCHS[arch]
+def test_synthetic_bloom_qkv_split_directly(tmp_path):
+    """llama.cpp's [all q; all k; all v] split as it is gives the parameters of the HF per-head layout."""
+    path = tmp_path / "bloom.gguf"
+    expected = _write_tiny_bloom(path)
+    ck = gr.read_gguf(path)
+    config = from_hf_config(ck.hf_config)
+    got, want = _by_path(ck.targets()), _by_path(hf_targets(config, expected.items()))
+    assert got.keys() == want.keys() and ("layers/attn/k/bias", 1) in got
+    for key, arr in want.items():
+        np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
+
+
+def _tiny_config(arch: str):
+    from jaxneurons.models.config import ModelConfig
+
+    extra = {"bloom": dict(norm="layer", gated_mlp=False, qkv_bias=True, out_bias=True, mlp_bias=True,
+                           embedding_norm=True, position="alibi"),
+             "gemma3": dict(qk_norm=True, sandwich_norms=True), "qwen3": dict(qk_norm=True),
+             "qwen2": dict(qkv_bias=True)}.get(arch, {})
+    return ModelConfig(family=arch, vocab_size=32, hidden_size=8, intermediate_size=12, num_layers=2,
+                       num_heads=2, num_kv_heads=1, head_dim=4, **extra)
+
+
+@pytest.mark.parametrize("arch", gr.SUPPORTED_ARCHITECTURES)
+def test_table_points_at_parameters_of_the_family(arch):
+    """Each tensor kind the gguf package lists for the architecture, and our table places, lands on a parameter
+    the family's decoder has."""
+    shapes = expected_shapes(_tiny_config(arch))
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
-    name_map = gguf.get_tensor_name_map(arch_enum, 3)
-    pairs = [(f"blk.2.{g}", spec.block_prefix.format(i=2) + h) for g, h in spec.block.items()]
-    pairs += list(spec.global_names.items())
-    for gguf_stem, hf_stem in pairs:
-        assert gr._hf_name(spec, gguf_stem + ".weight") == hf_stem + ".weight"
-        # transformers looks names up per submodule too (e.g. BLOOM's "transformer." prefix)
-        candidates = [hf_stem, hf_stem.split(".", 1)[1] if "." in hf_stem else hf_stem]
-        assert gguf_stem in {name_map.get_name(c) for c in candidates}, (gguf_stem, hf_stem)
+    placed = [kind for kind in gguf.MODEL_TENSORS[arch_enum] if kind in gr.TABLE]
+    assert len(placed) >= 9
+    for kind in placed:
+        leaf, _ = gr._leaf(kind, "weight")
+        parts = "qkv" if kind == gguf.MODEL_TENSOR.ATTN_QKV else [None]
+        for part in parts:
+            path = gr.TABLE[kind].replace("qkv", part) if part else gr.TABLE[kind]
+            assert f"{path}/{leaf}" in shapes, (arch, kind, path)
 
 
 def test_missing_file_error(tmp_path):

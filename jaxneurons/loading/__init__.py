@@ -9,7 +9,7 @@ import numpy as np
 
 from jaxneurons.lm import LanguageModel, as_dtype
 from jaxneurons.loading import hf_dir
-from jaxneurons.loading.convert import CheckpointError, build_params
+from jaxneurons.loading.convert import CheckpointError, build_params, hf_targets
 from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
 
 __all__ = ["load_model", "load_tokenizer", "CheckpointError", "UnsupportedConfigError"]
@@ -48,7 +48,8 @@ def _from_hf_dir(directory, param_dtype, compute, allow_pickle) -> LanguageModel
     hf = hf_dir.read_config(directory)
     config = _config_for(hf, os.path.join(directory, "config.json"))
     files = hf_dir.shard_files(directory, allow_pickle)
-    params = build_params(config, hf_dir.iter_tensors(files), _numpy_dtype(param_dtype), directory)
+    params = build_params(config, hf_targets(config, hf_dir.iter_tensors(files)), _numpy_dtype(param_dtype),
+                          directory)
     return LanguageModel(config, _to_device(params), hf_dir.load_tokenizer(directory), compute, directory)
 
 
@@ -57,7 +58,7 @@ def _from_gguf(path, param_dtype, compute, name) -> LanguageModel:
 
     checkpoint = read_gguf(path)
     config = _config_for(checkpoint.hf_config, path)
-    params = build_params(config, checkpoint.tensors(np.float32), _numpy_dtype(param_dtype), path)
+    params = build_params(config, checkpoint.targets(np.float32), _numpy_dtype(param_dtype), path)
     return LanguageModel(config, _to_device(params), checkpoint.tokenizer(), compute, name)
 
 

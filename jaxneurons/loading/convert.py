@@ -101,28 +101,37 @@ def expected_shapes(config: ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
     return {"/".join(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def build_params(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], dtype, source: str) -> dict:
-    """Stream HF-named tensors into a nested parameter dict of numpy arrays in `dtype`."""
-    shapes = expected_shapes(config)
-    flat: dict[str, np.ndarray] = {}
-    filled: dict[str, set] = {}
+def hf_targets(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]]
+               ) -> Iterator[tuple[str, str, int | None, np.ndarray]]:
+    """(HF name, parameter path, layer or None, array in our layout) for a stream of HF-named tensors."""
     for name, array in tensors:
         if config.tie_embeddings and _strip(name) == "lm_head.weight":
             continue
         for path, layer, value in _targets(config, name, np.asarray(array)):
-            want = shapes.get(path)
-            if want is None:
-                raise CheckpointError(f"{source}: tensor {name!r} maps to {path!r}, which the config does not "
-                                      "have (check the config attributes, e.g. biases or tied embeddings).")
-            got = value.shape if layer is None else (config.num_layers, *value.shape)
-            if tuple(want.shape) != tuple(got):
-                raise CheckpointError(f"{source}: tensor {name!r} has shape {array.shape}, the config implies "
-                                      f"{want.shape} for {path!r}.")
-            if layer is None:
-                flat[path] = value.astype(dtype)
-            else:
-                flat.setdefault(path, np.empty(want.shape, dtype))[layer] = value
-            filled.setdefault(path, set()).add(layer)
+            yield name, path, layer, value
+
+
+def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | None, np.ndarray]], dtype,
+                 source: str) -> dict:
+    """Stream (source tensor name, parameter path, layer or None, array) into a nested parameter dict of numpy
+    arrays in `dtype`, checking every shape against the config and that every parameter is filled."""
+    shapes = expected_shapes(config)
+    flat: dict[str, np.ndarray] = {}
+    filled: dict[str, set] = {}
+    for name, path, layer, value in targets:
+        want = shapes.get(path)
+        if want is None:
+            raise CheckpointError(f"{source}: tensor {name!r} maps to {path!r}, which the config does not "
+                                  "have (check the config attributes, e.g. biases or tied embeddings).")
+        got = value.shape if layer is None else (config.num_layers, *value.shape)
+        if tuple(want.shape) != tuple(got):
+            raise CheckpointError(f"{source}: tensor {name!r} gives {path!r} the shape {tuple(got)}, the config "
+                                  f"implies {tuple(want.shape)}.")
+        if layer is None:
+            flat[path] = value.astype(dtype)
+        else:
+            flat.setdefault(path, np.empty(want.shape, dtype))[layer] = value
+        filled.setdefault(path, set()).add(layer)
     missing = [p for p in shapes if p not in flat] + [
         f"{p} (layers {sorted(set(range(config.num_layers)) - filled[p])})" for p in flat
         if p.startswith("layers/") and len(filled[p]) != config.num_layers]
