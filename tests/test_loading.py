@@ -137,6 +137,28 @@ def test_pickle_needs_opt_in(tmp_path):
     np.testing.assert_allclose(np.asarray(lm.logits(ids)), ref, atol=1e-4)
 
 
+def test_sharded_pickles_load_with_opt_in(tmp_path):
+    """pytorch_model-0000k-of-0000n.bin shards named by pytorch_model.bin.index.json, as older checkpoints ship."""
+    from tests.hf_reference import make_model
+
+    model = make_model("llama_gqa_tied")
+    state = model.state_dict()
+    names = sorted(state)
+    shards = {f"pytorch_model-0000{k + 1}-of-00002.bin": names[k::2] for k in range(2)}
+    for file, keys in shards.items():
+        torch.save({k: state[k] for k in keys}, tmp_path / file)
+    weight_map = {k: file for file, keys in shards.items() for k in keys}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model.config.to_json_file(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="allow_pickle"):
+        jn.load_model(str(tmp_path))
+    lm = jn.load_model(str(tmp_path), allow_pickle=True)
+    ids = np.array([[3, 5, 7]])
+    with torch.no_grad():
+        ref = model(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(lm.logits(ids)), ref, atol=1e-4)
+
+
 def test_missing_tensor_is_named(tmp_path):
     from safetensors.numpy import load_file, save_file
 
@@ -165,3 +187,20 @@ def test_missing_size_attribute_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedConfigError, match="lacks the attribute 'intermediate_size'"):
         jn.load_model(str(tmp_path))
+
+
+def test_tokenizer_from_another_source(tmp_path):
+    """A checkpoint without tokenizer files has none (encode says so); tokenizer= takes one from elsewhere."""
+    from jaxneurons.loading import zoo
+
+    _save_tiny(tmp_path)
+    lm = jn.load_model(str(tmp_path))
+    assert lm.tokenizer is None
+    with pytest.raises(ValueError, match="no tokenizer"):
+        lm.encode(["hello"])
+    try:
+        zoo.resolve_zoo("smollm2-135m")
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(str(e))
+    lm = jn.load_model(str(tmp_path), tokenizer="smollm2-135m")
+    assert lm.encode(["hello"])[0].shape[0] == 1

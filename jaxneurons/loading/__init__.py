@@ -15,14 +15,26 @@ from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_h
 __all__ = ["load_model", "load_tokenizer", "CheckpointError", "UnsupportedConfigError"]
 
 
-def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False) -> LanguageModel:
+def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False,
+               tokenizer: str | None = None) -> LanguageModel:
     """Load weights offline into a LanguageModel.
 
     source: a zoo name (see `jaxneurons.loading.zoo.zoo_names()`), a directory with config.json and
     *.safetensors, a .gguf file, or a directory written by `jaxneurons.alignment` (orbax).
     dtype: weight dtype ("float32" or "bfloat16"); compute_dtype: activation dtype (default: dtype).
     allow_pickle: permit pytorch_model.bin (a pickle runs code when loaded).
+    tokenizer: where to take the tokenizer from instead (zoo name, .gguf, HF or orbax dir), e.g. for a
+    checkpoint directory that ships no tokenizer files.
     """
+    lm = _load_weights(source, dtype, compute_dtype, allow_pickle)
+    if tokenizer is not None:
+        lm.tokenizer = load_tokenizer(tokenizer)
+        if lm.tokenizer is None:
+            raise FileNotFoundError(f"tokenizer source {tokenizer!r} has no tokenizer files.")
+    return lm
+
+
+def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool) -> LanguageModel:
     param_dtype = as_dtype(dtype)
     compute = as_dtype(compute_dtype) if compute_dtype is not None else param_dtype
     if not os.path.exists(source):

@@ -12,6 +12,7 @@ import numpy as np
 from jaxneurons.loading.convert import CheckpointError
 
 _PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def read_config(directory: str) -> dict:
@@ -26,27 +27,33 @@ def read_config(directory: str) -> dict:
 
 
 def shard_files(directory: str, allow_pickle: bool = False) -> list[str]:
-    """The safetensors shards named by the index (all must exist), or the single model.safetensors."""
-    index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
-        missing = [n for n in names if not os.path.exists(os.path.join(directory, n))]
-        if missing:
-            raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}. "
-                                  "Download them again (e.g. huggingface-cli download ... --include '*.safetensors').")
-        return [os.path.join(directory, n) for n in names]
-    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
-    if files:
-        return files
+    """The shards an index names (all must exist), else the *.safetensors files, else (with allow_pickle)
+    pytorch_model.bin."""
     pickles = [n for n in _PICKLE_NAMES if os.path.exists(os.path.join(directory, n))]
-    if pickles and not allow_pickle:
+    if pickles and not allow_pickle and not glob.glob(os.path.join(directory, "*.safetensors")):
         raise CheckpointError(
             f"{directory} holds only pickled PyTorch weights ({pickles[0]}). Loading a pickle runs arbitrary code: "
             "convert it to safetensors, or pass allow_pickle=True (--allow_pickle) if you trust its origin.")
-    if pickles:
-        return [os.path.join(directory, n) for n in pickles if n.endswith(".bin")]
+    for index in _INDEXES[:1 + allow_pickle]:
+        path = os.path.join(directory, index)
+        if os.path.exists(path):
+            return _indexed_shards(directory, path)
+    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
+    if files:
+        return files
+    if os.path.exists(os.path.join(directory, "pytorch_model.bin")) and allow_pickle:
+        return [os.path.join(directory, "pytorch_model.bin")]
     raise CheckpointError(f"{directory} has no *.safetensors weights.")
+
+
+def _indexed_shards(directory: str, index: str) -> list[str]:
+    with open(index) as f:
+        names = sorted(set(json.load(f)["weight_map"].values()))
+    missing = [n for n in names if not os.path.exists(os.path.join(directory, n))]
+    if missing:
+        raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}. "
+                              "Download them again (e.g. huggingface-cli download ... --include '*.safetensors').")
+    return [os.path.join(directory, n) for n in names]
 
 
 def iter_tensors(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:

