@@ -199,3 +199,37 @@ def test_category_share_intervals_cover_the_value_and_shrink():
     width = lambda s: np.diff(s["mean_over_layers_ci95"]["all_shared"])[0]
     assert width(large) < width(small) / 2
     assert share_intervals(percent_blc, 0) == {"per_layer_ci95": None, "mean_over_layers_ci95": None}
+
+
+# ---------------------------------------------------------------- a real model
+
+def gemma_installed() -> bool:
+    try:
+        from jaxneurons.loading import zoo
+
+        zoo.resolve_zoo("gemma3-270m")
+        return True
+    except Exception:  # not installed: the package or its files are missing
+        return False
+
+
+@pytest.mark.skipif(not gemma_installed(), reason="zoo model gemma3-270m not installed")
+def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(tmp_path):
+    """The audit's finding, through the whole pipeline: with the paper's NLI prompt gemma3-270m answers ' true'
+    to every built-in item (English, all 42), so its accuracy is chance, the warning fires and the
+    correct-vs-incorrect comparison is marked uninformative. (No formulation that keeps the read-out after the
+    whole input was measured above chance for gemma3-270m: BUILD_NOTES "Task formulations".)"""
+    import jaxneurons as jn
+    from jaxneurons.pipeline import run_sharing_analysis
+
+    task = get_task("builtin_nli")
+    examples = task.load(["en"], prompt_format="paper").examples
+    lm = jn.load_model("gemma3-270m")
+    sharing = run_sharing_analysis(lm, task, examples, ["en"], tmp_path, batch_size=8, thresholds=(0.0,),
+                                   progress=False, figures=False, prompt_format="paper")
+    detail = sharing["accuracy_detail"]["en"]
+    assert detail["n"] == 42 and detail["chance"] == pytest.approx(1 / 3)
+    assert detail["majority_answer"] == " true" and detail["majority_rate"] == 1.0
+    assert detail["value"] == pytest.approx(1 / 3) and detail["ci95"][0] < 1 / 3 < detail["ci95"][1]
+    assert "not above chance" in detail["warning"] and "takes 100%" in detail["warning"]
+    assert sharing["by_correctness"]["informative"] is False and sharing["prompt_format"] == "paper"

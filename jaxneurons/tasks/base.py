@@ -179,7 +179,7 @@ class Task(abc.ABC):
     scoring: str = "options"
     needs_data_dir: bool = True
     hub_id: str | None = None
-    prompt_formats: dict[str, str] = {"paper": "the paper's prompt"}  # name -> what it renders
+    prompt_formats: dict[str, str] = {"paper": "the prompt of the class docstring (the paper's where it has one)"}
     default_format: str = "paper"
 
     def load(
