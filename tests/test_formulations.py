@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxneurons.analysis.bootstrap import resample_counts
 from jaxneurons.analysis.statistics import (
     MAJORITY_WARNING,
     accuracy_detail,
@@ -84,7 +85,7 @@ def test_builtin_exemplars_are_not_evaluated_items_and_parallel():
     items, exemplars = read_builtin("nli.json"), read_builtin("nli.json", key="exemplars")
     langs = ["en", "de", "th", "zh"]
     assert {x["id"] for x in items}.isdisjoint(x["id"] for x in exemplars)
-    texts = {x[lang]["premise"] for x in items for lang in langs} | {x[lang]["hypothesis"] for x in items for lang in langs}
+    texts = {x[lang][part] for x in items for lang in langs for part in ("premise", "hypothesis")}
     assert not texts & {x[lang][part] for x in exemplars for lang in langs for part in ("premise", "hypothesis")}
     result = get_task("builtin_nli").load(langs, prompt_format="qa_fewshot")
     assert len(result.examples) == len(items)
@@ -126,8 +127,6 @@ def plain_interval(values_e, counts_re):
 
 
 def test_accuracy_detail_against_numpy():
-    from jaxneurons.analysis.bootstrap import resample_counts
-
     rng = np.random.default_rng(3)
     e = 120
     predicted_en = np.stack([rng.integers(0, 3, e), np.where(rng.random(e) < 0.9, 1, 0)], axis=1)
@@ -193,8 +192,8 @@ def test_category_share_intervals_cover_the_value_and_shrink():
         lo, hi = small["mean_over_layers_ci95"][name]
         assert lo <= small["mean_over_layers"][name] <= hi
         # against a plain loop over resamples of the examples
-        from jaxneurons.analysis.bootstrap import resample_counts
-        np.testing.assert_allclose([lo, hi], plain_interval(percent_blc[:, :, c].mean(axis=1), resample_counts(20, 400, 1)))
+        plain = plain_interval(percent_blc[:, :, c].mean(axis=1), resample_counts(20, 400, 1))
+        np.testing.assert_allclose([lo, hi], plain)
     large, _ = summary(500)
     width = lambda s: np.diff(s["mean_over_layers_ci95"]["all_shared"])[0]
     assert width(large) < width(small) / 2

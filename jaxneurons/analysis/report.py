@@ -79,7 +79,7 @@ def _accuracy_table(sharing: dict) -> list[str]:
     for lang, d in detail.items():
         ci = f"{d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}" if d["ci95"] else "-"
         chance = f"{d['chance']:.3f}" if d["chance"] is not None else "~0 (open answer)"
-        majority = f"{d['majority_answer']!r} ({100 * d['majority_rate']:.0f}%)" if d["majority_rate"] is not None else "-"
+        majority = "-" if d["majority_rate"] is None else f"{d['majority_answer']!r} ({100 * d['majority_rate']:.0f}%)"
         lines.append(f"| {lang} | {d['value']:.3f} | {ci} | {chance} | {majority} | {d['n']} | {d['warning'] or ''} |")
     if sharing.get("accuracy_warnings"):
         lines += ["", "**Warning:** the model does not answer this task above chance (or one answer dominates) in "
