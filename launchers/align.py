@@ -32,6 +32,8 @@ flags.DEFINE_string("output_dir", "runs/align", "Output folder.")
 flags.DEFINE_bool("resume", False, "Resume both runs from their latest checkpoints in output_dir.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter dtype.")
 flags.DEFINE_string("data_dir", None, "Data folder (default: env JAXNEURONS_DATA_DIR).")
+flags.DEFINE_string("prompt_format", None, "Task formulation (default: the task's), as in analyze.py.")
+flags.DEFINE_string("prompt_suffix", "", "Text appended to every language's prompt; \\n is a newline.")
 
 
 def main(argv):
@@ -45,7 +47,8 @@ def main(argv):
                       batch_size=FLAGS.batch_size, seed=FLAGS.seed, save_every=FLAGS.save_every)
     result = run_alignment(FLAGS.model, FLAGS.task, FLAGS.languages, FLAGS.train_split, FLAGS.eval_split,
                            FLAGS.num_train, FLAGS.num_eval, cfg, FLAGS.output_dir, FLAGS.resume, FLAGS.dtype,
-                           FLAGS.data_dir)
+                           FLAGS.data_dir, prompt_format=FLAGS.prompt_format,
+                           prompt_suffix=FLAGS.prompt_suffix.replace("\\n", "\n").replace("\\t", "\t"))
     for key in ("before", "after", "control_after"):
         print(key, f"{result[key]['all_shared_pct']:.3f}%", result[key]["accuracy"])
     print("timings", result["timings"])

@@ -22,6 +22,12 @@ _TASK = flags.DEFINE_string("task", "builtin_nli", "Task name: xnli, pawsx, xcop
 _LANGUAGES = flags.DEFINE_list("languages", "en,de,es,fr,ru,th,tr,vi,zh", "Comma-separated languages; every "
                                "example is analysed in all of them.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split (e.g. test, dev; see the task).")
+_PROMPT_FORMAT = flags.DEFINE_string("prompt_format", None, "Task formulation (default: the task's; see README "
+                                     "'Task formulations'), e.g. paper (the paper's prompts) or paper_fewshot.")
+_PROMPT_SUFFIX = flags.DEFINE_string("prompt_suffix", "", "Text appended to every language's prompt; \\n is a "
+                                     "newline (e.g. --prompt_suffix='\\nAnswer:').")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples over examples for the 95% intervals "
+                                  "(seeded; 0: none).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Use the first N parallel examples (default: all).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per step; each brings one row per language.")
 _POSITIONS = flags.DEFINE_enum("positions", "last", ["last", "all"], "Neurons at the prompt's last token, or "
@@ -86,11 +92,19 @@ def load_examples():
     from jaxneurons.tasks import get_task
 
     parse_thresholds(_THRESHOLDS.value)
+    if _BOOTSTRAP.value < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {_BOOTSTRAP.value}")
     task = get_task(_TASK.value)
     task.check_languages(_LANGUAGES.value)
     task.check_split(_SPLIT.value)
+    flags.FLAGS.prompt_format = task.check_prompt_format(_PROMPT_FORMAT.value)  # flags.txt records the one used
     return task, task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value,
-                           _DATA_SOURCE.value, _ON_ERROR.value)
+                           _DATA_SOURCE.value, _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+
+
+def prompt_suffix() -> str:
+    """--prompt_suffix with the escapes \\n and \\t turned into a newline and a tab."""
+    return _PROMPT_SUFFIX.value.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def sharing_analysis(lm, task, loaded) -> dict:
@@ -100,7 +114,8 @@ def sharing_analysis(lm, task, loaded) -> dict:
         lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, batch_size=_BATCH_SIZE.value,
         positions=_POSITIONS.value, thresholds=parse_thresholds(_THRESHOLDS.value), resume=_RESUME.value,
         progress=_PROGRESS.value, skipped=loaded.skipped, flags_text=flags_text(),
-        pack=_PACK.value and _POSITIONS.value == "last")
+        pack=_PACK.value and _POSITIONS.value == "last", bootstrap=_BOOTSTRAP.value,
+        prompt_format=_PROMPT_FORMAT.value, prompt_suffix=prompt_suffix())
 
 
 def importance_analyses(lm, task, loaded, sharing) -> None:

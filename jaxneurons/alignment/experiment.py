@@ -16,15 +16,18 @@ from jaxneurons.analysis import write_json_atomic
 
 
 def load_examples(task, languages: Sequence[str], train_split: str, eval_split: str, num_train: int,
-                  num_eval: int, data_dir: str | None = None):
-    """(train, eval) ParallelExamples; never the same examples (same split -> disjoint slices)."""
+                  num_eval: int, data_dir: str | None = None, prompt_format: str | None = None,
+                  prompt_suffix: str = ""):
+    """(train, eval) ParallelExamples; never the same examples (same split -> disjoint slices).
+
+    prompt_format, prompt_suffix: the task formulation (`Task.load`), the same for both."""
+    prompts = {"data_dir": data_dir, "prompt_format": prompt_format, "prompt_suffix": prompt_suffix}
     if train_split == eval_split:
-        examples = task.load(languages, split=train_split, num_examples=num_train + num_eval,
-                             data_dir=data_dir).examples
+        examples = task.load(languages, split=train_split, num_examples=num_train + num_eval, **prompts).examples
         train_ex, eval_ex = examples[:num_train], examples[num_train:num_train + num_eval]
     else:
-        train_ex = task.load(languages, split=train_split, num_examples=num_train, data_dir=data_dir).examples
-        eval_ex = task.load(languages, split=eval_split, num_examples=num_eval, data_dir=data_dir).examples
+        train_ex = task.load(languages, split=train_split, num_examples=num_train, **prompts).examples
+        eval_ex = task.load(languages, split=eval_split, num_examples=num_eval, **prompts).examples
     overlap = {e.id for e in train_ex} & {e.id for e in eval_ex}
     if overlap:
         raise ValueError(f"train and eval share examples: {sorted(overlap)[:3]}")
@@ -48,15 +51,18 @@ def evaluate(lm, params, task, examples, languages: Sequence[str], output_dir: s
 
 def run_alignment(model: str, task: str, languages: Sequence[str], train_split: str, eval_split: str,
                   num_train: int, num_eval: int, cfg: TrainConfig, output_dir: str, resume: bool = False,
-                  dtype: str = "float32", data_dir: str | None = None, eval_batch_size: int = 8) -> dict:
+                  dtype: str = "float32", data_dir: str | None = None, eval_batch_size: int = 8,
+                  prompt_format: str | None = None, prompt_suffix: str = "") -> dict:
     import jaxneurons as jn
     from jaxneurons.tasks import get_task
 
     t0 = time.time()
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
-    lm = jn.load_model(model, dtype=dtype)
     task_obj = get_task(task)
-    train_ex, eval_ex = load_examples(task_obj, languages, train_split, eval_split, num_train, num_eval, data_dir)
+    prompt_format = task_obj.check_prompt_format(prompt_format)  # before the (slow) model load
+    lm = jn.load_model(model, dtype=dtype)
+    train_ex, eval_ex = load_examples(task_obj, languages, train_split, eval_split, num_train, num_eval, data_dir,
+                                      prompt_format, prompt_suffix)
     train_items = tokenize_examples(lm, train_ex, languages)
     timings = {"load_s": time.time() - t0}
 
@@ -86,7 +92,8 @@ def run_alignment(model: str, task: str, languages: Sequence[str], train_split: 
     result = {"before": before, "after": after, "control_after": control_after,
               "config": dict(dataclasses.asdict(cfg), model=model, task=task, languages=list(languages),
                              train_split=train_split, eval_split=eval_split, num_train=len(train_ex),
-                             num_eval=len(eval_ex), dtype=dtype),
+                             num_eval=len(eval_ex), dtype=dtype, prompt_format=prompt_format,
+                             prompt_suffix=prompt_suffix),
               "history_last": history[-1] if history else None,
               "control_history_last": control_history[-1] if control_history else None, "timings": timings}
     write_json_atomic(os.path.join(output_dir, "alignment.json"), result)

@@ -54,19 +54,25 @@ def _save(fig: Figure, path: str | os.PathLike) -> str:
 
 
 def plot_categories_per_layer(sharing: dict, path: str | os.PathLike) -> str:
-    """The paper's main figure: % of neurons per category and layer (tau = 0), min-max band shaded."""
+    """The paper's main figure: % of neurons per category and layer (tau = 0), with the 95% bootstrap interval
+    of the mean (dark band, when sharing.json has per_layer_ci95) and the min-max over examples (light band)."""
     fig, (ax,) = _new_figure()
+    ci = sharing.get("per_layer_ci95")
     for name in CATEGORIES:
         mean_l = np.asarray(sharing["per_layer"][name])
         layers = np.arange(len(mean_l))
         color = CATEGORY_COLORS[name]
         ax.plot(layers, mean_l, color=color, label=name, marker=".")
         ax.fill_between(
-            layers, sharing["per_layer_min"][name], sharing["per_layer_max"][name], color=color, alpha=0.2
+            layers, sharing["per_layer_min"][name], sharing["per_layer_max"][name], color=color, alpha=0.1
         )
+        if ci:
+            lo_hi_l2 = np.asarray(ci[name], np.float64)
+            ax.fill_between(layers, lo_hi_l2[:, 0], lo_hi_l2[:, 1], color=color, alpha=0.4)
     ax.set(title=_title(sharing, "Neuron categories per layer"), xlabel="layer", ylabel="% of the layer's neurons")
     ax.set_ylim(0, 100)
-    ax.legend(title="mean, band = min-max over examples", fontsize="small")
+    band = "dark band = 95% CI of the mean, light = min-max over examples" if ci else "band = min-max over examples"
+    ax.legend(title=f"mean; {band}", fontsize="small")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

@@ -26,6 +26,8 @@ def _header(sharing: dict) -> list[str]:
         "layers": sharing.get("num_layers"),
         "neurons per layer": sharing.get("neurons_per_layer"),
         "positions": sharing.get("positions"),
+        "prompt format": sharing.get("prompt_format"),
+        "prompt suffix": repr(sharing["prompt_suffix"]) if sharing.get("prompt_suffix") else None,
         "thresholds": ", ".join(f"{t:g}" for t in sharing.get("thresholds", [])) or None,
     }
     lines = [f"# Neuron sharing across languages: {title}", ""]
@@ -55,16 +57,34 @@ def _category_table(sharing: dict) -> list[str]:
     if overlap:
         mean_cells += [float(np.mean(overlap[name])) for name in CATEGORIES]
     lines.append("| mean | " + " | ".join(f"{v:.1f}" for v in mean_cells) + " |")
+    ci = sharing.get("mean_over_layers_ci95")
+    if ci:
+        lines += ["", "Mean over layers with its 95% bootstrap interval over examples: " + ", ".join(
+            f"{name.replace('_', '-')} {sharing['mean_over_layers'][name]:.1f} % [{ci[name][0]:.1f}, {ci[name][1]:.1f}]"
+            for name in CATEGORIES) + "."]
     return lines + [""]
 
 
 def _accuracy_table(sharing: dict) -> list[str]:
-    """Accuracy per language, when the caller provided it."""
+    """Accuracy per language, when the caller provided it: with its interval, chance, majority answer, warning."""
     accuracy = sharing.get("accuracy")
     if not accuracy:
         return []
-    lines = ["## Accuracy", "", "| language | accuracy |", "|---|---:|"]
-    lines += [f"| {lang} | {value:.3f} |" for lang, value in accuracy.items()]
+    detail = sharing.get("accuracy_detail")
+    if not detail:
+        lines = ["## Accuracy", "", "| language | accuracy |", "|---|---:|"]
+        return lines + [f"| {lang} | {value:.3f} |" for lang, value in accuracy.items()] + [""]
+    lines = ["## Accuracy", "", "| language | accuracy | 95% CI | chance | majority answer (share of rows) | n | "
+             "warning |", "|---|---:|---:|---:|---|---:|---|"]
+    for lang, d in detail.items():
+        ci = f"{d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}" if d["ci95"] else "-"
+        chance = f"{d['chance']:.3f}" if d["chance"] is not None else "~0 (open answer)"
+        majority = "-" if d["majority_rate"] is None else f"{d['majority_answer']!r} ({100 * d['majority_rate']:.0f}%)"
+        lines.append(f"| {lang} | {d['value']:.3f} | {ci} | {chance} | {majority} | {d['n']} | {d['warning'] or ''} |")
+    if sharing.get("accuracy_warnings"):
+        lines += ["", "**Warning:** the model does not answer this task above chance (or one answer dominates) in "
+                  f"{', '.join(sharing['accuracy_warnings'])}; comparisons of correctly vs incorrectly answered "
+                  "examples below are uninformative."]
     return lines + [""]
 
 
@@ -133,10 +153,12 @@ def _correctness_reading(sharing: dict) -> list[str]:
     if not groups or not all(groups[g]["per_layer"] for g in ("all_correct", "not_all_correct")):
         return []
     correct, other = (float(np.mean(groups[g]["per_layer"]["all_shared"])) for g in ("all_correct", "not_all_correct"))
+    caveat = " (uninformative: the accuracy is not above chance or one answer dominates)" \
+        if groups.get("informative") is False else ""
     return [
         f"Examples answered correctly in every language ({groups['all_correct']['num_examples']}) have "
         f"{correct:.1f} % all-shared neurons on average, the others ({groups['not_all_correct']['num_examples']}) "
-        f"{other:.1f} %."
+        f"{other:.1f} %{caveat}."
     ]
 
 

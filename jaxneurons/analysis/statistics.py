@@ -10,9 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, interval, replicates, resample_counts
 from jaxneurons.analysis.sharing import CATEGORIES
 
 MAIN_THRESHOLD = 0.0  # the paper's tau; the headline statistics are taken at it
+MAJORITY_WARNING = 0.8  # warn when one answer takes more than this share of a language's rows
+UNINFORMATIVE = ("uninformative: accuracy is not above chance or one answer dominates in some language "
+                 "(see accuracy_detail), so 'correct' does not tell understanding from luck")
 
 
 def threshold_key(threshold: float) -> str:
@@ -62,6 +66,8 @@ def summarize(
     neurons_per_layer: int,
     correct_bn=None,
     overlap_kcl=None,
+    bootstrap: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> dict:
     """All statistics of the sharing analysis as a JSON-ready dict (see the module docstring for units).
 
@@ -95,6 +101,7 @@ def summarize(
         },
         "overlap": None if overlap_kcl is None else _per_category(np.asarray(overlap_kcl, np.float64)[k0].T),
         "mean_over_layers": {name: float(np.mean(values)) for name, values in per_layer.items()},
+        **share_intervals(percent_blc, bootstrap, seed),
     }
     if correct_bn is not None:
         summary["by_correctness"] = _by_correctness(percent_blc, np.asarray(correct_bn, dtype=bool))
@@ -114,3 +121,89 @@ def _by_correctness(percent_blc: np.ndarray, correct_bn: np.ndarray) -> dict:
             "per_layer": _mean_percent(percent_blc[~all_correct_b]),
         },
     }
+
+
+def share_intervals(percent_blc: np.ndarray, bootstrap: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """per_layer_ci95 (category -> [L] of [lo, hi]) and mean_over_layers_ci95 (category -> [lo, hi]).
+
+    The bootstrap resamples examples (an example's layers and languages stay together) and recomputes
+    the mean over examples of each layer's share, and of its mean over layers. None for bootstrap=0.
+    """
+    if not bootstrap:
+        return {"per_layer_ci95": None, "mean_over_layers_ci95": None}
+    counts_rb = resample_counts(len(percent_blc), bootstrap, seed)
+    lo_lc, hi_lc = interval(replicates(percent_blc, counts_rb))
+    lo_c, hi_c = interval(replicates(percent_blc.mean(axis=1), counts_rb))
+    return {
+        "per_layer_ci95": {name: np.stack([lo_lc[:, c], hi_lc[:, c]], axis=-1).tolist()
+                           for c, name in enumerate(CATEGORIES)},
+        "mean_over_layers_ci95": {name: [float(lo_c[c]), float(hi_c[c])] for c, name in enumerate(CATEGORIES)},
+    }
+
+
+def predicted_options(option_logprobs_eno: np.ndarray) -> np.ndarray:
+    """[E, N] int: the option with the highest score per row (first on ties, NaN = absent option); -1 if none."""
+    scores = np.asarray(option_logprobs_eno, np.float64)
+    if scores.shape[-1] == 0:
+        return np.full(scores.shape[:2], -1, np.int64)
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    return np.where(np.isnan(scores).all(axis=-1), -1, np.argmax(filled, axis=-1))
+
+
+def accuracy_detail(correct_en, predicted_en, num_options_en, languages: Sequence[str],
+                    option_names: dict[str, Sequence[str]] | None = None, bootstrap: int = DEFAULT_RESAMPLES,
+                    seed: int = 0) -> dict:
+    """language -> what the accuracy means: value, ci95, chance, majority answer and rate, n, warning.
+
+    correct_en [E, N] bool; predicted_en [E, N] the predicted option index (-1 for open answers);
+    num_options_en [E, N] the number of options (0 for open answers: chance is then not defined, about 0).
+    chance = mean over examples of 1 / number of options. majority_rate = share of rows whose predicted
+    option is the language's most frequent prediction. warning (None when fine): the interval includes or
+    lies below chance (the value does, without a bootstrap), or one answer takes > 80 % of the rows.
+    """
+    correct_en = np.asarray(correct_en, bool)
+    predicted_en, num_options_en = np.asarray(predicted_en), np.asarray(num_options_en)
+    counts_re = resample_counts(len(correct_en), bootstrap, seed) if bootstrap else None
+    detail = {}
+    for n, lang in enumerate(languages):
+        value = float(correct_en[:, n].mean())
+        ci = None
+        if counts_re is not None:
+            lo, hi = interval(replicates(correct_en[:, n].astype(np.float64), counts_re))
+            ci = [float(lo), float(hi)]
+        options = num_options_en[:, n]
+        chance = float(np.mean(1.0 / options)) if np.all(options > 0) else None
+        entry = {"value": value, "ci95": ci, "n": int(len(correct_en)), "chance": chance,
+                 "majority_answer": None, "majority_rate": None}
+        if chance is not None:
+            answers, freq = np.unique(predicted_en[:, n], return_counts=True)
+            top = int(answers[np.argmax(freq)])
+            names = (option_names or {}).get(lang)
+            entry.update(majority_answer=names[top] if names is not None and 0 <= top < len(names) else top,
+                         majority_rate=float(freq.max() / len(correct_en)))
+        entry["warning"] = _accuracy_warning(entry)
+        detail[lang] = entry
+    return detail
+
+
+def _accuracy_warning(entry: dict) -> str | None:
+    """A plain sentence when the accuracy is not above chance or one answer dominates; None otherwise."""
+    problems = []
+    chance, ci = entry["chance"], entry["ci95"]
+    if chance is not None and (ci[0] if ci is not None else entry["value"]) <= chance:
+        shown = f"{entry['value']:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci is not None else "")
+        problems.append(f"accuracy {shown} is not above chance ({chance:.3f})")
+    if entry["majority_rate"] is not None and entry["majority_rate"] > MAJORITY_WARNING:
+        problems.append(f"one answer ({entry['majority_answer']!r}) takes {100 * entry['majority_rate']:.0f}% "
+                        f"of the rows")
+    return "; ".join(problems) if problems else None
+
+
+def mark_uninformative(summary: dict, detail: dict) -> None:
+    """When any language's accuracy carries a warning, mark by_correctness (correct vs incorrect) as such."""
+    warned = {lang: d["warning"] for lang, d in detail.items() if d["warning"]}
+    summary["accuracy_warnings"] = warned
+    if "by_correctness" in summary:
+        summary["by_correctness"]["informative"] = not warned
+        if warned:
+            summary["by_correctness"]["note"] = UNINFORMATIVE

@@ -16,6 +16,8 @@ from jaxneurons.analysis import (
     write_report,
     write_text_atomic,
 )
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES
+from jaxneurons.analysis.statistics import accuracy_detail, mark_uninformative, predicted_options
 from jaxneurons.pipeline.scoring import accuracy_per_language, judge
 from jaxneurons.pipeline.state import RunState
 
@@ -32,17 +34,21 @@ def write_flags(output_dir: str | os.PathLike, flags_text: str) -> str:
 
 
 def write_outputs(output_dir: str | os.PathLike, state: RunState, *, task, examples: Sequence,
-                  languages: Sequence[str], thresholds: Sequence[float], run_facts: dict, figures: bool = True
-                  ) -> dict:
+                  languages: Sequence[str], thresholds: Sequence[float], run_facts: dict, figures: bool = True,
+                  bootstrap: int = DEFAULT_RESAMPLES) -> dict:
     """Judge the answers, summarize, and write sharing.json, examples.npz, the figures and report.md.
 
     run_facts: the keys sharing.json carries besides the statistics (model, task, positions, ...).
+    bootstrap: resamples for the 95% intervals (0: none).
     Returns the sharing dict as written to sharing.json.
     """
     correct_en = judge(task, state.option_logprobs_eno, state.greedy_match_en, examples, languages)
+    predicted_en = predicted_options(state.option_logprobs_eno) if task.scoring == "options" \
+        else np.full(correct_en.shape, -1)
     neurons_per_layer = state.overlap.first_code.shape[-1]
     sharing = summarize(state.category_counts_eklc, state.activated_eknl, thresholds, languages, neurons_per_layer,
-                        correct_bn=correct_en, overlap_kcl=np.asarray(overlap_result(state.overlap)))
+                        correct_bn=correct_en, overlap_kcl=np.asarray(overlap_result(state.overlap)),
+                        bootstrap=bootstrap)
     sharing.update(run_facts)
     sharing.update(
         languages=list(languages),
@@ -50,25 +56,31 @@ def write_outputs(output_dir: str | os.PathLike, state: RunState, *, task, examp
         num_layers=int(state.category_counts_eklc.shape[2]),
         neurons_per_layer=int(neurons_per_layer),
         accuracy=accuracy_per_language(correct_en, languages),
+        accuracy_detail=accuracy_detail(correct_en, predicted_en, _num_options(examples, languages, task.scoring),
+                                        languages, _option_names(examples, languages), bootstrap),
+        bootstrap=bootstrap,
         padding_ratio=state.padding_ratio,
         examples_per_second=len(examples) / state.elapsed_s if state.elapsed_s > 0 else None,
     )
+    mark_uninformative(sharing, sharing["accuracy_detail"])
     paths = plot_all(sharing, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
     sharing["figures"] = {name: os.path.relpath(path, output_dir) for name, path in paths.items()}
-    write_examples(output_dir, state, examples, languages, thresholds, correct_en)
+    write_examples(output_dir, state, examples, languages, thresholds, correct_en, predicted_en)
     write_json_atomic(os.path.join(output_dir, SHARING_FILE), sharing)
     write_report(output_dir, sharing, paths)
     return sharing
 
 
 def write_examples(output_dir: str | os.PathLike, state: RunState, examples: Sequence, languages: Sequence[str],
-                   thresholds: Sequence[float], correct_en: np.ndarray) -> str:
+                   thresholds: Sequence[float], correct_en: np.ndarray, predicted_en: np.ndarray | None = None) -> str:
     """examples.npz: the per-example arrays, in the caller's example order (no pickled objects)."""
     path = os.path.join(output_dir, EXAMPLES_FILE)
     arrays = {
         "category_counts": state.category_counts_eklc,  # [E, K, L, 4] int32, order of analysis.CATEGORIES
         "activated": state.activated_eknl,  # [E, K, N, L] int32
         "correct": correct_en,  # [E, N] bool
+        "predicted": (np.full(correct_en.shape, -1) if predicted_en is None else predicted_en).astype(np.int32),
+        # [E, N] the predicted option (argmax of option_logprobs), -1 for open answers
         "gold_logprob": state.gold_logprob_en,  # [E, N] float32
         "greedy_match": state.greedy_match_en,  # [E, N] bool
         "option_logprobs": state.option_logprobs_eno,  # [E, N, O] float32, NaN where an example has fewer
@@ -79,3 +91,18 @@ def write_examples(output_dir: str | os.PathLike, state: RunState, examples: Seq
     with atomic_path(path) as tmp_path, open(tmp_path, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+def _num_options(examples: Sequence, languages: Sequence[str], scoring: str) -> np.ndarray:
+    """[E, N] the number of answer options (0 for open answers, where chance is not defined)."""
+    if scoring != "options":
+        return np.zeros((len(examples), len(languages)), np.int64)
+    return np.array([[len(ex.options[lang]) for lang in languages] for ex in examples], np.int64)
+
+
+def _option_names(examples: Sequence, languages: Sequence[str]) -> dict | None:
+    """language -> the option texts, when every example has the same ones (to name the majority answer)."""
+    if not examples or examples[0].options is None:
+        return None
+    return {lang: examples[0].options[lang] for lang in languages
+            if all(ex.options[lang] == examples[0].options[lang] for ex in examples)}

@@ -58,6 +58,9 @@ def run_sharing_analysis(
     process_index: int | None = None,
     process_count: int | None = None,
     pack: bool | None = None,
+    bootstrap: int = 1000,
+    prompt_format: str | None = None,
+    prompt_suffix: str = "",
 ) -> dict:
     """Categorize the FFN neurons of every example across its languages, score the answers, write results.
 
@@ -83,6 +86,9 @@ def run_sharing_analysis(
         output_dir/process_{index}_of_{count}/, and process 0 alone writes the merged results.
       pack: lay each batch's rows one after another into fixed bins instead of padding each row (default:
         with positions "last"); same results, less padding, one compiled shape. See `batching`.
+      bootstrap: resamples for the 95% intervals over examples in sharing.json (0: none), seeded.
+      prompt_format, prompt_suffix: the task formulation the examples were loaded with (`Task.load`),
+        recorded in sharing.json (None: not given).
     Returns:
       the dict written to sharing.json (every process returns it).
     """
@@ -114,13 +120,14 @@ def run_sharing_analysis(
         state = distributed.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": positions,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
-             "packing": dataclasses.asdict(plan.packing) if plan.packing else None}
+             "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
+             "prompt_format": prompt_format, "prompt_suffix": prompt_suffix}
     if process_index != 0:  # the same summary, written where nobody looks
         with tempfile.TemporaryDirectory() as scratch:
             return write_outputs(scratch, state, task=task, examples=examples, languages=languages,
-                                 thresholds=thresholds, run_facts=facts, figures=False)
+                                 thresholds=thresholds, run_facts=facts, figures=False, bootstrap=bootstrap)
     return write_outputs(output_dir, state, task=task, examples=examples, languages=languages,
-                         thresholds=thresholds, run_facts=facts, figures=figures)
+                         thresholds=thresholds, run_facts=facts, figures=figures, bootstrap=bootstrap)
 
 
 def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],

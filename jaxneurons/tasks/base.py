@@ -179,6 +179,8 @@ class Task(abc.ABC):
     scoring: str = "options"
     needs_data_dir: bool = True
     hub_id: str | None = None
+    prompt_formats: dict[str, str] = {"paper": "the prompt of the class docstring (the paper's where it has one)"}
+    default_format: str = "paper"
 
     def load(
         self,
@@ -188,6 +190,8 @@ class Task(abc.ABC):
         data_dir: str | os.PathLike | None = None,
         source: str = "local",
         on_error: str = "raise",
+        prompt_format: str | None = None,
+        prompt_suffix: str = "",
     ) -> LoadResult:
         """Load up to ``num_examples`` parallel examples in ``languages``.
 
@@ -198,8 +202,11 @@ class Task(abc.ABC):
           data_dir: folder with the dataset files; defaults to env ``JAXNEURONS_DATA_DIR``.
           source: "local" (files in data_dir) or "hub" (Hugging Face hub via ``datasets``).
           on_error: "raise" a :class:`TaskDataError` on a bad item, or "skip" and count it.
+          prompt_format: a name in ``self.prompt_formats`` (default ``self.default_format``).
+          prompt_suffix: text appended to every language's prompt (e.g. "\nAnswer:").
         """
         langs = self.check_languages(languages)
+        prompt_format = self.check_prompt_format(prompt_format)
         split = self.check_split(split)
         if num_examples is not None and num_examples < 0:
             raise ValueError(f"num_examples must be >= 0 or None, got {num_examples}")
@@ -207,22 +214,35 @@ class Task(abc.ABC):
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         issues = Issues(on_error)
         if source == "hub":
-            examples = self._load_hub(langs, split, num_examples, issues)
+            examples = self._load_hub(langs, split, num_examples, issues, prompt_format=prompt_format)
         else:
             root = resolve_data_dir(data_dir, self.name) if self.needs_data_dir else None
-            examples = self._load_local(langs, split, num_examples, root, issues)
+            examples = self._load_local(langs, split, num_examples, root, issues, prompt_format=prompt_format)
         if num_examples is not None:
             examples = examples[:num_examples]
+        if prompt_suffix:
+            examples = [dataclasses.replace(ex, prompts={lang: p + prompt_suffix for lang, p in ex.prompts.items()})
+                        for ex in examples]
         return LoadResult(examples=examples, skipped=dict(issues.skipped))
+
+    def check_prompt_format(self, name: str | None) -> str:
+        """``name`` (default: the task's default format), or ValueError naming the flag and the choices."""
+        name = self.default_format if name is None else name
+        if name not in self.prompt_formats:
+            raise ValueError(f"--prompt_format: task {self.name!r} has no format {name!r}; "
+                             f"choices: {', '.join(self.prompt_formats)}")
+        return name
 
     @abc.abstractmethod
     def _load_local(
-        self, languages: list[str], split: str, num_examples: int | None, root: Path | None, issues: Issues
+        self, languages: list[str], split: str, num_examples: int | None, root: Path | None, issues: Issues,
+        prompt_format: str = "paper",
     ) -> list[ParallelExample]:
-        """Build the examples from local files under ``root``."""
+        """Build the examples from local files under ``root``, prompts in ``prompt_format``."""
 
     def _load_hub(
-        self, languages: list[str], split: str, num_examples: int | None, issues: Issues
+        self, languages: list[str], split: str, num_examples: int | None, issues: Issues,
+        prompt_format: str = "paper",
     ) -> list[ParallelExample]:
         """Build the examples from the Hugging Face hub (tasks with a public copy override this)."""
         from jaxneurons.tasks.hub import HubUnavailableError

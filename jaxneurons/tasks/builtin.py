@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 from jaxneurons.tasks.base import Issues, ParallelExample, Task, TaskDataError
-from jaxneurons.tasks.xnli import NLI_LABELS, NLI_OPTIONS, nli_prompt
+from jaxneurons.tasks.xnli import NLI_FORMAT_HELP, NLI_FORMATS, NLI_LABELS
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_LANGUAGES = ("en", "de", "es", "fr", "ru", "th", "tr", "vi", "zh")
 
 
-def read_builtin(filename: str, directory: Path | None = None) -> list[dict]:
-    """The items of a built-in JSON file (a list of objects with "id" and per-language fields)."""
+def read_builtin(filename: str, directory: Path | None = None, key: str = "items") -> list[dict]:
+    """The items (or, key="exemplars", the few-shot exemplars) of a built-in JSON file: a list of objects
+    with "id" and per-language fields."""
     path = (directory or BUILTIN_DIR) / filename
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -21,14 +22,18 @@ def read_builtin(filename: str, directory: Path | None = None) -> list[dict]:
         raise TaskDataError(f"missing built-in file {path}; reinstall jaxneurons with its package data") from e
     except json.JSONDecodeError as e:
         raise TaskDataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-    return data["items"]
+    if key not in data:
+        raise TaskDataError(f"built-in file {path} has no {key!r} list")
+    return data[key]
 
 
 class BuiltinNLI(Task):
     """The project's own NLI set (``builtin/nli.json``), 9 languages, scored like XNLI.
 
-    Prompt and options are XNLI's (the paper's English template; options " true" / " false" /
-    " inconclusive" for entailment / contradiction / neutral). Scoring "options". Needs no data_dir.
+    Prompts and options are XNLI's, in the same formats (``--prompt_format``; "paper": the paper's English
+    template, options " true" / " false" / " inconclusive" for entailment / contradiction / neutral).
+    Few-shot formats take their exemplars from the file's own "exemplars" list (written for this, never
+    an evaluated item), the same items in every language. Scoring "options". Needs no data_dir.
     Only split "test". Ids: ``builtin_nli-{id}``.
     """
 
@@ -38,9 +43,12 @@ class BuiltinNLI(Task):
     scoring = "options"
     needs_data_dir = False
     directory: Path | None = None  # tests may point this elsewhere
+    prompt_formats = NLI_FORMAT_HELP
+    default_format = "paper"
 
-    def _load_local(self, languages, split, num_examples, root, issues: Issues):
-        examples = []
+    def _load_local(self, languages, split, num_examples, root, issues: Issues, prompt_format="paper"):
+        fmt, examples = NLI_FORMATS[prompt_format], []
+        exemplars = self._exemplars(languages, fmt.shots_per_label)
         for item in read_builtin("nli.json", self.directory):
             texts = {lang: item.get(lang) for lang in languages}
             if item.get("label") not in NLI_LABELS or any(
@@ -51,12 +59,23 @@ class BuiltinNLI(Task):
             gold = NLI_LABELS[item["label"]]
             examples.append(ParallelExample(
                 id=f"builtin_nli-{item['id']}",
-                prompts={lang: nli_prompt(t["premise"], t["hypothesis"]) for lang, t in texts.items()},
-                options={lang: NLI_OPTIONS for lang in languages},
+                prompts={lang: fmt.prompt(t["premise"], t["hypothesis"], exemplars[lang]) for lang, t in texts.items()},
+                options={lang: fmt.options for lang in languages},
                 gold={lang: gold for lang in languages},
-                answers={lang: NLI_OPTIONS[gold] for lang in languages},
+                answers={lang: fmt.options[gold] for lang in languages},
             ))
         return examples
+
+    def _exemplars(self, languages, per_label: int) -> dict[str, list[tuple[str, str, str]]]:
+        """language -> the first per_label exemplars of each label, as (premise, hypothesis, label), e, c, n order."""
+        if not per_label:
+            return {lang: [] for lang in languages}
+        items = read_builtin("nli.json", self.directory, key="exemplars")
+        by_label = {label: [x for x in items if x.get("label") == label][:per_label] for label in NLI_LABELS}
+        if any(len(chosen) < per_label for chosen in by_label.values()):
+            raise TaskDataError(f"builtin nli.json: fewer than {per_label} exemplars per label in its 'exemplars'")
+        picked = [by_label[label][k] for k in range(per_label) for label in NLI_LABELS]
+        return {lang: [(x[lang]["premise"], x[lang]["hypothesis"], x["label"]) for x in picked] for lang in languages}
 
 
 class BuiltinFacts(Task):
@@ -75,7 +94,7 @@ class BuiltinFacts(Task):
     needs_data_dir = False
     directory: Path | None = None
 
-    def _load_local(self, languages, split, num_examples, root, issues: Issues):
+    def _load_local(self, languages, split, num_examples, root, issues: Issues, prompt_format="paper"):
         examples = []
         for item in read_builtin("facts.json", self.directory):
             texts = {lang: item.get(lang) for lang in languages}

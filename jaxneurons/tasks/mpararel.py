@@ -55,7 +55,7 @@ class MParaRel(Task):
     splits = ("test",)
     scoring = "greedy"
 
-    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues):
+    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         folder = root / "mpararel"
         dirs = {lang: LANGUAGE_DIRS.get(lang, lang) for lang in languages}
         for lang, d in dirs.items():

@@ -45,7 +45,7 @@ class MzsRE(Task):
         self.direction = direction
         self.name = f"mzsre_{direction}"
 
-    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues):
+    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         others = [lang for lang in languages if lang != "en"]
         sides = {lang: read_mzsre_file(root / "mzsre", lang) for lang in (others or ["de"])}
         english = _check_english(sides, issues)

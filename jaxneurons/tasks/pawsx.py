@@ -50,7 +50,7 @@ class PAWSX(Task):
     scoring = "options"
     hub_id = "google-research-datasets/paws-x"
 
-    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues):
+    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         folder = root / "pawsx"
         files, rows = {}, {}
         for lang in languages:
@@ -84,7 +84,7 @@ class PAWSX(Task):
                 rows.append((sent[0], sent[1], lab[3]))
         return rows
 
-    def _load_hub(self, languages, split, num_examples, issues):
+    def _load_hub(self, languages, split, num_examples, issues, prompt_format="paper"):
         from jaxneurons.tasks.hub import load_pawsx_rows
 
         rows = {lang: load_pawsx_rows(lang, split) for lang in languages}

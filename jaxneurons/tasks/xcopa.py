@@ -42,7 +42,7 @@ class XCOPA(Task):
     scoring = "options"
     hub_id = "cambridgeltl/xcopa"
 
-    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues):
+    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         split = "val" if split == "dev" else split
         records = {}
         for lang in languages:
@@ -52,7 +52,7 @@ class XCOPA(Task):
         questions = majority_questions([read_jsonl(p, Issues("skip")) for p in voters])
         return build_xcopa_examples(records, split, issues, questions)
 
-    def _load_hub(self, languages, split, num_examples, issues):
+    def _load_hub(self, languages, split, num_examples, issues, prompt_format="paper"):
         from jaxneurons.tasks.hub import load_xcopa_records
 
         split = "val" if split == "dev" else split

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from jaxneurons.tasks.base import (
     Issues,
     ParallelExample,
+    TaskDataError,
     Task,
     check_row_counts,
     read_lines,
@@ -22,6 +27,8 @@ NLI_OPTIONS = (" true", " false", " inconclusive")
 NLI_LABELS = {"entailment": 0, "contradiction": 1, "neutral": 2}
 
 Row = tuple[str, str, str]  # premise, hypothesis, label name
+EXEMPLAR_SEED = 0
+EXEMPLAR_MAX_CHARS = 120  # exemplars are drawn from items whose English premise + hypothesis is this short
 
 
 def nli_prompt(premise: str, hypothesis: str) -> str:
@@ -29,17 +36,79 @@ def nli_prompt(premise: str, hypothesis: str) -> str:
     return XNLI_TEMPLATE.format(premise=premise, hypothesis=hypothesis)
 
 
+@dataclasses.dataclass(frozen=True)
+class NLIFormat:
+    """One way to render an NLI item: a template, three options, and how many solved exemplars precede it.
+
+    options are in NLI_LABELS order (entailment, contradiction, neutral). With shots_per_label > 0 the
+    prompt starts with 3 * shots_per_label exemplars (the template followed by the gold option), labels
+    balanced, the same items in every language, so the read-out position (the prompt's last token) sees
+    the exemplars and the whole item, and the options stay continuations of the prompt.
+    """
+
+    template: str
+    options: tuple[str, str, str]
+    shots_per_label: int = 0
+
+    def prompt(self, premise: str, hypothesis: str, exemplars: Sequence[Row] = ()) -> str:
+        """The prompt for one item, after the rendered exemplars (premise, hypothesis, label name)."""
+        shots = "".join(self.template.format(premise=p, hypothesis=h) + self.options[NLI_LABELS[label]] + "\n\n"
+                        for p, h, label in exemplars)
+        return shots + self.template.format(premise=premise, hypothesis=hypothesis)
+
+
+QA_TEMPLATE = "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:"
+NLI_FORMATS: dict[str, NLIFormat] = {
+    "paper": NLIFormat(XNLI_TEMPLATE, NLI_OPTIONS),
+    "paper_fewshot": NLIFormat(XNLI_TEMPLATE + "\nAnswer:", NLI_OPTIONS, shots_per_label=1),
+    "qa": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither")),
+    "qa_fewshot": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither"), shots_per_label=1),
+}
+NLI_FORMAT_HELP = {
+    "paper": "the paper's prompt, options ' true' / ' false' / ' inconclusive'",
+    "paper_fewshot": "3 solved exemplars (1 per label, from dev) in the paper's prompt + '\\nAnswer:', then the item",
+    "qa": "'{premise}\\nQuestion: {hypothesis} True, False or Neither?\\nAnswer:' (GPT-3 style), zero-shot",
+    "qa_fewshot": "the qa prompt after 3 solved exemplars (1 per label, from dev)",
+}
+
+
+def pick_exemplars(rows: Sequence[Row | None], per_label: int, seed: int = EXEMPLAR_SEED) -> list[int]:
+    """Row indices of per_label short exemplars of each label, labels interleaved (e, c, n, e, c, n, ...).
+
+    rows: the English rows of the exemplar split, so the choice does not depend on the languages of a run
+    (rows are parallel: the same indices are the same items in every language). Seeded.
+    """
+    by_label: dict[str, list[int]] = {label: [] for label in NLI_LABELS}
+    for i, row in enumerate(rows):
+        if row is not None and row[2] in NLI_LABELS and len(row[0]) + len(row[1]) <= EXEMPLAR_MAX_CHARS:
+            by_label[row[2]].append(i)
+    rng = np.random.default_rng(seed)
+    picked = {}
+    for label, candidates in by_label.items():
+        if len(candidates) < per_label:
+            raise TaskDataError(f"only {len(candidates)} short {label!r} rows for {per_label} few-shot exemplars")
+        picked[label] = [int(i) for i in rng.choice(candidates, per_label, replace=False)]
+    return [picked[label][k] for k in range(per_label) for label in NLI_LABELS]
+
+
 def build_nli_examples(
-    rows_by_lang: dict[str, list[Row | None]], id_prefix: str, issues: Issues, where: str
+    rows_by_lang: dict[str, list[Row | None]], id_prefix: str, issues: Issues, where: str,
+    prompt_format: str = "paper", exemplar_rows: dict[str, list[Row]] | None = None, exclude: Sequence[int] = (),
 ) -> list[ParallelExample]:
     """Turn parallel rows (premise, hypothesis, label) into examples; rows with a None are skipped.
 
     ``where`` names the source (files) in error messages; labels are checked against NLI_LABELS.
+    prompt_format: a name in NLI_FORMATS; exemplar_rows: language -> the exemplars (rows) that precede
+    each prompt (for a format with shots); exclude: row indices not to evaluate (the exemplars' own rows).
     """
+    fmt = NLI_FORMATS[prompt_format]
+    exemplar_rows = exemplar_rows or {}
     langs = list(rows_by_lang)
     n = min(len(rows) for rows in rows_by_lang.values())
     examples = []
     for i in range(n):
+        if i in exclude:
+            continue
         rows = {lang: rows_by_lang[lang][i] for lang in langs}
         if any(row is None for row in rows.values()):
             continue  # already reported as malformed
@@ -50,10 +119,10 @@ def build_nli_examples(
         examples.append(
             ParallelExample(
                 id=f"{id_prefix}-{i}",
-                prompts={lang: nli_prompt(row[0], row[1]) for lang, row in rows.items()},
-                options={lang: NLI_OPTIONS for lang in langs},
+                prompts={lang: fmt.prompt(row[0], row[1], exemplar_rows.get(lang, ())) for lang, row in rows.items()},
+                options={lang: fmt.options for lang in langs},
                 gold={lang: NLI_LABELS[row[2]] for lang, row in rows.items()},
-                answers={lang: NLI_OPTIONS[NLI_LABELS[row[2]]] for lang, row in rows.items()},
+                answers={lang: fmt.options[NLI_LABELS[row[2]]] for lang, row in rows.items()},
             )
         )
     return examples
@@ -80,8 +149,26 @@ class XNLI(Task):
     scoring = "options"
     hub_id = "facebook/xnli"
 
-    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues):
+    prompt_formats = NLI_FORMAT_HELP
+    default_format = "paper"
+
+    def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         folder = root / "xnli"
+        rows, files = self._read_rows(folder, languages, split, issues)
+        where = ", ".join(str(p) for p in files.values())
+        exemplars, exclude = {}, ()
+        if NLI_FORMATS[prompt_format].shots_per_label:  # exemplars from dev, never from the evaluated items
+            dev = rows if split == "dev" else self._read_rows(folder, languages, "dev", Issues("skip"))[0]
+            english = dev["en"] if "en" in dev else self._read_rows(folder, ["en"], "dev", Issues("skip"))[0]["en"]
+            picked = pick_exemplars(english, NLI_FORMATS[prompt_format].shots_per_label)
+            exemplars = {lang: [dev[lang][i] for i in picked] for lang in languages}
+            if split == "dev":
+                exclude = picked
+                issues.note("fewshot_exemplar", len(picked))
+        return build_nli_examples(rows, f"xnli-{split}", issues, where, prompt_format, exemplars, exclude)
+
+    def _read_rows(self, folder: Path, languages, split: str, issues: Issues):
+        """(language -> rows (premise, hypothesis, label) or None, the files read) of one split."""
         files = {lang: require_file(folder / f"{split}-{lang}.tsv", f"XNLI {split} file for {lang!r}; "
                                     f"copy it from the XNLI release into {folder}") for lang in languages}
         rows = {}
@@ -97,15 +184,25 @@ class XNLI(Task):
             files["labels"] = folder / "test-labels.txt"
             counts = {**rows, "labels": labels}
         check_row_counts(counts, files, issues)
-        where = ", ".join(str(p) for p in files.values())
-        return build_nli_examples(rows, f"xnli-{split}", issues, where)
+        return rows, files
 
-    def _load_hub(self, languages, split, num_examples, issues):
+    def _load_hub(self, languages, split, num_examples, issues, prompt_format="paper"):
         from jaxneurons.tasks.hub import load_xnli_rows
 
         rows = {lang: load_xnli_rows(lang, split) for lang in languages}
         check_row_counts(rows, {lang: f"{self.hub_id}:{lang}" for lang in languages}, issues)
-        return build_nli_examples(rows, f"xnli-{split}", issues, f"hub {self.hub_id}")
+        exemplars, exclude = {}, ()
+        if NLI_FORMATS[prompt_format].shots_per_label:
+            dev_split = "dev"
+            dev = rows if split == dev_split else {lang: load_xnli_rows(lang, dev_split) for lang in languages}
+            picked = pick_exemplars(dev.get("en") or load_xnli_rows("en", dev_split),
+                                    NLI_FORMATS[prompt_format].shots_per_label)
+            exemplars = {lang: [dev[lang][i] for i in picked] for lang in languages}
+            if split == dev_split:
+                exclude = picked
+                issues.note("fewshot_exemplar", len(picked))
+        return build_nli_examples(rows, f"xnli-{split}", issues, f"hub {self.hub_id}", prompt_format, exemplars,
+                                  exclude)
 
 
 def read_test_labels(path: Path, issues: Issues) -> list[str | None]:
