@@ -114,13 +114,10 @@ def test_fast_ig_equals_pytorch_recomputation(pair, path):
     lm, model = pair
     ids, mask = _prompts(lm)
     targets = np.array([5, 17])
-    fast = integrated_gradients(lm, ids, targets, mask, steps=3, rule="trapezoid", chunk_size=3, path=path)
-    expected = torch_ig(model, ids, mask, targets, *quadrature("trapezoid", 3), path == "frozen_norm")
+    fast = integrated_gradients(lm, ids, targets, mask, steps=3, rule="gauss_legendre", chunk_size=4, path=path)
+    expected = torch_ig(model, ids, mask, targets, *quadrature("gauss_legendre", 3), path == "frozen_norm")
     scale = np.abs(expected).max()
     np.testing.assert_allclose(fast.attributions, expected, atol=1e-4 * max(scale, 1e-3), rtol=0)
-    if path == "frozen_norm" and not lm.config.sandwich_norms:  # no norm to freeze: the same path
-        other = integrated_gradients(lm, ids, targets, mask, steps=3, rule="trapezoid", path="knowledge_neurons")
-        np.testing.assert_allclose(other.attributions, fast.attributions, atol=1e-6 * max(scale, 1e-3), rtol=0)
 
 
 @pytest.fixture(scope="module", params=sorted(hf_reference.VARIANTS))
@@ -192,17 +189,16 @@ def test_ig_padding_side_and_layer_subset(lm):
 
 
 def test_completeness_improves_with_steps(lm):
-    """sum_j IG(l, j) -> P(x) - P(layer l zeroed) as the Riemann sum refines (default path)."""
+    """sum_j IG(l, j) -> P(x) - P(layer l zeroed) as the left Riemann sum refines (first order: 8x steps, about
+    8x smaller error); default path."""
     ids, mask = _prompts(lm)
     targets = np.array([5, 17])
     errors = []
-    for steps in (2, 8, 64):
+    for steps in (4, 32):
         r = integrated_gradients(lm, ids, targets, mask, steps=steps, rule="left")
         gap = r.target_prob[:, None] - r.zeroed_prob
         errors.append(np.abs(r.attributions.sum(-1) - gap).max())
-    assert errors[2] < errors[0] and errors[2] < 0.25 * errors[0] + 1e-7
-    r = integrated_gradients(lm, ids, targets, mask, steps=16, rule="gauss_legendre")
-    np.testing.assert_allclose(r.attributions.sum(-1), r.target_prob[:, None] - r.zeroed_prob, atol=1e-5)
+    assert errors[1] < 0.25 * errors[0] + 1e-7
 
 
 def test_static_scores_match_formulas(lm):

@@ -109,10 +109,14 @@ def replay_plan(num_layers: int, layers, max_ratio: float = 1.25) -> list[tuple[
 
 
 def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mask=None, steps: int = 20,
-                         layers=None, rule: str = "left", chunk_size: int | None = None,
+                         layers=None, rule: str = "gauss_legendre", chunk_size: int | None = None,
                          memory_gb: float = 2.0, path: str = PATHS[0]) -> IGResult:
     """IG of every neuron of the chosen layers (all when None) toward target_ids [B] at the last token,
     along `path` (see the module docstring).
+
+    rule: the quadrature of the path integral. Gauss-Legendre by default: along the frozen-norm path P is
+    smooth and 20 nodes meet completeness to about 1e-4 where the Knowledge-Neurons left Riemann sum
+    ("left", first order) misses it by up to 28% on Gemma 3 270M (BUILD_NOTES.md, integrated gradients).
 
     chunk_size bounds memory: that many (layer, alpha) replays of all B rows run at once. None: as many
     as fit in about memory_gb of activations (the replay's logits, [chunk, B, vocab], dominate).
@@ -130,7 +134,8 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     full = Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", True), "last")
     replays = tuple(Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last", start)
                     for start, _ in plan)
-    grads, zeroed_asked, m, clean = _ig(full, replays, plan, path == "frozen_norm", lm.params, jnp.asarray(ids),
+    frozen_norm = path == "frozen_norm" and lm.config.sandwich_norms  # else the two paths are one
+    grads, zeroed_asked, m, clean = _ig(full, replays, plan, frozen_norm, lm.params, jnp.asarray(ids),
                                         jnp.asarray(mask), jnp.asarray(target_ids, jnp.int32),
                                         jnp.asarray(alphas, jnp.float32), chunk_size)
     asked = [l for _, group in plan for l in group]  # the order _ig computes them in
@@ -177,7 +182,7 @@ def _replay_group(decoder, params, cache, ids, mask, targets, alphas, start, gro
     """One group of target layers, replayed through layers start..L-1 only (parameters and cache sliced)."""
     num_layers, batch, width = cache["ffn_hidden"].shape
     sliced = {**params, "layers": jax.tree.map(lambda x: x[start:], params["layers"])}
-    inv_rms = cache["post_mlp_inv_rms"][start:] if frozen_norm and "post_mlp_inv_rms" in cache else None
+    inv_rms = cache["post_mlp_inv_rms"][start:] if frozen_norm else None
     base = Replay(inputs=cache["inputs"][start:], mid=cache["mid"][start:], out=cache["out"][start:],
                   prefix_k=cache["keys"][start:, :, :-1], prefix_v=cache["values"][start:, :, :-1],
                   stage=jnp.zeros(num_layers - start, jnp.int32), post_mlp_inv_rms=inv_rms)
