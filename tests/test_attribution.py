@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import jaxneurons as jn
-from jaxneurons.attribution.ig import (PATHS, IGResult, completeness_error, integrated_gradients, left_padded, quadrature,
-                                      replay_plan)
+from jaxneurons.attribution.ig import (PATHS, IGResult, completeness_error, integrated_gradients, left_padded,
+                                      quadrature, replay_plan)
 from jaxneurons.attribution.static import static_scores
 from jaxneurons.lm import pad_rows
 
