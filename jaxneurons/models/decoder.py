@@ -59,18 +59,42 @@ class Intervention:
         return cls(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), where_bt.astype(bool))
 
 
+@flax.struct.dataclass
+class Replay:
+    """What re-running only the last token of left-padded prompts needs (see attribution.ig), per layer
+    replayed (first_layer..L-1 of the decoder, L' of them), cached from a full forward:
+
+    inputs, mid, out: [L', B, H], the last token's residual stream entering each layer, after its attention,
+    and after the layer; the replay starts from inputs[0].
+    prefix_k, prefix_v: [L', B, T-1, kv_heads, head_dim], keys/values of the earlier tokens.
+    stage: [L'], sign(layer - target layer): < 0 keeps the cached output, 0 (the target) restarts from the
+    cached mid, > 0 recomputes the layer.
+    post_mlp_inv_rms: [L', B, 1], the clean 1/RMS factor of the post-feedforward norm, held at its clean value
+    in the target layer (None: computed from the input, as in an ordinary forward).
+    """
+
+    inputs: jax.Array
+    mid: jax.Array
+    out: jax.Array
+    prefix_k: jax.Array
+    prefix_v: jax.Array
+    stage: jax.Array
+    post_mlp_inv_rms: jax.Array | None = None
+
+
 class Norm(nn.Module):
     kind: str
     eps: float
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, inv_rms=None):
+        """inv_rms: a given 1/RMS factor instead of the input's own (RMS kinds only)."""
         init = nn.initializers.zeros if self.kind == "rms_offset" else nn.initializers.ones
         scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), self.param_dtype) \
             if self.kind == "layer" else None
-        return L.normalize(self.kind, x, scale, bias, self.eps)
+        return L.normalize(self.kind, x, scale, bias, self.eps, inv_rms)
 
 
 def _dense(features, bias, dtype, param_dtype, name):
@@ -201,24 +225,34 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, h, xs, ctx):
         c, norm = self.config, (lambda name: Norm(c.norm, c.norm_eps, self.param_dtype, name=name))
-        prefix = (xs["prefix_k"], xs["prefix_v"]) if "prefix_k" in xs else None
+        replay: Replay | None = xs.get("replay")
+        if self.record.cache:
+            self.sow("intermediates", "inputs", _at_positions(h, ctx, "last"))
+        prefix = None if replay is None else (replay.prefix_k, replay.prefix_v)
         a = Attention(c, self.dtype, self.param_dtype, self.record, name="attn")(
             norm("attn_norm")(h), ctx, xs["is_local"], prefix)
         if c.sandwich_norms:
             a = norm("post_attn_norm")(a)
         h = h + a
-        if "stage" in xs:  # last-token replay: the target layer restarts from its cached attention output
-            h = jnp.where(xs["stage"] == 0, xs["mid"].astype(h.dtype)[:, None], h)
+        if replay is not None:  # last-token replay: the target layer restarts from its cached attention output
+            h = jnp.where(replay.stage == 0, replay.mid.astype(h.dtype)[:, None], h)
         m = MLP(c, self.dtype, self.param_dtype, self.record, name="mlp")(
             norm("mlp_norm")(h), ctx, xs.get("scale"), xs.get("shift"))
         if c.sandwich_norms:
-            m = norm("post_mlp_norm")(m)
+            post = norm("post_mlp_norm")
+            if self.record.cache:
+                inv_rms = jax.lax.rsqrt(jnp.square(m.astype(jnp.float32)).mean(-1, keepdims=True) + c.norm_eps)
+                self.sow("intermediates", "post_mlp_inv_rms", _at_positions(inv_rms, ctx, "last"))
+            if replay is not None and replay.post_mlp_inv_rms is not None:  # the target's scale held at clean
+                m = jnp.where(replay.stage == 0, post(m, replay.post_mlp_inv_rms[:, None]), post(m))
+            else:
+                m = post(m)
         out = h + m
         if self.record.cache:
             self.sow("intermediates", "mid", _at_positions(h, ctx, "last"))
             self.sow("intermediates", "out", _at_positions(out, ctx, "last"))
-        if "stage" in xs:  # layers below the target keep their cached output
-            out = jnp.where(xs["stage"] < 0, xs["out"].astype(out.dtype)[:, None], out)
+        if replay is not None:  # layers below the target keep their cached output
+            out = jnp.where(replay.stage < 0, replay.out.astype(out.dtype)[:, None], out)
         return out, None
 
 
@@ -230,30 +264,38 @@ class Decoder(nn.Module):
     param_dtype: Any = jnp.float32
     record: Record = Record()
     logits: str = "all"  # all | last | positions (at logit_positions_bk) | none
+    first_layer: int = 0  # replays only: run layers first_layer..L-1, with params["layers"] sliced to them
 
     @nn.compact
     def __call__(self, input_ids_bt, mask_bt, record_index_b=None, intervention: Intervention | None = None,
-                 logit_positions_bk=None, replay: dict | None = None):
+                 logit_positions_bk=None, replay: Replay | None = None):
         """mask_bt: 1 for tokens, 0 for padding, or segment ids 1, 2, ... for rows that pack several sequences
         one after another (each attends only to itself, its positions restart at 0); then record_index_b is
         [B, K], one recorded token per packed sequence, and positions "max" is not available.
-        replay: re-run only the last token of left-padded prompts from a cache (see attribution.ig):
-        {"prefix_k", "prefix_v": [L, B, T-1, kv_heads, head_dim], "mid", "out": [L, B, H], "stage": [L]},
-        with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask."""
+        replay: re-run only the last token of left-padded prompts from a cache (see `Replay`), through layers
+        first_layer..L-1, with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask; the
+        intervention's scale and shift then cover those layers only."""
         c = self.config
+        if self.first_layer and replay is None:
+            raise ValueError("first_layer > 0 needs a replay (the residual stream entering that layer)")
         embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
-        h = embed(input_ids_bt)
-        if c.embedding_multiplier != 1.0:
-            h = h * jnp.asarray(c.embedding_multiplier, self.param_dtype).astype(self.dtype)
-        if c.embedding_norm:
-            h = Norm(c.norm, c.norm_eps, self.param_dtype, name="embed_norm")(h)
+        if replay is None:
+            h = embed(input_ids_bt)
+            if c.embedding_multiplier != 1.0:
+                h = h * jnp.asarray(c.embedding_multiplier, self.param_dtype).astype(self.dtype)
+            if c.embedding_norm:
+                h = Norm(c.norm, c.norm_eps, self.param_dtype, name="embed_norm")(h)
+        else:
+            h = replay.inputs[0].astype(self.dtype)[:, None]
         ctx = self._context(mask_bt, record_index_b, intervention, input_ids_bt.shape[1])
-        xs = {"is_local": jnp.asarray(c.is_local()), **(replay or {})}
+        xs = {"is_local": jnp.asarray(c.is_local()[self.first_layer:])}
+        if replay is not None:
+            xs["replay"] = replay
         if intervention is not None:
             xs.update(scale=intervention.scale, shift=intervention.shift)
         layers = nn.scan(Block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
-                         in_axes=(0, nn.broadcast), length=c.num_layers)
+                         in_axes=(0, nn.broadcast), length=c.num_layers - self.first_layer)
         h, _ = layers(c, self.dtype, self.param_dtype, self.record, name="layers")(h, xs, ctx)
         if self.logits == "none":
             return None

@@ -23,15 +23,23 @@ def activation(name: str, x: jax.Array) -> jax.Array:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def normalize(kind: str, x: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: float) -> jax.Array:
-    """RMSNorm (w * x), Gemma's RMSNorm ((1 + w) * x) or LayerNorm, computed in float32 like transformers."""
+def normalize(kind: str, x: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: float,
+              inv_rms: jax.Array | None = None) -> jax.Array:
+    """RMSNorm (w * x), Gemma's RMSNorm ((1 + w) * x) or LayerNorm, computed in float32 like transformers.
+
+    inv_rms: for the RMS kinds, a given 1/RMS factor (broadcast against x[..., :1]) instead of x's own, which
+    makes the norm linear in x (integrated gradients hold it at its clean value)."""
     x32 = x.astype(jnp.float32)
     if kind == "layer":
+        if inv_rms is not None:
+            raise ValueError("inv_rms applies to RMS norms only, not LayerNorm")
         mean = x32.mean(-1, keepdims=True)
         var = jnp.square(x32 - mean).mean(-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
         return y.astype(x.dtype)
-    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + eps)
+    if inv_rms is None:
+        inv_rms = jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + eps)
+    y = x32 * inv_rms.astype(jnp.float32)
     if kind == "rms_offset":
         return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
     return y.astype(x.dtype) * scale.astype(x.dtype)
