@@ -1,8 +1,8 @@
 """Which neurons matter: static scores, integrated gradients, and their split by sharing category."""
 
-from jaxneurons.attribution.by_category import attribution_statistics, scaled_top_k
+from jaxneurons.attribution.by_category import attribution_statistics, scaled_top_k, top_mask
 from jaxneurons.attribution.ig import IGResult, integrated_gradients, quadrature
 from jaxneurons.attribution.static import static_scores
 
 __all__ = ["IGResult", "integrated_gradients", "quadrature", "static_scores", "attribution_statistics",
-           "scaled_top_k"]
+           "scaled_top_k", "top_mask"]
