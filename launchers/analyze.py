@@ -64,11 +64,16 @@ _IG_MEMORY = flags.DEFINE_float("ig_memory_gb", 2.0, "Memory for IG's replays wh
                                 "(raise it on a large GPU).")
 _ATTRIBUTION_BATCH = flags.DEFINE_integer("attribution_batch_size", 4, "Examples per attribution step.")
 _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivate, each measured separately: "
-                                   "all_shared, partial_shared, specific, random (empty: none). Writes "
-                                   "interventions.json.")
+                                   "all_shared, partial_shared, specific, random, magnitude (empty: none). A "
+                                   "category also runs count-matched to all-shared; random and magnitude draw "
+                                   "as many neurons as all-shared (magnitude: activated ones with its |m|). "
+                                   "Writes interventions.json.")
 _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", False, "Deactivate at every token instead of the "
                                    "prompt's last token.")
-_RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds averaged for the random deactivation control.")
+_RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds of every drawn set: the random, |m|-matched and "
+                                     "count-matched deactivation controls, and the attribution's |m|-matched null.")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the examples for the 95% intervals "
+                                  "(seeded; 0: no intervals).", lower_bound=0)
 
 
 def parse_thresholds(values: list[str]) -> list[float]:
@@ -114,7 +119,7 @@ def importance_analyses(lm, task, loaded, sharing) -> None:
         result = run_attribution_analysis(
             lm, task, loaded.examples, _LANGUAGES.value, out, _ATTRIBUTION.value, _TOP_K.value,
             _ATTRIBUTION_BATCH.value, _IG_STEPS.value, _IG_RULE.value, _IG_CHUNK.value, _RESUME.value,
-            _PROGRESS.value, _IG_MEMORY.value)
+            _PROGRESS.value, _IG_MEMORY.value, _RANDOM_SEEDS.value, _BOOTSTRAP.value)
         figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
                    "attribution_share": ar.plot_attribution_share(
                        result, os.path.join(figures_dir, "attribution_share.png"))}
@@ -122,7 +127,7 @@ def importance_analyses(lm, task, loaded, sharing) -> None:
     if _INTERVENTIONS.value:
         result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, _INTERVENTIONS.value,
                                    _BATCH_SIZE.value, _INTERVENE_ALL.value, _RANDOM_SEEDS.value, _RESUME.value,
-                                   _PROGRESS.value)
+                                   _PROGRESS.value, _BOOTSTRAP.value)
         figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir, "interventions.png"))}
         sections.append(ar.interventions_section(result, figures, out))
     if sections:

@@ -106,7 +106,7 @@ def test_interventions_match_direct_computation(setup, tmp_path):
     lm, task, examples = setup
     got = run_interventions(lm, task, examples, LANGS, str(tmp_path), kinds=["all_shared", "specific", "random"],
                             batch_size=2, seeds=2, progress=False)
-    assert set(got) == {"clean", "all_shared", "specific", "random", "meta"}
+    assert set(got) == {"clean", "all_shared", "specific", "specific_count", "random", "sets", "paired_tests", "meta"}
     assert got["clean"] == _accuracy_with(lm, task, examples, lambda codes: np.ones(codes.shape))
     assert got["all_shared"] == _accuracy_with(lm, task, examples, lambda codes: (codes != 0).astype(np.float32))
     deactivated = np.array(got["meta"]["mean_deactivated_per_layer"]["all_shared"])

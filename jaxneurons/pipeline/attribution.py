@@ -235,7 +235,7 @@ def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int 
     e = int(done.sum())
     layers = acc["category_neurons"].shape[0]
     counts = resample_counts(e, bootstrap, seed=0) if bootstrap and e else None
-    ci = functools.partial(_estimate, counts=counts)
+    ci = functools.partial(estimate, counts=counts)
     neuron_share = acc["category_e"][done].sum(1) / (layers * width)  # [E, 4]
     out = {"methods": list(methods), "top_k": int(top_k), "neurons_per_layer": int(width),
            "num_examples": e, "languages": list(languages), "bootstrap": {"resamples": int(bootstrap), "seed": 0,
@@ -307,12 +307,13 @@ def headline(result: dict) -> dict:
             "all_shared_attribution_pct": {m: entry[m]["attribution_share"]["all_shared"] for m in methods}}
 
 
-def _estimate(values, denominator=None, counts=None) -> dict:
-    """{"value", "ci95"} in percent; ci95 None without resamples."""
+def estimate(values, denominator=None, counts=None, scale: float = 100.0) -> dict:
+    """{"value", "ci95"} (x scale, percent by default) of the mean over examples of values [E, ...] (or the
+    ratio of sums with a denominator), ci95 from the resamples `counts` [R, E]; None without them."""
     if counts is None:
-        point = replicates(values, np.ones((1, len(values))), denominator)[0] * 100
+        point = replicates(values, np.ones((1, len(values))), denominator)[0] * scale
         return {"value": point.tolist() if point.ndim else _finite(point[None])[0], "ci95": None}
-    return point_and_ci(values, denominator, scale=100.0, counts_re=counts)
+    return point_and_ci(values, denominator, scale=scale, counts_re=counts)
 
 
 def _ratio(num_e, den_e):
