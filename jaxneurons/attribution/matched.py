@@ -6,9 +6,10 @@ resumed run draws the same sets):
 
 - `count_matched`: as many neurons of the pool as the target set has, picked uniformly within the pool.
 - `magnitude_matched`: as many neurons of the pool as the target set has, with the target's |m|
-  distribution: the target's |m| quantiles cut the axis into `bins` bins, each bin takes as many pool
-  neurons (uniformly within the bin) as the target has there; a bin whose pool is too small passes the rest
-  of its quota to the next lower bin (the target is the strongly activated set, so shortfalls are at the top).
+  distribution: the target's own sorted |m| values cut the |m| axis into `bins` closed bins, each bin takes
+  as many pool neurons (uniformly within the bin) as the target has there; a bin whose pool is too small
+  passes the rest of its quota to the next lower bin (the target is the strongly activated set, so
+  shortfalls are at the top), and what the lowest bin cannot take goes back up.
 
 A pool smaller than the target (after the carry) gives fewer neurons; callers report the counts drawn.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MATCH_BINS = 10
+MATCH_BINS = 50  # bins per row: 124 all-shared neurons -> 3 targets a bin
 
 
 def _rank_within(group_xf: np.ndarray, pool_xf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -42,17 +43,37 @@ def count_matched(count_x, pool_xf, rng: np.random.Generator) -> np.ndarray:
 
 
 def magnitude_matched(abs_m_xf, target_xf, pool_xf, rng: np.random.Generator, bins: int = MATCH_BINS) -> np.ndarray:
-    """bool [..., F]: pool neurons matching the target set's count and |m| distribution (quantile bins)."""
+    """bool [..., F]: pool neurons matching the target set's count and |m| distribution.
+
+    The target's sorted |m| values are cut into `bins` runs of w = ceil(count / bins) consecutive targets;
+    bin g spans |m| from its first target to the next bin's first (the last bin: to the largest target), and
+    takes as many pool neurons, drawn uniformly among the pool neurons in that span, as it holds targets. Pool
+    neurons outside the target's range are never drawn, so the bins are closed on both ends.
+    """
     abs_m = np.asarray(abs_m_xf, np.float64)
     shape = abs_m.shape
     abs_m = abs_m.reshape(-1, shape[-1])
     target = np.broadcast_to(np.asarray(target_xf, bool), shape).reshape(abs_m.shape)
     pool = np.broadcast_to(np.asarray(pool_xf, bool), shape).reshape(abs_m.shape) & ~target
-    edges_xq = _target_quantiles(abs_m, target, bins)
-    bin_xf = (abs_m[..., None] > edges_xq[:, None, :]).sum(-1)  # 0 .. bins-1 (NaN edges: 0)
-    take_xq = _carry_down(_group_counts(bin_xf, target, bins), _group_counts(bin_xf, pool, bins))
-    rank = _rank_within(bin_xf, pool, rng)
-    return (pool & (rank < np.take_along_axis(take_xq, bin_xf, -1))).reshape(shape)
+    count_x1 = target.sum(-1, keepdims=True)
+    width_x1 = np.maximum(1, -(-count_x1 // bins))
+    below = _targets_below(abs_m, target)  # targets sorted before each neuron
+    eligible = pool & (below >= 1) & (below <= count_x1 - 1)  # inside [smallest, largest target]
+    group = np.where(target, below // width_x1, np.maximum(below - 1, 0) // width_x1)
+    groups = int(group.max(initial=0)) + 1
+    take_xg = _carry_down(_group_counts(group, target, groups), _group_counts(group, eligible, groups))
+    rank = _rank_within(group, eligible, rng)
+    return (eligible & (rank < np.take_along_axis(take_xg, group, -1))).reshape(shape)
+
+
+def _targets_below(abs_m_xf, target_xf) -> np.ndarray:
+    """int [X, F]: how many target neurons come before each neuron when the row is sorted by |m|."""
+    order = np.argsort(abs_m_xf, axis=-1, kind="stable")
+    flags = np.take_along_axis(target_xf, order, -1).astype(np.int64)
+    before_sorted = np.cumsum(flags, -1) - flags
+    below = np.empty_like(before_sorted)
+    np.put_along_axis(below, order, before_sorted, axis=-1)
+    return below
 
 
 def _group_counts(group_xf, mask_xf, groups) -> np.ndarray:
@@ -61,22 +82,17 @@ def _group_counts(group_xf, mask_xf, groups) -> np.ndarray:
     return np.bincount(rows[mask_xf], minlength=len(group_xf) * groups).reshape(len(group_xf), groups)
 
 
-def _target_quantiles(abs_m_xf, target_xf, bins) -> np.ndarray:
-    """[X, bins-1] inner quantiles of |m| over the target neurons of each row (NaN for an empty target)."""
-    values = np.where(target_xf, abs_m_xf, np.nan)
-    edges = np.full((len(values), bins - 1), np.nan)
-    some = target_xf.any(-1)
-    if some.any() and bins > 1:
-        edges[some] = np.nanquantile(values[some], np.arange(1, bins) / bins, axis=-1).T
-    return edges
-
-
 def _carry_down(quota_xq, available_xq) -> np.ndarray:
-    """Per bin, how many to take: the quota plus what the bins above could not fill, at most what is there."""
+    """Per bin, how many to take: the quota plus what the bins above could not fill, at most what is there;
+    what is still missing below the lowest bin goes back up to the nearest bins with neurons to spare."""
     take = np.zeros_like(quota_xq)
     carry = np.zeros(len(quota_xq), quota_xq.dtype)
     for q in range(quota_xq.shape[1] - 1, -1, -1):
         want = quota_xq[:, q] + carry
         take[:, q] = np.minimum(want, available_xq[:, q])
         carry = want - take[:, q]
+    for q in range(quota_xq.shape[1]):
+        extra = np.minimum(carry, available_xq[:, q] - take[:, q])
+        take[:, q] += extra
+        carry -= extra
     return take
