@@ -86,11 +86,24 @@ def parse_thresholds(values: list[str]) -> list[float]:
     return check_thresholds(thresholds)
 
 
+def check_importance_flags() -> None:
+    """--attribution / --interventions name known methods and sets (before the model loads)."""
+    from jaxneurons.pipeline.attribution import METHODS
+    from jaxneurons.pipeline.interventions import KINDS
+
+    for flag, given, known in (("attribution", _ATTRIBUTION.value, METHODS), ("interventions",
+                                                                             _INTERVENTIONS.value, KINDS)):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"--{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+
+
 def load_examples():
     """(task, LoadResult): checks the flags and loads the data before the (slow) model load."""
     from jaxneurons.tasks import get_task
 
     parse_thresholds(_THRESHOLDS.value)
+    check_importance_flags()
     task = get_task(_TASK.value)
     task.check_languages(_LANGUAGES.value)
     task.check_split(_SPLIT.value)

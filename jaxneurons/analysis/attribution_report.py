@@ -92,15 +92,15 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
         lines.append(f"| {m} | {_ci(h['all_shared_top_k_share'][m])} | {_ci(h['null_top_k_share'][m])} | "
                      f"{_ci(h['all_shared_pooled_positive_share'][m])} | {_ci(h['null_pooled_positive_share'][m])} |")
     lines += ["", "The null: per example, language and layer, neurons active in that language (act > 0) that are "
-              "not all-shared, drawn to match the all-shared set's count and |m| distribution (quantile bins; "
-              "mean of the seeds). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the "
+              "not all-shared, drawn to match the all-shared set's count and |m| distribution (bins of the "
+              "all-shared set's own sorted |m|; mean of the seeds). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the "
               "top-k share. Matching check (mean neurons per layer; mean |m| per neuron):", "",
               "| language | all-shared | null | other active | all neurons |", "|---|---|---|---|---|"]
     for lang in attribution["languages"]:
         match = attribution["per_language"][lang]["matching"]
         lines.append(f"| {lang} | " + " | ".join(f"{match['count_per_layer'][s]:.0f}; {_num(match['mean_abs_m'][s])}"
                                                  for s in match["sets"]) + " |")
-    lines.append("")
+    lines += [""] + _matching_warning(attribution)
     for method in attribution["methods"]:
         lines += [f"**{method}**: top-k share (mean over layers) per category, per language", "",
                   "| language | " + " | ".join(CATEGORIES) + " |", "|---" * (len(CATEGORIES) + 1) + "|"]
@@ -111,6 +111,21 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
     lines += _completeness_lines(attribution)
     lines += [f"![{name}]({os.path.relpath(path, output_dir)})" for name, path in figures.items()]
     return "\n".join(lines) + "\n"
+
+
+def _matching_warning(attribution: dict) -> list[str]:
+    """A plain warning when the null could not match all-shared's size (95%) or mean |m| (within 10%)."""
+    off = []
+    for lang in attribution["languages"]:
+        match = attribution["per_language"][lang]["matching"]
+        count, size = match.get("null_count_ratio"), match.get("null_abs_m_ratio")
+        if count is None or size is None or count < 0.95 or abs(size - 1) > 0.1:
+            off.append(f"{lang} (null/all-shared: {_num(count)}x the neurons, {_num(size)}x the mean |m|)")
+    if not off:
+        return []
+    return [f"**Warning: the null does not match all-shared in {', '.join(off)}: the same-language active "
+            "neurons outside all-shared are too few or too weak, so this null cannot tell sharing from "
+            "activation strength here.**", ""]
 
 
 def _completeness_lines(attribution: dict) -> list[str]:

@@ -284,8 +284,13 @@ def _matching_summary(acc, n, done, methods) -> dict:
     count_els = acc["set_count_e"][done, n]
     abs_m = acc["set_abs_m_e"][done, n].sum((0, 1))
     total = count_els.sum((0, 1))
+    mean_abs_m = [float(abs_m[i] / total[i]) if total[i] else None for i in range(len(SETS))]
+    shared, null = SETS.index("all_shared"), SETS.index("matched_null")
     return {"sets": list(SETS), "count_per_layer": {s: float(count_els[..., i].mean()) for i, s in enumerate(SETS)},
-            "mean_abs_m": {s: float(abs_m[i] / total[i]) if total[i] else None for i, s in enumerate(SETS)}}
+            "mean_abs_m": dict(zip(SETS, mean_abs_m)),
+            "null_count_ratio": float(total[null] / total[shared]) if total[shared] else None,
+            "null_abs_m_ratio": mean_abs_m[null] / mean_abs_m[shared] if mean_abs_m[null] and mean_abs_m[shared]
+            else None}
 
 
 def headline(result: dict) -> dict:
