@@ -100,6 +100,9 @@ def test_attribution_null_is_active_in_its_language_and_matches_all_shared():
     np.testing.assert_array_equal(nulls.sum(-1), np.broadcast_to(shared.sum(-1), nulls.shape[:-1]))
     assert abs(abs_m[nulls[0]].mean() / abs_m[shared].mean() - 1) < 0.1
     assert not np.array_equal(nulls[0], nulls[1])
+    anywhere = matched_nulls(act, m, codes, seeds=1, batch_index=0, active_only=False)[0]
+    assert not (anywhere & shared).any() and (anywhere & (act <= 0)).any()  # inactive neurons may be drawn
+    np.testing.assert_array_equal(anywhere.sum(-1), shared.sum(-1))
 
 
 @pytest.mark.parametrize("higher,lower", [(0, 0), (3, 0), (7, 2), (5, 5), (1, 12)])

@@ -21,7 +21,8 @@ def plot_top_share(attribution: dict, path: str) -> str:
     for ax, method in zip(axes, methods):
         entry = attribution["per_language"][lang][method]
         lines = [(name, entry["top_k_share"][name]["per_layer"], CATEGORY_COLORS[name], "-") for name in CATEGORIES]
-        lines.append(("|m|-matched null", entry["null"]["top_k_share"]["per_layer"], NULL_COLOR, "--"))
+        lines.append(("|m|-matched null (active)", entry["null"]["top_k_share"]["per_layer"], NULL_COLOR, "--"))
+        lines.append(("|m|-matched null (any)", entry["null_any"]["top_k_share"]["per_layer"], "dimgray", ":"))
         for name, series, color, style in lines:
             values = np.asarray(series["value"], float)
             layers = np.arange(len(values))
@@ -86,16 +87,18 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
              f"Intervals: 95% bootstrap over the {attribution['num_examples']} examples.", "",
              f"**Headline ({h['language']})**: {h['statistic']}. All-shared neurons are "
              f"{_pct(h['all_shared_neuron_pct'])} of the neurons.", "",
-             "| method | all-shared top-k share | \\|m\\|-matched null top-k share | all-shared pooled positive share | "
-             "null pooled positive share |", "|---|---|---|---|---|"]
+             "| method | statistic | all-shared | null (active) | null (any) |", "|---|---|---|---|---|"]
     for m in attribution["methods"]:
-        lines.append(f"| {m} | {_ci(h['all_shared_top_k_share'][m])} | {_ci(h['null_top_k_share'][m])} | "
-                     f"{_ci(h['all_shared_pooled_positive_share'][m])} | {_ci(h['null_pooled_positive_share'][m])} |")
-    lines += ["", "The null: per example, language and layer, neurons active in that language (act > 0) that are "
-              "not all-shared, drawn to match the all-shared set's count and |m| distribution (bins of the "
-              "all-shared set's own sorted |m|; mean of the seeds). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the "
-              "top-k share. Matching check (mean neurons per layer; mean |m| per neuron):", "",
-              "| language | all-shared | null | other active | all neurons |", "|---|---|---|---|---|"]
+        for label, key in (("top-k share", "top_k_share"), ("pooled positive share", "pooled_positive_share")):
+            lines.append(f"| {m} | {label} | {_ci(h[f'all_shared_{key}'][m])} | {_ci(h[f'null_{key}'][m])} | "
+                         f"{_ci(h[f'null_any_{key}'][m])} |")
+    lines += ["", "The nulls: per example, language and layer, neurons that are not all-shared, drawn to match the "
+              "all-shared set's count and |m| distribution (bins of the all-shared set's own sorted |m|; mean of "
+              "the seeds), among the neurons active in that language (act > 0; `null (active)`) or among all "
+              "(`null (any)`). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the top-k "
+              "share. Matching check (mean neurons per layer; mean |m| per neuron):", "",
+              "| language | all-shared | null (active) | null (any) | other active | all neurons |",
+              "|---|---|---|---|---|---|"]
     for lang in attribution["languages"]:
         match = attribution["per_language"][lang]["matching"]
         lines.append(f"| {lang} | " + " | ".join(f"{match['count_per_layer'][s]:.0f}; {_num(match['mean_abs_m'][s])}"
@@ -115,17 +118,19 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
 
 def _matching_warning(attribution: dict) -> list[str]:
     """A plain warning when the null could not match all-shared's size (95%) or mean |m| (within 10%)."""
-    off = []
-    for lang in attribution["languages"]:
-        match = attribution["per_language"][lang]["matching"]
-        count, size = match.get("null_count_ratio"), match.get("null_abs_m_ratio")
-        if count is None or size is None or count < 0.95 or abs(size - 1) > 0.1:
-            off.append(f"{lang} (null/all-shared: {_num(count)}x the neurons, {_num(size)}x the mean |m|)")
-    if not off:
-        return []
-    return [f"**Warning: the null does not match all-shared in {', '.join(off)}: the same-language active "
-            "neurons outside all-shared are too few or too weak, so this null cannot tell sharing from "
-            "activation strength here.**", ""]
+    lines = []
+    for name, label in (("null", "null (active)"), ("null_any", "null (any)")):
+        off = []
+        for lang in attribution["languages"]:
+            match = attribution["per_language"][lang]["matching"]
+            count, size = match.get(f"{name}_count_ratio"), match.get(f"{name}_abs_m_ratio")
+            if count is None or size is None or count < 0.95 or abs(size - 1) > 0.1:
+                off.append(f"{lang} ({_num(count)}x the neurons, {_num(size)}x the mean |m|)")
+        if off:
+            lines += [f"**Warning: the {label} does not match all-shared in {', '.join(off)}: its pool has too "
+                      "few neurons of all-shared's |m|, so it cannot tell sharing from activation strength "
+                      "there.**", ""]
+    return lines
 
 
 def _completeness_lines(attribution: dict) -> list[str]:

@@ -9,8 +9,9 @@ The headline is the authors' notebook statistic: per language and layer, the sha
 score, per example) that are all-shared, averaged over examples (and over layers for one number). Beside it,
 a magnitude-matched null: per example, language and layer, neurons active in that language (act > 0), not
 all-shared, drawn to match the all-shared set's count and |m| distribution (`attribution.matched`), several
-seeds. Per-example values are kept (and saved for resume) so that every number gets a 95% bootstrap
-interval over examples.
+seeds; and a second null drawn the same way from every neuron that is not all-shared, whatever its
+activation (`null_any`). Per-example values are kept (and saved for resume) so that every number gets a
+95% bootstrap interval over examples.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from jaxneurons.pipeline.progress import load_progress, save_progress
 
 METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
-SETS = ("all_shared", "matched_null", "other_active", "all")  # neuron sets compared per language row
+NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
+SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
 COMPLETENESS_TOLERANCE = 0.05
 TARGET_TOKEN = ("the gold answer's first token (the notebook used the label word, e.g. ' entailment', as the "
                 "effective score's target)")
@@ -103,7 +105,8 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         act_v = np.asarray(act).reshape(-1, n, layers, width)[valid_b]
         m_v = np.asarray(m).reshape(-1, n, layers, width)[valid_b]
         codes_v = np.asarray(codes)[valid_b]
-        nulls = matched_nulls(act_v, m_v, codes_v, seeds, index)
+        nulls = {name: matched_nulls(act_v, m_v, codes_v, seeds, index, active_only=name == "null")
+                 for name in NULLS}
         _accumulate_sets(acc, rows, act_v, m_v, codes_v, nulls)
         for method in methods:
             if method == "ig":
@@ -129,20 +132,24 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     return result
 
 
-def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int) -> np.ndarray:
-    """bool [S, B, N, L, F]: per seed, per example, language and layer, neurons active in that language
-    (act > 0) that are not all-shared, drawn to match the all-shared set's count and |m| distribution."""
+def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
+                  active_only: bool = True) -> np.ndarray:
+    """bool [S, B, N, L, F]: per seed, per example, language and layer, neurons that are not all-shared
+    (active in that language, act > 0, unless active_only is False), drawn to match the all-shared set's
+    count and |m| distribution."""
     target = np.broadcast_to((codes_blf == ALL_SHARED)[:, None], act_bnlf.shape)
-    pool = act_bnlf > 0
+    pool = act_bnlf > 0 if active_only else np.ones(act_bnlf.shape, bool)
     abs_m = np.abs(m_bnlf)
-    return np.stack([magnitude_matched(abs_m, target, pool, np.random.default_rng([seed, batch_index]))
+    stream = [] if active_only else [1]
+    return np.stack([magnitude_matched(abs_m, target, pool, np.random.default_rng([seed, batch_index] + stream))
                      for seed in range(seeds)])
 
 
-def _set_masks(act_bnlf, codes_blf, nulls_sbnlf) -> list[np.ndarray]:
-    """SETS as float masks [B, N, L, F] (the null: mean over seeds)."""
+def _set_masks(act_bnlf, codes_blf, nulls: dict) -> list[np.ndarray]:
+    """SETS as float masks [B, N, L, F] (the nulls: mean over seeds)."""
     shared = np.broadcast_to((codes_blf == ALL_SHARED)[:, None], act_bnlf.shape)
-    return [shared.astype(np.float32), nulls_sbnlf.mean(0, dtype=np.float32),
+    return [shared.astype(np.float32), nulls["null"].mean(0, dtype=np.float32),
+            nulls["null_any"].mean(0, dtype=np.float32),
             ((act_bnlf > 0) & ~shared).astype(np.float32), np.ones(act_bnlf.shape, np.float32)]
 
 
@@ -157,8 +164,8 @@ def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np
                     f"{m}/mean_count": np.zeros((n, layers, 4)), f"{m}/max": np.full((n, layers, 4), -np.inf),
                     f"{m}/min": np.full((n, layers, 4), np.inf),
                     f"{m}/top_e": np.full((e, n, layers, 4), np.nan), f"{m}/positive_e": np.full((e, n, 4), np.nan),
-                    f"{m}/null_top_e": np.full((e, n, layers, seeds), np.nan),
-                    f"{m}/null_positive_e": np.full((e, n, seeds), np.nan),
+                    **{f"{m}/{name}_top_e": np.full((e, n, layers, seeds), np.nan) for name in NULLS},
+                    **{f"{m}/{name}_positive_e": np.full((e, n, seeds), np.nan) for name in NULLS},
                     f"{m}/set_score_e": np.full((e, n, sets), np.nan)})
     if "ig" in methods:
         acc.update({"ig/sum_e": np.full((e, n, layers), np.nan), "ig/change_e": np.full((e, n, layers), np.nan)})
@@ -177,20 +184,21 @@ def _accumulate(acc, method, stats, valid_b) -> None:
 
 
 def _accumulate_examples(acc, method, rows, stats, valid_b, s_bnlf, in_top_bnlf, act_bnlf, codes_blf,
-                         nulls_sbnlf) -> None:
-    """Per example: top-k category counts, positive score per category, the null's share of both."""
+                         nulls: dict) -> None:
+    """Per example: top-k category counts, positive score per category, the nulls' share of both."""
     acc[f"{method}/top_e"][rows] = stats["top_counts"][valid_b]
     acc[f"{method}/positive_e"][rows] = stats["positive"][valid_b]
-    acc[f"{method}/null_top_e"][rows] = np.moveaxis((nulls_sbnlf & in_top_bnlf).sum(-1), 0, -1)
     positive = np.maximum(s_bnlf, 0)
-    acc[f"{method}/null_positive_e"][rows] = np.moveaxis((nulls_sbnlf * positive).sum((-1, -2)), 0, -1)
+    for name, null_sbnlf in nulls.items():
+        acc[f"{method}/{name}_top_e"][rows] = np.moveaxis((null_sbnlf & in_top_bnlf).sum(-1), 0, -1)
+        acc[f"{method}/{name}_positive_e"][rows] = np.moveaxis((null_sbnlf * positive).sum((-1, -2)), 0, -1)
     acc[f"{method}/set_score_e"][rows] = np.stack(
-        [(mask * s_bnlf).sum((-1, -2)) for mask in _set_masks(act_bnlf, codes_blf, nulls_sbnlf)], -1)
+        [(mask * s_bnlf).sum((-1, -2)) for mask in _set_masks(act_bnlf, codes_blf, nulls)], -1)
 
 
-def _accumulate_sets(acc, rows, act_bnlf, m_bnlf, codes_blf, nulls_sbnlf) -> None:
+def _accumulate_sets(acc, rows, act_bnlf, m_bnlf, codes_blf, nulls: dict) -> None:
     """Per example, language and layer: size and summed |m| of each of SETS (does the matching work?)."""
-    masks = _set_masks(act_bnlf, codes_blf, nulls_sbnlf)
+    masks = _set_masks(act_bnlf, codes_blf, nulls)
     acc["set_count_e"][rows] = np.stack([mask.sum(-1) for mask in masks], -1)
     acc["set_abs_m_e"][rows] = np.stack([(mask * np.abs(m_bnlf)).sum(-1) for mask in masks], -1)
 
@@ -254,8 +262,6 @@ def _method_summary(acc, m, n, done, top_k, ci) -> dict:
     top_el4 = acc[f"{m}/top_e"][done, n] / top_k
     positive_e4 = acc[f"{m}/positive_e"][done, n]
     total_e = positive_e4.sum(-1)
-    null_top_el = acc[f"{m}/null_top_e"][done, n].mean(-1) / top_k
-    null_positive_e = acc[f"{m}/null_positive_e"][done, n].mean(-1)
     shared_top_el = top_el4[..., ALL_SHARED]
     summary = {
         "top_share": {c: (top_el4[..., i].mean(0) * 100).tolist() for i, c in enumerate(CATEGORIES)},
@@ -263,11 +269,14 @@ def _method_summary(acc, m, n, done, top_k, ci) -> dict:
         "top_k_share": {c: {"per_layer": ci(top_el4[..., i]), "mean": ci(top_el4[..., i].mean(-1))}
                         for i, c in enumerate(CATEGORIES)},
         "pooled_positive_share": {c: ci(positive_e4[:, i], total_e) for i, c in enumerate(CATEGORIES)},
-        "null": {"top_k_share": {"per_layer": ci(null_top_el), "mean": ci(null_top_el.mean(-1))},
-                 "pooled_positive_share": ci(null_positive_e, total_e),
-                 "top_k_share_per_seed": (acc[f"{m}/null_top_e"][done, n].mean((0, 1)) / top_k * 100).tolist()},
-        "all_shared_minus_null": {"top_k_share": ci(shared_top_el.mean(-1) - null_top_el.mean(-1))},
     }
+    for name in NULLS:
+        null_top_el = acc[f"{m}/{name}_top_e"][done, n].mean(-1) / top_k
+        summary[name] = {"top_k_share": {"per_layer": ci(null_top_el), "mean": ci(null_top_el.mean(-1))},
+                         "pooled_positive_share": ci(acc[f"{m}/{name}_positive_e"][done, n].mean(-1), total_e),
+                         "top_k_share_per_seed": (acc[f"{m}/{name}_top_e"][done, n].mean((0, 1)) / top_k
+                                                  * 100).tolist()}
+        summary[f"all_shared_minus_{name}"] = {"top_k_share": ci(shared_top_el.mean(-1) - null_top_el.mean(-1))}
     e = max(float(done.sum()), 1.0)
     mean = acc[f"{m}/mean"][n] / np.maximum(acc[f"{m}/mean_count"][n], 1)
     summary["score"] = {c: {"max": _finite(acc[f"{m}/max"][n][:, i]), "min": _finite(acc[f"{m}/min"][n][:, i]),
@@ -285,12 +294,14 @@ def _matching_summary(acc, n, done, methods) -> dict:
     abs_m = acc["set_abs_m_e"][done, n].sum((0, 1))
     total = count_els.sum((0, 1))
     mean_abs_m = [float(abs_m[i] / total[i]) if total[i] else None for i in range(len(SETS))]
-    shared, null = SETS.index("all_shared"), SETS.index("matched_null")
-    return {"sets": list(SETS), "count_per_layer": {s: float(count_els[..., i].mean()) for i, s in enumerate(SETS)},
-            "mean_abs_m": dict(zip(SETS, mean_abs_m)),
-            "null_count_ratio": float(total[null] / total[shared]) if total[shared] else None,
-            "null_abs_m_ratio": mean_abs_m[null] / mean_abs_m[shared] if mean_abs_m[null] and mean_abs_m[shared]
-            else None}
+    shared = SETS.index("all_shared")
+    out = {"sets": list(SETS), "count_per_layer": {s: float(count_els[..., i].mean()) for i, s in enumerate(SETS)},
+           "mean_abs_m": dict(zip(SETS, mean_abs_m))}
+    for name, null in zip(NULLS, (SETS.index("matched_null"), SETS.index("matched_any"))):
+        out[f"{name}_count_ratio"] = float(total[null] / total[shared]) if total[shared] else None
+        out[f"{name}_abs_m_ratio"] = (mean_abs_m[null] / mean_abs_m[shared] if mean_abs_m[null] and
+                                      mean_abs_m[shared] else None)
+    return out
 
 
 def headline(result: dict) -> dict:
@@ -307,6 +318,8 @@ def headline(result: dict) -> dict:
             "null_top_k_share": {m: entry[m]["null"]["top_k_share"]["mean"] for m in methods},
             "all_shared_pooled_positive_share": {m: entry[m]["pooled_positive_share"]["all_shared"] for m in methods},
             "null_pooled_positive_share": {m: entry[m]["null"]["pooled_positive_share"] for m in methods},
+            "null_any_top_k_share": {m: entry[m]["null_any"]["top_k_share"]["mean"] for m in methods},
+            "null_any_pooled_positive_share": {m: entry[m]["null_any"]["pooled_positive_share"] for m in methods},
             "all_shared_neuron_pct": result["neuron_share"]["all_shared"],
             "all_shared_neuron_pct_ci": result["neuron_share_ci"]["all_shared"],
             "all_shared_attribution_pct": {m: entry[m]["attribution_share"]["all_shared"] for m in methods}}
