@@ -61,21 +61,26 @@ def plot_attribution_share(attribution: dict, path: str) -> str:
 
 
 def plot_interventions(interventions: dict, path: str) -> str:
-    """Per run group: mean accuracy over languages, and the contribution mass it removes, with 95% error bars."""
+    """Per run group: mean accuracy over languages, the gold answer's log-probability change from clean, and
+    the contribution mass the set removes, with 95% error bars."""
     sets = interventions["sets"]
     names = list(sets)
-    fig, (acc_ax, mass_ax) = _new_figure(2)
+    panels = [("accuracy (%)", lambda s: s["accuracy"]["mean"]),
+              ("gold log-prob change from clean (nats)", lambda s: s.get("gold_logprob_change")),
+              ("contribution mass removed (%)", lambda s: s["removed_mass"])]
+    fig, axes = _new_figure(len(panels))
     x = np.arange(len(names))
     colors = [CATEGORY_COLORS.get(n.removesuffix("_count"), "black" if n == "clean" else "tab:purple")
               for n in names]
-    for ax, key, label in ((acc_ax, "accuracy", "mean accuracy (%)"), (mass_ax, "removed_mass",
-                                                                          "contribution mass removed (%)")):
-        stats = [sets[n][key]["mean"] if key == "accuracy" else sets[n][key] for n in names]
+    for ax, (label, get) in zip(axes, panels):
+        stats = [get(sets[n]) or {"value": None, "ci95": None} for n in names]
         ax.bar(x, [_zero(s["value"]) for s in stats], 0.7, color=colors, yerr=_yerr(stats), capsize=3)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
-        ax.set(ylabel=label, ylim=(0, 100))
-    acc_ax.set_title(f"Accuracy with neurons deactivated ({interventions['meta']['positions']} position)")
-    mass_ax.set_title("What each set removes (error bars: 95% bootstrap)")
+        ax.set(ylabel=label)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"Neurons deactivated at the {interventions['meta']['positions']} position "
+                 "(error bars: 95% bootstrap over examples)")
     return _save(fig, path)
 
 
@@ -159,12 +164,13 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
              f"{meta['num_examples']} examples; vs all-shared: control minus all-shared-off accuracy (paired), "
              "exact sign test over examples.", "",
              "| set | neurons per layer | mean abs m | removed mass | mean accuracy | change from clean | "
-             "vs all-shared (pp) | sign test p |", "|---" * 8 + "|"]
+             "gold log-prob change (nats) | vs all-shared (pp) | sign test p |", "|---" * 9 + "|"]
     for name, s in sets.items():
         test = tests.get(name, {}).get("correct")
         versus = (f"{_ci(test['difference'], '')} | {test['sign_test_p']:.3g}" if test else "| ")
         lines.append(f"| {name} | {s['neurons_per_layer']:.0f} | {_num(s['mean_abs_m'])} | {_ci(s['removed_mass'])} | "
-                     f"{_ci(s['accuracy']['mean'])} | {_ci(s['delta']['mean'], ' pp')} | {versus} |")
+                     f"{_ci(s['accuracy']['mean'])} | {_ci(s['delta']['mean'], ' pp')} | "
+                     f"{_ci(s.get('gold_logprob_change'), '')} | {versus} |")
     lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",
               "|---" * (len(languages) + 1) + "|"]
     for name, s in sets.items():

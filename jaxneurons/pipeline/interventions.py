@@ -231,13 +231,15 @@ def _per_example(acc, run, done, task, examples, languages) -> dict[str, np.ndar
 
 
 def _set_summary(values: dict, clean: dict, languages, counts) -> dict:
-    """Accuracy and its paired change from clean per language and mean, removed mass, size, per-neuron |m|."""
+    """Accuracy and its paired change from clean per language and mean, the paired change of the gold answer's
+    log-probability (nats, mean over languages), removed mass, size, per-neuron |m|."""
     ci = functools.partial(estimate, counts=counts)
     change = values["correct"] - clean["correct"]
     neurons = values["count"].sum() * len(languages)
     return {"accuracy": {**{l: ci(values["correct"][:, i]) for i, l in enumerate(languages)},
                          "mean": ci(values["correct"].mean(-1))},
             "delta": {**{l: ci(change[:, i]) for i, l in enumerate(languages)}, "mean": ci(change.mean(-1))},
+            "gold_logprob_change": ci((values["gold_logprob"] - clean["gold_logprob"]).mean(-1), scale=1.0),
             "removed_mass": ci(values["mass"].mean(-1)),
             "neurons_per_layer": float(values["count"].mean()),
             "mean_abs_m": float(values["abs_m"].sum() / neurons) if neurons else None,
