@@ -52,14 +52,12 @@ def naive_ig(config, length: int, steps: int, layers: list[int]) -> float:
 
 
 def replay_layer_counts(config, layers: list[int]) -> dict[str, list[int]]:
-    """Layers computed per replay: jaxneurons' plan (grouped target layers when `ig.replay_plan` exists,
-    else every target layer replays all layers), and the triangular minimum (target l needs l..L-1)."""
-    from jaxneurons.attribution import ig
+    """Layers computed per replay of each target layer: jaxneurons' grouped plan (`ig.replay_plan`), v0.1's
+    design (every target layer replayed all layers, the lower ones discarded) and the triangular minimum
+    (target l needs layers l..L-1)."""
+    from jaxneurons.attribution.ig import replay_plan
 
     L = config.num_layers
-    plan = getattr(ig, "replay_plan", None)
-    if plan is None:
-        ours = [L] * len(layers)
-    else:
-        ours = [L - start for start, group in plan(L, layers) for _ in group]
-    return {"jaxneurons": ours, "triangular": [L - l for l in layers]}
+    ours = {l: L - start for start, group in replay_plan(L, layers) for l in group}
+    return {"jaxneurons": [ours[l] for l in layers], "v0.1": [L] * len(layers),
+            "triangular": [L - l for l in layers]}

@@ -96,6 +96,9 @@ def ig_rows(shape, sides, targets):
                  f"{ours['all_layers_triangular_flops_per_example'] / 1e9:.3g} / "
                  f"{ours['all_layers_naive_flops_per_example'] / 1e9:.3g}", f"{excess:.2f}x the minimum",
                  _verdict(targets, "ig_flops", excess)])
+    before = ours["all_layers_v01_flops_per_example"] / ours["all_layers_triangular_flops_per_example"]
+    rows.append([shape, "IG GFLOP per example, all layers, v0.1's replay (every target layer ran all layers)",
+                 f"{ours['all_layers_v01_flops_per_example'] / 1e9:.3g}", "", f"{before:.2f}x the minimum", ""])
     return rows
 
 

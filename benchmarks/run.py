@@ -154,6 +154,7 @@ def ig_flops(config, layers, length, steps) -> dict:
             "layer_replays_per_alpha": sum(counts["jaxneurons"]),
             "triangular_flops_per_example": flops.replay_ig(config, length, steps, counts["triangular"]),
             "all_layers_flops_per_example": flops.replay_ig(config, length, steps, everything["jaxneurons"]),
+            "all_layers_v01_flops_per_example": flops.replay_ig(config, length, steps, everything["v0.1"]),
             "all_layers_triangular_flops_per_example": flops.replay_ig(config, length, steps,
                                                                        everything["triangular"]),
             "all_layers_naive_flops_per_example": flops.naive_ig(config, length, steps,
@@ -168,7 +169,8 @@ def integrated_gradients(model, lm, shape, device, base, emit):
     ids, steps = np.array(prompts, np.int32), FLAGS.ig_steps
 
     def ours():
-        result = jn.integrated_gradients(lm, ids, [IG_TARGET] * len(prompts), steps=steps, layers=layers)
+        result = jn.integrated_gradients(lm, ids, [IG_TARGET] * len(prompts), steps=steps, layers=layers,
+                                         rule="left")  # the baselines' alphas k/n (Knowledge Neurons)
         return result.attributions[:, layers]
 
     def torch_side(fn):
