@@ -116,8 +116,21 @@ def load_examples():
     task.check_languages(_LANGUAGES.value)
     task.check_split(_SPLIT.value)
     flags.FLAGS.prompt_format = task.check_prompt_format(_PROMPT_FORMAT.value)  # flags.txt records the one used
-    return task, task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value,
-                           _DATA_SOURCE.value, _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+    loaded = task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value, _DATA_SOURCE.value,
+                       _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+    check_readout(loaded.examples)
+    return task, loaded
+
+
+def check_readout(examples) -> None:
+    """Attribution and deactivation act at the prompt's last token: a formulation that reads the neurons at the
+    answer's end (harness) would attribute toward, or deactivate, neurons that have not read the item."""
+    answer_end = examples and examples[0].readout == "answer"
+    if answer_end and (_ATTRIBUTION.value or (_INTERVENTIONS.value and not _INTERVENE_ALL.value)):
+        raise ValueError(f"--prompt_format={_PROMPT_FORMAT.value} reads the neurons at the end of the gold answer; "
+                         "--attribution and --interventions work at the prompt's last token: run them with "
+                         "--prompt_format=paper (or another prompt-end format; --intervene_all_positions lifts "
+                         "this for --interventions)")
 
 
 def prompt_suffix() -> str:

@@ -22,7 +22,7 @@ NUM = 3
 def setup():
     lm = tiny_lm(seed=3)
     task = get_task("builtin_nli")
-    return lm, task, task.load(LANGS, num_examples=NUM).examples
+    return lm, task, task.load(LANGS, num_examples=NUM, prompt_format="paper").examples
 
 
 def _codes(acts_nlf):

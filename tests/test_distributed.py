@@ -29,7 +29,7 @@ def analyse(out: str, **kwargs) -> dict:
     from tests.test_pipeline import tiny_lm
 
     task = get_task("builtin_nli")
-    examples = task.load(LANGS, num_examples=NUM_EXAMPLES).examples
+    examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
     kwargs = {"batch_size": BATCH_SIZE, "thresholds": THRESHOLDS, "progress": False, "figures": False, **kwargs}
     return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, **kwargs)
 

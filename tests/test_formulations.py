@@ -65,6 +65,22 @@ def test_xnli_fewshot_prompts_are_parallel_and_use_dev_exemplars(name):
 
 
 @needs_data
+def test_xnli_harness_is_lm_evaluation_harness_format_in_each_language():
+    """'{premise}, {right}?' then ' {Yes|No|Also}, {hypothesis}' with each language's words, read at the answer."""
+    words = {"en": ("right", "Yes", "No", "Also"), "de": ("richtig", "Ja", "Nein", "Auch"),
+             "zh": ("正确", "是的", "不是的", "所以")}
+    result = get_task("xnli").load(list(words), split="test", num_examples=4, data_dir=DATA_DIR)  # the default
+    labels = (DATA_DIR / "xnli" / "test-labels.txt").read_text().splitlines()
+    for i, ex in enumerate(result.examples):
+        assert ex.readout == "answer"
+        for lang, (question, yes, no, also) in words.items():
+            premise, hypothesis = tsv_rows(DATA_DIR / "xnli" / f"test-{lang}.tsv")[i][:2]
+            assert ex.prompts[lang] == f"{premise}, {question}?"
+            assert ex.options[lang] == (f" {yes}, {hypothesis}", f" {no}, {hypothesis}", f" {also}, {hypothesis}")
+            assert ex.answers[lang] == ex.options[lang][LABEL_INDEX[labels[i]]]
+
+
+@needs_data
 def test_xnli_dev_evaluation_leaves_out_the_exemplars():
     result = get_task("xnli").load(["en", "de"], split="dev", data_dir=DATA_DIR, prompt_format="paper_fewshot")
     picked = pick_exemplars([tuple(r) for r in tsv_rows(DATA_DIR / "xnli" / "dev-en.tsv")], 1)
@@ -114,7 +130,7 @@ def test_prompt_suffix_is_appended_to_every_language(name):
 def test_every_task_has_paper_and_unknown_formats_name_the_flag():
     for task in TASKS.values():
         assert "paper" in task.prompt_formats and task.default_format in task.prompt_formats
-    with pytest.raises(ValueError, match=r"--prompt_format.*'nope'.*choices: paper"):
+    with pytest.raises(ValueError, match=r"--prompt_format.*'nope'.*choices: harness, paper"):
         get_task("builtin_nli").load(["en"], prompt_format="nope")
 
 
@@ -212,19 +228,24 @@ def gemma_installed() -> bool:
         return False
 
 
-@pytest.mark.skipif(not gemma_installed(), reason="zoo model gemma3-270m not installed")
-def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(tmp_path):
+@pytest.fixture(scope="module")
+def gemma():
+    if not gemma_installed():
+        pytest.skip("zoo model gemma3-270m not installed")
+    import jaxneurons as jn
+
+    return jn.load_model("gemma3-270m")
+
+
+def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(gemma, tmp_path):
     """The audit's finding, through the whole pipeline: with the paper's NLI prompt gemma3-270m answers ' true'
     to every built-in item (English, all 42), so its accuracy is chance, the warning fires and the
-    correct-vs-incorrect comparison is marked uninformative. (No formulation that keeps the read-out after the
-    whole input was measured above chance for gemma3-270m: BUILD_NOTES "Task formulations".)"""
-    import jaxneurons as jn
+    correct-vs-incorrect comparison is marked uninformative."""
     from jaxneurons.pipeline import run_sharing_analysis
 
     task = get_task("builtin_nli")
     examples = task.load(["en"], prompt_format="paper").examples
-    lm = jn.load_model("gemma3-270m")
-    sharing = run_sharing_analysis(lm, task, examples, ["en"], tmp_path, batch_size=8, thresholds=(0.0,),
+    sharing = run_sharing_analysis(gemma, task, examples, ["en"], tmp_path, batch_size=8, thresholds=(0.0,),
                                    progress=False, figures=False, prompt_format="paper")
     detail = sharing["accuracy_detail"]["en"]
     assert detail["n"] == 42 and detail["chance"] == pytest.approx(1 / 3)
@@ -232,3 +253,18 @@ def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(tmp_path):
     assert detail["value"] == pytest.approx(1 / 3) and detail["ci95"][0] < 1 / 3 < detail["ci95"][1]
     assert "not above chance" in detail["warning"] and "takes 100%" in detail["warning"]
     assert sharing["by_correctness"]["informative"] is False and sharing["prompt_format"] == "paper"
+
+
+@needs_data
+def test_gemma_is_above_chance_on_xnli_with_the_default_formulation(gemma, tmp_path):
+    """The default XNLI formulation (harness) puts gemma3-270m above chance: on the first 60 English test items
+    the 95% interval excludes 1/3 (measured on 150 items: en 0.487 [0.407, 0.567], de 0.420 [0.347, 0.493])."""
+    from jaxneurons.pipeline import run_sharing_analysis
+
+    task = get_task("xnli")
+    examples = task.load(["en"], split="test", num_examples=60, data_dir=DATA_DIR).examples
+    sharing = run_sharing_analysis(gemma, task, examples, ["en"], tmp_path, batch_size=8, thresholds=(0.0,),
+                                   progress=False, figures=False, prompt_format=task.default_format)
+    detail = sharing["accuracy_detail"]["en"]
+    assert sharing["prompt_format"] == "harness" and detail["n"] == 60
+    assert detail["ci95"][0] > 1 / 3 and detail["warning"] is None, detail

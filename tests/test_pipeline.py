@@ -65,8 +65,8 @@ def lm():
 
 @pytest.fixture(scope="module")
 def nli():
-    task = get_task("builtin_nli")
-    return task, task.load(LANGS, num_examples=NUM_EXAMPLES).examples
+    task = get_task("builtin_nli")  # the paper's prompt: these tests read the neurons at the prompt's end
+    return task, task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
 
 
 def run(lm, task, examples, out, **kwargs):
@@ -351,7 +351,7 @@ def smollm():
 def test_real_model_counts_match_direct_neurons(smollm, tmp_path):
     task = get_task("builtin_nli")
     languages = ["en", "de", "zh"]
-    examples = task.load(languages, num_examples=2).examples
+    examples = task.load(languages, num_examples=2, prompt_format="paper").examples
     sharing = run_sharing_analysis(smollm, task, examples, languages, str(tmp_path), batch_size=2,
                                    thresholds=THRESHOLDS, progress=False)
     with np.load(tmp_path / EXAMPLES_FILE) as npz:
@@ -361,3 +361,43 @@ def test_real_model_counts_match_direct_neurons(smollm, tmp_path):
             assert np.abs(npz["category_counts"][e] - counts).max() <= 2
             assert np.abs(npz["activated"][e] - activated).max() <= 2
     assert sharing["num_layers"] == 30 and sharing["neurons_per_layer"] == 1536
+
+
+# ---------------------------------------------------------------- read-out at the gold answer's end (harness)
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_harness_reads_neurons_at_the_gold_answers_end(lm, tmp_path, pack):
+    """With --prompt_format=harness the neurons are those of the row "prompt + gold answer" at its last token
+    (a plain per-row computation), and the answers are still scored from the prompt's end."""
+    task = get_task("builtin_nli")
+    examples = task.load(LANGS, num_examples=3, prompt_format="harness").examples
+    assert all(ex.readout == "answer" for ex in examples)
+    sharing, npz = run(lm, task, examples, str(tmp_path), pack=pack)
+    for e, example in enumerate(examples):
+        acts = []
+        for lang in LANGS:
+            ids = lm.tokenizer(example.prompts[lang])["input_ids"] + lm.tokenizer(
+                example.answers[lang], add_special_tokens=False)["input_ids"]
+            acts.append(np.asarray(lm.neurons(*pad_rows([ids], lm.pad_id, length=FIXED_LENGTH)))[0])
+        counts, activated = ref_counts(np.stack(acts), THRESHOLDS)
+        np.testing.assert_array_equal(npz["category_counts"][e], counts, err_msg=example.id)
+        np.testing.assert_array_equal(npz["activated"][e], activated, err_msg=example.id)
+    for e, example in enumerate(examples[:2]):  # scoring: whole options after the prompt, as before
+        scores = [direct_logprob(lm, example.prompts["en"], option)[0] for option in example.options["en"]]
+        assert bool(npz["correct"][e, 0]) == (int(np.argmax(scores)) == example.gold["en"])
+
+
+def test_answer_end_readout_is_refused_where_it_cannot_work(lm, tmp_path):
+    from jaxneurons.pipeline.attribution import run_attribution_analysis
+    from jaxneurons.pipeline.errors import PipelineInputError
+    from jaxneurons.pipeline.interventions import run_interventions
+
+    task = get_task("builtin_nli")
+    examples = task.load(LANGS, num_examples=2, prompt_format="harness").examples
+    with pytest.raises(PipelineInputError, match="positions='last'"):
+        run(lm, task, examples, str(tmp_path), positions="all")
+    with pytest.raises(PipelineInputError, match="prompt-end format"):
+        run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), ["contribution"], progress=False)
+    with pytest.raises(PipelineInputError, match="prompt-end format"):
+        run_interventions(lm, task, examples, LANGS, str(tmp_path), ["all_shared"], progress=False)

@@ -40,7 +40,7 @@ def assert_parallel(result, languages):
 @needs_data
 def test_xnli_test_prompt_matches_raw_file():
     langs = ["en", "de", "zh", "th"]
-    result = get_task("xnli").load(langs, split="test", num_examples=20, data_dir=DATA_DIR)
+    result = get_task("xnli").load(langs, split="test", num_examples=20, data_dir=DATA_DIR, prompt_format="paper")
     assert len(result.examples) == 20 and result.skipped == {}
     assert_parallel(result, langs)
     premise, hypothesis = tsv_row(DATA_DIR / "xnli" / "test-de.tsv", 17)

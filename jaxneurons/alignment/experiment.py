@@ -31,6 +31,10 @@ def load_examples(task, languages: Sequence[str], train_split: str, eval_split: 
     overlap = {e.id for e in train_ex} & {e.id for e in eval_ex}
     if overlap:
         raise ValueError(f"train and eval share examples: {sorted(overlap)[:3]}")
+    if any(e.readout != "prompt" for e in train_ex):
+        raise ValueError(f"--prompt_format={prompt_format} reads the neurons at the gold answer's end; the alignment "
+                         "objective reads them at the prompt's last token: choose a prompt-end format "
+                         "(e.g. --prompt_format=paper)")
     return train_ex, eval_ex
 
 

@@ -84,6 +84,10 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         raise PipelineInputError(f"unknown attribution methods {unknown}; choose from {list(METHODS)}")
     if seeds < 1 or bootstrap < 0:
         raise PipelineInputError(f"need seeds >= 1 and bootstrap >= 0, got {seeds} and {bootstrap}")
+    if any(ex.readout != "prompt" for ex in examples):
+        raise PipelineInputError("these examples read the neurons at the gold answer's end; attribution scores the "
+                                 "answer's first token from the prompt's last token: load them with a prompt-end "
+                                 "format (e.g. prompt_format='paper')")
     n, layers, width = len(languages), lm.config.num_layers, lm.config.intermediate_size
     k = scaled_top_k(width, top_k)
     identity = {"model": str(lm.source), "task": task.name, "languages": list(languages), "methods": methods,

@@ -46,6 +46,7 @@ class TokenizedRow:
     prompt: tuple[int, ...]
     continuations: tuple[tuple[int, ...], ...]
     option_index: tuple[int, ...]  # the option each continuation is (0 for open answers)
+    readout_extra: int = 0  # the neurons are read this many tokens after the prompt's end (into the gold answer)
 
     @property
     def longest(self) -> int:
@@ -58,7 +59,7 @@ class Forward:
 
     ids_rt: np.ndarray
     mask_rt: np.ndarray
-    record_index_r: np.ndarray  # the prompt's last token
+    record_index_r: np.ndarray  # where the neurons are read: the prompt's last token (or the gold answer's)
     logit_positions_rk: np.ndarray  # positions whose logits predict the continuation's tokens
     targets_rk: np.ndarray  # the continuation's tokens
     target_mask_rk: np.ndarray  # False past a continuation's end (and for rows with none)
@@ -160,7 +161,8 @@ def tokenize_examples(tokenizer, examples: Sequence, languages: Sequence[str], s
             tokens = tuple(continuation_ids[t] for t in conts)
             if any(len(t) == 0 for t in tokens):
                 raise PipelineInputError(f"example {ex.id!r} ({lang}): an answer continuation tokenizes to no tokens")
-            row.append(_longest_first(TokenizedRow(prompt_ids[i], tokens, option_index)))
+            extra = len(tokens[0]) if ex.readout == "answer" else 0
+            row.append(_longest_first(TokenizedRow(prompt_ids[i], tokens, option_index, extra)))
             i += 1
         rows.append(row)
     return rows
@@ -186,7 +188,7 @@ def _longest_first(row: TokenizedRow) -> TokenizedRow:
     rest = sorted(range(1, len(row.continuations)), key=lambda i: -len(row.continuations[i]))
     order = (0, *rest)
     return TokenizedRow(row.prompt, tuple(row.continuations[i] for i in order),
-                        tuple(row.option_index[i] for i in order))
+                        tuple(row.option_index[i] for i in order), row.readout_extra)
 
 
 def _check_examples(examples: Sequence, languages: Sequence[str], scoring: str) -> None:
@@ -256,15 +258,17 @@ class BatchPlan:
 
         if self.packing is not None:
             k = bucket_length(max(len(c) for ex in self.rows for r in ex for c in r.continuations), minimum=1)
-            build = lambda conts: _build_packed(rows, conts, valid_r, self.pad_id, self.packing, k)
-            neuron, scoring_slots = build(slot(0)), self.packing.scoring_slots
+            build = lambda conts, readout=False: _build_packed(rows, conts, valid_r, self.pad_id, self.packing, k,
+                                                                 readout)
+            neuron, scoring_slots = build(slot(0), True), self.packing.scoring_slots
         else:
             length = bucket_length(max(r.longest for r in rows))
             k = bucket_length(max(len(c) for r in rows for c in r.continuations), minimum=1)
-            build = lambda conts: _build_forward(rows, conts, valid_r, self.pad_id, self.padding_side, length, k)
+            build = lambda conts, readout=False: _build_forward(rows, conts, valid_r, self.pad_id,
+                                                                  self.padding_side, length, k, readout)
             multi_token = [any(c is not None and len(c) > 1 for c in slot(s)) for s in range(num_slots)]
             if self.positions == "last":
-                neuron = build(slot(0))
+                neuron = build(slot(0), True)
                 scoring_slots = tuple(s for s in range(1, num_slots) if multi_token[s])
             else:  # neurons over the prompt only: the max over tokens must not see the answer
                 neuron = _build_forward(rows, [None] * len(rows), valid_r, self.pad_id, self.padding_side,
@@ -295,6 +299,9 @@ def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str
         raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {positions!r}")
     if padding_side not in PADDING_SIDES:
         raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    if positions != "last" and any(r.readout_extra for ex in rows for r in ex):
+        raise PipelineInputError("this formulation reads the neurons at the end of the gold answer, which needs "
+                                 "positions='last' (--positions=last), or choose another --prompt_format")
     if pack and positions != "last":
         raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed "
                                  "sequences); run positions='all' without packing")
@@ -352,9 +359,9 @@ def _place_example(example: list[TokenizedRow], bins: dict[int, _Bins]) -> bool:
 
 
 def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
-                  pad_id: int, packing: Packing, k: int) -> Forward:
+                  pad_id: int, packing: Packing, k: int, readout: bool = False) -> Forward:
     """Lay the valid rows that have a continuation one after another into the bins (best fit, row order:
-    the placement the plan made)."""
+    the placement the plan made). readout: the neurons are read `readout_extra` tokens into the (gold) answer."""
     bins_n, length, segs = packing.bins, packing.length, packing.segments
     ids = np.full((bins_n, length), pad_id, np.int32)
     segments = np.zeros((bins_n, length), np.int32)
@@ -373,8 +380,9 @@ def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None],
         start, j, n = fill[b], count[b], len(conts[r])
         ids[b, start:start + len(seq)] = seq
         segments[b, start:start + len(seq)] = j + 1
-        record_index[b, j] = start + len(rows[r].prompt) - 1
-        logit_positions[b, j * k:(j + 1) * k] = record_index[b, j] + np.minimum(np.arange(k), n - 1)
+        prompt_end = start + len(rows[r].prompt) - 1
+        record_index[b, j] = prompt_end + (rows[r].readout_extra if readout else 0)
+        logit_positions[b, j * k:(j + 1) * k] = prompt_end + np.minimum(np.arange(k), n - 1)
         row_slot_r[r] = b * segs + j
         targets_rk[r, :n], target_mask_rk[r, :n] = conts[r], True
         fill[b], count[b] = start + len(seq), j + 1
@@ -383,14 +391,15 @@ def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None],
 
 
 def _build_forward(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
-                   pad_id: int, side: str, length: int, k: int) -> Forward:
+                   pad_id: int, side: str, length: int, k: int, readout: bool = False) -> Forward:
     """Pad prompt + continuation rows to `length`; continuation targets padded to `k`."""
     conts = [c or () for c in conts]
     sequences = [row.prompt + c for row, c in zip(rows, conts)]
     ids_rt, mask_rt = pad_rows(sequences, pad_id, side, length=length)
     offset_r = np.array([length - len(s) if side == "left" else 0 for s in sequences])
-    record_index_r = offset_r + np.array([len(row.prompt) for row in rows]) - 1
-    logit_positions_rk = np.repeat(record_index_r[:, None], k, axis=1)
+    prompt_end_r = offset_r + np.array([len(row.prompt) for row in rows]) - 1
+    record_index_r = prompt_end_r + (np.array([row.readout_extra for row in rows]) if readout else 0)
+    logit_positions_rk = np.repeat(prompt_end_r[:, None], k, axis=1)
     targets_rk = np.zeros((len(rows), k), np.int32)
     target_mask_rk = np.zeros((len(rows), k), bool)
     for r, c in enumerate(conts):

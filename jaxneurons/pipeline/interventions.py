@@ -124,6 +124,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         raise PipelineInputError(f"unknown interventions {unknown}; choose from {list(KINDS)}")
     if seeds < 1 or bootstrap < 0:
         raise PipelineInputError(f"need seeds >= 1 and bootstrap >= 0, got {seeds} and {bootstrap}")
+    if not all_positions and any(ex.readout != "prompt" for ex in examples):
+        raise PipelineInputError("these examples read the neurons at the gold answer's end, where deactivating them "
+                                 "cannot change the scored answer: load them with a prompt-end format "
+                                 "(e.g. prompt_format='paper') or deactivate at all positions")
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     plan = plan_batches(rows, batch_size, "last", "right", lm.pad_id)

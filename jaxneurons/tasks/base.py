@@ -37,6 +37,8 @@ class ParallelExample:
       gold: language -> index of the gold option (0 for open-answer tasks).
       answers: language -> gold continuation text, including the leading space where the
         language puts one (``" true"``; none after a zh/th/ja prompt that ends without a space).
+      readout: where the neurons are read: "prompt" (the prompt's last token, the paper's) or "answer"
+        (the gold answer's last token, for formulations whose answer carries part of the input).
     """
 
     id: str
@@ -44,6 +46,7 @@ class ParallelExample:
     options: dict[str, tuple[str, ...]] | None
     gold: dict[str, int]
     answers: dict[str, str]
+    readout: str = "prompt"
 
     @property
     def languages(self) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ class BuiltinNLI(Task):
     needs_data_dir = False
     directory: Path | None = None  # tests may point this elsewhere
     prompt_formats = NLI_FORMAT_HELP
-    default_format = "paper"
+    default_format = "harness"
 
     def _load_local(self, languages, split, num_examples, root, issues: Issues, prompt_format="paper"):
         fmt, examples = NLI_FORMATS[prompt_format], []
@@ -57,13 +57,12 @@ class BuiltinNLI(Task):
                               f"{list(NLI_LABELS)} and premise/hypothesis in {languages}")
                 continue
             gold = NLI_LABELS[item["label"]]
+            rendered = {lang: fmt.render(lang, t["premise"], t["hypothesis"], exemplars[lang])
+                        for lang, t in texts.items()}
             examples.append(ParallelExample(
-                id=f"builtin_nli-{item['id']}",
-                prompts={lang: fmt.prompt(t["premise"], t["hypothesis"], exemplars[lang]) for lang, t in texts.items()},
-                options={lang: fmt.options for lang in languages},
-                gold={lang: gold for lang in languages},
-                answers={lang: fmt.options[gold] for lang in languages},
-            ))
+                id=f"builtin_nli-{item['id']}", prompts={lang: r[0] for lang, r in rendered.items()},
+                options={lang: r[1] for lang, r in rendered.items()}, gold={lang: gold for lang in languages},
+                answers={lang: r[1][gold] for lang, r in rendered.items()}, readout=fmt.readout))
         return examples
 
     def _exemplars(self, languages, per_label: int) -> dict[str, list[tuple[str, str, str]]]:

@@ -49,6 +49,7 @@ class NLIFormat:
     template: str
     options: tuple[str, str, str]
     shots_per_label: int = 0
+    readout = "prompt"
 
     def prompt(self, premise: str, hypothesis: str, exemplars: Sequence[Row] = ()) -> str:
         """The prompt for one item, after the rendered exemplars (premise, hypothesis, label name)."""
@@ -56,15 +57,52 @@ class NLIFormat:
                         for p, h, label in exemplars)
         return shots + self.template.format(premise=premise, hypothesis=hypothesis)
 
+    def render(self, lang: str, premise: str, hypothesis: str, exemplars: Sequence[Row] = ()):
+        """(prompt, options) of one item in one language."""
+        return self.prompt(premise, hypothesis, exemplars), self.options
+
+
+# lm-evaluation-harness' XNLI words (lm_eval/tasks/xnli/utils.py): the question word and the entailment /
+# contradiction / neutral connectives, per language. Arabic: the harness has "رقم" ("number") for "no"; "لا" here.
+HARNESS_WORDS = {
+    "en": ("right", "Yes", "No", "Also"), "de": ("richtig", "Ja", "Nein", "Auch"),
+    "es": ("correcto", "Sí", "No", "Asi que"), "fr": ("correct", "Oui", "Non", "Aussi"),
+    "ru": ("правильно", "Да", "Нет", "Так"), "th": ("ถูกต้อง", "ใช่", "ไม่", "ดังนั้น"),
+    "tr": ("doğru", "Evet", "Hayır", "Böylece"), "vi": ("đúng", "Vâng", "Không", "Vì vậy"),
+    "zh": ("正确", "是的", "不是的", "所以"), "ar": ("صحيح", "نعم", "لا", "لذا"), "bg": ("правилно", "да", "не", "така"),
+    "el": ("σωστός", "Ναί", "όχι", "Έτσι"), "hi": ("सही", "हाँ", "नहीं", "इसलिए"),
+    "sw": ("sahihi", "Ndiyo", "Hapana", "Hivyo"), "ur": ("صحیح", "جی ہاں", "نہیں", "اس لئے"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HarnessFormat:
+    """lm-evaluation-harness' XNLI: prompt "{premise}, {right}?", options " {Yes|No|Also}, {hypothesis}" in the
+    item's language, scored as whole continuations. The hypothesis is in the answer, so the neurons are read at
+    the gold answer's last token (ParallelExample.readout = "answer"), where the model has read the whole item."""
+
+    readout = "answer"
+    shots_per_label = 0
+
+    def render(self, lang: str, premise: str, hypothesis: str, exemplars: Sequence[Row] = ()):
+        if lang not in HARNESS_WORDS:
+            raise TaskDataError(f"--prompt_format=harness has no words for language {lang!r}; "
+                                f"it has {', '.join(HARNESS_WORDS)}")
+        question, *labels = HARNESS_WORDS[lang]
+        return f"{premise}, {question}?", tuple(f" {word}, {hypothesis}" for word in labels)
+
 
 QA_TEMPLATE = "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:"
-NLI_FORMATS: dict[str, NLIFormat] = {
+NLI_FORMATS: dict[str, NLIFormat | HarnessFormat] = {
+    "harness": HarnessFormat(),
     "paper": NLIFormat(XNLI_TEMPLATE, NLI_OPTIONS),
     "paper_fewshot": NLIFormat(XNLI_TEMPLATE + "\nAnswer:", NLI_OPTIONS, shots_per_label=1),
     "qa": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither")),
     "qa_fewshot": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither"), shots_per_label=1),
 }
 NLI_FORMAT_HELP = {
+    "harness": "lm-evaluation-harness' '{premise}, right? Yes|No|Also, {hypothesis}' in the item's language, "
+               "neurons read at the gold answer's end (the default: above chance on gemma3-270m)",
     "paper": "the paper's prompt, options ' true' / ' false' / ' inconclusive'",
     "paper_fewshot": "3 solved exemplars (1 per label, from dev) in the paper's prompt + '\\nAnswer:', then the item",
     "qa": "'{premise}\\nQuestion: {hypothesis} True, False or Neither?\\nAnswer:' (GPT-3 style), zero-shot",
@@ -116,15 +154,12 @@ def build_nli_examples(
         if bad:
             issues.report("unknown_label", f"{where}, row {i + 1}: unknown label(s) {bad}; expected one of {list(NLI_LABELS)}")
             continue
-        examples.append(
-            ParallelExample(
-                id=f"{id_prefix}-{i}",
-                prompts={lang: fmt.prompt(row[0], row[1], exemplar_rows.get(lang, ())) for lang, row in rows.items()},
-                options={lang: fmt.options for lang in langs},
-                gold={lang: NLI_LABELS[row[2]] for lang, row in rows.items()},
-                answers={lang: fmt.options[NLI_LABELS[row[2]]] for lang, row in rows.items()},
-            )
-        )
+        rendered = {lang: fmt.render(lang, row[0], row[1], exemplar_rows.get(lang, ())) for lang, row in rows.items()}
+        gold = {lang: NLI_LABELS[row[2]] for lang, row in rows.items()}
+        examples.append(ParallelExample(
+            id=f"{id_prefix}-{i}", prompts={lang: r[0] for lang, r in rendered.items()},
+            options={lang: r[1] for lang, r in rendered.items()}, gold=gold,
+            answers={lang: r[1][gold[lang]] for lang, r in rendered.items()}, readout=fmt.readout))
     return examples
 
 
@@ -150,7 +185,7 @@ class XNLI(Task):
     hub_id = "facebook/xnli"
 
     prompt_formats = NLI_FORMAT_HELP
-    default_format = "paper"
+    default_format = "harness"
 
     def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         folder = root / "xnli"
