@@ -117,26 +117,26 @@ def _stop_after_first_save(monkeypatch, module):
 
 
 def test_attribution_interrupted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
-    lm, task, examples = setup
     kwargs = dict(methods=["contribution"], top_k=3, batch_size=1, progress=False, seeds=2, bootstrap=50)
-    whole = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
-    with monkeypatch.context() as patch:
-        _stop_after_first_save(patch, attribution_module)
-        with pytest.raises(KeyboardInterrupt):
-            run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "b"), **kwargs)
-    resumed = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "b"), resume=True, **kwargs)
-    assert resumed == whole
+    _assert_resume_equals_uninterrupted(run_attribution_analysis, attribution_module, setup, tmp_path, monkeypatch,
+                                        **kwargs)
 
 
 def test_interventions_interrupted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
-    lm, task, examples = setup
     kwargs = dict(kinds=["all_shared", "specific", "magnitude"], batch_size=1, seeds=2, progress=False, bootstrap=50)
-    whole = run_interventions(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
+    _assert_resume_equals_uninterrupted(run_interventions, interventions_module, setup, tmp_path, monkeypatch,
+                                        **kwargs)
+
+
+def _assert_resume_equals_uninterrupted(run, module, setup, tmp_path, monkeypatch, **kwargs):
+    """A pass killed after its first save, then resumed, writes exactly what an uninterrupted pass writes."""
+    lm, task, examples = setup
+    whole = run(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
     with monkeypatch.context() as patch:
-        _stop_after_first_save(patch, interventions_module)
+        _stop_after_first_save(patch, module)
         with pytest.raises(KeyboardInterrupt):
-            run_interventions(lm, task, examples, LANGS, str(tmp_path / "b"), **kwargs)
-    resumed = run_interventions(lm, task, examples, LANGS, str(tmp_path / "b"), resume=True, **kwargs)
+            run(lm, task, examples, LANGS, str(tmp_path / "b"), **kwargs)
+    resumed = run(lm, task, examples, LANGS, str(tmp_path / "b"), resume=True, **kwargs)
     assert resumed == whole
 
 
