@@ -66,14 +66,8 @@ def test_what_transformers_cannot_represent_is_refused(field, value):
         to_hf_config(dataclasses.replace(config, **{field: value}))
 
 
-def test_gguf_zoo_model_exports_with_its_tokenizer(tmp_path):
-    from jaxneurons.loading import zoo
-
-    try:
-        zoo.resolve_zoo("smollm2-135m")
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        pytest.skip(str(e))
-    lm = jn.load_model("smollm2-135m")
+def test_gguf_zoo_model_exports_with_its_tokenizer(tmp_path, zoo_lm):
+    lm = zoo_lm("smollm2-135m")
     export_hf(lm, str(tmp_path))
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     ids, mask = lm.encode(["The capital of France is"])

@@ -218,23 +218,9 @@ def test_category_share_intervals_cover_the_value_and_shrink():
 
 # ---------------------------------------------------------------- a real model
 
-def gemma_installed() -> bool:
-    try:
-        from jaxneurons.loading import zoo
-
-        zoo.resolve_zoo("gemma3-270m")
-        return True
-    except Exception:  # not installed: the package or its files are missing
-        return False
-
-
 @pytest.fixture(scope="module")
-def gemma():
-    if not gemma_installed():
-        pytest.skip("zoo model gemma3-270m not installed")
-    import jaxneurons as jn
-
-    return jn.load_model("gemma3-270m")
+def gemma(zoo_lm):
+    return zoo_lm("gemma3-270m")
 
 
 def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(gemma, tmp_path):

@@ -156,21 +156,28 @@ def test_config_matches_transformers(ckpt, hf_reference):
     assert not diffs
 
 
-def test_tokenizer_matches_transformers(ckpt):
-    pytest.importorskip("transformers")
-    from transformers import AutoTokenizer
+def test_tokenizer_cached_copy_equals_a_fresh_build(ckpt, tmp_path, monkeypatch):
+    """The tokenizer is built by transformers from the GGUF metadata once, then reloaded from the cache."""
+    from jaxneurons.loading.gguf_tokenizer import cached_path, gguf_tokenizer
 
-    ours = ckpt.tokenizer()
-    assert ckpt.tokenizer() is ours  # cached
-    directory, basename = os.path.split(ckpt.path)
-    ref = AutoTokenizer.from_pretrained(directory, gguf_file=basename)
+    monkeypatch.setenv("JAXNEURONS_CACHE", str(tmp_path))
+    fresh = gguf_tokenizer(ckpt.path)  # built from the metadata, then saved
+    assert os.path.isdir(cached_path(ckpt.path))
+    again = gguf_tokenizer(ckpt.path)  # the saved copy
+    assert type(again) is type(fresh) and len(again) == len(fresh)
     for prompt in PROMPTS:
-        ids = ours(prompt).input_ids
-        assert ids == ref(prompt).input_ids, prompt
+        ids = again(prompt).input_ids
+        assert ids == fresh(prompt).input_ids, prompt
         assert max(ids) < ckpt.hf_config["vocab_size"]
-        assert ours.decode(ids, skip_special_tokens=True) == prompt
-    assert ours.bos_token_id == ckpt.hf_config["bos_token_id"]
-    assert ours.eos_token_id == ckpt.hf_config["eos_token_id"]
+        assert again.decode(ids, skip_special_tokens=True) == prompt
+    for tok in (fresh, again):
+        assert tok.bos_token_id == ckpt.hf_config["bos_token_id"]
+        assert tok.eos_token_id == ckpt.hf_config["eos_token_id"]
+    assert again.all_special_ids == fresh.all_special_ids
+
+
+def test_tokenizer_is_kept_on_the_checkpoint(ckpt):
+    assert ckpt.tokenizer() is ckpt.tokenizer()
 
 
 def test_gemma3_norms_are_shifted_back(ckpt):

@@ -341,11 +341,8 @@ def test_missing_language_raises(lm, nli, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    try:
-        return jn.load_model("smollm2-135m")
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        pytest.skip(f"zoo model smollm2-135m not installed: {e}")
+def smollm(zoo_lm):
+    return zoo_lm("smollm2-135m")
 
 
 def test_real_model_counts_match_direct_neurons(smollm, tmp_path):

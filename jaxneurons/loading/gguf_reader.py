@@ -14,7 +14,7 @@
     (its norm multiplies by ``1 + w``); ``1`` is subtracted again. transformers' own GGUF loader lacks this.
   - ``bloom``: the fused QKV projection is stored as ``[all q; all k; all v]``: it is split as it is.
 
-* ``tokenizer()`` is transformers' tokenizer built from the GGUF metadata.
+* ``tokenizer()`` is transformers' tokenizer built from the GGUF metadata (saved once, see ``gguf_tokenizer``).
 
 ``gguf`` is imported with this module, which ``jaxneurons.loading`` imports only when a GGUF file is read.
 """
@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import warnings
 from typing import Any, Iterator
@@ -245,15 +244,11 @@ class GGUFCheckpoint:
         return w
 
     def tokenizer(self):
-        """transformers' tokenizer rebuilt from the GGUF metadata (cached on this object)."""
+        """transformers' tokenizer rebuilt from the GGUF metadata (cached on disk and on this object)."""
         if self._tokenizer is None:
-            if importlib.util.find_spec("torch") is None:
-                raise ImportError(f"{self.path}: transformers builds GGUF tokenizers only when PyTorch is installed "
-                                  "(its GGUF reader imports torch): pip install torch (the CPU build is enough).")
-            from transformers import AutoTokenizer
+            from jaxneurons.loading.gguf_tokenizer import gguf_tokenizer
 
-            directory, basename = os.path.split(os.path.abspath(self.path))
-            self._tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=basename)
+            self._tokenizer = gguf_tokenizer(self.path)
         return self._tokenizer
 
 

@@ -1,0 +1,25 @@
+"""Fixtures shared by the test files: the zoo models, loaded once per session (a Gemma 3 load costs ~1 min)."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def zoo_lm():
+    """zoo_lm(name) -> the zoo model `name`, loaded once per session; skips the test when it is not installed.
+
+    Shared between tests: never change its params or tokenizer in place."""
+    import jaxneurons as jn
+    from jaxneurons.loading import zoo
+
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            try:
+                zoo.resolve_zoo(name)
+            except (ModuleNotFoundError, FileNotFoundError) as e:
+                pytest.skip(f"zoo model {name} not installed: {e}")
+            loaded[name] = jn.load_model(name)
+        return loaded[name]
+
+    return get
