@@ -14,12 +14,21 @@ VARIANTS = ["llama_gqa_tied", "gemma3_sliding", "bloom_alibi_6heads"]  # plain, 
 LAYER, TOKEN = 1, 2
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
-def pair(request, tmp_path_factory):
-    model = hf_reference.make_model(request.param)
-    directory = tmp_path_factory.mktemp(request.param)
+def _pair(variant, tmp_path_factory):
+    model = hf_reference.make_model(variant)
+    directory = tmp_path_factory.mktemp(variant)
     model.save_pretrained(directory)
     return model, jn.load_model(str(directory), dtype="float32")
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def pair(request, tmp_path_factory):
+    return _pair(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):  # the checks that need no second family (each family costs a compilation)
+    return _pair(VARIANTS[0], tmp_path_factory)
 
 
 def _ids(lm, seed=0, rows=2, length=6):
@@ -78,8 +87,8 @@ def test_run_with_cache_matches_hidden_states_attentions_and_gate(pair):
                                atol=1e-5, rtol=0)
 
 
-def test_layer_subset_returns_only_those_layers(pair):
-    _, lm = pair
+def test_layer_subset_returns_only_those_layers(llama):
+    _, lm = llama
     ids = _ids(lm)
     _, every = lm.run_with_cache(ids, names=("resid_post", "act"))
     _, some = lm.run_with_cache(ids, names=("resid_post", "act"), layers=(0, 2))
@@ -110,10 +119,16 @@ def _replace_down_input(token, value):
     return hook
 
 
-@pytest.mark.parametrize("name", ["resid_pre", "ffn_hidden"])
-def test_patch_from_another_prompt_matches_pytorch_hooks(pair, name):
+def test_residual_patch_from_another_prompt_matches_pytorch_hooks(pair):
+    _check_patch_against_hooks(*pair, "resid_pre")
+
+
+def test_neuron_patch_from_another_prompt_matches_pytorch_hooks(llama):
+    _check_patch_against_hooks(*llama, "ffn_hidden")
+
+
+def _check_patch_against_hooks(model, lm, name):
     """Layer LAYER's `name` at token TOKEN of prompt A, patched into prompt B."""
-    model, lm = pair
     source, target = _ids(lm, seed=1, rows=1), _ids(lm, seed=2, rows=1)
     _, cache = lm.run_with_cache(source, names=(name,))
     value = np.asarray(cache[name])[0, TOKEN, LAYER]
@@ -129,8 +144,8 @@ def test_patch_from_another_prompt_matches_pytorch_hooks(pair, name):
     np.testing.assert_array_equal(clean[0, :TOKEN], np.asarray(patched)[0, :TOKEN])  # and nothing before it
 
 
-def test_patch_is_differentiable_and_neutral_at_the_clean_value(pair):
-    _, lm = pair
+def test_patch_is_differentiable_and_neutral_at_the_clean_value(llama):
+    _, lm = llama
     ids = _ids(lm, rows=1)
     _, cache = lm.run_with_cache(ids, names=("resid_mid",))
     clean_value = cache["resid_mid"][0, TOKEN, LAYER]
