@@ -1,4 +1,5 @@
-"""The model boundary: `forward` runs a `Decoder` (the only `.apply` in the project) and returns an `Output`.
+"""The model boundary: `forward` runs a `Decoder` (the only `.apply` in the project) and returns an `Output`;
+`param_shapes` is the only `.init`.
 
 Axis legend of every public array (activations, neuron readouts, interventions, attributions):
   B batch (rows), T tokens, L layers (recorded ones only, in order), F FFN neurons, D hidden size,
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxneurons.models.config import ModelConfig
 from jaxneurons.models.decoder import Decoder, Intervention, Patch, Replay
 
 @flax.struct.dataclass
@@ -42,6 +44,8 @@ def forward(decoder: Decoder, params, input_ids, mask, *, record_index=None, int
     sown = _sown(state)  # {name: [L, B, ...]}
     per_token = decoder.record.positions == "all" or (record_index is not None and np.ndim(record_index) == 2)
     layers = decoder.record.layers
+    if layers is not None and not all(decoder.first_layer <= l < decoder.config.num_layers for l in layers):
+        raise ValueError(f"recorded layers {layers} outside {decoder.first_layer}..{decoder.config.num_layers - 1}")
     activations = {}
     for name in decoder.record.names:
         value = sown[name] if layers is None else sown[name][np.asarray(layers) - decoder.first_layer]
@@ -63,3 +67,9 @@ def _replay(sown: dict) -> Replay:
     return Replay(inputs=sown["inputs"], mid=sown["mid"], out=sown["out"], prefix_k=sown["keys"][:, :, :-1],
                   prefix_v=sown["values"][:, :, :-1], stage=jnp.zeros(sown["inputs"].shape[0], jnp.int32),
                   post_mlp_inv_rms=sown.get("post_mlp_inv_rms"))
+
+
+def param_shapes(config: ModelConfig) -> dict:
+    """The decoder's parameter tree as `jax.ShapeDtypeStruct`s (float32), computed without allocating it."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), ids, ids))["params"]
