@@ -97,6 +97,8 @@ def test_layer_subset_returns_only_those_layers(llama):
         np.testing.assert_array_equal(np.asarray(some[name]), np.asarray(every[name])[:, :, [0, 2]])
     last = lm.forward(ids, record=jn.Record(("act",), "last", layers=(2,)), logits="none").activations["act"]
     np.testing.assert_array_equal(np.asarray(last), np.asarray(every["act"])[:, -1, [2]])
+    with pytest.raises(ValueError, match="outside"):  # JAX would clamp the index silently
+        lm.run_with_cache(ids, names=("act",), layers=(lm.config.num_layers,))
 
 
 def _replace_layer_input(token, value):
