@@ -32,12 +32,12 @@ def measure(devices: int, examples: list[int]) -> list[dict]:
     from jaxneurons import distributed
     from jaxneurons.analysis import overlap_init
     from jaxneurons.models.decoder import Record
+    from jaxneurons.models.output import param_shapes
     from jaxneurons.pipeline.step import sharing_step
 
     config = jn.ModelConfig(family="llama", vocab_size=512, hidden_size=128, intermediate_size=512, num_layers=4,
                             num_heads=4, num_kv_heads=2, head_dim=32, tie_embeddings=True, pad_token_id=0)
-    ids = jnp.ones((1, 4), jnp.int32)
-    shapes = jax.eval_shape(jn.Decoder(config).init, jax.random.key(0), ids, ids)["params"]
+    shapes = param_shapes(config)
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.1, x.shape) if x.ndim == 2 else
                                                 np.ones(x.shape), jnp.float32), shapes)

@@ -5,7 +5,8 @@ from jaxneurons.lm import LanguageModel
 from jaxneurons.loading import load_model
 from jaxneurons.loading.export import export_hf, to_hf_config
 from jaxneurons.models.config import ModelConfig, from_hf_config
-from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Record
+from jaxneurons.models.output import Output
 
-__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "Decoder", "Intervention", "Record"]
+__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES", "Decoder", "Intervention", "Patch", "Record", "Output"]
 __version__ = "0.1.0"

@@ -1,9 +1,9 @@
-"""`LanguageModel`: a loaded model (config, params, tokenizer) with jitted logits and neuron readouts."""
+"""`LanguageModel`: a loaded model (config, params, tokenizer) with jitted logits, activation caches and
+patching, and token helpers; every output in the batch-first layout of `jaxneurons.models.output`."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import jax
@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxneurons.models.config import ModelConfig
-from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Record
+from jaxneurons.models.output import Output, forward
 
+CACHED = tuple(n for n in NAMES if n != "attn_pattern")  # run_with_cache's default: all but the pattern
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -22,24 +24,6 @@ def as_dtype(name) -> Any:
             raise ValueError(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
         return DTYPES[name]
     return name
-
-
-@functools.partial(jax.jit, static_argnames=("decoder",))
-def run_decoder(decoder: Decoder, params, input_ids, mask, record_index=None, intervention=None,
-                logit_positions=None):
-    """One jitted forward; returns (logits or None, {quantity: [L, ...]} recorded neurons)."""
-    out, state = decoder.apply({"params": params}, input_ids, mask, record_index, intervention,
-                               logit_positions, mutable=["intermediates"])
-    return out, sown_values(state)
-
-
-def sown_values(state) -> dict:
-    """{name: [L, ...]} of everything the layers sowed (neurons; keys, values and residuals when caching)."""
-    layers = state.get("intermediates", {}).get("layers", {})
-    found = {}
-    for scope in (layers, layers.get("attn", {}), layers.get("mlp", {})):
-        found.update({name: value[0] for name, value in scope.items() if isinstance(value, tuple)})
-    return found
 
 
 @dataclasses.dataclass
@@ -60,39 +44,72 @@ class LanguageModel:
     def param_dtype(self):
         return jax.tree.leaves(self.params)[0].dtype
 
-    def forward(self, input_ids, attention_mask=None, record: Record = Record(), record_index=None,
-                logits: str = "all", logit_positions=None, intervention: Intervention | None = None):
-        """The general forward: (logits, {quantity: neurons [L, B, F] or [L, B, T, F]}).
+    def forward(self, input_ids, attention_mask=None, *, record: Record = Record(), record_index=None,
+                logits: str = "all", logit_positions=None, intervention: Intervention | None = None,
+                patches: Sequence[Patch] = ()) -> Output:
+        """The general forward: an `Output` (logits and the recorded activations, batch first).
 
         record_index [B]: where positions="last" reads (default: each row's last real token);
         logits: "all" [B, T, V], "last" [B, V], "positions" [B, K, V] at logit_positions [B, K], or "none".
         """
         ids, mask = _ids_and_mask(input_ids, attention_mask)
-        return run_decoder(self.decoder(record, logits), self.params, ids, mask, record_index, intervention,
-                           logit_positions)
+        return forward(self.decoder(record, logits), self.params, ids, mask, record_index=record_index,
+                       intervention=intervention, patches=tuple(patches), logit_positions=logit_positions)
 
-    def logits(self, input_ids, attention_mask=None, intervention: Intervention | None = None) -> jax.Array:
+    def logits(self, input_ids, attention_mask=None, intervention: Intervention | None = None,
+               patches: Sequence[Patch] = ()) -> jax.Array:
         """Float32 logits [B, T, V]."""
-        ids, mask = _ids_and_mask(input_ids, attention_mask)
-        out, _ = run_decoder(self.decoder(), self.params, ids, mask, None, intervention)
-        return out
+        return self.forward(input_ids, attention_mask, intervention=intervention, patches=patches).logits
 
     def neurons(self, input_ids, attention_mask=None, positions: str = "last", quantity: str = "act",
                 intervention: Intervention | None = None) -> jax.Array:
         """FFN neurons: [B, L, F] at each row's last real token ("last") or max over real tokens ("max"),
         [B, T, L, F] at every token ("all")."""
-        ids, mask = _ids_and_mask(input_ids, attention_mask)
-        decoder = self.decoder(Record((quantity,), positions), logits="none")
-        _, sown = run_decoder(decoder, self.params, ids, mask, None, intervention)
-        value = sown[quantity]  # [L, B, F] or [L, B, T, F]
-        return jnp.moveaxis(value, 0, 2 if positions == "all" else 1)
+        out = self.forward(input_ids, attention_mask, record=Record((quantity,), positions), logits="none",
+                           intervention=intervention)
+        return out.activations[quantity]
+
+    def run_with_cache(self, inputs, names: Sequence[str] = CACHED, layers: Sequence[int] | None = None,
+                       positions: str = "all", intervention: Intervention | None = None,
+                       patches: Sequence[Patch] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, T, V], {name: activations}) in the public layout ([B, T, L, ...] at every token).
+
+        inputs: a text, a list of texts (right-padded, special tokens added) or token ids [B, T] / [T];
+        names: any of `NAMES`; layers: a subset of layers (None: all); positions: all | last | max."""
+        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+            ids, mask = self.encode([inputs] if isinstance(inputs, str) else list(inputs))
+        else:
+            ids, mask = inputs, None
+        record = Record(tuple(names), positions, None if layers is None else tuple(layers))
+        out = self.forward(ids, mask, record=record, intervention=intervention, patches=patches)
+        return out.logits, out.activations
+
+    def token_id(self, text: str) -> int:
+        """The id of `text` as one token (no special tokens), e.g. token_id(" Paris"); raises if it is not one."""
+        ids = self._tokenizer()(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"{text!r} is {len(ids)} tokens, not one: {self.str_tokens(ids)}")
+        return int(ids[0])
+
+    def str_tokens(self, ids) -> list:
+        """Each token id as its text: a list for [T] ids (or a text, tokenized without special tokens), a list
+        of lists for [B, T]."""
+        if isinstance(ids, str):
+            ids = self._tokenizer()(ids, add_special_tokens=False)["input_ids"]
+        ids = np.asarray(ids)
+        if ids.ndim == 2:
+            return [self.str_tokens(row) for row in ids]
+        return [self._tokenizer().decode([int(i)]) for i in ids]
+
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(f"{self.source or 'this model'} has no tokenizer; pass token ids instead.")
+        return self.tokenizer
 
     def encode(self, texts: Sequence[str], padding_side: str = "right", pad_to_multiple_of: int = 1,
                add_special_tokens: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask [B, T] (numpy), padded on the chosen side."""
-        if self.tokenizer is None:
-            raise ValueError(f"{self.source or 'this model'} has no tokenizer; pass token ids instead.")
-        rows = [self.tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+        rows = [self._tokenizer()(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
         return pad_rows(rows, self.pad_id, padding_side, pad_to_multiple_of)
 
     @property

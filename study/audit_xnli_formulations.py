@@ -35,7 +35,7 @@ def option_logprobs(lm, prompts: list[str], options: list[tuple[str, ...]], batc
         idx = order[start:start + batch]
         if single:  # one forward: the next-token distribution at the prompt's last token
             ids, mask = jn.lm.pad_rows([p_ids[i] for i in idx], lm.pad_id, pad_to_multiple_of=32)
-            logits, _ = lm.forward(ids, mask, logits="last")
+            logits = lm.forward(ids, mask, logits="last").logits
             logp = np.asarray(logits, np.float64)
             logp = logp - np.logaddexp.reduce(logp, axis=-1, keepdims=True)
             for r, i in enumerate(idx):
@@ -48,7 +48,7 @@ def option_logprobs(lm, prompts: list[str], options: list[tuple[str, ...]], batc
             for r, i in enumerate(idx):
                 k = len(o_ids[i][o])
                 pos[r, :k] = np.arange(len(p_ids[i]) - 1, len(p_ids[i]) - 1 + k)
-            logits, _ = lm.forward(ids, mask, logits="positions", logit_positions=pos)
+            logits = lm.forward(ids, mask, logits="positions", logit_positions=pos).logits
             logp = np.asarray(logits, np.float64)
             logp = logp - np.logaddexp.reduce(logp, axis=-1, keepdims=True)
             for r, i in enumerate(idx):

@@ -9,8 +9,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxneurons as jn  # noqa: E402
 from jaxneurons.alignment import (TrainConfig, alignment_loss, evaluate_token_items, make_batch, make_optimizer,  # noqa: E402
-                                  sharing_loss, train)
-from jaxneurons.models.decoder import Record  # noqa: E402
+                                  objective_decoder, sharing_loss, train)
 from tests.hf_reference import make_model  # noqa: E402
 
 NUM_LANG = 3
@@ -36,18 +35,18 @@ def _items(n, seed=0):
 
 
 def test_sharing_loss_zero_iff_languages_agree():
-    z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 1, 7)), jnp.float32)
-    agree = jnp.repeat(z, 4, axis=2)  # every language identical: all or none active
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 1, 2, 7)), jnp.float32)  # [B, N, L, F]
+    agree = jnp.repeat(z, 4, axis=1)  # every language identical: all or none active
     assert float(sharing_loss(agree)) == 0.0
-    disagree = agree.at[:, :, 0].set(-jnp.abs(agree[:, :, 0]) - 0.1)  # language 0 misses 3/4-shared neurons
+    disagree = agree.at[:, 0].set(-jnp.abs(agree[:, 0]) - 0.1)  # language 0 misses 3/4-shared neurons
     assert float(sharing_loss(disagree)) > 0.0
-    few = jnp.full((1, 1, 4, 2), -1.0).at[:, :, 0].set(1.0)  # 1 of 4 < rho: not a target
+    few = jnp.full((1, 4, 1, 2), -1.0).at[:, 0].set(1.0)  # 1 of 4 < rho: not a target
     assert float(sharing_loss(few)) == 0.0
 
 
 def test_gradient_reaches_only_trainable_parameters(lm):
     batch = make_batch(_items(2), lm.pad_id)
-    decoder = lm.decoder(Record(("act",), "last"), logits="positions")
+    decoder = objective_decoder(lm)
     cfg = TrainConfig(layers=(1,), lr=1e-2, warmup=1, steps=5, weight_decay=0.1)
     grads = jax.grad(lambda p: alignment_loss(p, decoder, batch, 1.0)[0])(lm.params)
     assert float(jnp.abs(grads["layers"]["mlp"]["gate"]["kernel"]).sum()) > 0

@@ -42,7 +42,7 @@ def naive_ig(lm, ids, mask, targets, alphas, weights):
     where[:, -1] = True
 
     def prob(scale_bf, layer):
-        scale = jnp.ones((layers, batch, width)).at[layer].set(scale_bf)
+        scale = jnp.ones((batch, layers, width)).at[:, layer].set(scale_bf)
         logits = lm.logits(ids, mask, jn.Intervention(scale, jnp.zeros_like(scale), jnp.asarray(where)))
         return jax.nn.softmax(logits[:, -1], -1)[jnp.arange(batch), targets].sum()
 
@@ -136,8 +136,8 @@ def test_completeness_on_every_family(any_family):
     r = integrated_gradients(lm, ids, targets, mask, steps=20)
     left_ids, left_mask = left_padded(ids, mask)
     for layer in range(lm.config.num_layers):
-        scale = np.ones((lm.config.num_layers, 2, lm.config.intermediate_size), np.float32)
-        scale[layer] = 0
+        scale = np.ones((2, lm.config.num_layers, lm.config.intermediate_size), np.float32)
+        scale[:, layer] = 0
         where = np.zeros(left_ids.shape, bool)
         where[:, -1] = True
         zeroed = jn.Intervention(jnp.asarray(scale), jnp.zeros_like(scale), jnp.asarray(where))
@@ -229,8 +229,8 @@ def test_identity_intervention_changes_nothing(lm):
 def test_zeroing_a_layer_equals_removing_its_ffn(lm):
     ids, mask = _prompts(lm)
     layer = 1
-    scale = np.ones((lm.config.num_layers, 2, lm.config.intermediate_size), np.float32)
-    scale[layer] = 0
+    scale = np.ones((2, lm.config.num_layers, lm.config.intermediate_size), np.float32)
+    scale[:, layer] = 0
     zeroed = jn.Intervention(jnp.asarray(scale), jnp.zeros_like(scale), jnp.ones(ids.shape, bool))
     params = jax.tree.map(lambda x: x, lm.params)
     mlp = jax.tree.map(np.array, params["layers"]["mlp"])

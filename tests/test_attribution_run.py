@@ -153,7 +153,7 @@ def _accuracy_with(lm, task, examples, scale_fn):
                 ids = np.array([prompt + cont])
                 where = np.zeros(ids.shape, bool)
                 where[0, len(prompt) - 1] = True
-                scale = jnp.asarray(scale_fn(codes))[:, None, :]
+                scale = jnp.asarray(scale_fn(codes))[None]
                 change = jn.Intervention(scale, jnp.zeros_like(scale), jnp.asarray(where))
                 logp = jax.nn.log_softmax(np.asarray(lm.logits(ids, intervention=change))[0], -1)
                 scores.append(sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(cont)))

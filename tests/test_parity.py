@@ -62,9 +62,9 @@ def test_packed_rows_match_pytorch(pair):
         packed[0, start:start + n], segments[0, start:start + n] = ids[j, :n], j + 1
         record.append(start + n - 1)
         start += n
-    logits, sown = lm.forward(packed, segments, jn.Record(("act",), "last"), record_index=np.array([record]))
-    act = np.asarray(sown["act"])[:, 0]  # [L, K, F]
+    out = lm.forward(packed, segments, record=jn.Record(("act",), "last"), record_index=np.array([record]))
+    act = np.asarray(out.activations["act"])[0]  # [K, L, F]
     for j, n in enumerate(LENGTHS):
-        np.testing.assert_allclose(act[:, j], ref_act[j, n - 1], atol=1e-5, rtol=0, err_msg=f"{name} sequence {j}")
-        np.testing.assert_allclose(np.asarray(logits)[0, record[j]], ref_logits[j, n - 1],
+        np.testing.assert_allclose(act[j], ref_act[j, n - 1], atol=1e-5, rtol=0, err_msg=f"{name} sequence {j}")
+        np.testing.assert_allclose(np.asarray(out.logits)[0, record[j]], ref_logits[j, n - 1],
                                    atol=1e-4, rtol=0, err_msg=name)

@@ -5,9 +5,10 @@ train: optax/orbax training loop with frozen parameters, exact resume, and befor
 experiment: the end-to-end run behind launchers/align.py (alignment.json, figure, report, model dir).
 """
 
-from jaxneurons.alignment.objective import alignment_loss, make_batch, sharing_loss, task_loss
+from jaxneurons.alignment.objective import (alignment_loss, make_batch, objective_decoder, sharing_loss,
+                                            task_loss)
 from jaxneurons.alignment.train import (TrainConfig, batch_indices, evaluate_token_items, make_optimizer,
                                         tokenize_examples, train)
 
-__all__ = ["alignment_loss", "make_batch", "sharing_loss", "task_loss", "TrainConfig", "batch_indices",
+__all__ = ["alignment_loss", "make_batch", "objective_decoder", "sharing_loss", "task_loss", "TrainConfig", "batch_indices",
            "evaluate_token_items", "make_optimizer", "tokenize_examples", "train"]

@@ -9,15 +9,15 @@ Task loss (cross-entropy of the gold answer after the prompt, averaged over ever
 
 (mean per-token negative log-likelihood of each row's answer, then mean over rows = examples x languages).
 
-Sharing loss. z_{l,b,n,j} is the pre-activation of neuron j of layer l (gated MLPs: the gate projection, so
-act = act_fn(z); non-gated: the up projection) at the prompt's last token of language n of example b. It is
-read from the same forward pass with flax's capture_intermediates (no change to the model). For silu and gelu,
-act > 0 iff z > 0, so a_{l,b,n,j} = 1[z > 0] is the paper's "activated at tau = 0". With
-S_{l,b,j} = sum_n a_{l,b,n,j} (no gradient through a, S):
+Sharing loss. z_{b,n,l,j} is the pre-activation of neuron j of layer l (gated MLPs: the gate projection, so
+act = act_fn(z); non-gated: the up projection) at the prompt's last token of language n of example b: the
+recorded quantity "pre_act", from the same forward pass. For silu and gelu, act > 0 iff z > 0, so
+a_{b,n,l,j} = 1[z > 0] is the paper's "activated at tau = 0". With S_{b,l,j} = sum_n a_{b,n,l,j} (no gradient
+through a, S):
 
-    target_{l,b,j}   = 1[ S >= rho * N  and  S < N ]                (mostly shared, but not by every language)
-    miss_{l,b,n,j}   = target_{l,b,j} * (1 - a_{l,b,n,j})            (a language that misses such a neuron)
-    L_share = 1/(L B N F) * sum_{l,b,n,j} miss_{l,b,n,j} * relu(margin - z_{l,b,n,j})
+    target_{b,l,j}   = 1[ S >= rho * N  and  S < N ]                (mostly shared, but not by every language)
+    miss_{b,n,l,j}   = target_{b,l,j} * (1 - a_{b,n,l,j})            (a language that misses such a neuron)
+    L_share = 1/(B N L F) * sum_{b,n,l,j} miss_{b,n,l,j} * relu(margin - z_{b,n,l,j})
 
 i.e. the hinge averaged over every (layer, example, language, neuron) entry. It is exactly 0 when every
 language agrees (every neuron is active in all languages or in fewer than rho*N of them) and > 0 otherwise
@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxneurons.lm import sown_values
-from jaxneurons.models.decoder import Decoder
+from jaxneurons.models.decoder import Decoder, Record
+from jaxneurons.models.output import forward
 
 BATCH_KEYS = ("ids", "mask", "last", "pos", "tok", "tmask")
 
@@ -80,29 +80,22 @@ def make_batch(items: Sequence[dict], pad_id: int = 0, multiple: int = 16, answe
             "tmask": shape(tmask)}
 
 
-def _is_preactivation(module, method_name) -> bool:
-    return method_name == "__call__" and module.name in ("gate", "up") and module.parent is not None \
-        and type(module.parent).__name__ == "MLP"
-
-
 def forward_terms(decoder: Decoder, params, batch: dict):
-    """One forward: (answer log-probs [B, N, K], pre-activation z [L, B, N, F], act [L, B, N, F])."""
+    """One forward: (answer log-probs [B, N, K], pre-activation z [B, N, L, F], act [B, N, L, F]).
+
+    decoder: `objective_decoder`'s, with logits at the answer positions and pre_act, act at the prompts' end."""
     b, n, t = batch["ids"].shape
-    ids = batch["ids"].reshape(b * n, t)
-    mask = batch["mask"].reshape(b * n, t)
-    last = batch["last"].reshape(b * n)
-    pos = batch["pos"].reshape(b * n, -1)
-    logits, state = decoder.apply({"params": params}, ids, mask, last, None, pos, mutable=["intermediates"],
-                                  capture_intermediates=_is_preactivation)
-    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    out = forward(decoder, params, batch["ids"].reshape(b * n, t), batch["mask"].reshape(b * n, t),
+                  record_index=batch["last"].reshape(b * n), logit_positions=batch["pos"].reshape(b * n, -1))
+    logprobs = jax.nn.log_softmax(out.logits.astype(jnp.float32), axis=-1)
     tok_lp = jnp.take_along_axis(logprobs, batch["tok"].reshape(b * n, -1)[..., None], axis=-1)[..., 0]
-    mlp = state["intermediates"]["layers"]["mlp"]
-    name = "gate" if decoder.config.gated_mlp else "up"
-    z_ltf = mlp[name]["__call__"][0]  # [L, B*N, T, F]
-    z = jnp.take_along_axis(z_ltf, last[None, :, None, None], axis=2)[:, :, 0].astype(jnp.float32)
-    act = sown_values(state)["act"].astype(jnp.float32)
-    num_layers = z.shape[0]
-    return (tok_lp.reshape(b, n, -1), z.reshape(num_layers, b, n, -1), act.reshape(num_layers, b, n, -1))
+    z, act = (out.activations[name].astype(jnp.float32) for name in ("pre_act", "act"))  # [B*N, L, F]
+    return tok_lp.reshape(b, n, -1), z.reshape(b, n, *z.shape[1:]), act.reshape(b, n, *act.shape[1:])
+
+
+def objective_decoder(lm) -> Decoder:
+    """The decoder `forward_terms` runs: pre_act and act at each prompt's last token, logits at positions."""
+    return lm.decoder(Record(("pre_act", "act"), "last"), logits="positions")
 
 
 def task_loss(tok_logprob_bnk, tmask_bnk) -> jax.Array:
@@ -112,14 +105,14 @@ def task_loss(tok_logprob_bnk, tmask_bnk) -> jax.Array:
     return jnp.mean(per_row)
 
 
-def sharing_loss(z_lbnf, rho: float = 0.5, margin: float = 1.0) -> jax.Array:
-    """The hinge of the module docstring on pre-activations z [L, B, N, F]."""
-    num_lang = z_lbnf.shape[2]
-    active = jax.lax.stop_gradient((z_lbnf > 0).astype(jnp.float32))
-    shared = jnp.sum(active, axis=2, keepdims=True)
+def sharing_loss(z_bnlf, rho: float = 0.5, margin: float = 1.0) -> jax.Array:
+    """The hinge of the module docstring on pre-activations z [B, N, L, F]."""
+    num_lang = z_bnlf.shape[1]
+    active = jax.lax.stop_gradient((z_bnlf > 0).astype(jnp.float32))
+    shared = jnp.sum(active, axis=1, keepdims=True)
     target = (shared >= rho * num_lang) & (shared < num_lang)
     miss = target.astype(jnp.float32) * (1.0 - active)
-    return jnp.mean(miss * jax.nn.relu(margin - z_lbnf))
+    return jnp.mean(miss * jax.nn.relu(margin - z_bnlf))
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
@@ -128,5 +121,5 @@ def alignment_loss(params, decoder: Decoder, batch: dict, lambda_sharing, rho=0.
     tok_lp, z, _ = forward_terms(decoder, params, batch)
     lt = task_loss(tok_lp, batch["tmask"])
     ls = sharing_loss(z, rho, margin)
-    all_shared = jnp.mean(jnp.all(z > 0, axis=2).astype(jnp.float32)) * 100.0
+    all_shared = jnp.mean(jnp.all(z > 0, axis=1).astype(jnp.float32)) * 100.0
     return lt + lambda_sharing * ls, {"task": lt, "sharing": ls, "all_shared_pct": all_shared}

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxneurons.alignment.objective import alignment_loss, make_batch
+from jaxneurons.alignment.objective import alignment_loss, make_batch, objective_decoder
 from jaxneurons.analysis.sharing import ALL_SHARED, example_statistics
-from jaxneurons.lm import LanguageModel, run_decoder
+from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
+from jaxneurons.models.output import forward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
-    decoder = lm.decoder(Record(("act",), "last"), logits="positions")
+    decoder = objective_decoder(lm)
     optimizer = make_optimizer(lm.params, lm.config.num_layers, cfg)
     params = lm.params
     opt_state = optimizer.init(params)
@@ -176,16 +177,16 @@ def evaluate_token_items(lm: LanguageModel, params, items: Sequence[dict], langu
             tok[r, :k] = row[pl:pl + k]
             tmask[r, :k] = True
         last = np.asarray(prompt_lens, np.int32) - 1
-        logits, sown = run_decoder(decoder, params, ids, mask, last, None, pos)
-        lp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+        out = forward(decoder, params, ids, mask, record_index=last, logit_positions=pos)
+        lp = jax.nn.log_softmax(out.logits.astype(jnp.float32), -1)
         tok_lp = np.asarray(jnp.sum(jnp.take_along_axis(lp, tok[..., None], -1)[..., 0] * tmask, -1))
-        act = np.asarray(sown["act"], np.float32)  # [L, R, F]
+        act = np.asarray(out.activations["act"], np.float32)  # [R, L, F]
         scores: dict = {}
         first_row: dict = {}
         for r, (e, n, o, _) in enumerate(owners):
             scores.setdefault((e, n), []).append(tok_lp[r])
             first_row.setdefault((e, n), r)
-        acts_bnlf = np.stack([np.stack([act[:, first_row[(e, n)]] for n in range(num_lang)])
+        acts_bnlf = np.stack([np.stack([act[first_row[(e, n)]] for n in range(num_lang)])
                               for e in range(len(chunk))])
         counts, _ = example_statistics(jnp.asarray(acts_bnlf), jnp.zeros((1,), jnp.float32))
         shared_sum += np.asarray(counts[:, 0, :, ALL_SHARED], np.float64).sum(0)

@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxneurons.lm import LanguageModel, pad_rows, sown_values
-from jaxneurons.models.decoder import Decoder, Intervention, Record, Replay
+from jaxneurons.lm import LanguageModel, pad_rows
+from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.models.output import Output, forward
 
 RULES = ("left", "trapezoid", "gauss_legendre")
 PATHS = ("frozen_norm", "knowledge_neurons")  # the default first; see the module docstring
@@ -131,7 +132,8 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
         raise ValueError(f"layers must lie in 0..{num_layers - 1}, got {layers}")
     plan = tuple(replay_plan(num_layers, layers))
     alphas, weights = quadrature(rule, steps)
-    full = Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", True), "last")
+    full = Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", replay=True),
+                   "last")
     replays = tuple(Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last", start)
                     for start, _ in plan)
     frozen_norm = path == "frozen_norm" and lm.config.sandwich_norms  # else the two paths are one
@@ -140,12 +142,11 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
                                         jnp.asarray(alphas, jnp.float32), chunk_size)
     asked = [l for _, group in plan for l in group]  # the order _ig computes them in
     per_layer = np.asarray(grads, np.float64).reshape(len(asked), len(alphas), *grads.shape[1:])
-    attributions = np.zeros(m.shape, np.float32)  # [L, B, F]
-    attributions[asked] = np.einsum("lkbf,k->lbf", per_layer, weights)
+    attributions = np.zeros(m.shape, np.float32)  # [B, L, F]
+    attributions[:, asked] = np.einsum("lkbf,k->blf", per_layer, weights)
     zeroed = np.full((len(ids), num_layers), np.nan, np.float32)
     zeroed[:, asked] = np.asarray(zeroed_asked).T
-    return IGResult(np.moveaxis(attributions, 0, 1), np.asarray(clean), zeroed,
-                    np.moveaxis(np.asarray(m, np.float32), 0, 1), layers, path)
+    return IGResult(attributions, np.asarray(clean), zeroed, np.asarray(m, np.float32), layers, path)
 
 
 def auto_chunk_size(config, rows: int, memory_gb: float = 2.0) -> int:
@@ -166,33 +167,33 @@ def left_padded(ids: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.partial(jax.jit, static_argnames=("full", "replays", "plan", "frozen_norm", "chunk_size"))
 def _ig(full, replays, plan, frozen_norm, params, ids, mask, targets, alphas, chunk_size):
-    """(dP/ds [targets in plan order x alphas, B, F], P with m zeroed [targets, B], m [L, B, F], P(x) [B])."""
-    logits, state = full.apply({"params": params}, ids, mask, mutable=["intermediates"])
-    cache = sown_values(state)
+    """(dP/ds [targets in plan order x alphas, B, F], P with m zeroed [targets, B], m [B, L, F], P(x) [B])."""
+    clean = forward(full, params, ids, mask)
     grads, zeroed = [], []
     for replay, (start, group) in zip(replays, plan):  # a few groups, each one scan over its layers
-        g, z = _replay_group(replay, params, cache, ids, mask, targets, alphas, start, group, frozen_norm,
+        g, z = _replay_group(replay, params, clean, ids, mask, targets, alphas, start, group, frozen_norm,
                              chunk_size)
         grads.append(g)
         zeroed.append(z)
-    return jnp.concatenate(grads), jnp.concatenate(zeroed), cache["ffn_hidden"], _prob(logits, targets)
+    return jnp.concatenate(grads), jnp.concatenate(zeroed), clean.activations["ffn_hidden"], \
+        _prob(clean.logits, targets)
 
 
-def _replay_group(decoder, params, cache, ids, mask, targets, alphas, start, group, frozen_norm, chunk_size):
+def _replay_group(decoder, params, clean: Output, ids, mask, targets, alphas, start, group, frozen_norm,
+                  chunk_size):
     """One group of target layers, replayed through layers start..L-1 only (parameters and cache sliced)."""
-    num_layers, batch, width = cache["ffn_hidden"].shape
+    batch, num_layers, width = clean.activations["ffn_hidden"].shape
     sliced = {**params, "layers": jax.tree.map(lambda x: x[start:], params["layers"])}
-    inv_rms = cache["post_mlp_inv_rms"][start:] if frozen_norm else None
-    base = Replay(inputs=cache["inputs"][start:], mid=cache["mid"][start:], out=cache["out"][start:],
-                  prefix_k=cache["keys"][start:, :, :-1], prefix_v=cache["values"][start:, :, :-1],
-                  stage=jnp.zeros(num_layers - start, jnp.int32), post_mlp_inv_rms=inv_rms)
+    base = clean.replay.from_layer(start)
+    if not frozen_norm:
+        base = base.replace(post_mlp_inv_rms=None)
     where = jnp.ones((batch, 1), bool)
 
     def prob_at(scale_bf, layer):
         replay = base.replace(stage=jnp.sign(jnp.arange(start, num_layers) - layer))
-        scale = jnp.ones((num_layers - start, batch, width), jnp.float32).at[layer - start].set(scale_bf)
+        scale = jnp.ones((batch, num_layers - start, width), jnp.float32).at[:, layer - start].set(scale_bf)
         change = Intervention(scale, jnp.zeros_like(scale), where)
-        out = decoder.apply({"params": sliced}, ids[:, -1:], mask, None, change, None, replay)
+        out = forward(decoder, sliced, ids[:, -1:], mask, intervention=change, replay=replay).logits
         p = _prob(out, targets)
         return p.sum(), p
 

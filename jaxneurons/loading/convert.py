@@ -94,10 +94,9 @@ def _split_fused_qkv(config, path, layer, kind, array):
 
 def expected_shapes(config: ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
     """Flat {path: shape} of the decoder's parameters, computed without allocating them."""
-    from jaxneurons.models.decoder import Decoder
+    from jaxneurons.models.output import param_shapes
 
-    ids = np.zeros((1, 1), np.int32)
-    tree = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), ids, ids))["params"]
+    tree = param_shapes(config)
     return {"/".join(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 

@@ -1,11 +1,21 @@
-"""The decoder shared by every family (Linen), layers under `nn.scan`, FFN neurons exposed through `sow`.
+"""The decoder shared by every family (Linen): layers under `nn.scan`, every recorded quantity through `sow`.
 
-The FFN hidden axis is the "neurons" axis this project studies. Each layer can record two quantities of it:
+What each layer can record (by name, see `NAMES`; `jaxneurons.models.output` states the public layout):
+  resid_pre  : the residual stream entering the layer;
+  attn_out   : what attention adds to it (after Gemma 3's post-attention norm), resid_mid = resid_pre + attn_out;
+  resid_mid  : the residual stream between attention and MLP;
+  pre_act    : the gate pre-activation z = W_gate x (gated MLPs), W_in x + b for BLOOM; act = act_fn(z);
   act        : the activation-function output, act(gate(x)) for gated MLPs, GELU(W_in x + b) for BLOOM;
-  ffn_hidden : the down-projection input m, act(gate(x)) * up(x) (equal to `act` for BLOOM);
+  ffn_hidden : the down-projection input m, act(gate(x)) * up(x) (equal to `act` for BLOOM), after any
+               `Intervention`;
+  mlp_out    : what the MLP adds to the residual stream (after Gemma 3's post-feedforward norm);
+  resid_post : the residual stream leaving the layer, resid_mid + mlp_out;
+  attn_pattern : the attention probabilities [H, S] of each query token over the key tokens.
+The FFN hidden axis (pre_act, act, ffn_hidden) is the "neurons" axis this project studies. Each name is read
 at each row's last real token, at every token, or as the max over real tokens ("activated at any token").
-An `Intervention` scales, masks or replaces m at chosen positions; it is an ordinary array argument, so
-`jax.grad` through it is what integrated gradients and deactivation use.
+An `Intervention` scales or shifts m at chosen positions; a `Patch` replaces any recorded quantity (except
+the pattern) at chosen (layer, row, token) points. Both are ordinary array arguments, so `jax.grad` flows
+through them; without them the decoder runs exactly as before.
 """
 
 from __future__ import annotations
@@ -22,29 +32,38 @@ import jax.numpy as jnp
 from jaxneurons.models import layers as L
 from jaxneurons.models.config import ModelConfig
 
-QUANTITIES = ("act", "ffn_hidden")
+NAMES = ("resid_pre", "attn_out", "resid_mid", "pre_act", "act", "ffn_hidden", "mlp_out", "resid_post",
+         "attn_pattern")
+PATCHABLE = NAMES[:-1]
 POSITIONS = ("last", "all", "max")
 
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """Which neuron quantities the model records, and where; the model records nothing nobody asked for."""
+    """Which quantities the model records (`NAMES`), where, and in which layers; nothing nobody asked for.
 
-    quantities: tuple[str, ...] = ()
+    layers: a subset of layer indices (None: all); replay: also what a last-token replay needs (`Replay`).
+    """
+
+    names: tuple[str, ...] = ()
     positions: str = "last"  # last | all | max
-    cache: bool = False  # also keys/values of every position and the residual stream at the recorded token
+    layers: tuple[int, ...] | None = None
+    replay: bool = False
 
     def __post_init__(self):
-        for q in self.quantities:
-            if q not in QUANTITIES:
-                raise ValueError(f"unknown neuron quantity {q!r}; choose from {QUANTITIES}")
+        object.__setattr__(self, "names", tuple(self.names))
+        for name in self.names:
+            if name not in NAMES:
+                raise ValueError(f"unknown recorded quantity {name!r}; choose from {NAMES}")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; choose from {POSITIONS}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
 
 
 @flax.struct.dataclass
 class Intervention:
-    """m <- m * scale + shift at the positions `where`; scale, shift: [layers, B, F]; where: [B, T] bool.
+    """m <- m * scale + shift at the positions `where`; scale, shift: [B, L, F]; where: [B, T] bool.
 
     scale = 1, shift = 0 keeps a neuron; scale = 0 deactivates it; scale = 0, shift = v replaces it by v.
     """
@@ -55,8 +74,31 @@ class Intervention:
 
     @classmethod
     def identity(cls, config: ModelConfig, where_bt: jax.Array, dtype=jnp.float32) -> "Intervention":
-        shape = (config.num_layers, where_bt.shape[0], config.intermediate_size)
+        shape = (where_bt.shape[0], config.num_layers, config.intermediate_size)
         return cls(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), where_bt.astype(bool))
+
+
+@flax.struct.dataclass
+class Patch:
+    """Replace quantity `name` by values[p] at layer[p], row[p], token[p] for each of P points (activation
+    patching); values: [P, D] (D: hidden size, or the FFN width for pre_act/act/ffn_hidden). At most one
+    point per (layer, row, token). Differentiable in `values`."""
+
+    values: jax.Array
+    layer: jax.Array
+    row: jax.Array
+    token: jax.Array
+    name: str = flax.struct.field(pytree_node=False, default="resid_pre")
+
+    @classmethod
+    def at(cls, name: str, values_pd, layer, row, token) -> "Patch":
+        """A patch with integer layer/row/token broadcast to the P points of values_pd ([D]: one point)."""
+        if name not in PATCHABLE:
+            raise ValueError(f"cannot patch {name!r}; choose from {PATCHABLE}")
+        values = jnp.asarray(values_pd)
+        values = values[None] if values.ndim == 1 else values
+        index = [jnp.broadcast_to(jnp.asarray(i, jnp.int32), values.shape[:1]) for i in (layer, row, token)]
+        return cls(values, *index, name=name)
 
 
 @flax.struct.dataclass
@@ -71,6 +113,7 @@ class Replay:
     cached mid, > 0 recomputes the layer.
     post_mlp_inv_rms: [L', B, 1], the clean 1/RMS factor of the post-feedforward norm, held at its clean value
     in the target layer (None: computed from the input, as in an ordinary forward).
+    Layer-first, unlike public outputs: it is what the layer scan consumes.
     """
 
     inputs: jax.Array
@@ -80,6 +123,10 @@ class Replay:
     prefix_v: jax.Array
     stage: jax.Array
     post_mlp_inv_rms: jax.Array | None = None
+
+    def from_layer(self, start: int) -> "Replay":
+        """The same cache for layers start..L-1 (a decoder with first_layer=start)."""
+        return jax.tree.map(lambda x: x[start:], self)
 
 
 class Norm(nn.Module):
@@ -125,12 +172,14 @@ class Attention(nn.Module):
         if c.position == "rope":
             cos, sin = _select(is_local, ctx["rope_local"], ctx["rope"])
             q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
-        if self.record.cache:
+        if self.record.replay:
             self.sow("intermediates", "keys", k)
             self.sow("intermediates", "values", v)
         mask = _select(is_local, ctx["mask_local"], ctx["mask"])
         if prefix_kv is None:
-            out = attend(c, q, k, v, mask, ctx.get("alibi"))
+            out, probs_bths = attend(c, q, k, v, mask, ctx.get("alibi"))
+            if "attn_pattern" in self.record.names:
+                self.sow("intermediates", "attn_pattern", _at_positions(probs_bths, ctx, self.record.positions))
         else:  # one new token attending over the cached keys/values of the earlier ones
             out = attend_after_prefix(c, q, k, v, prefix_kv[0].astype(k.dtype), prefix_kv[1].astype(v.dtype), mask,
                                       ctx.get("alibi"))
@@ -142,7 +191,8 @@ def _select(flag, if_true, if_false):
 
 
 def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
-    """Softmax attention with grouped-query heads, scores and softmax in float32.
+    """Softmax attention with grouped-query heads, scores and softmax in float32: (output [B, T, kv, groups, d],
+    probabilities [B, T, H, S], head h = kv head h // groups as in transformers' repeat_kv).
 
     Heads go first, and each key/value head's query group is one [groups * T, d] matrix, so both products are
     plain batched matmuls (on the CPU 1.6x faster than the equivalent five-axis einsum).
@@ -158,7 +208,8 @@ def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
     scores = jnp.where(mask, scores, L.NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv, groups * t, -1)
     out = jnp.matmul(probs, v, precision=jax.lax.Precision.HIGHEST)  # [b, kv, groups * t, d]
-    return out.reshape(b, kv, groups, t, d).transpose(0, 3, 1, 2, 4)
+    probs_bths = probs.reshape(b, kv * groups, t, -1).transpose(0, 2, 1, 3)  # unused (and not computed) unless recorded
+    return out.reshape(b, kv, groups, t, d).transpose(0, 3, 1, 2, 4), probs_bths
 
 
 def attend_after_prefix(c: ModelConfig, q_b1hd, k_b1kd, v_b1kd, prefix_k_bskd, prefix_v_bskd, mask,
@@ -186,32 +237,45 @@ class MLP(nn.Module):
     record: Record
 
     @nn.compact
-    def __call__(self, x_bth, ctx, scale_bf, shift_bf):
+    def __call__(self, x_bth, ctx, layer, scale_bf, shift_bf):
         c = self.config
+        see = functools.partial(_observe, self, ctx=ctx, layer=layer)
         up = _dense(c.intermediate_size, c.mlp_bias, self.dtype, self.param_dtype, "up")(x_bth)
         if c.gated_mlp:
-            act = L.activation(c.activation, _dense(c.intermediate_size, c.mlp_bias, self.dtype,
-                                                    self.param_dtype, "gate")(x_bth))
-            hidden = act * up
+            pre = see("pre_act", _dense(c.intermediate_size, c.mlp_bias, self.dtype, self.param_dtype, "gate")(x_bth))
+            hidden = see("act", L.activation(c.activation, pre)) * up
         else:
-            act = hidden = L.activation(c.activation, up)
+            hidden = see("act", L.activation(c.activation, see("pre_act", up)))
         if scale_bf is not None:
             changed = hidden * scale_bf[:, None].astype(hidden.dtype) + shift_bf[:, None].astype(hidden.dtype)
             hidden = jnp.where(ctx["intervene"][..., None], changed, hidden)
-        for name, value in (("act", act), ("ffn_hidden", hidden)):
-            if name in self.record.quantities:
-                self.sow("intermediates", name, _at_positions(value, ctx, self.record.positions))
+        hidden = see("ffn_hidden", hidden)
         return _dense(c.hidden_size, c.mlp_bias, self.dtype, self.param_dtype, "down")(hidden)
 
 
-def _at_positions(x_btf, ctx, positions):
+def _observe(module: nn.Module, name: str, x_bt, ctx, layer):
+    """x with the patches of `name` applied at this layer, recorded if the record asks for `name`."""
+    for patch in ctx.get("patches", ()):
+        if patch.name == name:
+            hit = (patch.layer == layer)[:, None]
+            current = x_bt[patch.row, patch.token]
+            x_bt = x_bt.at[patch.row, patch.token].add(jnp.where(hit, patch.values.astype(x_bt.dtype) - current, 0))
+    if name in module.record.names:
+        module.sow("intermediates", name, _at_positions(x_bt, ctx, module.record.positions))
+    return x_bt
+
+
+def _at_positions(x_bt, ctx, positions):
+    """x [B, T, ...] at each row's recorded token, at every token, or max over real tokens."""
     if positions == "last":  # record_index [B], or [B, K] for rows that pack K sequences
         index = ctx["record_index"]
-        picked = jnp.take_along_axis(x_btf, index.reshape(index.shape[0], -1, 1), axis=1)
-        return picked.reshape(*index.shape, x_btf.shape[-1])
+        flat = index.reshape(index.shape[0], -1, *([1] * (x_bt.ndim - 2)))
+        picked = jnp.take_along_axis(x_bt, flat, axis=1)
+        return picked.reshape(*index.shape, *x_bt.shape[2:])
     if positions == "max":
-        return jnp.where(ctx["mask_bt"][..., None], x_btf, -jnp.inf).max(axis=1)
-    return x_btf
+        real = ctx["mask_bt"].reshape(*ctx["mask_bt"].shape, *([1] * (x_bt.ndim - 2)))
+        return jnp.where(real, x_bt, -jnp.inf).max(axis=1)
+    return x_bt
 
 
 class Block(nn.Module):
@@ -226,29 +290,32 @@ class Block(nn.Module):
     def __call__(self, h, xs, ctx):
         c, norm = self.config, (lambda name: Norm(c.norm, c.norm_eps, self.param_dtype, name=name))
         replay: Replay | None = xs.get("replay")
-        if self.record.cache:
+        see = functools.partial(_observe, self, ctx=ctx, layer=xs.get("layer"))
+        if self.record.replay:
             self.sow("intermediates", "inputs", _at_positions(h, ctx, "last"))
+        h = see("resid_pre", h)
         prefix = None if replay is None else (replay.prefix_k, replay.prefix_v)
         a = Attention(c, self.dtype, self.param_dtype, self.record, name="attn")(
             norm("attn_norm")(h), ctx, xs["is_local"], prefix)
         if c.sandwich_norms:
             a = norm("post_attn_norm")(a)
-        h = h + a
+        h = h + see("attn_out", a)
         if replay is not None:  # last-token replay: the target layer restarts from its cached attention output
             h = jnp.where(replay.stage == 0, replay.mid.astype(h.dtype)[:, None], h)
+        h = see("resid_mid", h)
         m = MLP(c, self.dtype, self.param_dtype, self.record, name="mlp")(
-            norm("mlp_norm")(h), ctx, xs.get("scale"), xs.get("shift"))
+            norm("mlp_norm")(h), ctx, xs.get("layer"), xs.get("scale"), xs.get("shift"))
         if c.sandwich_norms:
             post = norm("post_mlp_norm")
-            if self.record.cache:
+            if self.record.replay:
                 inv_rms = jax.lax.rsqrt(jnp.square(m.astype(jnp.float32)).mean(-1, keepdims=True) + c.norm_eps)
                 self.sow("intermediates", "post_mlp_inv_rms", _at_positions(inv_rms, ctx, "last"))
             if replay is not None and replay.post_mlp_inv_rms is not None:  # the target's scale held at clean
                 m = jnp.where(replay.stage == 0, post(m, replay.post_mlp_inv_rms[:, None]), post(m))
             else:
                 m = post(m)
-        out = h + m
-        if self.record.cache:
+        out = see("resid_post", h + see("mlp_out", m))
+        if self.record.replay:
             self.sow("intermediates", "mid", _at_positions(h, ctx, "last"))
             self.sow("intermediates", "out", _at_positions(out, ctx, "last"))
         if replay is not None:  # layers below the target keep their cached output
@@ -263,21 +330,25 @@ class Decoder(nn.Module):
     dtype: Any = jnp.float32  # compute dtype of activations
     param_dtype: Any = jnp.float32
     record: Record = Record()
-    logits: str = "all"  # all | last | positions (at logit_positions_bk) | none
+    logits: str = "all"  # all | last | positions (at logit_positions) | none
     first_layer: int = 0  # replays only: run layers first_layer..L-1, with params["layers"] sliced to them
 
     @nn.compact
-    def __call__(self, input_ids_bt, mask_bt, record_index_b=None, intervention: Intervention | None = None,
-                 logit_positions_bk=None, replay: Replay | None = None):
+    def __call__(self, input_ids_bt, mask_bt, *, record_index=None, intervention: Intervention | None = None,
+                 patches: tuple[Patch, ...] = (), logit_positions=None, replay: Replay | None = None):
         """mask_bt: 1 for tokens, 0 for padding, or segment ids 1, 2, ... for rows that pack several sequences
-        one after another (each attends only to itself, its positions restart at 0); then record_index_b is
+        one after another (each attends only to itself, its positions restart at 0); then record_index is
         [B, K], one recorded token per packed sequence, and positions "max" is not available.
+        logit_positions [B, K]: where logits="positions" reads.
         replay: re-run only the last token of left-padded prompts from a cache (see `Replay`), through layers
         first_layer..L-1, with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask; the
-        intervention's scale and shift then cover those layers only."""
+        intervention's scale and shift then cover those layers only. Run it through
+        `jaxneurons.models.output.forward`, which returns its recordings in the public layout."""
         c = self.config
         if self.first_layer and replay is None:
             raise ValueError("first_layer > 0 needs a replay (the residual stream entering that layer)")
+        if patches and replay is not None:
+            raise ValueError("patches apply to full forwards, not to last-token replays")
         embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
         if replay is None:
@@ -288,12 +359,15 @@ class Decoder(nn.Module):
                 h = Norm(c.norm, c.norm_eps, self.param_dtype, name="embed_norm")(h)
         else:
             h = replay.inputs[0].astype(self.dtype)[:, None]
-        ctx = self._context(mask_bt, record_index_b, intervention, input_ids_bt.shape[1])
+        ctx = self._context(mask_bt, record_index, intervention, input_ids_bt.shape[1])
         xs = {"is_local": jnp.asarray(c.is_local()[self.first_layer:])}
         if replay is not None:
             xs["replay"] = replay
-        if intervention is not None:
-            xs.update(scale=intervention.scale, shift=intervention.shift)
+        if intervention is not None:  # public [B, L, F], scanned over layers
+            xs.update(scale=jnp.moveaxis(intervention.scale, 1, 0), shift=jnp.moveaxis(intervention.shift, 1, 0))
+        if patches:
+            ctx["patches"] = tuple(patches)
+            xs["layer"] = jnp.arange(self.first_layer, c.num_layers)
         layers = nn.scan(Block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
                          in_axes=(0, nn.broadcast), length=c.num_layers - self.first_layer)
         h, _ = layers(c, self.dtype, self.param_dtype, self.record, name="layers")(h, xs, ctx)
@@ -302,7 +376,7 @@ class Decoder(nn.Module):
         if self.logits == "last":
             h = jnp.take_along_axis(h, ctx["record_index"][:, None, None], axis=1)
         elif self.logits == "positions":  # only where the caller reads them: never [B, T, V] for long T
-            h = jnp.take_along_axis(h, logit_positions_bk[..., None], axis=1)
+            h = jnp.take_along_axis(h, logit_positions[..., None], axis=1)
         h = Norm(c.norm, c.norm_eps, self.param_dtype, name="final_norm")(h)
         if c.tie_embeddings:
             logits = embed.attend(h)

@@ -30,8 +30,9 @@ from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, point_and_ci, repli
 from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
 from jaxneurons.attribution.matched import magnitude_matched
 from jaxneurons.attribution.static import static_scores
-from jaxneurons.lm import LanguageModel, pad_rows, run_decoder
+from jaxneurons.lm import LanguageModel, pad_rows
 from jaxneurons.models.decoder import Decoder, Record
+from jaxneurons.models.output import forward
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.progress import load_progress, save_progress
@@ -61,8 +62,8 @@ def prompt_batches(lm: LanguageModel, task, examples, languages, batch_size):
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
 def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
     """(act [B*N, L, F], m [B*N, L, F], category codes [B, L, F]) at the prompts' last token."""
-    _, sown = run_decoder(decoder, params, ids, mask)
-    act, m = jnp.moveaxis(sown["act"], 0, 1), jnp.moveaxis(sown["ffn_hidden"], 0, 1)
+    out = forward(decoder, params, ids, mask)
+    act, m = out.activations["act"], out.activations["ffn_hidden"]
     rows, layers, width = act.shape
     active = act.reshape(rows // num_languages, num_languages, layers, width) > 0
     return act, m, jax.vmap(categorize)(active)

@@ -35,8 +35,9 @@ from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, resample_counts
 from jaxneurons.attribution.matched import count_matched, magnitude_matched
 from jaxneurons.attribution.static import down_rows
 from jaxneurons.pipeline.attribution import estimate
-from jaxneurons.lm import LanguageModel, run_decoder
+from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.models.output import forward as run_forward
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.progress import load_progress, save_progress
@@ -54,8 +55,8 @@ INTERVENTIONS_FILE = "interventions.json"
 def example_neurons(decoder: Decoder, params, forward: dict, num_languages: int):
     """(category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
     last token, from each example's clean forward."""
-    _, sown = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"])
-    act, m = jnp.moveaxis(sown["act"], 0, 1), jnp.moveaxis(sown["ffn_hidden"], 0, 1)  # [R, L, F]
+    out = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"], record_index=forward["record_index_r"])
+    act, m = out.activations["act"], out.activations["ffn_hidden"]  # [R, L, F]
     rows, layers, width = act.shape
     shape = (rows // num_languages, num_languages, layers, width)
     abs_m = jnp.abs(m.astype(jnp.float32))
@@ -91,17 +92,18 @@ def off_mask(run: str, codes_blf, abs_m_bnlf, batch_index: int) -> np.ndarray:
 
 
 def deactivation_scale(off_blf, num_languages: int) -> jax.Array:
-    """scale [L, B*N, F]: 0 for the neurons to deactivate of each example (the same in all its languages)."""
+    """scale [B*N, L, F]: 0 for the neurons to deactivate of each example (the same in all its languages)."""
     scale_blf = jnp.where(jnp.asarray(off_blf), 0.0, 1.0)
-    return jnp.repeat(scale_blf, num_languages, axis=0).transpose(1, 0, 2)
+    return jnp.repeat(scale_blf, num_languages, axis=0)
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
-def intervened_scores(decoder: Decoder, params, forward: dict, scale_lrf, where_rt, first_tokens_rs):
+def intervened_scores(decoder: Decoder, params, forward: dict, scale_rlf, where_rt, first_tokens_rs):
     """Scores of a forward with m <- m * scale at `where`: (logprob [R], greedy [R], first-token [R, S] x2)."""
-    change = Intervention(scale_lrf, jnp.zeros_like(scale_lrf), where_rt)
-    logits, _ = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
-                            change, forward["logit_positions_rk"])
+    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), where_rt)
+    logits = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"],
+                         record_index=forward["record_index_r"], intervention=change,
+                         logit_positions=forward["logit_positions_rk"]).logits
     logprob, greedy = continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
     first_logprob, first_greedy = first_token_scores(logits, first_tokens_rs)
     return {"logprob": logprob, "greedy": greedy, "first_logprob": first_logprob, "first_greedy": first_greedy}

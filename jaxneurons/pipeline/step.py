@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxneurons.analysis import OverlapState, example_statistics, overlap_update
-from jaxneurons.lm import run_decoder
 from jaxneurons.models.decoder import Decoder
+from jaxneurons.models.output import forward as run_forward
 from jaxneurons.pipeline.scoring import continuation_scores, first_token_scores
 
 
@@ -27,10 +27,9 @@ def sharing_step(decoder: Decoder, params, overlap: OverlapState, forward: dict,
     Returns the new overlap state and {category_counts [B, K, L, 4], activated [B, K, N, L],
     logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S]}.
     """
-    logits, sown = forward_rows(decoder, params, forward)
-    act_lrf = sown["act"]
-    num_layers, rows, neurons = act_lrf.shape
-    acts_bnlf = act_lrf.reshape(num_layers, rows // num_languages, num_languages, neurons).transpose(1, 2, 0, 3)
+    logits, activations = forward_rows(decoder, params, forward)
+    rows, num_layers, neurons = activations["act"].shape
+    acts_bnlf = activations["act"].reshape(rows // num_languages, num_languages, num_layers, neurons)
     counts_bklc, activated_bknl = example_statistics(acts_bnlf, thresholds_k)
     out = {"category_counts": counts_bklc, "activated": activated_bknl}
     out["logprob"], out["greedy"] = continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
@@ -46,19 +45,19 @@ def scoring_step(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, ja
 
 
 def forward_rows(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, dict]:
-    """Run a forward and return per row: logits [R, k, V] at its positions, recorded neurons [L, R, F].
+    """Run a forward and return per row: logits [R, k, V] at its positions, recorded neurons [R, L, F].
 
     A packed forward (with "row_slot_r") computes them per (bin, segment); each row takes its own slot.
     """
-    logits, sown = run_decoder(decoder, params, forward["ids_rt"], forward["mask_rt"], forward["record_index_r"],
-                               None, forward["logit_positions_rk"])
+    out = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"], record_index=forward["record_index_r"],
+                      logit_positions=forward["logit_positions_rk"])
     if "row_slot_r" not in forward:
-        return logits, sown
+        return out.logits, out.activations
     slot_r, (bins, segments) = forward["row_slot_r"], forward["record_index_r"].shape
-    logits = logits.reshape(bins * segments, -1, logits.shape[-1])[slot_r]
-    sown = {name: value.reshape(value.shape[0], bins * segments, *value.shape[3:])[:, slot_r]
-            for name, value in sown.items()}
-    return logits, sown
+    logits = out.logits.reshape(bins * segments, -1, out.logits.shape[-1])[slot_r]
+    activations = {name: value.reshape(bins * segments, *value.shape[2:])[slot_r]
+                   for name, value in out.activations.items()}
+    return logits, activations
 
 
 def to_device(forward_arrays: dict) -> dict:
