@@ -24,14 +24,15 @@ BATCH_SIZE = 8
 def analyse(out: str, **kwargs) -> dict:
     """The tiny model of test_pipeline on builtin_nli, written to out."""
     sys.path.insert(0, REPO)
-    from jaxneurons.pipeline import run_sharing_analysis
+    from jaxneurons.pipeline import SharingConfig, run_sharing_analysis
     from jaxneurons.tasks import get_task
-    from tests.test_pipeline import tiny_lm
+    from tests.test_pipeline import split_config, tiny_lm
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
     kwargs = {"batch_size": BATCH_SIZE, "thresholds": THRESHOLDS, "progress": False, "figures": False, **kwargs}
-    return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, **kwargs)
+    config, rest = split_config(SharingConfig, kwargs)
+    return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, config, **rest)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom"])

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
-import math
 import os
 import tempfile
 import time
@@ -25,16 +23,46 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxneurons import distributed
-from jaxneurons.analysis import MAIN_THRESHOLD, OverlapState
+from jaxneurons.analysis import OverlapState
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
-from jaxneurons.pipeline.batching import POSITIONS, Batch, BatchPlan, plan_batches, tokenize_examples
+from jaxneurons.pipeline.batching import PADDING_SIDES, POSITIONS, Batch, BatchPlan, plan_batches, tokenize_examples
+from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
+from jaxneurons.pipeline.identity import run_identity
 from jaxneurons.pipeline.outputs import write_flags, write_outputs
 from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
 from jaxneurons.pipeline.step import scoring_step, sharing_step
 
 DEFAULT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharingConfig:
+    """The sharing pass's settings (analyze.py's flags of the same names); validated when built."""
+
+    batch_size: int = 8  # examples per step, each with one row per language (rounded up to the mesh's data axis)
+    positions: str = "last"  # neurons at the prompt's last token, or activated at any prompt token ("all")
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # activation thresholds tau; must include 0, the paper's
+    pack: bool | None = None  # rows laid one after another into bins (default: with positions "last")
+    padding_side: str = "right"  # "right" or "left"; results do not depend on it
+    bootstrap: int = 1000  # resamples for the 95% intervals over examples (0: none), seeded
+    prompt_format: str | None = None  # the task formulation the examples were loaded with (recorded)
+    prompt_suffix: str = ""  # text appended to every prompt when loading (recorded)
+    checkpoint_every: int = dataclasses.field(default=10, metadata={"identity": False})  # batches per save
+
+    def __post_init__(self):
+        object.__setattr__(self, "thresholds", tuple(check_thresholds(self.thresholds)))
+        if self.pack is None:
+            object.__setattr__(self, "pack", self.positions == "last")
+        check_positive(batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
+        check_at_least_zero(bootstrap=self.bootstrap)
+        if self.positions not in POSITIONS:
+            raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {self.positions!r}")
+        if self.padding_side not in PADDING_SIDES:
+            raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}")
+        if self.pack and self.positions != "last":
+            raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed rows)")
 
 
 def run_sharing_analysis(
@@ -43,13 +71,10 @@ def run_sharing_analysis(
     examples: Sequence,
     languages: Sequence[str],
     output_dir: str | os.PathLike,
-    batch_size: int = 8,
-    positions: str = "last",
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    config: SharingConfig = SharingConfig(),
+    *,
     resume: bool = False,
     progress: bool = True,
-    padding_side: str = "right",
-    checkpoint_every: int = 10,
     skipped: dict | None = None,
     flags_text: str | None = None,
     on_batch_end: Callable[[int, int], None] | None = None,
@@ -57,10 +82,6 @@ def run_sharing_analysis(
     mesh: Mesh | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
-    pack: bool | None = None,
-    bootstrap: int = 1000,
-    prompt_format: str | None = None,
-    prompt_suffix: str = "",
 ) -> dict:
     """Categorize the FFN neurons of every example across its languages, score the answers, write results.
 
@@ -69,12 +90,8 @@ def run_sharing_analysis(
       task: a `jaxneurons.tasks.Task` (its `scoring` and `is_correct`); examples: its ParallelExamples.
       languages: the N languages to analyse, each present in every example.
       output_dir: receives sharing.json, examples.npz, figures/, report.md, state.npz (and flags.txt).
-      batch_size: examples per step (each brings N rows).
-      positions: "last" (the prompt's last token) or "all" (activated at any prompt token).
-      thresholds: activation thresholds tau; must include 0, the paper's.
-      resume: continue from output_dir/state.npz when it belongs to this same run.
-      padding_side: "right" or "left"; results do not depend on it.
-      checkpoint_every: save state.npz every this many batches (and after the last).
+      config: the pass's settings (`SharingConfig`); with the weights and examples, the run's identity.
+      resume: continue from output_dir/state.npz; a state of another identity is refused (ResumeMismatchError).
       skipped: the task loader's skipped items by reason, recorded in sharing.json.
       flags_text: the launcher's flags as a flagfile, written to flags.txt.
       on_batch_end: called with (batch index, number of batches) after each batch is recorded.
@@ -84,25 +101,18 @@ def run_sharing_analysis(
       process_index, process_count: this process's share of the batches (default: `distributed.process_layout`);
         with several processes each runs the batches i with i % count == index, keeps its state in
         output_dir/process_{index}_of_{count}/, and process 0 alone writes the merged results.
-      pack: lay each batch's rows one after another into fixed bins instead of padding each row (default:
-        with positions "last"); same results, less padding, one compiled shape. See `batching`.
-      bootstrap: resamples for the 95% intervals over examples in sharing.json (0: none), seeded.
-      prompt_format, prompt_suffix: the task formulation the examples were loaded with (`Task.load`),
-        recorded in sharing.json (None: not given).
     Returns:
       the dict written to sharing.json (every process returns it).
     """
-    languages, thresholds = list(languages), check_thresholds(thresholds)
-    if checkpoint_every < 1:
-        raise PipelineInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    languages, thresholds = list(languages), list(config.thresholds)
     mesh = distributed.default_mesh() if mesh is None else mesh
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    batch_size = distributed.round_batch_size(batch_size, mesh)
+    batch_size = distributed.round_batch_size(config.batch_size, mesh)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    pack = positions == "last" if pack is None else pack
-    plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id, pack=pack,
+    plan = plan_batches(rows, batch_size, config.positions, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=distributed.data_size(mesh))
-    identity = run_identity(lm, task, examples, languages, plan, thresholds)
+    identity = run_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
+                            batch_size_used=plan.batch_size, packing=repr(plan.packing))
     own_identity, state_dir = identity, output_dir
     if process_count > 1:
         own_identity = distributed.partial_identity(identity, process_index, process_count)
@@ -114,20 +124,20 @@ def run_sharing_analysis(
                           lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
     if flags_text is not None and process_index == 0:
         write_flags(output_dir, flags_text)
-    state = run_batches(lm, plan, state, thresholds, state_dir, progress, checkpoint_every, on_batch_end, mesh=mesh,
-                        process_index=process_index, process_count=process_count)
+    state = run_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
+                        mesh=mesh, process_index=process_index, process_count=process_count)
     if process_count > 1:
         state = distributed.gather_states(state, plan, identity, output_dir, process_index, process_count)
-    facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": positions,
+    facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": config.positions,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
              "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
-             "prompt_format": prompt_format, "prompt_suffix": prompt_suffix}
+             "prompt_format": config.prompt_format, "prompt_suffix": config.prompt_suffix}
     if process_index != 0:  # the same summary, written where nobody looks
         with tempfile.TemporaryDirectory() as scratch:
             return write_outputs(scratch, state, task=task, examples=examples, languages=languages,
-                                 thresholds=thresholds, run_facts=facts, figures=False, bootstrap=bootstrap)
+                                 thresholds=thresholds, run_facts=facts, figures=False, bootstrap=config.bootstrap)
     return write_outputs(output_dir, state, task=task, examples=examples, languages=languages,
-                         thresholds=thresholds, run_facts=facts, figures=figures, bootstrap=bootstrap)
+                         thresholds=thresholds, run_facts=facts, figures=figures, bootstrap=config.bootstrap)
 
 
 def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
@@ -179,7 +189,7 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
                                  index + 1, plan.num_batches, done, done / state.elapsed_s,
                                  100 * state.padding_ratio)
             bar.update(int(batch.valid_b.sum()))
-            bar.set_postfix({"ex/s": f"{done / state.elapsed_s:.2f}", "padding": f"{state.padding_ratio:.2f}"},
+            bar.set_postfix({"ex/s": f"{done / state.elapsed_s:.2f}", "real tokens": f"{state.padding_ratio:.0%}"},
                             refresh=False)
             if on_batch_end is not None:
                 on_batch_end(index, plan.num_batches)
@@ -233,30 +243,3 @@ def record_scores(batch: Batch, scores: list, num_languages: int, option_logprob
             if gold_logprob_en is not None:
                 gold_logprob_en[e_v] = logprob_vn
             greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]
-
-
-def run_identity(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], plan: BatchPlan,
-                 thresholds: Sequence[float]) -> dict:
-    """What a saved state must match to be resumed: same model, data, tokens and settings."""
-    tokens = hashlib.sha256(repr(plan.rows).encode()).hexdigest()
-    ids = hashlib.sha256("\n".join(ex.id for ex in examples).encode()).hexdigest()
-    params = hashlib.sha256(repr([(x.shape, str(x.dtype)) for x in jax.tree.leaves(lm.params)]).encode()).hexdigest()
-    return {
-        "model": str(lm.source), "config": repr(lm.config), "params": params, "compute_dtype": str(lm.compute_dtype),
-        "task": task.name, "languages": list(languages), "example_ids": ids, "num_examples": len(examples),
-        "tokens": tokens, "batch_size": plan.batch_size, "positions": plan.positions,
-        "padding_side": plan.padding_side, "packing": repr(plan.packing),
-        "thresholds": [float(t) for t in thresholds],
-    }
-
-
-def check_thresholds(thresholds: Sequence[float]) -> list[float]:
-    """The thresholds as floats; PipelineInputError unless finite, distinct and including 0."""
-    values = [float(t) for t in thresholds]
-    if not values or any(not math.isfinite(t) for t in values):
-        raise PipelineInputError(f"thresholds must be finite numbers, got {list(thresholds)}")
-    if not any(t == MAIN_THRESHOLD for t in values):
-        raise PipelineInputError(f"thresholds must include {MAIN_THRESHOLD} (the paper's tau), got {values}")
-    if len(set(values)) != len(values):
-        raise PipelineInputError(f"duplicate thresholds in {values}")
-    return values
