@@ -68,7 +68,7 @@ class AttributionConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
-        check_choices("attribution methods", self.methods, METHODS)
+        check_choices("methods", self.methods, METHODS)
         check_choices("ig_rule", [self.ig_rule], RULES)
         check_choices("ig_path", [self.ig_path], PATHS)
         check_positive(top_k=self.top_k, batch_size=self.batch_size, ig_steps=self.ig_steps, seeds=self.seeds,

@@ -130,7 +130,7 @@ class InterventionsConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))
-        check_choices("interventions", self.kinds, KINDS)
+        check_choices("kinds", self.kinds, KINDS)
         check_positive(batch_size=self.batch_size, seeds=self.seeds)
         check_at_least_zero(bootstrap=self.bootstrap)
 
