@@ -117,7 +117,8 @@ def sharing_config():
                         positions=("positions", _POSITIONS.value),
                         thresholds=("thresholds", parse_thresholds(_THRESHOLDS.value)),
                         pack=("pack", _PACK.value and _POSITIONS.value == "last"),
-                        bootstrap=("bootstrap", _BOOTSTRAP.value), prompt_format=("prompt_format", _PROMPT_FORMAT.value),
+                        bootstrap=("bootstrap", _BOOTSTRAP.value),
+                        prompt_format=("prompt_format", _PROMPT_FORMAT.value),
                         prompt_suffix=("prompt_suffix", prompt_suffix()))
 
 
@@ -250,10 +251,11 @@ def analyze() -> None:
     import time
 
     from jaxneurons import distributed
-    from jaxneurons.cli import check_model, load_model_timed
+    from jaxneurons.cli import check_model, load_model_timed, quiet_checkpoint_logs
     from jaxneurons.pipeline import run_sharing_analysis
 
     started = time.time()
+    quiet_checkpoint_logs()  # an orbax model folder loads with a few dozen INFO lines
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
     task = check_task()
@@ -268,7 +270,8 @@ def analyze() -> None:
     sharing = run_sharing_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, sharing_cfg,
                                    resume=_RESUME.value, progress=_PROGRESS.value, skipped=loaded.skipped,
                                    flags_text=flags_text())
-    importance_analyses(lm, task, loaded, sharing, attribution, interventions)
+    if distributed.process_layout()[0] == 0:  # they do not split over processes yet: one runs them, one writes
+        importance_analyses(lm, task, loaded, sharing, attribution, interventions)
     print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")
     print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
 

@@ -118,16 +118,16 @@ def free_port() -> int:
 
 
 def test_mesh_spec():
-    from jaxneurons.distributed import PipelineInputError, make_mesh, parse_mesh_spec, round_batch_size
+    from jaxneurons.distributed import LayoutError, make_mesh, parse_mesh_spec, round_batch_size
 
     assert parse_mesh_spec("data:-1,fsdp:1") == {"data": -1, "fsdp": 1}
     assert parse_mesh_spec("fsdp:2") == {"data": 1, "fsdp": 2}
     for bad in ("data", "model:2", "data:-1,fsdp:-1", "data:0", "data:x", "data:1,data:1"):
-        with pytest.raises(PipelineInputError):
+        with pytest.raises(LayoutError):
             parse_mesh_spec(bad)
     mesh = make_mesh("data:-1")
     assert mesh.axis_names == ("data", "fsdp") and mesh.shape["fsdp"] == 1
-    with pytest.raises(PipelineInputError):
+    with pytest.raises(LayoutError):
         make_mesh("data:3")
     assert round_batch_size(5, None) == 5
 

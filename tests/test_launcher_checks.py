@@ -52,6 +52,9 @@ def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, 
     (used / "sharing.json").write_text("{}")
     a_file = tmp_path / "a_file"
     a_file.write_text("")
+    os.makedirs(tmp_path / "empty" / "xnli")
+    for name in ("test-en.tsv", "test-de.tsv", "test-labels.txt"):  # XNLI's files, without a line
+        (tmp_path / "empty" / "xnli" / name).write_text("")
     base = [f"--model={model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper",
             f"--output_dir={tmp_path / 'out'}"]
     cases = {
@@ -66,16 +69,22 @@ def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, 
                                    "pass --tokenizer=",
         f"--output_dir={a_file}": f"--output_dir={a_file} is not writable",
         f"--output_dir={used}": f"--output_dir={used} holds another run's results (sharing.json); pass --resume",
+        f"--task=xnli --data_dir={tmp_path / 'empty'}": "no examples of --task=xnli --split=test in --data_dir=",
     }
-    for (case, expected), line in zip(cases.items(), run_cases("analyze", base, [[c] for c in cases])):
+    extra = [[f"--model={no_tokenizer}", f"--tokenizer={model}"], [f"--model={no_tokenizer}", "--debug"]]
+    *lines, with_tokenizer, debug = run_cases("analyze", base, [c.split(" ") for c in cases] + extra)
+    for (case, expected), line in zip(cases.items(), lines):
         assert expected in line, (case, line)
         assert "\n" not in line.strip() and MODEL_LOADED not in line and "Traceback" not in line, (case, line)
-    line, = run_cases("analyze", base, [[f"--model={no_tokenizer}", f"--tokenizer={model}"]])
-    assert line == MODEL_LOADED  # --tokenizer lets a checkpoint without tokenizer files through
+    assert with_tokenizer == MODEL_LOADED  # --tokenizer lets a checkpoint without tokenizer files through
+    assert debug == "Traceback: FileNotFoundError"  # --debug: the traceback instead of the line
 
 
 def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tmp_path):
     model, no_tokenizer = tiny_dirs
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "alignment.json").write_text("{}")
     base = [f"--model={model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper",
             "--train_split=test", "--eval_split=test", "--num_train=2", "--num_eval=2",
             f"--output_dir={tmp_path / 'out'}"]
@@ -86,6 +95,7 @@ def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tm
         "--lambda_sharing=-1": "--lambda_sharing: lambda_sharing must be >= 0", "--rho=2": "--rho: rho must be in",
         "--steps=0": "--steps=0", "--num_train=0": "--num_train=0", "--languages=en,xx": "['xx']",
         f"--model={no_tokenizer}": "pass --tokenizer=",
+        f"--output_dir={used}": "holds another run's results (alignment.json); pass --resume",
     }
     for (case, expected), line in zip(cases.items(), run_cases("align", base, [[c] for c in cases])):
         assert expected in line, (case, line)
@@ -119,6 +129,12 @@ def test_resume_names_the_flags_that_differ(tmp_path):
     claim_output_dir(str(tmp_path), {"--task": "xnli", "--lr": 1e-4, "--seed": 0}, resume=True)
     with pytest.raises(ResumeMismatchError, match=r"differs in: --lr, --seed\)"):
         claim_output_dir(str(tmp_path), {"--task": "xnli", "--lr": 2e-4, "--seed": 1}, resume=True)
+
+
+def test_resume_refuses_a_folder_without_run_json(tmp_path):
+    (tmp_path / "state.npz").write_text("older")
+    with pytest.raises(PipelineInputError, match="has no run.json .* cannot be resumed; --overwrite replaces it"):
+        claim_output_dir(str(tmp_path), {"--task": "xnli"}, resume=True)
 
 
 def test_result_files_are_created_0644(tmp_path):
@@ -161,6 +177,8 @@ def _drive(launcher: str, base: list[str], cases: list[list[str]]) -> None:
             lines.append(str(e.code) if isinstance(e.code, str) else stderr.getvalue().splitlines()[0])
         except RuntimeError as e:
             lines.append(str(e))
+        except Exception as e:  # noqa: BLE001 - what would reach the user as a traceback
+            lines.append(f"Traceback: {type(e).__name__}")
     print(json.dumps(lines))
 
 

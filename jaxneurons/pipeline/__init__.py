@@ -22,7 +22,8 @@ from jaxneurons.pipeline.state import STATE_FILE, RunState, load_state
 
 __all__ = [
     "Batch", "BatchPlan", "DEFAULT_THRESHOLDS", "EXAMPLES_FILE", "FIGURES_DIR", "FLAGS_FILE", "Forward",
-    "PipelineInputError", "REPORT_FILE", "ResumeMismatchError", "RunState", "SHARING_FILE", "SharingConfig", "STATE_FILE",
+    "PipelineInputError", "REPORT_FILE", "ResumeMismatchError", "RunState", "SHARING_FILE", "SharingConfig",
+    "STATE_FILE",
     "TokenizedRow", "accuracy_per_language", "bucket_length", "check_thresholds", "continuation_scores",
     "judge", "load_state", "plan_batches", "run_batches", "run_sharing_analysis", "tokenize_examples",
 ]

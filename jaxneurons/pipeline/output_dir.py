@@ -36,7 +36,10 @@ def claim_output_dir(path: str, identity: dict, resume: bool = False, overwrite:
         for name in entries:
             target = os.path.join(path, name)
             shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
-    elif entries and resume and os.path.exists(os.path.join(path, RUN_FILE)):
+    elif entries and resume:
+        if not os.path.exists(os.path.join(path, RUN_FILE)):
+            raise PipelineInputError(f"--output_dir={path} has no {RUN_FILE} (not a run, or one of an older "
+                                     "jaxneurons): it cannot be resumed; --overwrite replaces it")
         with open(os.path.join(path, RUN_FILE)) as f:
             check_identity(f"--output_dir={path}", json.load(f), identity)
     elif entries:

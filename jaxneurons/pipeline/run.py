@@ -26,7 +26,9 @@ from jaxneurons import distributed
 from jaxneurons.analysis import OverlapState
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
-from jaxneurons.pipeline.batching import PADDING_SIDES, POSITIONS, Batch, BatchPlan, plan_batches, tokenize_examples
+from jaxneurons.pipeline import merge
+from jaxneurons.pipeline.batching import (PADDING_SIDES, POSITIONS, Batch, BatchPlan, plan_batches,
+                                          tokenize_examples)
 from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import run_identity
@@ -115,8 +117,8 @@ def run_sharing_analysis(
                             batch_size_used=plan.batch_size, packing=repr(plan.packing))
     own_identity, state_dir = identity, output_dir
     if process_count > 1:
-        own_identity = distributed.partial_identity(identity, process_index, process_count)
-        state_dir = distributed.partial_dir(output_dir, process_index, process_count)
+        own_identity = merge.partial_identity(identity, process_index, process_count)
+        state_dir = merge.partial_dir(output_dir, process_index, process_count)
     os.makedirs(state_dir, exist_ok=True)
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
@@ -127,7 +129,7 @@ def run_sharing_analysis(
     state = run_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
                         mesh=mesh, process_index=process_index, process_count=process_count)
     if process_count > 1:
-        state = distributed.gather_states(state, plan, identity, output_dir, process_index, process_count)
+        state = merge.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": config.positions,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
              "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
