@@ -197,14 +197,15 @@ def prompt_suffix() -> str:
     return _PROMPT_SUFFIX.value.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def importance_analyses(lm, task, loaded, sharing, attribution, interventions) -> None:
-    """attribution.json / interventions.json, their figures, and their sections appended to report.md."""
+def importance_analyses(lm, task, loaded, sharing, attribution, interventions, process_index: int) -> None:
+    """attribution.json / interventions.json, their figures, and their sections appended to report.md (process 0
+    writes). Deactivation splits its examples over the processes; attribution runs on process 0 alone."""
     from jaxneurons.analysis import attribution_report as ar, write_report
     from jaxneurons.pipeline.attribution import run_attribution_analysis
     from jaxneurons.pipeline.interventions import run_interventions
 
     out, sections, figures_dir = _OUTPUT_DIR.value, [], os.path.join(_OUTPUT_DIR.value, "figures")
-    if attribution is not None:
+    if attribution is not None and process_index == 0:
         result = run_attribution_analysis(lm, task, loaded.examples, _LANGUAGES.value, out, attribution,
                                           resume=_RESUME.value, progress=_PROGRESS.value)
         figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
@@ -214,8 +215,10 @@ def importance_analyses(lm, task, loaded, sharing, attribution, interventions) -
     if interventions is not None:
         result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, interventions,
                                    resume=_RESUME.value, progress=_PROGRESS.value)
-        figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir, "interventions.png"))}
-        sections.append(ar.interventions_section(result, figures, out))
+        if process_index == 0:
+            figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir,
+                                                                                   "interventions.png"))}
+            sections.append(ar.interventions_section(result, figures, out))
     if sections:
         paths = {name: os.path.join(out, path) for name, path in sharing.get("figures", {}).items()}
         write_report(out, sharing, paths, sections)
@@ -270,8 +273,7 @@ def analyze() -> None:
     sharing = run_sharing_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, sharing_cfg,
                                    resume=_RESUME.value, progress=_PROGRESS.value, skipped=loaded.skipped,
                                    flags_text=flags_text())
-    if distributed.process_layout()[0] == 0:  # they do not split over processes yet: one runs them, one writes
-        importance_analyses(lm, task, loaded, sharing, attribution, interventions)
+    importance_analyses(lm, task, loaded, sharing, attribution, interventions, distributed.process_layout()[0])
     print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")
     print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +164,28 @@ def _assert_resume_equals_uninterrupted(run, module, setup, tmp_path, monkeypatc
             run(lm, task, examples, LANGS, str(tmp_path / "b"), config, progress=False)
     resumed = run(lm, task, examples, LANGS, str(tmp_path / "b"), config, resume=True, progress=False)
     assert resumed == whole
+
+
+def test_interventions_on_two_processes_equal_one(setup, tmp_path):
+    """Processes 0 and 1 of 2 (merging through files, as two threads): each runs its share of the batches; both
+    return, and process 0 alone writes, exactly the one-process result."""
+    lm, task, examples = setup
+    config = InterventionsConfig(kinds=["all_shared", "random"], batch_size=1, seeds=2, bootstrap=50)
+    one = run_interventions(lm, task, examples, LANGS, str(tmp_path / "one"), config, progress=False)
+    out, results = tmp_path / "two", [None, None]
+
+    def process(k):
+        results[k] = run_interventions(lm, task, examples, LANGS, str(out), config, progress=False,
+                                       process_index=k, process_count=2)
+
+    thread = threading.Thread(target=process, args=(1,))
+    thread.start()
+    process(0)
+    thread.join(timeout=120)
+    assert results == [one, one]
+    assert json.loads((out / "interventions.json").read_text()) == json.loads(
+        (tmp_path / "one" / "interventions.json").read_text())
+    assert (out / "process_1_of_2" / "interventions_state.npz").exists()
 
 
 def _accuracy_with(lm, task, examples, scale_fn):

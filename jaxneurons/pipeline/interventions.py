@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize, write_json_atomic
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, resample_counts
 from jaxneurons.attribution.matched import count_matched, magnitude_matched
@@ -38,6 +39,7 @@ from jaxneurons.attribution.static import down_rows
 from jaxneurons.pipeline.attribution import estimate
 from jaxneurons.lm import LanguageModel, run_decoder
 from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
@@ -137,10 +139,14 @@ class InterventionsConfig:
 
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str,
                       config: InterventionsConfig = InterventionsConfig(), *, resume: bool = False,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, process_index: int | None = None,
+                      process_count: int | None = None) -> dict:
     """Write output_dir/interventions.json (see the module docstring).
 
     resume: continue from output_dir/interventions_state.npz; a checkpoint of another identity is refused.
+    process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
+      runs the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
+      every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
     """
     all_positions, seeds = config.all_positions, config.seeds
     if not all_positions and any(ex.readout != "prompt" for ex in examples):
@@ -152,15 +158,21 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     plan = plan_batches(rows, config.batch_size, "last", "right", lm.pad_id)
     runs = run_names(config.kinds, seeds)
     identity = run_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages))
-    path = os.path.join(output_dir, INTERVENTIONS_STATE_FILE)
-    saved = load_checkpoint(path, identity) if resume else None
+    process_index, process_count = distributed.process_layout(process_index, process_count)
+    own_identity, state_dir = identity, output_dir
+    if process_count > 1:
+        own_identity = merge.partial_identity(identity, process_index, process_count)
+        state_dir = merge.partial_dir(output_dir, process_index, process_count)
+    path = os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
+    saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     score_decoder = lm.decoder(Record(), logits="positions")
-    bar = tqdm(total=plan.num_batches, initial=start, unit="batch", disable=not progress,
+    mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
+    bar = tqdm(total=len(mine), initial=sum(i < start for i in mine), unit="batch", disable=not progress,
                desc=f"interventions ({len(runs) - 1} + clean)")
-    for index in range(start, plan.num_batches):
+    for index in (i for i in mine if i >= start):
         batch = plan.batch(index)
         main = to_device(batch.neuron_forward.arrays())
         codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, lm.params, main, n))
@@ -181,11 +193,16 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             stats, full = jax.device_get((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
                           acc[f"{run}/greedy"], acc[f"{run}/gold_logprob"])
-        save_checkpoint(path, identity, {**acc, NEXT_BATCH: np.asarray(index + 1)})
+        save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(index + 1)})
         bar.update(1)
     bar.close()
+    save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(plan.num_batches)})  # this process is done
+    if process_count > 1:
+        acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
+                                        process_count)
     result = summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds, config.bootstrap)
-    write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
+    if process_index == 0:
+        write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
     return result
 
 

@@ -1,8 +1,8 @@
-"""Several processes, one result: the sharing pass's partial states merged into the state of a one-process run.
+"""Several processes, one result: each process's partial state of a pass merged into that of a one-process run.
 
-Process k of P keeps its partial state in output_dir/process_{k}_of_{P}/state.npz. They are merged through
-`process_allgather` when `jax.distributed` is initialized with P processes, else through the partial files
-(output_dir on a filesystem every process sees; no coordinator needed). Process 0 alone writes the outputs.
+Process k of P keeps its partial state in output_dir/process_{k}_of_{P}/ (state.npz, interventions_state.npz).
+They are merged through `process_allgather` when `jax.distributed` is initialized with P processes, else
+through the partial files (output_dir on a filesystem every process sees; no coordinator needed). Process 0 alone writes the outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from jaxneurons.analysis import OverlapState
+from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint
 from jaxneurons.pipeline.errors import ResumeMismatchError
 from jaxneurons.pipeline.state import RunState, load_state
 
@@ -92,23 +93,66 @@ def _allgather_states(state: RunState, process_count: int) -> list[RunState]:
     return states
 
 
+def gather_accumulators(acc: dict[str, np.ndarray], plan, identity: dict, output_dir: str | os.PathLike,
+                        name: str, process_index: int, process_count: int,
+                        timeout_s: float = MERGE_TIMEOUT_S) -> dict[str, np.ndarray]:
+    """A pass's per-example accumulators (every array's first axis: the examples) merged over the processes:
+    each example's values from the process that ran it, so the result is exactly a one-process run's.
+
+    name: the checkpoint file each process keeps in its partial_dir (read when merging through files)."""
+    if jax.process_count() == process_count:
+        from jax.experimental import multihost_utils
+
+        as_bytes = {key: np.ascontiguousarray(value).reshape(-1).view(np.uint8) for key, value in acc.items()}
+        gathered = jax.tree.map(np.asarray, multihost_utils.process_allgather(as_bytes))  # bytes: float64 intact
+        parts = [{key: value[k].view(acc[key].dtype).reshape(acc[key].shape) for key, value in gathered.items()}
+                 for k in range(process_count)]
+    else:
+        parts = [acc if k == process_index else _wait_for(
+            lambda k=k: _finished_checkpoint(os.path.join(partial_dir(output_dir, k, process_count), name),
+                                             partial_identity(identity, k, process_count), plan.num_batches),
+            f"process {k} of {process_count}", timeout_s) for k in range(process_count)]
+    owners_e = example_owners(plan, process_count)
+    return {key: np.stack([part[key] for part in parts])[owners_e, np.arange(len(owners_e))] for key in acc}
+
+
+def _finished_checkpoint(path: str, identity: dict, num_batches: int) -> dict | None:
+    """The checkpoint's arrays once it has done every batch; None before (or while another run's is there)."""
+    try:
+        found = load_checkpoint(path, identity)
+    except (ResumeMismatchError, OSError, ValueError, KeyError):  # another run's, or being replaced
+        return None
+    if found is None or int(found.pop(NEXT_BATCH)) < num_batches:
+        return None
+    return found
+
+
 def _wait_for_partial(output_dir, identity: dict, k: int, process_count: int, num_batches: int,
                       timeout_s: float) -> RunState:
     """Process k's partial state once it has finished every batch (another run's file: wait too)."""
     path = partial_dir(output_dir, k, process_count)
-    deadline, last_log = time.monotonic() + timeout_s, 0.0
-    while True:
+
+    def finished():
         try:
             found = load_state(path, partial_identity(identity, k, process_count))
         except (ResumeMismatchError, OSError, ValueError, KeyError):  # another run's, or being replaced
-            found = None
-        if found is not None and found.next_batch >= num_batches:
+            return None
+        return found if found is not None and found.next_batch >= num_batches else None
+
+    return _wait_for(finished, f"process {k} of {process_count} (state in {path})", timeout_s)
+
+
+def _wait_for(finished, what: str, timeout_s: float):
+    """Poll finished() until it returns something; TimeoutError after timeout_s."""
+    deadline, last_log = time.monotonic() + timeout_s, 0.0
+    while True:
+        found = finished()
+        if found is not None:
             return found
         now = time.monotonic()
         if now > deadline:
-            raise TimeoutError(f"process {k} of {process_count} did not finish within {timeout_s:.0f}s "
-                               f"(no finished state in {path})")
+            raise TimeoutError(f"{what} did not finish within {timeout_s:.0f}s")
         if now - last_log > 60:
-            logging.info("waiting for process %d of %d (%s)", k, process_count, path)
+            logging.info("waiting for %s", what)
             last_log = now
         time.sleep(_POLL_S)
