@@ -2,7 +2,8 @@
 
 Process k of P keeps its partial state in output_dir/process_{k}_of_{P}/ (state.npz, interventions_state.npz).
 They are merged through `process_allgather` when `jax.distributed` is initialized with P processes, else
-through the partial files (output_dir on a filesystem every process sees; no coordinator needed). Process 0 alone writes the outputs.
+through the partial files (output_dir on a filesystem every process sees; no coordinator needed). Process 0
+alone writes the outputs.
 """
 
 from __future__ import annotations
