@@ -246,7 +246,7 @@ def claim_output_dir(process_index: int, started: float) -> None:
         claim(_OUTPUT_DIR.value, identity, _RESUME.value, _OVERWRITE.value)
     else:
         check_writable(_OUTPUT_DIR.value)
-        wait_for_claim(_OUTPUT_DIR.value, identity, since=started)
+        wait_for_claim(_OUTPUT_DIR.value, identity, since=started if _OVERWRITE.value else None)
 
 
 def analyze() -> None:

@@ -10,12 +10,13 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
 from jaxneurons.analysis import write_json_atomic
 from jaxneurons.pipeline import PipelineInputError, ResumeMismatchError
-from jaxneurons.pipeline.output_dir import RUN_FILE, claim_output_dir
+from jaxneurons.pipeline.output_dir import RUN_FILE, claim_output_dir, wait_for_claim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_LOADED = "the model was loaded"
@@ -135,6 +136,15 @@ def test_resume_refuses_a_folder_without_run_json(tmp_path):
     (tmp_path / "state.npz").write_text("older")
     with pytest.raises(PipelineInputError, match="has no run.json .* cannot be resumed; --overwrite replaces it"):
         claim_output_dir(str(tmp_path), {"--task": "xnli"}, resume=True)
+
+
+def test_other_processes_wait_for_process_0s_claim(tmp_path):
+    claim_output_dir(str(tmp_path), {"--task": "xnli"})
+    wait_for_claim(str(tmp_path), {"--task": "xnli"}, since=time.time())  # claimed: returns at once
+    with pytest.raises(PipelineInputError, match="did not claim"):  # another run's claim: not this run's
+        wait_for_claim(str(tmp_path), {"--task": "pawsx"}, timeout_s=0.6)
+    with pytest.raises(PipelineInputError, match="did not claim"):  # --overwrite: a claim from before its start
+        wait_for_claim(str(tmp_path), {"--task": "xnli"}, since=time.time() + 120, timeout_s=0.6)
 
 
 def test_result_files_are_created_0644(tmp_path):

@@ -49,14 +49,15 @@ def claim_output_dir(path: str, identity: dict, resume: bool = False, overwrite:
     write_json_atomic(os.path.join(path, RUN_FILE), identity)
 
 
-def wait_for_claim(path: str, identity: dict, since: float, timeout_s: float = 300.0) -> None:
-    """For processes other than 0: wait until process 0 has claimed `path` for this run (at or after `since`,
-    so that its --overwrite cannot remove what this process writes)."""
+def wait_for_claim(path: str, identity: dict, since: float | None = None, timeout_s: float = 300.0) -> None:
+    """For processes other than 0: wait until process 0 has claimed `path` for this run; with `since` (when
+    process 0 overwrites), a claim written at most a minute before it (clocks of hosts and file servers differ),
+    so that the overwrite cannot remove what this process writes."""
     run_file, deadline = os.path.join(path, RUN_FILE), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             with open(run_file) as f:
-                if json.load(f) == identity and os.path.getmtime(run_file) >= since - 1.0:
+                if json.load(f) == identity and (since is None or os.path.getmtime(run_file) >= since - 60.0):
                     return
         except (OSError, ValueError):
             pass
