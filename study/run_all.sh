@@ -11,8 +11,8 @@ names=${@:-gemma_xnli gemma_mpararel gemma_mzsre_en2all gemma_mzsre_all2en smoll
 for name in $names; do
   if [ "$name" = align_xnli ]; then launcher=launchers/align.py; else launcher=launchers/analyze.py; fi
   t0=$(date +%s)
-  nice -n 10 python $launcher --flagfile=launchers/configs/study_$name.flags --data_dir=$JAXNEURONS_DATA_DIR --overwrite \
-    > runs/study_$name.log 2>&1
+  nice -n 10 python $launcher --flagfile=launchers/configs/study_$name.flags --data_dir=$JAXNEURONS_DATA_DIR \
+    --overwrite > runs/study_$name.log 2>&1
   rc=$?
   echo "$name rc=$rc wall_s=$(( $(date +%s) - t0 )) end=$(date +%T)" >> runs/study/times.txt
 done
