@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, point_and_ci, replicates, resample_counts
@@ -39,6 +38,7 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.runner import run_pass
 
 METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
@@ -78,16 +78,14 @@ class AttributionConfig:
             raise PipelineInputError(f"ig_memory_gb must be > 0, got {self.ig_memory_gb}")
 
 
-def prompt_batches(lm: LanguageModel, rows, languages, batch_size):
-    """Yield (example indices [B], left-padded prompt ids/mask [B*N, T], gold first tokens [B*N])."""
-    plan = plan_batches(rows, batch_size, "last", "left", lm.pad_id)
-    for index in range(plan.num_batches):
-        batch = plan.batch(index)
-        picked = batch.example_index_b
-        flat = [rows[e][n] for e in picked for n in range(len(languages))]
-        ids, mask = pad_rows([r.prompt for r in flat], lm.pad_id, "left", pad_to_multiple_of=16)
-        targets = np.array([r.continuations[0][0] for r in flat], np.int32)
-        yield picked, batch.valid_b, ids, mask, targets
+def prompt_batch(lm: LanguageModel, plan, rows, index: int, num_languages: int):
+    """(example indices [B], valid [B], left-padded prompt ids/mask [B*N, T], gold first tokens [B*N]) of a batch."""
+    batch = plan.batch(index)
+    picked = batch.example_index_b
+    flat = [rows[e][n] for e in picked for n in range(num_languages)]
+    ids, mask = pad_rows([r.prompt for r in flat], lm.pad_id, "left", pad_to_multiple_of=16)
+    targets = np.array([r.continuations[0][0] for r in flat], np.int32)
+    return picked, batch.valid_b, ids, mask, targets
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
@@ -122,12 +120,10 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, seeds)
     decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
-    bar = tqdm(total=len(examples), unit="ex", disable=not progress, desc=f"attribution ({','.join(methods)})")
-    for index, (picked, valid_b, ids, mask, targets) in enumerate(
-            prompt_batches(lm, token_rows, languages, batch_size)):
-        if index < start:
-            bar.update(int(valid_b.sum()))
-            continue
+    plan = plan_batches(token_rows, batch_size, "last", "left", lm.pad_id)
+
+    def step(index: int) -> None:
+        picked, valid_b, ids, mask, targets = prompt_batch(lm, plan, token_rows, index, n)
         act, m, codes = neurons_and_codes(decoder, lm.params, jnp.asarray(ids), jnp.asarray(mask), n)
         scores = static_scores(lm.config, lm.params, m, targets)
         valid_b, rows = np.asarray(valid_b), picked[np.asarray(valid_b)]
@@ -151,9 +147,10 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
             _accumulate_examples(acc, method, rows, stats, valid_b, np.asarray(s)[valid_b], in_top, act_v, codes_v,
                                  nulls)
         _accumulate_categories(acc, rows, codes_v)
-        save_checkpoint(progress_path, identity, {**acc, NEXT_BATCH: np.asarray(index + 1)})
-        bar.update(int(valid_b.sum()))
-    bar.close()
+
+    run_pass(f"attribution ({','.join(methods)})", plan, start, step,
+             lambda next_batch: save_checkpoint(progress_path, identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+             progress=progress)
     result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap)
     result["target"] = TARGET_TOKEN
     if "ig" in methods:

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize, write_json_atomic
@@ -45,6 +44,7 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.runner import run_pass
 from jaxneurons.pipeline.run import record_scores, slot_scores
 from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, first_token_scores, judge
 from jaxneurons.pipeline.step import to_device
@@ -169,10 +169,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     acc = saved if saved else _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     score_decoder = lm.decoder(Record(), logits="positions")
-    mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
-    bar = tqdm(total=len(mine), initial=sum(i < start for i in mine), unit="batch", disable=not progress,
-               desc=f"interventions ({len(runs) - 1} + clean)")
-    for index in (i for i in mine if i >= start):
+
+    def step(index: int) -> None:
         batch = plan.batch(index)
         main = to_device(batch.neuron_forward.arrays())
         codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, lm.params, main, n))
@@ -193,10 +191,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             stats, full = jax.device_get((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
                           acc[f"{run}/greedy"], acc[f"{run}/gold_logprob"])
-        save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(index + 1)})
-        bar.update(1)
-    bar.close()
-    save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(plan.num_batches)})  # this process is done
+
+    run_pass(f"interventions ({len(runs) - 1} + clean)", plan, start, step,
+             lambda next_batch: save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+             process_index=process_index, process_count=process_count, progress=progress)
     if process_count > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
                                         process_count)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import tempfile
 import time
@@ -20,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
 from jaxneurons import distributed
 from jaxneurons.analysis import OverlapState
@@ -33,6 +31,7 @@ from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, chec
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import run_identity
 from jaxneurons.pipeline.outputs import write_flags, write_outputs
+from jaxneurons.pipeline.runner import run_pass
 from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
 from jaxneurons.pipeline.step import scoring_step, sharing_step
 
@@ -162,45 +161,31 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
     if mesh is not None:
         params, put = distributed.shard_params(lm.params, mesh), lambda a: distributed.shard_batch(a, mesh)
         thresholds_k, overlap = distributed.replicate((thresholds_k, overlap), mesh)
-    mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
-    done = sum(len(plan.examples_in(i)) for i in mine if i < state.next_batch)
-    bar = tqdm(total=sum(len(plan.examples_in(i)) for i in mine), initial=done, unit="ex", disable=not progress,
-               dynamic_ncols=True, desc=f"sharing {plan.num_languages} languages")
-    try:
-        for index in (i for i in mine if i >= state.next_batch):
-            start = time.perf_counter()
-            batch = plan.batch(index)
-            with _mesh_context(mesh):
-                overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
-                                              put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
-                                              plan.num_languages)
-                full = {s: scoring_step(score_decoder, params, put(f.arrays()))
-                        for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
-            stats, full = jax.device_get((stats, full))
-            record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
-            # next batch to consider; this process's next one is index + process_count
-            state.next_batch = index + 1 if index + process_count < plan.num_batches else plan.num_batches
-            state.elapsed_s += time.perf_counter() - start
-            own_done = (index - process_index) // process_count + 1
-            done += int(batch.valid_b.sum())
-            if own_done % checkpoint_every == 0 or state.next_batch == plan.num_batches:
-                state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
-                save_state(output_dir, state)
-                if not progress:  # logs instead of a bar, at each checkpoint
-                    logging.info("sharing: batch %d of %d saved, %d examples, %.2f examples/s, %.0f%% real tokens",
-                                 index + 1, plan.num_batches, done, done / state.elapsed_s,
-                                 100 * state.padding_ratio)
-            bar.update(int(batch.valid_b.sum()))
-            bar.set_postfix({"ex/s": f"{done / state.elapsed_s:.2f}", "real tokens": f"{state.padding_ratio:.0%}"},
-                            refresh=False)
-            if on_batch_end is not None:
-                on_batch_end(index, plan.num_batches)
-    finally:
-        bar.close()
-    state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
-    if state.next_batch < plan.num_batches:  # a process with no batch left (or none at all)
-        state.next_batch = plan.num_batches
+
+    def step(index: int) -> None:
+        nonlocal overlap
+        start = time.perf_counter()
+        batch = plan.batch(index)
+        with _mesh_context(mesh):
+            overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
+                                          put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
+                                          plan.num_languages)
+            full = {s: scoring_step(score_decoder, params, put(f.arrays()))
+                    for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
+        stats, full = jax.device_get((stats, full))
+        record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
+        state.elapsed_s += time.perf_counter() - start
+
+    def save(next_batch: int) -> None:
+        state.next_batch = next_batch
+        state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
         save_state(output_dir, state)
+
+    run_pass(f"sharing {plan.num_languages} languages", plan, state.next_batch, step, save,
+             process_index=process_index, process_count=process_count, checkpoint_every=checkpoint_every,
+             progress=progress, on_batch_end=on_batch_end,
+             postfix=lambda: {"real tokens": f"{state.padding_ratio:.0%}"})
+    state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
     return state
 
 
