@@ -7,9 +7,8 @@ axis does not divide stays replicated). The batch size is rounded up to a multip
 
 Processes: process k of P runs the batches i with i % P == k on its own devices (its mesh holds only its
 local devices), and keeps its partial state in output_dir/process_{k}_of_{P}/state.npz. The partial
-states are then merged into the state of a one-process run: through `process_allgather` when
-`jax.distributed` is initialized with P processes, else through the partial files (output_dir on a
-filesystem every process sees; no coordinator needed). Process 0 alone writes the outputs.
+states are then merged into the state of a one-process run (`pipeline.merge`). This module imports nothing of
+the pipeline: it is the layer below it.
 
 >>> mesh = make_mesh("data:-1,fsdp:1")  # every local device on data
 >>> sharing = run_sharing_analysis(lm, task, examples, languages, "runs/x", mesh=mesh)
@@ -17,25 +16,19 @@ filesystem every process sees; no coordinator needed). Process 0 alone writes th
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import time
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxneurons.analysis import OverlapState
-from jaxneurons.pipeline.errors import PipelineInputError, ResumeMismatchError
-from jaxneurons.pipeline.state import RunState, load_state
-
 MESH_AXES = ("data", "fsdp")
 DEFAULT_MESH = "data:-1,fsdp:1"
-MERGE_TIMEOUT_S = 24 * 3600.0  # how long process 0 waits for the other processes' partial files
-_POLL_S = 1.0
+
+
+class LayoutError(ValueError):
+    """A bad layout of devices or processes (mesh spec, process ids)."""
 
 _default_mesh: Mesh | None = None
 _process_layout: tuple[int, int] | None = None  # (index, count) given explicitly, without jax.distributed
@@ -59,7 +52,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                                    process_id=process_id)
     elif num_processes is not None or process_id is not None:
         if num_processes is None or process_id is None:
-            raise PipelineInputError("give both --num_processes and --process_id (or neither)")
+            raise LayoutError("give both --num_processes and --process_id (or neither)")
         set_process_layout(process_id, num_processes)
     else:
         try:
@@ -75,7 +68,7 @@ def set_process_layout(process_index: int, process_count: int) -> None:
     """Declare this process as process_index of process_count (file-based merge; no jax.distributed)."""
     global _process_layout
     if not (process_count >= 1 and 0 <= process_index < process_count):
-        raise PipelineInputError(f"process_id must be in [0, {process_count}), got {process_index}")
+        raise LayoutError(f"process_id must be in [0, {process_count}), got {process_index}")
     _process_layout = (int(process_index), int(process_count))
 
 
@@ -83,9 +76,9 @@ def process_layout(process_index: int | None = None, process_count: int | None =
     """(index, count): the arguments when given, else `set_process_layout`'s, else jax's."""
     if process_index is not None or process_count is not None:
         if process_index is None or process_count is None:
-            raise PipelineInputError("give both process_index and process_count (or neither)")
+            raise LayoutError("give both process_index and process_count (or neither)")
         if not (process_count >= 1 and 0 <= process_index < process_count):
-            raise PipelineInputError(f"process_index must be in [0, {process_count}), got {process_index}")
+            raise LayoutError(f"process_index must be in [0, {process_count}), got {process_index}")
         return int(process_index), int(process_count)
     if _process_layout is not None:
         return _process_layout
@@ -103,16 +96,16 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
         name, sep, value = part.partition(":")
         name = name.strip()
         if not sep or name not in MESH_AXES or name in named:
-            raise PipelineInputError(f"bad mesh {spec!r}: expected e.g. 'data:-1,fsdp:1' (axes {MESH_AXES})")
+            raise LayoutError(f"bad mesh {spec!r}: expected e.g. 'data:-1,fsdp:1' (axes {MESH_AXES})")
         try:
             sizes[name] = int(value)
         except ValueError:
-            raise PipelineInputError(f"bad mesh {spec!r}: size of {name!r} is not an integer") from None
+            raise LayoutError(f"bad mesh {spec!r}: size of {name!r} is not an integer") from None
         if sizes[name] == 0 or sizes[name] < -1:
-            raise PipelineInputError(f"bad mesh {spec!r}: sizes must be positive or -1")
+            raise LayoutError(f"bad mesh {spec!r}: sizes must be positive or -1")
         named.add(name)
     if sum(v == -1 for v in sizes.values()) > 1:
-        raise PipelineInputError(f"bad mesh {spec!r}: at most one axis may be -1")
+        raise LayoutError(f"bad mesh {spec!r}: at most one axis may be -1")
     return sizes
 
 
@@ -123,10 +116,10 @@ def make_mesh(spec: str = DEFAULT_MESH, devices: Sequence | None = None) -> Mesh
     known = math.prod(v for v in sizes.values() if v != -1)
     if -1 in sizes.values():
         if len(devices) % known:
-            raise PipelineInputError(f"mesh {spec!r}: {len(devices)} devices do not divide by {known}")
+            raise LayoutError(f"mesh {spec!r}: {len(devices)} devices do not divide by {known}")
         sizes = {k: (len(devices) // known if v == -1 else v) for k, v in sizes.items()}
     if math.prod(sizes.values()) != len(devices):
-        raise PipelineInputError(f"mesh {spec!r} needs {math.prod(sizes.values())} devices, "
+        raise LayoutError(f"mesh {spec!r} needs {math.prod(sizes.values())} devices, "
                                  f"this process has {len(devices)}")
     shape = tuple(sizes[a] for a in MESH_AXES)
     return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
@@ -200,93 +193,3 @@ def replicate(tree, mesh: Mesh):
 
 def owns(batch_index: int, process_index: int, process_count: int) -> bool:
     return batch_index % process_count == process_index
-
-
-def partial_dir(output_dir: str | os.PathLike, process_index: int, process_count: int) -> str:
-    return os.path.join(output_dir, f"process_{process_index}_of_{process_count}")
-
-
-def partial_identity(identity: dict, process_index: int, process_count: int) -> dict:
-    return {**identity, "process": [int(process_index), int(process_count)]}
-
-
-def example_owners(plan, process_count: int) -> np.ndarray:
-    """[E] the process that runs each example."""
-    owners = np.zeros(plan.num_examples, np.int64)
-    for i in range(plan.num_batches):
-        owners[plan.examples_in(i)] = i % process_count
-    return owners
-
-
-def merge_states(states: Sequence[RunState], owners_e: np.ndarray, identity: dict) -> RunState:
-    """The state of a one-process run, from the finished partial states of processes 0..P-1.
-
-    Per-example arrays come from the process that ran the example. Overlap: the reference category is the
-    one of the process that saw the first batch (process 0); a neuron stays consistent only if it is
-    consistent in every process that saw examples and all their reference categories agree.
-    """
-    arange_e = np.arange(len(owners_e))
-    per_example = {f.name: np.stack([getattr(s, f.name) for s in states])[owners_e, arange_e]
-                   for f in dataclasses.fields(RunState) if f.name.endswith(("_eklc", "_eknl", "_eno", "_en"))}
-    seen = [int(s.overlap.seen) for s in states]
-    ref = next((s.overlap.first_code for s, n in zip(states, seen) if n > 0), states[0].overlap.first_code)
-    consistent = np.ones_like(states[0].overlap.consistent)
-    for s, n in zip(states, seen):
-        if n > 0:
-            consistent &= np.asarray(s.overlap.consistent) & (np.asarray(s.overlap.first_code) == ref)
-    overlap = OverlapState(np.asarray(ref), consistent, np.asarray(sum(seen), np.int32))
-    return RunState(identity=identity, overlap=overlap, next_batch=max(s.next_batch for s in states),
-                    real_tokens=sum(s.real_tokens for s in states),
-                    padded_tokens=sum(s.padded_tokens for s in states),
-                    elapsed_s=max(s.elapsed_s for s in states), **per_example)
-
-
-def gather_states(state: RunState, plan, identity: dict, output_dir: str | os.PathLike, process_index: int,
-                  process_count: int, timeout_s: float = MERGE_TIMEOUT_S) -> RunState:
-    """Every process's finished partial state, merged (collectives if jax.distributed has P processes)."""
-    if jax.process_count() == process_count:
-        states = _allgather_states(state, process_count)
-    else:
-        states = [state if k == process_index else
-                  _wait_for_partial(output_dir, identity, k, process_count, plan.num_batches, timeout_s)
-                  for k in range(process_count)]
-    return merge_states(states, example_owners(plan, process_count), identity)
-
-
-def _allgather_states(state: RunState, process_count: int) -> list[RunState]:
-    from jax.experimental import multihost_utils
-
-    arrays = {f.name: np.asarray(getattr(state, f.name)) for f in dataclasses.fields(RunState)
-              if f.name not in ("identity", "overlap")}
-    arrays.update({f"overlap_{k}": np.asarray(v) for k, v in state.overlap._asdict().items()})
-    gathered = jax.tree.map(np.asarray, multihost_utils.process_allgather(arrays))
-    states = []
-    for k in range(process_count):
-        one = {name: value[k] for name, value in gathered.items()}
-        overlap = OverlapState(*(one.pop(f"overlap_{n}") for n in OverlapState._fields))
-        scalars = {n: int(one.pop(n)) for n in ("next_batch", "real_tokens", "padded_tokens")}
-        scalars["elapsed_s"] = float(one.pop("elapsed_s"))
-        states.append(RunState(identity=state.identity, overlap=overlap, **one, **scalars))
-    return states
-
-
-def _wait_for_partial(output_dir, identity: dict, k: int, process_count: int, num_batches: int,
-                      timeout_s: float) -> RunState:
-    """Process k's partial state once it has finished every batch (another run's file: wait too)."""
-    path = partial_dir(output_dir, k, process_count)
-    deadline, last_log = time.monotonic() + timeout_s, 0.0
-    while True:
-        try:
-            found = load_state(path, partial_identity(identity, k, process_count))
-        except (ResumeMismatchError, OSError, ValueError, KeyError):  # another run's, or being replaced
-            found = None
-        if found is not None and found.next_batch >= num_batches:
-            return found
-        now = time.monotonic()
-        if now > deadline:
-            raise TimeoutError(f"process {k} of {process_count} did not finish within {timeout_s:.0f}s "
-                               f"(no finished state in {path})")
-        if now - last_log > 60:
-            logging.info("waiting for process %d of %d (%s)", k, process_count, path)
-            last_log = now
-        time.sleep(_POLL_S)

@@ -4,54 +4,127 @@
 
 Writes OUTPUT_DIR/alignment.json (before / after / control_after: all_shared_pct, all_shared_per_layer,
 accuracy), figures/all_shared_per_layer.png, report.md, checkpoints/ and model/ (jn.load_model(OUTPUT_DIR/model)).
+Every flag and the data are checked before the model loads. A folder holding another run's results is refused:
+`--resume` continues the run of the same settings, weights and examples (a larger --steps extends the training
+and re-evaluates), `--overwrite` removes the other run's files first.
 """
 
-from absl import app, flags
+import os
+import sys
+
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "smollm2-135m", "Zoo name, HF checkpoint dir, .gguf file or orbax model dir.")
+flags.DEFINE_string("tokenizer", None, "Take the tokenizer from here (zoo name, .gguf file, HF or jaxneurons "
+                    "folder), e.g. for a checkpoint folder without tokenizer files.")
 flags.DEFINE_string("task", "xnli", "Task name (jaxneurons.tasks).")
 flags.DEFINE_list("languages", ["en", "de", "fr", "zh"], "Languages of each parallel example.")
 flags.DEFINE_string("train_split", "dev", "Split the training examples come from.")
 flags.DEFINE_string("eval_split", "test", "Held-out split for evaluation (same split -> disjoint slices).")
-flags.DEFINE_integer("num_train", 64, "Training examples.")
-flags.DEFINE_integer("num_eval", 64, "Evaluation examples.")
+flags.DEFINE_integer("num_train", 64, "Training examples.", lower_bound=1)
+flags.DEFINE_integer("num_eval", 64, "Evaluation examples.", lower_bound=1)
 flags.DEFINE_list("layers", None, "Layers whose MLP is trained (default: all); everything else is frozen.")
 flags.DEFINE_float("lr", 1e-4, "Peak learning rate (warmup-cosine).")
-flags.DEFINE_integer("warmup", 10, "Warmup steps.")
+flags.DEFINE_integer("warmup", 10, "Warmup steps.", lower_bound=0)
 flags.DEFINE_float("clip", 1.0, "Global-norm gradient clipping.")
 flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay.")
 flags.DEFINE_float("lambda_sharing", 1.0, "Weight of the sharing loss (the control run uses 0).")
 flags.DEFINE_float("rho", 0.5, "Fraction of languages that must activate a neuron for it to be a target.")
 flags.DEFINE_float("margin", 1.0, "Hinge margin on the pre-activation.")
-flags.DEFINE_integer("steps", 100, "Optimizer steps (each run).")
-flags.DEFINE_integer("batch_size", 4, "Parallel examples per step (each with every language).")
-flags.DEFINE_integer("save_every", 10, "Checkpoint interval in steps.")
+flags.DEFINE_integer("steps", 100, "Optimizer steps (each run); --resume with more steps extends a run.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 4, "Parallel examples per step (each with every language).", lower_bound=1)
+flags.DEFINE_integer("save_every", 10, "Checkpoint interval in steps.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Data-order seed.")
 flags.DEFINE_string("output_dir", "runs/align", "Output folder.")
-flags.DEFINE_bool("resume", False, "Resume both runs from their latest checkpoints in output_dir.")
+flags.DEFINE_bool("resume", False, "Continue both runs from their latest checkpoints in output_dir (the same "
+                  "settings, weights and examples; anything else is refused, naming what differs).")
+flags.DEFINE_bool("overwrite", False, "output_dir holds another run's results: remove all of them first.")
+flags.DEFINE_bool("debug", False, "On a bad input, show the traceback instead of one line.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter dtype.")
-flags.DEFINE_string("data_dir", None, "Data folder (default: env JAXNEURONS_DATA_DIR).")
+flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"), "Data folder (default: env "
+                    "JAXNEURONS_DATA_DIR).")
 flags.DEFINE_string("prompt_format", None, "Task formulation (default: the task's), as in analyze.py.")
 flags.DEFINE_string("prompt_suffix", "", "Text appended to every language's prompt; \\n is a newline.")
 
+# Flags that do not change results: a run resumed with other values is the same run (steps: extended).
+NOT_IN_IDENTITY = {"resume", "overwrite", "debug", "output_dir", "data_dir", "tokenizer", "steps", "save_every"}
 
-def main(argv):
-    del argv
-    from jaxneurons.alignment.experiment import run_alignment
+
+def train_config():
     from jaxneurons.alignment.train import TrainConfig
+    from jaxneurons.cli import build_config
 
-    cfg = TrainConfig(layers=tuple(int(x) for x in FLAGS.layers) if FLAGS.layers else None, lr=FLAGS.lr,
-                      warmup=FLAGS.warmup, clip=FLAGS.clip, weight_decay=FLAGS.weight_decay,
-                      lambda_sharing=FLAGS.lambda_sharing, rho=FLAGS.rho, margin=FLAGS.margin, steps=FLAGS.steps,
-                      batch_size=FLAGS.batch_size, seed=FLAGS.seed, save_every=FLAGS.save_every)
-    result = run_alignment(FLAGS.model, FLAGS.task, FLAGS.languages, FLAGS.train_split, FLAGS.eval_split,
-                           FLAGS.num_train, FLAGS.num_eval, cfg, FLAGS.output_dir, FLAGS.resume, FLAGS.dtype,
-                           FLAGS.data_dir, prompt_format=FLAGS.prompt_format,
-                           prompt_suffix=FLAGS.prompt_suffix.replace("\\n", "\n").replace("\\t", "\t"))
+    try:
+        layers = tuple(int(x) for x in FLAGS.layers) if FLAGS.layers else None
+    except ValueError:
+        raise ValueError(f"--layers must be layer indices, got {','.join(FLAGS.layers)}") from None
+    return build_config(TrainConfig, **{name: (name, getattr(FLAGS, name)) for name in (
+        "lr", "warmup", "clip", "weight_decay", "lambda_sharing", "rho", "margin", "steps", "batch_size", "seed",
+        "save_every")}, layers=("layers", layers))
+
+
+def load_examples(task):
+    """(train, eval) examples, each split non-empty and in every language, before the model loads."""
+    from jaxneurons.alignment.experiment import load_examples as load
+
+    task.check_languages(FLAGS.languages)
+    for split in (FLAGS.train_split, FLAGS.eval_split):
+        task.check_split(split)
+    FLAGS.prompt_format = task.check_prompt_format(FLAGS.prompt_format)
+    train_ex, eval_ex = load(task, FLAGS.languages, FLAGS.train_split, FLAGS.eval_split, FLAGS.num_train,
+                             FLAGS.num_eval, FLAGS.data_dir, FLAGS.prompt_format, prompt_suffix())
+    for name, split, examples in (("train", FLAGS.train_split, train_ex), ("eval", FLAGS.eval_split, eval_ex)):
+        if not examples:
+            raise ValueError(f"no {name} examples of --task={FLAGS.task} in --{name}_split={split} (--data_dir="
+                             f"{FLAGS.data_dir}): check the split, --num_train / --num_eval and the data files")
+    return train_ex, eval_ex
+
+
+def prompt_suffix() -> str:
+    return FLAGS.prompt_suffix.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def own_module() -> str:
+    return sys.argv[0] if FLAGS.get_flags_for_module(sys.argv[0]) else __name__
+
+
+def align() -> None:
+    """Every check, then the model load, then the run."""
+    from jaxneurons.alignment.experiment import run_alignment
+    from jaxneurons.cli import check_model, load_model_timed, quiet_checkpoint_logs, run_identity
+    from jaxneurons.pipeline.output_dir import claim_output_dir
+    from jaxneurons.tasks import get_task
+
+    quiet_checkpoint_logs()
+    task = get_task(FLAGS.task)
+    cfg = train_config()
+    train_ex, eval_ex = load_examples(task)
+    model_config = check_model(FLAGS.model, FLAGS.tokenizer)
+    try:
+        cfg.check_layers(model_config.num_layers)
+    except ValueError as e:
+        raise ValueError(f"--layers: {e}") from None
+    claim_output_dir(FLAGS.output_dir, run_identity(own_module(), NOT_IN_IDENTITY), FLAGS.resume, FLAGS.overwrite)
+    lm = load_model_timed(FLAGS.model, dtype=FLAGS.dtype, tokenizer=FLAGS.tokenizer)
+    facts = {"model": FLAGS.model, "task": task.name, "train_split": FLAGS.train_split,
+             "eval_split": FLAGS.eval_split, "dtype": FLAGS.dtype, "prompt_format": FLAGS.prompt_format,
+             "prompt_suffix": prompt_suffix()}
+    result = run_alignment(lm, task, train_ex, eval_ex, FLAGS.languages, cfg, FLAGS.output_dir, resume=FLAGS.resume,
+                           facts=facts)
     for key in ("before", "after", "control_after"):
         print(key, f"{result[key]['all_shared_pct']:.3f}%", result[key]["accuracy"])
     print("timings", result["timings"])
+    logging.info("results in %s", os.path.abspath(FLAGS.output_dir))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from jaxneurons.cli import run_guarded
+
+    run_guarded(align, FLAGS.debug)
 
 
 if __name__ == "__main__":

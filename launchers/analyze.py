@@ -3,9 +3,11 @@
   python launchers/analyze.py --flagfile=launchers/configs/demo.flags
   python launchers/analyze.py --model=smollm2-135m --task=xnli --languages=en,de,zh --num_examples=100
 
-Writes output_dir/{flags.txt, sharing.json, examples.npz, figures/*.png, report.md, state.npz}, and with
---attribution / --interventions also attribution.json / interventions.json and their report sections.
-`--resume` continues an interrupted run from state.npz with identical results.
+Writes output_dir/{run.json, flags.txt, sharing.json, examples.npz, figures/*.png, report.md, state.npz}, and
+with --attribution / --interventions also attribution.json / interventions.json and their report sections.
+Every flag and the data are checked before the model loads. A folder holding another run's results is refused:
+`--resume` continues an interrupted run of the same flags, weights and examples with identical results,
+`--overwrite` removes the other run's files first.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ _PROMPT_SUFFIX = flags.DEFINE_string("prompt_suffix", "", "Text appended to ever
                                      "newline (e.g. --prompt_suffix='\\nAnswer:').")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the examples for the 95% intervals "
                                   "of every headline number (seeded; 0: no intervals).", lower_bound=0)
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Use the first N parallel examples (default: all).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per step; each brings one row per language.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Use the first N parallel examples (default: all).",
+                                     lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per step; each brings one row per language.",
+                                   lower_bound=1)
 _POSITIONS = flags.DEFINE_enum("positions", "last", ["last", "all"], "Neurons at the prompt's last token, or "
                                "activated at any prompt token (all).")
 _PACK = flags.DEFINE_bool("pack", True, "Lay each batch's rows one after another into fixed bins instead of "
@@ -44,7 +48,13 @@ _DATA_SOURCE = flags.DEFINE_enum("data_source", "local", ["local", "hub"], "Read
                                  "or the Hugging Face hub.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "On a malformed data item: stop with a "
                               "message (raise) or skip and count it (skip).")
-_RESUME = flags.DEFINE_bool("resume", False, "Continue from output_dir/state.npz if it belongs to this run.")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue the run in output_dir (the same flags, weights and "
+                            "examples; anything else is refused, naming what differs).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "output_dir holds another run's results: remove all of them "
+                               "first (without it, such a folder is refused).")
+_DEBUG = flags.DEFINE_bool("debug", False, "On a bad input, show the traceback instead of one line.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "Take the tokenizer from here (zoo name, .gguf file, HF or "
+                                 "jaxneurons folder), e.g. for a checkpoint folder without tokenizer files.")
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading pytorch_model.bin (a pickle runs code).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 # -- devices and processes (jaxneurons/distributed.py) --
@@ -60,8 +70,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 _ATTRIBUTION = flags.DEFINE_list("attribution", [], "Attribution methods to split by category: contribution, "
                                  "effective, ig (empty: none). Writes attribution.json.")
 _TOP_K = flags.DEFINE_integer("top_k", None, "Top neurons per layer for the category mix (default: the paper's "
-                              "800 of 16,384, scaled to the model's layer width).")
-_IG_STEPS = flags.DEFINE_integer("ig_steps", 20, "Integrated-gradients steps (alphas).")
+                              "800 of 16,384, scaled to the model's layer width).", lower_bound=1)
+_IG_STEPS = flags.DEFINE_integer("ig_steps", 20, "Integrated-gradients steps (alphas).", lower_bound=1)
 _IG_RULE = flags.DEFINE_enum("ig_rule", "gauss_legendre", ["gauss_legendre", "trapezoid", "left"], "IG "
                              "integration rule (left: the Knowledge-Neurons Riemann sum, alpha_k = k/n, misses "
                              "completeness by up to 28% at 20 steps on gemma3-270m).")
@@ -69,10 +79,11 @@ _IG_PATH = flags.DEFINE_enum("ig_path", "frozen_norm", ["frozen_norm", "knowledg
                              "frozen_norm holds a post-feedforward norm (Gemma 3) at its clean scale so IG sums to "
                              "the layer's effect; knowledge_neurons scales m alone (the same on other families).")
 _IG_CHUNK = flags.DEFINE_integer("ig_chunk_size", None, "IG (layer, alpha) replays computed at once (default: "
-                                 "as many as fit in about 2 GiB; lower it to bound memory further).")
+                                 "as many as fit in about 2 GiB; lower it to bound memory further).", lower_bound=1)
 _IG_MEMORY = flags.DEFINE_float("ig_memory_gb", 2.0, "Memory for IG's replays when --ig_chunk_size is not given "
                                 "(raise it on a large GPU).")
-_ATTRIBUTION_BATCH = flags.DEFINE_integer("attribution_batch_size", 4, "Examples per attribution step.")
+_ATTRIBUTION_BATCH = flags.DEFINE_integer("attribution_batch_size", 4, "Examples per attribution step.",
+                                          lower_bound=1)
 _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivate, each measured separately: "
                                    "all_shared, partial_shared, specific, random, magnitude (empty: none). A "
                                    "category also runs count-matched to all-shared; random and magnitude draw "
@@ -81,45 +92,93 @@ _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivat
 _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", False, "Deactivate at every token instead of the "
                                    "prompt's last token.")
 _RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds of every drawn set: the random, |m|-matched and "
-                                     "count-matched deactivation controls, and the attribution's |m|-matched null.")
+                                     "count-matched deactivation controls, and the attribution's |m|-matched null.",
+                                     lower_bound=1)
+
+
+# Flags that do not change results: a run resumed or continued with other values is the same run.
+NOT_IN_IDENTITY = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh",
+                   "coordinator_address", "num_processes", "process_id", "ig_chunk_size", "ig_memory_gb",
+                   "allow_pickle", "tokenizer"}
 
 
 def parse_thresholds(values: list[str]) -> list[float]:
-    from jaxneurons.pipeline import check_thresholds
-
     try:
-        thresholds = [float(v) for v in values]
+        return [float(v) for v in values]
     except ValueError:
         raise ValueError(f"--thresholds must be numbers, got {','.join(values)}") from None
-    return check_thresholds(thresholds)
 
 
-def check_importance_flags() -> None:
-    """--attribution / --interventions name known methods and sets (before the model loads)."""
-    from jaxneurons.pipeline.attribution import METHODS
-    from jaxneurons.pipeline.interventions import KINDS
+def sharing_config():
+    from jaxneurons.cli import build_config
+    from jaxneurons.pipeline import SharingConfig
 
-    for flag, given, known in (("attribution", _ATTRIBUTION.value, METHODS), ("interventions",
-                                                                             _INTERVENTIONS.value, KINDS)):
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise ValueError(f"--{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    return build_config(SharingConfig, batch_size=("batch_size", _BATCH_SIZE.value),
+                        positions=("positions", _POSITIONS.value),
+                        thresholds=("thresholds", parse_thresholds(_THRESHOLDS.value)),
+                        pack=("pack", _PACK.value and _POSITIONS.value == "last"),
+                        bootstrap=("bootstrap", _BOOTSTRAP.value),
+                        prompt_format=("prompt_format", _PROMPT_FORMAT.value),
+                        prompt_suffix=("prompt_suffix", prompt_suffix()))
 
 
-def load_examples():
-    """(task, LoadResult): checks the flags and loads the data before the (slow) model load."""
+def attribution_config():
+    """The attribution pass's config, None without --attribution."""
+    from jaxneurons.cli import build_config
+    from jaxneurons.pipeline.attribution import AttributionConfig
+
+    if not _ATTRIBUTION.value:
+        return None
+    return build_config(AttributionConfig, methods=("attribution", _ATTRIBUTION.value), top_k=("top_k", _TOP_K.value),
+                        batch_size=("attribution_batch_size", _ATTRIBUTION_BATCH.value),
+                        ig_steps=("ig_steps", _IG_STEPS.value), ig_rule=("ig_rule", _IG_RULE.value),
+                        ig_path=("ig_path", _IG_PATH.value), seeds=("random_seeds", _RANDOM_SEEDS.value),
+                        bootstrap=("bootstrap", _BOOTSTRAP.value), ig_chunk_size=("ig_chunk_size", _IG_CHUNK.value),
+                        ig_memory_gb=("ig_memory_gb", _IG_MEMORY.value))
+
+
+def interventions_config():
+    """The deactivation pass's config, None without --interventions."""
+    from jaxneurons.cli import build_config
+    from jaxneurons.pipeline.interventions import InterventionsConfig
+
+    if not _INTERVENTIONS.value:
+        return None
+    return build_config(InterventionsConfig, kinds=("interventions", _INTERVENTIONS.value),
+                        batch_size=("batch_size", _BATCH_SIZE.value),
+                        all_positions=("intervene_all_positions", _INTERVENE_ALL.value),
+                        seeds=("random_seeds", _RANDOM_SEEDS.value), bootstrap=("bootstrap", _BOOTSTRAP.value))
+
+
+def check_task():
+    """The task, with --languages, --split and --prompt_format checked (the format resolved to the one used)."""
     from jaxneurons.tasks import get_task
 
-    parse_thresholds(_THRESHOLDS.value)
-    check_importance_flags()
     task = get_task(_TASK.value)
     task.check_languages(_LANGUAGES.value)
     task.check_split(_SPLIT.value)
     flags.FLAGS.prompt_format = task.check_prompt_format(_PROMPT_FORMAT.value)  # flags.txt records the one used
+    return task
+
+
+def load_examples(task):
+    """The data, loaded and checked before the (slow) model load."""
     loaded = task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value, _DATA_SOURCE.value,
                        _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+    check_examples(loaded.examples, _LANGUAGES.value)
     check_readout(loaded.examples)
-    return task, loaded
+    return loaded
+
+
+def check_examples(examples, languages) -> None:
+    """Examples exist, each in every language."""
+    if not examples:
+        raise ValueError(f"no examples of --task={_TASK.value} --split={_SPLIT.value} in --data_dir={_DATA_DIR.value} "
+                         "(check the split, --num_examples and the data files)")
+    missing = sorted({lang for ex in examples for lang in languages if lang not in ex.prompts})
+    if missing:
+        raise ValueError(f"--languages: examples of --task={_TASK.value} lack {', '.join(missing)}; drop them "
+                         "from --languages")
 
 
 def check_readout(examples) -> None:
@@ -138,74 +197,93 @@ def prompt_suffix() -> str:
     return _PROMPT_SUFFIX.value.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def sharing_analysis(lm, task, loaded) -> dict:
-    from jaxneurons.pipeline import run_sharing_analysis
-
-    return run_sharing_analysis(
-        lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, batch_size=_BATCH_SIZE.value,
-        positions=_POSITIONS.value, thresholds=parse_thresholds(_THRESHOLDS.value), resume=_RESUME.value,
-        progress=_PROGRESS.value, skipped=loaded.skipped, flags_text=flags_text(),
-        pack=_PACK.value and _POSITIONS.value == "last", bootstrap=_BOOTSTRAP.value,
-        prompt_format=_PROMPT_FORMAT.value, prompt_suffix=prompt_suffix())
-
-
-def importance_analyses(lm, task, loaded, sharing) -> None:
-    """attribution.json / interventions.json, their figures, and their sections appended to report.md."""
+def importance_analyses(lm, task, loaded, sharing, attribution, interventions, process_index: int) -> None:
+    """attribution.json / interventions.json, their figures, and their sections appended to report.md (process 0
+    writes). Deactivation splits its examples over the processes; attribution runs on process 0 alone."""
     from jaxneurons.analysis import attribution_report as ar, write_report
     from jaxneurons.pipeline.attribution import run_attribution_analysis
     from jaxneurons.pipeline.interventions import run_interventions
 
     out, sections, figures_dir = _OUTPUT_DIR.value, [], os.path.join(_OUTPUT_DIR.value, "figures")
-    if _ATTRIBUTION.value:
-        result = run_attribution_analysis(
-            lm, task, loaded.examples, _LANGUAGES.value, out, _ATTRIBUTION.value, _TOP_K.value,
-            _ATTRIBUTION_BATCH.value, _IG_STEPS.value, _IG_RULE.value, _IG_CHUNK.value, _RESUME.value,
-            _PROGRESS.value, _IG_MEMORY.value, _RANDOM_SEEDS.value, _BOOTSTRAP.value, ig_path=_IG_PATH.value)
+    if attribution is not None and process_index == 0:
+        result = run_attribution_analysis(lm, task, loaded.examples, _LANGUAGES.value, out, attribution,
+                                          resume=_RESUME.value, progress=_PROGRESS.value)
         figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
                    "attribution_share": ar.plot_attribution_share(
                        result, os.path.join(figures_dir, "attribution_share.png"))}
         sections.append(ar.attribution_section(result, figures, out))
-    if _INTERVENTIONS.value:
-        result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, _INTERVENTIONS.value,
-                                   _BATCH_SIZE.value, _INTERVENE_ALL.value, _RANDOM_SEEDS.value, _RESUME.value,
-                                   _PROGRESS.value, _BOOTSTRAP.value)
-        figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir, "interventions.png"))}
-        sections.append(ar.interventions_section(result, figures, out))
+    if interventions is not None:
+        result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, interventions,
+                                   resume=_RESUME.value, progress=_PROGRESS.value)
+        if process_index == 0:
+            figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir,
+                                                                                   "interventions.png"))}
+            sections.append(ar.interventions_section(result, figures, out))
     if sections:
         paths = {name: os.path.join(out, path) for name, path in sharing.get("figures", {}).items()}
         write_report(out, sharing, paths, sections)
 
 
+def own_module() -> str:
+    """The module name absl files this launcher's flags under (the script's path when run as a script)."""
+    return sys.argv[0] if flags.FLAGS.get_flags_for_module(sys.argv[0]) else __name__
+
+
 def flags_text() -> str:
     """This launcher's flags (not absl's or jax's) as a flagfile."""
-    own = flags.FLAGS.get_flags_for_module(sys.argv[0]) or flags.FLAGS.get_flags_for_module(__name__)
+    own = flags.FLAGS.get_flags_for_module(own_module())
     return "\n".join(line for line in (f.serialize() for f in own) if line)
+
+
+def claim_output_dir(process_index: int, started: float) -> None:
+    """Process 0 makes output_dir this run's (refusing another run's, see --resume / --overwrite); the others
+    wait for that claim."""
+    from jaxneurons.cli import run_identity
+    from jaxneurons.pipeline.output_dir import check_writable, claim_output_dir as claim, wait_for_claim
+
+    identity = run_identity(own_module(), NOT_IN_IDENTITY)
+    if process_index == 0:
+        claim(_OUTPUT_DIR.value, identity, _RESUME.value, _OVERWRITE.value)
+    else:
+        check_writable(_OUTPUT_DIR.value)
+        wait_for_claim(_OUTPUT_DIR.value, identity, since=started if _OVERWRITE.value else None)
+
+
+def analyze() -> None:
+    """Every check, then the model load, then the passes."""
+    import time
+
+    from jaxneurons import distributed
+    from jaxneurons.cli import check_model, load_model_timed, quiet_checkpoint_logs
+    from jaxneurons.pipeline import run_sharing_analysis
+
+    started = time.time()
+    quiet_checkpoint_logs()  # an orbax model folder loads with a few dozen INFO lines
+    distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
+    task = check_task()
+    sharing_cfg, attribution, interventions = sharing_config(), attribution_config(), interventions_config()
+    loaded = load_examples(task)
+    logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples), ",".join(_LANGUAGES.value),
+                 loaded.skipped or "none")
+    check_model(_MODEL.value, _TOKENIZER.value)
+    claim_output_dir(distributed.process_layout()[0], started)
+    lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value,
+                          tokenizer=_TOKENIZER.value)
+    sharing = run_sharing_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, sharing_cfg,
+                                   resume=_RESUME.value, progress=_PROGRESS.value, skipped=loaded.skipped,
+                                   flags_text=flags_text())
+    importance_analyses(lm, task, loaded, sharing, attribution, interventions, distributed.process_layout()[0])
+    print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")
+    print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    import jaxneurons
-    from jaxneurons.tasks import HubUnavailableError
+    from jaxneurons.cli import run_guarded
 
-    from jaxneurons import distributed
-
-    try:  # join the job (explicit flags, else auto-detection as in flax's gemma example), then the mesh
-        distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-        distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    try:
-        task, loaded = load_examples()
-        logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples),
-                     ",".join(_LANGUAGES.value), loaded.skipped or "none")
-        lm = jaxneurons.load_model(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value)
-        sharing = sharing_analysis(lm, task, loaded)
-        importance_analyses(lm, task, loaded, sharing)
-    except (ValueError, OSError, ImportError, HubUnavailableError) as e:  # bad input: one line, no traceback
-        sys.exit(f"error: {e}")
-    print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")
-    print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
+    run_guarded(analyze, _DEBUG.value)
 
 
 if __name__ == "__main__":

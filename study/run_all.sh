@@ -1,5 +1,6 @@
 #!/bin/bash
-# Run the study's flagfiles one after another (nice 10), logging wall time to runs/study/times.txt.
+# Run the study's flagfiles one after another (nice 10), logging wall time to runs/study/times.txt; each run
+# replaces its earlier results (--overwrite).
 #   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md)
 cd "$(dirname "$0")/.." || exit 1
 export JAXNEURONS_DATA_DIR=${JAXNEURONS_DATA_DIR:-/work/shared/data}
@@ -11,7 +12,7 @@ for name in $names; do
   if [ "$name" = align_xnli ]; then launcher=launchers/align.py; else launcher=launchers/analyze.py; fi
   t0=$(date +%s)
   nice -n 10 python $launcher --flagfile=launchers/configs/study_$name.flags --data_dir=$JAXNEURONS_DATA_DIR \
-    > runs/study_$name.log 2>&1
+    --overwrite > runs/study_$name.log 2>&1
   rc=$?
   echo "$name rc=$rc wall_s=$(( $(date +%s) - t0 )) end=$(date +%T)" >> runs/study/times.txt
 done

@@ -1,7 +1,9 @@
 """attribution.json and interventions.json against direct per-example computations (tiny model, float32)."""
 
+import dataclasses
 import json
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +12,9 @@ import pytest
 
 import jaxneurons as jn
 from jaxneurons.pipeline import attribution as attribution_module, interventions as interventions_module
-from jaxneurons.pipeline.attribution import run_attribution_analysis
-from jaxneurons.pipeline.interventions import run_interventions
+from jaxneurons.pipeline import ResumeMismatchError
+from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
+from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
 from jaxneurons.tasks import get_task
 from tests.test_pipeline import LANGS, direct_acts, tiny_lm
 
@@ -41,8 +44,9 @@ def _target(lm, example, lang):
 
 def test_attribution_json_matches_direct_computation(setup, tmp_path):
     lm, task, examples = setup
-    got = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), top_k=4, batch_size=2, ig_steps=3,
-                                   progress=False, bootstrap=200)
+    got = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path),
+                                   AttributionConfig(top_k=4, batch_size=2, ig_steps=3, bootstrap=200),
+                                   progress=False)
     assert json.load(open(tmp_path / "attribution.json"))["top_k"] == 4
     top = {m: np.zeros((len(LANGS), lm.config.num_layers, 4)) for m in ("contribution", "ig")}
     positive = {m: np.zeros((len(LANGS), 4)) for m in top}
@@ -95,49 +99,93 @@ def _assert_covers(stat):
     assert lo - 1e-9 <= stat["value"] <= hi + 1e-9
 
 
-def test_attribution_resume_equals_uninterrupted(setup, tmp_path):
+@pytest.mark.parametrize("change", [{"top_k": 2}, {"seeds": 1}, {"batch_size": 1}])
+def test_attribution_resume_refuses_another_config(setup, tmp_path, change):
+    """A checkpoint of other settings is refused with the field that differs (it used to start over silently)."""
     lm, task, examples = setup
-    kwargs = dict(methods=["contribution", "effective"], top_k=3, batch_size=2, progress=False)
-    whole = run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
-    part = tmp_path / "b"
-    run_attribution_analysis(lm, task, examples[:2], LANGS, str(part), **kwargs)  # another run's state
-    resumed = run_attribution_analysis(lm, task, examples, LANGS, str(part), resume=True, **kwargs)
-    assert resumed == whole
+    config = AttributionConfig(methods=["contribution"], top_k=3, batch_size=2, seeds=2, bootstrap=0)
+    run_attribution_analysis(lm, task, examples[:2], LANGS, str(tmp_path), config, progress=False)
+    field = next(iter(change))
+    with pytest.raises(ResumeMismatchError, match=f"config.{field}"):
+        run_attribution_analysis(lm, task, examples[:2], LANGS, str(tmp_path), dataclasses.replace(config, **change),
+                                 resume=True, progress=False)
+
+
+def test_interventions_resume_refuses_other_weights_or_examples(setup, tmp_path):
+    lm, task, examples = setup
+    config = InterventionsConfig(kinds=["all_shared"], batch_size=2, seeds=1, bootstrap=0)
+    run_interventions(lm, task, examples[:2], LANGS, str(tmp_path), config, progress=False)
+    other = dataclasses.replace(lm, params=jax.tree.map(lambda x: x * 1.001, lm.params))
+    with pytest.raises(ResumeMismatchError, match="weights"):
+        run_interventions(other, task, examples[:2], LANGS, str(tmp_path), config, resume=True, progress=False)
+    with pytest.raises(ResumeMismatchError, match="examples"):
+        run_interventions(lm, task, examples[1:], LANGS, str(tmp_path), config, resume=True, progress=False)
+
+
+def test_resume_may_change_what_does_not_change_results(setup, tmp_path):
+    """IG's chunking is memory, not results: a resume after an out-of-memory error may lower it."""
+    lm, task, examples = setup
+    config = AttributionConfig(methods=["ig"], top_k=3, batch_size=2, ig_steps=2, seeds=1, bootstrap=0)
+    first = run_attribution_analysis(lm, task, examples[:2], LANGS, str(tmp_path), config, progress=False)
+    again = run_attribution_analysis(lm, task, examples[:2], LANGS, str(tmp_path),
+                                     dataclasses.replace(config, ig_chunk_size=1), resume=True, progress=False)
+    assert again == first
 
 
 def _stop_after_first_save(monkeypatch, module):
     """Make the run die right after its first saved batch, as a killed job would."""
-    real = module.save_progress
+    real = module.save_checkpoint
 
     def save_then_stop(*args):
         real(*args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(module, "save_progress", save_then_stop)
+    monkeypatch.setattr(module, "save_checkpoint", save_then_stop)
 
 
 def test_attribution_interrupted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
-    kwargs = dict(methods=["contribution"], top_k=3, batch_size=1, progress=False, seeds=2, bootstrap=50)
+    config = AttributionConfig(methods=["contribution"], top_k=3, batch_size=1, seeds=2, bootstrap=50)
     _assert_resume_equals_uninterrupted(run_attribution_analysis, attribution_module, setup, tmp_path, monkeypatch,
-                                        **kwargs)
+                                        config)
 
 
 def test_interventions_interrupted_then_resumed_equals_uninterrupted(setup, tmp_path, monkeypatch):
-    kwargs = dict(kinds=["all_shared", "specific", "magnitude"], batch_size=1, seeds=2, progress=False, bootstrap=50)
-    _assert_resume_equals_uninterrupted(run_interventions, interventions_module, setup, tmp_path, monkeypatch,
-                                        **kwargs)
+    config = InterventionsConfig(kinds=["all_shared", "specific", "magnitude"], batch_size=1, seeds=2, bootstrap=50)
+    _assert_resume_equals_uninterrupted(run_interventions, interventions_module, setup, tmp_path, monkeypatch, config)
 
 
-def _assert_resume_equals_uninterrupted(run, module, setup, tmp_path, monkeypatch, **kwargs):
+def _assert_resume_equals_uninterrupted(run, module, setup, tmp_path, monkeypatch, config):
     """A pass killed after its first save, then resumed, writes exactly what an uninterrupted pass writes."""
     lm, task, examples = setup
-    whole = run(lm, task, examples, LANGS, str(tmp_path / "a"), **kwargs)
+    whole = run(lm, task, examples, LANGS, str(tmp_path / "a"), config, progress=False)
     with monkeypatch.context() as patch:
         _stop_after_first_save(patch, module)
         with pytest.raises(KeyboardInterrupt):
-            run(lm, task, examples, LANGS, str(tmp_path / "b"), **kwargs)
-    resumed = run(lm, task, examples, LANGS, str(tmp_path / "b"), resume=True, **kwargs)
+            run(lm, task, examples, LANGS, str(tmp_path / "b"), config, progress=False)
+    resumed = run(lm, task, examples, LANGS, str(tmp_path / "b"), config, resume=True, progress=False)
     assert resumed == whole
+
+
+def test_interventions_on_two_processes_equal_one(setup, tmp_path):
+    """Processes 0 and 1 of 2 (merging through files, as two threads): each runs its share of the batches; both
+    return, and process 0 alone writes, exactly the one-process result."""
+    lm, task, examples = setup
+    config = InterventionsConfig(kinds=["all_shared", "random"], batch_size=1, seeds=2, bootstrap=50)
+    one = run_interventions(lm, task, examples, LANGS, str(tmp_path / "one"), config, progress=False)
+    out, results = tmp_path / "two", [None, None]
+
+    def process(k):
+        results[k] = run_interventions(lm, task, examples, LANGS, str(out), config, progress=False,
+                                       process_index=k, process_count=2)
+
+    thread = threading.Thread(target=process, args=(1,))
+    thread.start()
+    process(0)
+    thread.join(timeout=120)
+    assert results == [one, one]
+    assert json.loads((out / "interventions.json").read_text()) == json.loads(
+        (tmp_path / "one" / "interventions.json").read_text())
+    assert (out / "process_1_of_2" / "interventions_state.npz").exists()
 
 
 def _accuracy_with(lm, task, examples, scale_fn):
@@ -163,8 +211,9 @@ def _accuracy_with(lm, task, examples, scale_fn):
 
 def test_interventions_match_direct_computation(setup, tmp_path):
     lm, task, examples = setup
-    got = run_interventions(lm, task, examples, LANGS, str(tmp_path), kinds=["all_shared", "specific", "random"],
-                            batch_size=2, seeds=2, progress=False)
+    got = run_interventions(lm, task, examples, LANGS, str(tmp_path),
+                            InterventionsConfig(kinds=["all_shared", "specific", "random"], batch_size=2, seeds=2),
+                            progress=False)
     assert set(got) == {"clean", "all_shared", "specific", "specific_count", "random", "sets", "paired_tests", "meta"}
     assert got["clean"] == _accuracy_with(lm, task, examples, lambda codes: np.ones(codes.shape))
     assert got["all_shared"] == _accuracy_with(lm, task, examples, lambda codes: (codes != 0).astype(np.float32))

@@ -24,14 +24,28 @@ BATCH_SIZE = 8
 def analyse(out: str, **kwargs) -> dict:
     """The tiny model of test_pipeline on builtin_nli, written to out."""
     sys.path.insert(0, REPO)
-    from jaxneurons.pipeline import run_sharing_analysis
+    from jaxneurons.pipeline import SharingConfig, run_sharing_analysis
+    from jaxneurons.tasks import get_task
+    from tests.test_pipeline import split_config, tiny_lm
+
+    task = get_task("builtin_nli")
+    examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
+    kwargs = {"batch_size": BATCH_SIZE, "thresholds": THRESHOLDS, "progress": False, "figures": False, **kwargs}
+    config, rest = split_config(SharingConfig, kwargs)
+    return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, config, **rest)
+
+
+def deactivate(out: str, **kwargs) -> dict:
+    """The deactivation pass of the same model and examples (4 batches of 3), written to out."""
+    sys.path.insert(0, REPO)
+    from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
     from jaxneurons.tasks import get_task
     from tests.test_pipeline import tiny_lm
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
-    kwargs = {"batch_size": BATCH_SIZE, "thresholds": THRESHOLDS, "progress": False, "figures": False, **kwargs}
-    return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, **kwargs)
+    config = InterventionsConfig(kinds=["all_shared", "random"], batch_size=3, seeds=1, bootstrap=20)
+    return run_interventions(tiny_lm(), task, examples, LANGS, out, config, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom"])
@@ -117,16 +131,16 @@ def free_port() -> int:
 
 
 def test_mesh_spec():
-    from jaxneurons.distributed import PipelineInputError, make_mesh, parse_mesh_spec, round_batch_size
+    from jaxneurons.distributed import LayoutError, make_mesh, parse_mesh_spec, round_batch_size
 
     assert parse_mesh_spec("data:-1,fsdp:1") == {"data": -1, "fsdp": 1}
     assert parse_mesh_spec("fsdp:2") == {"data": 1, "fsdp": 2}
     for bad in ("data", "model:2", "data:-1,fsdp:-1", "data:0", "data:x", "data:1,data:1"):
-        with pytest.raises(PipelineInputError):
+        with pytest.raises(LayoutError):
             parse_mesh_spec(bad)
     mesh = make_mesh("data:-1")
     assert mesh.axis_names == ("data", "fsdp") and mesh.shape["fsdp"] == 1
-    with pytest.raises(PipelineInputError):
+    with pytest.raises(LayoutError):
         make_mesh("data:3")
     assert round_batch_size(5, None) == 5
 
@@ -142,15 +156,21 @@ def test_meshes_match_one_device(reference, tmp_path):
 
 def test_two_processes_match_one(reference, tmp_path):
     """jax.distributed with two CPU processes on localhost (collectives merge), and two processes given
-    only --num_processes/--process_id (files merge): the results of one process, written by process 0."""
+    only --num_processes/--process_id (files merge): the results of one process (sharing and deactivation),
+    written by process 0."""
     port = str(free_port())
     procs = [run_script("process", str(tmp_path / "jax"), str(k), port) for k in range(2)]
     procs += [run_script("process", str(tmp_path / "files"), str(k)) for k in range(2)]
     for proc in procs:
         finish(proc)
+    deactivate(str(tmp_path / "one"))
+    with open(tmp_path / "one" / "interventions.json") as f:
+        one = json.load(f)
     for name in ("jax", "files"):
         assert_same(reference, str(tmp_path / name))
         assert os.path.exists(tmp_path / name / "process_1_of_2" / "state.npz")
+        with open(tmp_path / name / "interventions.json") as f:  # deactivation: split, merged, identical
+            assert json.load(f) == one
 
 
 def in_two_threads(out: str, **kwargs) -> list[dict]:
@@ -201,6 +221,7 @@ def main(argv: list[str]) -> None:
         else:
             distributed.initialize(num_processes=2, process_id=k)
         analyse(out)
+        deactivate(out)
 
 
 if __name__ == "__main__":

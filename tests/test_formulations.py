@@ -227,12 +227,13 @@ def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(gemma, tmp_path
     """The audit's finding, through the whole pipeline: with the paper's NLI prompt gemma3-270m answers ' true'
     to every built-in item (English, all 42), so its accuracy is chance, the warning fires and the
     correct-vs-incorrect comparison is marked uninformative."""
-    from jaxneurons.pipeline import run_sharing_analysis
+    from jaxneurons.pipeline import SharingConfig, run_sharing_analysis
 
     task = get_task("builtin_nli")
     examples = task.load(["en"], prompt_format="paper").examples
-    sharing = run_sharing_analysis(gemma, task, examples, ["en"], tmp_path, batch_size=8, thresholds=(0.0,),
-                                   progress=False, figures=False, prompt_format="paper")
+    sharing = run_sharing_analysis(gemma, task, examples, ["en"], tmp_path,
+                                   SharingConfig(batch_size=8, thresholds=(0.0,), prompt_format="paper"),
+                                   progress=False, figures=False)
     detail = sharing["accuracy_detail"]["en"]
     assert detail["n"] == 42 and detail["chance"] == pytest.approx(1 / 3)
     assert detail["majority_answer"] == " true" and detail["majority_rate"] == 1.0
@@ -245,12 +246,13 @@ def test_gemma_on_the_papers_nli_prompt_is_flagged_uninformative(gemma, tmp_path
 def test_gemma_is_above_chance_on_xnli_with_the_default_formulation(gemma, tmp_path):
     """The default XNLI formulation (harness) puts gemma3-270m above chance: on the first 60 English test items
     the 95% interval excludes 1/3 (measured on 150 items: en 0.487 [0.407, 0.567], de 0.420 [0.347, 0.493])."""
-    from jaxneurons.pipeline import run_sharing_analysis
+    from jaxneurons.pipeline import SharingConfig, run_sharing_analysis
 
     task = get_task("xnli")
     examples = task.load(["en"], split="test", num_examples=60, data_dir=DATA_DIR).examples
-    sharing = run_sharing_analysis(gemma, task, examples, ["en"], tmp_path, batch_size=8, thresholds=(0.0,),
-                                   progress=False, figures=False, prompt_format=task.default_format)
+    sharing = run_sharing_analysis(gemma, task, examples, ["en"], tmp_path,
+                                   SharingConfig(batch_size=8, thresholds=(0.0,), prompt_format=task.default_format),
+                                   progress=False, figures=False)
     detail = sharing["accuracy_detail"]["en"]
     assert sharing["prompt_format"] == "harness" and detail["n"] == 60
     assert detail["ci95"][0] > 1 / 3 and detail["warning"] is None, detail

@@ -1,5 +1,6 @@
 """The sharing pipeline against plain NumPy recomputations, on a tiny random model (and SmolLM2 when installed)."""
 
+import dataclasses
 import json
 import os
 
@@ -16,6 +17,7 @@ from jaxneurons.pipeline import (
     STATE_FILE,
     PipelineInputError,
     ResumeMismatchError,
+    SharingConfig,
     bucket_length,
     plan_batches,
     run_sharing_analysis,
@@ -69,9 +71,17 @@ def nli():
     return task, task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
 
 
+def split_config(config_class, kwargs: dict):
+    """(config_class built from the kwargs that name its fields, the other kwargs)."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return (config_class(**{k: v for k, v in kwargs.items() if k in names}),
+            {k: v for k, v in kwargs.items() if k not in names})
+
+
 def run(lm, task, examples, out, **kwargs):
     kwargs = {"batch_size": 2, "thresholds": THRESHOLDS, "progress": False, "figures": False, **kwargs}
-    sharing = run_sharing_analysis(lm, task, examples, LANGS, out, **kwargs)
+    config, rest = split_config(SharingConfig, kwargs)
+    sharing = run_sharing_analysis(lm, task, examples, LANGS, out, config, **rest)
     with np.load(os.path.join(out, EXAMPLES_FILE)) as data:
         return sharing, {k: data[k] for k in data.files}
 
@@ -265,8 +275,17 @@ def test_resume_after_interruption_equals_uninterrupted_run(lm, nli, last_run, t
 def test_resume_refuses_another_runs_state(lm, nli, tmp_path):
     task, examples = nli
     run(lm, task, examples[:2], str(tmp_path))
-    with pytest.raises(ResumeMismatchError, match="batch_size"):
+    with pytest.raises(ResumeMismatchError, match="config.batch_size"):
         run(lm, task, examples[:2], str(tmp_path), batch_size=1, resume=True)
+
+
+def test_resume_refuses_other_weights_under_the_same_name(lm, nli, tmp_path):
+    """Same model name, shapes and settings, different weights: refused (the identity used to hold shapes only)."""
+    task, examples = nli
+    run(lm, task, examples[:2], str(tmp_path))
+    retrained = dataclasses.replace(lm, params=jax.tree.map(lambda x: x + 1e-3, lm.params))
+    with pytest.raises(ResumeMismatchError, match=r"differs in: weights\)"):
+        run(retrained, task, examples[:2], str(tmp_path), resume=True)
 
 
 # ---------------------------------------------------------------- batching
@@ -349,8 +368,8 @@ def test_real_model_counts_match_direct_neurons(smollm, tmp_path):
     task = get_task("builtin_nli")
     languages = ["en", "de", "zh"]
     examples = task.load(languages, num_examples=2, prompt_format="paper").examples
-    sharing = run_sharing_analysis(smollm, task, examples, languages, str(tmp_path), batch_size=2,
-                                   thresholds=THRESHOLDS, progress=False)
+    sharing = run_sharing_analysis(smollm, task, examples, languages, str(tmp_path),
+                                   SharingConfig(batch_size=2, thresholds=THRESHOLDS), progress=False)
     with np.load(tmp_path / EXAMPLES_FILE) as npz:
         for e, example in enumerate(examples):
             counts, activated = ref_counts(direct_acts(smollm, example, languages), THRESHOLDS)
@@ -386,15 +405,17 @@ def test_harness_reads_neurons_at_the_gold_answers_end(lm, tmp_path, pack):
 
 
 def test_answer_end_readout_is_refused_where_it_cannot_work(lm, tmp_path):
-    from jaxneurons.pipeline.attribution import run_attribution_analysis
+    from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
     from jaxneurons.pipeline.errors import PipelineInputError
-    from jaxneurons.pipeline.interventions import run_interventions
+    from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=2, prompt_format="harness").examples
     with pytest.raises(PipelineInputError, match="positions='last'"):
         run(lm, task, examples, str(tmp_path), positions="all")
     with pytest.raises(PipelineInputError, match="prompt-end format"):
-        run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), ["contribution"], progress=False)
+        run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), AttributionConfig(["contribution"]),
+                                 progress=False)
     with pytest.raises(PipelineInputError, match="prompt-end format"):
-        run_interventions(lm, task, examples, LANGS, str(tmp_path), ["all_shared"], progress=False)
+        run_interventions(lm, task, examples, LANGS, str(tmp_path), InterventionsConfig(["all_shared"]),
+                          progress=False)

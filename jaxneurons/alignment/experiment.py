@@ -1,4 +1,4 @@
-"""End-to-end alignment run: load, evaluate before, train (lambda) and a control (lambda = 0), evaluate after,
+"""End-to-end alignment run: evaluate before, train (lambda) and a control (lambda = 0), evaluate after,
 write alignment.json, figures/all_shared_per_layer.png, report.md and model/ (loadable by jn.load_model)."""
 
 from __future__ import annotations
@@ -6,13 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Sequence
 
 import numpy as np
 
 from jaxneurons.alignment.train import TrainConfig, tokenize_examples, train
-from jaxneurons.analysis import write_json_atomic
+from jaxneurons.analysis import write_json_atomic, write_text_atomic
+from jaxneurons.pipeline import ResumeMismatchError, SharingConfig, run_sharing_analysis
+from jaxneurons.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from jaxneurons.pipeline.identity import run_identity, weights_fingerprint
 
 
 def load_examples(task, languages: Sequence[str], train_split: str, eval_split: str, num_train: int,
@@ -38,69 +42,90 @@ def load_examples(task, languages: Sequence[str], train_split: str, eval_split: 
     return train_ex, eval_ex
 
 
+ALIGNMENT_FILE = "alignment.json"
+ALIGNMENT_STATE_FILE = "alignment_state.npz"  # the run's identity, checked before a resume continues
+
+
 def evaluate(lm, params, task, examples, languages: Sequence[str], output_dir: str, batch_size: int = 8,
              resume: bool = False) -> dict:
     """Mean % all-shared neurons (tau = 0, per layer and over layers) and accuracy per language, computed by
-    the sharing pipeline itself (the same batches, scoring and statistics as analyze.py; resumable)."""
-    import jaxneurons as jn
-    from jaxneurons.pipeline import run_sharing_analysis
+    the sharing pipeline itself (the same batches, scoring and statistics as analyze.py; resumable).
 
-    model = jn.LanguageModel(lm.config, params, lm.tokenizer, lm.compute_dtype, lm.source)
-    sharing = run_sharing_analysis(model, task, examples, languages, output_dir, batch_size=batch_size,
-                                   thresholds=(0.0,), resume=resume, figures=False)
+    The weights evaluated are the training's output, so an evaluation saved for other weights (a resumed run
+    trained further) is not an error here: it is recomputed, never reported."""
+    model = dataclasses.replace(lm, params=params)
+    config = SharingConfig(batch_size=batch_size, thresholds=(0.0,))
+    try:
+        sharing = run_sharing_analysis(model, task, examples, languages, output_dir, config, resume=resume,
+                                       figures=False)
+    except ResumeMismatchError:
+        sharing = run_sharing_analysis(model, task, examples, languages, output_dir, config, figures=False)
     per_layer = sharing["per_layer"]["all_shared"]
     return {"all_shared_pct": float(np.mean(per_layer)), "all_shared_per_layer": per_layer,
-            "accuracy": sharing["accuracy"]}
+            "accuracy": sharing["accuracy"], "weights": weights_fingerprint(params)}
 
 
-def run_alignment(model: str, task: str, languages: Sequence[str], train_split: str, eval_split: str,
-                  num_train: int, num_eval: int, cfg: TrainConfig, output_dir: str, resume: bool = False,
-                  dtype: str = "float32", data_dir: str | None = None, eval_batch_size: int = 8,
-                  prompt_format: str | None = None, prompt_suffix: str = "") -> dict:
-    import jaxneurons as jn
-    from jaxneurons.tasks import get_task
+def alignment_identity(lm, cfg: TrainConfig, train_items: Sequence[dict], eval_ex: Sequence, languages,
+                       eval_batch_size: int) -> dict:
+    """The alignment run's identity: its training config (steps aside), base weights, train and eval examples."""
+    return run_identity("alignment", cfg, lm, eval_ex, [train_items, [repr(ex) for ex in eval_ex]],
+                        languages=list(languages), eval_batch_size=eval_batch_size)
 
+
+def run_alignment(lm, task, train_ex: Sequence, eval_ex: Sequence, languages: Sequence[str], cfg: TrainConfig,
+                  output_dir: str, *, resume: bool = False, eval_batch_size: int = 8,
+                  facts: dict | None = None) -> dict:
+    """Evaluate lm, train it (cfg) and a control (lambda = 0), evaluate both, write alignment.json, the figure,
+    report.md, model/ and model_hf/.
+
+    resume: continue both trainings from their last checkpoints (cfg.steps may be larger than before: the run
+    continues and every evaluation of changed weights is recomputed); a run of another identity (config, base
+    weights, examples) is refused with the fields that differ.
+    facts: what alignment.json records about the run besides cfg (model, splits, dtype, prompt format...).
+    """
     t0 = time.time()
-    os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
-    task_obj = get_task(task)
-    prompt_format = task_obj.check_prompt_format(prompt_format)  # before the (slow) model load
-    lm = jn.load_model(model, dtype=dtype)
-    train_ex, eval_ex = load_examples(task_obj, languages, train_split, eval_split, num_train, num_eval, data_dir,
-                                      prompt_format, prompt_suffix)
+    cfg.check_layers(lm.config.num_layers)
     train_items = tokenize_examples(lm, train_ex, languages)
-    timings = {"load_s": time.time() - t0}
+    identity = alignment_identity(lm, cfg, train_items, eval_ex, languages, eval_batch_size)
+    state_path = os.path.join(output_dir, ALIGNMENT_STATE_FILE)
+    if resume:
+        load_checkpoint(state_path, identity)
+    else:  # a fresh run: no checkpoint of an earlier one may be continued by orbax
+        shutil.rmtree(os.path.join(output_dir, "checkpoints"), ignore_errors=True)
+    save_checkpoint(state_path, identity, {})
+    os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
+    timings = {}
 
     def evaluate_params(params, name):
-        return evaluate(lm, params, task_obj, eval_ex, languages, os.path.join(output_dir, "eval", name),
-                        eval_batch_size, resume)
+        start = time.time()
+        result = evaluate(lm, params, task, eval_ex, languages, os.path.join(output_dir, "eval", name),
+                          eval_batch_size, resume)
+        timings[f"eval_{name}_s"] = time.time() - start
+        return result
 
-    t = time.time()
+    def train_run(run_cfg, name):
+        start = time.time()
+        out = train(lm, train_items, run_cfg, os.path.join(output_dir, "checkpoints", name), resume)
+        timings[f"{name}_train_s"] = time.time() - start
+        return out
+
     before = evaluate_params(lm.params, "before")
-    timings["eval_before_s"] = time.time() - t
-    t = time.time()
-    params, history = train(lm, train_items, cfg, os.path.join(output_dir, "checkpoints", "aligned"), resume)
-    timings["train_s"] = time.time() - t
+    params, history = train_run(cfg, "aligned")
     after = evaluate_params(params, "after")
-    t = time.time()
-    control_cfg = dataclasses.replace(cfg, lambda_sharing=0.0)
-    control_params, control_history = train(lm, train_items, control_cfg,
-                                            os.path.join(output_dir, "checkpoints", "control"), resume)
-    timings["control_train_s"] = time.time() - t
+    control_params, control_history = train_run(dataclasses.replace(cfg, lambda_sharing=0.0), "control")
     control_after = evaluate_params(control_params, "control_after")
     from jaxneurons.loading.export import export_hf
     from jaxneurons.loading.orbax_dir import save_orbax_model
 
-    save_orbax_model(os.path.join(output_dir, "model"), lm.config, params, lm.tokenizer, tokenizer_source=model)
+    save_orbax_model(os.path.join(output_dir, "model"), lm.config, params, lm.tokenizer, tokenizer_source=lm.source)
     export_hf(dataclasses.replace(lm, params=params), os.path.join(output_dir, "model_hf"))  # for transformers
     timings["total_s"] = time.time() - t0
     result = {"before": before, "after": after, "control_after": control_after,
-              "config": dict(dataclasses.asdict(cfg), model=model, task=task, languages=list(languages),
-                             train_split=train_split, eval_split=eval_split, num_train=len(train_ex),
-                             num_eval=len(eval_ex), dtype=dtype, prompt_format=prompt_format,
-                             prompt_suffix=prompt_suffix),
+              "config": dict(dataclasses.asdict(cfg), **{"model": str(lm.source), "task": task.name, **(facts or {})},
+                             languages=list(languages), num_train=len(train_ex), num_eval=len(eval_ex)),
               "history_last": history[-1] if history else None,
               "control_history_last": control_history[-1] if control_history else None, "timings": timings}
-    write_json_atomic(os.path.join(output_dir, "alignment.json"), result)
+    write_json_atomic(os.path.join(output_dir, ALIGNMENT_FILE), result)
     _figure(result, os.path.join(output_dir, "figures", "all_shared_per_layer.png"))
     _report(result, os.path.join(output_dir, "report.md"))
     return result
@@ -126,7 +151,8 @@ def _figure(result: dict, path: str) -> None:
 def _report(result: dict, path: str) -> None:
     c = result["config"]
     lines = [f"# Alignment run: {c['model']} on {c['task']} ({', '.join(c['languages'])})", "",
-             f"Train {c['num_train']} examples of {c['train_split']}, evaluate {c['num_eval']} of {c['eval_split']}; "
+             f"Train {c['num_train']} examples of {c.get('train_split')}, evaluate {c['num_eval']} of "
+             f"{c.get('eval_split')}; "
              f"{c['steps']} steps, batch {c['batch_size']}, lr {c['lr']}, lambda {c['lambda_sharing']}, "
              f"layers {c['layers'] if c['layers'] is not None else 'all'}, seed {c['seed']}.", "",
              "| run | mean % all-shared | " + " | ".join(f"acc {lang}" for lang in c["languages"]) + " |",
@@ -137,5 +163,4 @@ def _report(result: dict, path: str) -> None:
                      + " | ".join(f"{r['accuracy'][lang]:.3f}" for lang in c["languages"]) + " |")
     lines += ["", f"Timings (s): {json.dumps({k: round(v, 1) for k, v in result['timings'].items()})}",
               "", "control_after = same data, steps and seed with lambda = 0 (task loss only).", ""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))

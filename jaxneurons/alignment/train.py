@@ -21,18 +21,42 @@ from jaxneurons.models.output import forward
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """The alignment fine-tuning's settings (align.py's flags of the same names); validated when built."""
+
     layers: tuple[int, ...] | None = None  # layers whose MLP trains; None = every layer
-    lr: float = 1e-4
-    warmup: int = 10
-    clip: float = 1.0
-    weight_decay: float = 0.0
-    lambda_sharing: float = 1.0
-    rho: float = 0.5
-    margin: float = 1.0
-    steps: int = 100
-    batch_size: int = 4
-    seed: int = 0
-    save_every: int = 10
+    lr: float = 1e-4  # peak learning rate (warmup-cosine)
+    warmup: int = 10  # warmup steps
+    clip: float = 1.0  # global-norm gradient clipping
+    weight_decay: float = 0.0  # AdamW weight decay
+    lambda_sharing: float = 1.0  # weight of the sharing loss (the control run uses 0)
+    rho: float = 0.5  # fraction of languages that must activate a neuron for it to be a target
+    margin: float = 1.0  # hinge margin on the pre-activation
+    # a resume may extend the steps (it continues from the last checkpoint), never shorten them
+    steps: int = dataclasses.field(default=100, metadata={"identity": False})
+    batch_size: int = 4  # parallel examples per step (each with every language)
+    seed: int = 0  # data-order seed
+    save_every: int = dataclasses.field(default=10, metadata={"identity": False})  # checkpoint interval, steps
+
+    def __post_init__(self):
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        for name in ("steps", "batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "weight_decay", "lambda_sharing", "margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+
+    def check_layers(self, num_layers: int) -> None:
+        """ValueError unless every trained layer exists in a model of num_layers layers."""
+        bad = [x for x in self.layers or () if not 0 <= x < num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range: the model has layers 0..{num_layers - 1}")
 
 
 def trainable_masks(params, num_layers: int, layers: Sequence[int] | None):
@@ -84,6 +108,20 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> np.n
     return np.asarray(out)
 
 
+_STEP_FNS: dict = {}  # one compiled step for the aligned run and its control (lambda is an argument)
+
+
+def _train_step(decoder, params, num_layers: int, cfg: TrainConfig):
+    """(optimizer, jitted step) for cfg, reused by every run that differs only in lambda, seed or save_every."""
+    key = (decoder, num_layers, jax.tree.structure(params), tuple(np.shape(x) for x in jax.tree.leaves(params)),
+           dataclasses.replace(cfg, lambda_sharing=0.0, seed=0, save_every=1))
+    if key not in _STEP_FNS:
+        _STEP_FNS.clear()
+        optimizer = make_optimizer(params, num_layers, cfg)
+        _STEP_FNS[key] = optimizer, _train_step_fn(decoder, optimizer)
+    return _STEP_FNS[key]
+
+
 def _train_step_fn(decoder, optimizer):
     @jax.jit
     def step(params, opt_state, batch, lambda_sharing, rho, margin):
@@ -105,8 +143,9 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
+    cfg.check_layers(lm.config.num_layers)
     decoder = objective_decoder(lm)
-    optimizer = make_optimizer(lm.params, lm.config.num_layers, cfg)
+    optimizer, step_fn = _train_step(decoder, lm.params, lm.config.num_layers, cfg)
     params = lm.params
     opt_state = optimizer.init(params)
     start = 0
@@ -119,7 +158,9 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
             restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
             params, opt_state, start = restored["params"], restored["opt_state"], int(restored["step"])
-    step_fn = _train_step_fn(decoder, optimizer)
+            if start > cfg.steps:
+                raise ValueError(f"{checkpoint_dir} holds step {start}, past steps={cfg.steps}: a resume can extend "
+                                 "the training, not shorten it")
     k_max = answer_len or max(max(len(a), 1) for it in items for a in it["answers"])
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     history = []

@@ -24,6 +24,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.makedirs(directory, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; results are files like any other (0644)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -34,6 +35,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(tmp_path)
         raise
     _fsync_directory(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: str) -> None:

@@ -12,7 +12,7 @@ from jaxneurons.loading import hf_dir
 from jaxneurons.loading.convert import CheckpointError, build_params, hf_targets
 from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
 
-__all__ = ["load_model", "load_tokenizer", "CheckpointError", "UnsupportedConfigError"]
+__all__ = ["load_model", "load_tokenizer", "read_model_config", "CheckpointError", "UnsupportedConfigError"]
 
 
 def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False,
@@ -32,6 +32,33 @@ def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: b
         if lm.tokenizer is None:
             raise FileNotFoundError(f"tokenizer source {tokenizer!r} has no tokenizer files.")
     return lm
+
+
+def read_model_config(source: str) -> ModelConfig:
+    """The config of a model source without its weights (cheap: to check settings before the slow load)."""
+    if not os.path.exists(source):
+        from jaxneurons.loading import zoo
+
+        if source not in zoo.zoo_names():
+            raise FileNotFoundError(f"{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an "
+                                    "existing path to a checkpoint directory or .gguf file.")
+        source = zoo.resolve_zoo(source)
+    if source.endswith(".gguf"):
+        from jaxneurons.loading.gguf_reader import read_gguf
+
+        return _config_for(read_gguf(source).hf_config, source)
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+        from jaxneurons.loading.orbax_dir import read_saved_config
+
+        return read_saved_config(source)
+    return _config_for(hf_dir.read_config(source), os.path.join(source, "config.json"))
+
+
+def has_tokenizer(source: str) -> bool:
+    """False only for a checkpoint directory that ships no tokenizer files (nor names a tokenizer source)."""
+    if not os.path.isdir(source) or os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+        return True
+    return any(os.path.exists(os.path.join(source, name)) for name in hf_dir.TOKENIZER_FILES)
 
 
 def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool) -> LanguageModel:

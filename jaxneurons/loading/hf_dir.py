@@ -81,10 +81,12 @@ def _iter_pickle(path: str) -> Iterator[tuple[str, np.ndarray]]:
         yield name, tensor.float().numpy()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
 def load_tokenizer(directory: str):
     """The directory's tokenizer, or None when it ships no tokenizer files."""
-    if not any(os.path.exists(os.path.join(directory, n))
-               for n in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+    if not any(os.path.exists(os.path.join(directory, n)) for n in TOKENIZER_FILES):
         return None
     from transformers import AutoTokenizer
 

@@ -66,6 +66,12 @@ def save_orbax_model(directory: str, config: ModelConfig, params, tokenizer=None
     return directory
 
 
+def read_saved_config(source: str) -> ModelConfig:
+    """The directory's model config (no weights read)."""
+    with open(os.path.join(source, META)) as f:
+        return config_from_dict(json.load(f)["model_config"])
+
+
 def load_orbax_model(source: str, param_dtype, compute_dtype) -> LanguageModel:
     import orbax.checkpoint as ocp
 

@@ -1,7 +1,7 @@
 """The sharing-analysis pipeline: batches of parallel examples through a jitted step, resumable, to files.
 
 >>> from jaxneurons.pipeline import run_sharing_analysis
->>> sharing = run_sharing_analysis(lm, task, examples, languages, "runs/demo")
+>>> sharing = run_sharing_analysis(lm, task, examples, languages, "runs/demo", SharingConfig(batch_size=8))
 """
 
 from jaxneurons.pipeline.batching import (
@@ -15,13 +15,15 @@ from jaxneurons.pipeline.batching import (
 )
 from jaxneurons.pipeline.errors import PipelineInputError, ResumeMismatchError
 from jaxneurons.pipeline.outputs import EXAMPLES_FILE, FIGURES_DIR, FLAGS_FILE, REPORT_FILE, SHARING_FILE
-from jaxneurons.pipeline.run import DEFAULT_THRESHOLDS, check_thresholds, run_batches, run_sharing_analysis
+from jaxneurons.pipeline.checks import check_thresholds
+from jaxneurons.pipeline.run import DEFAULT_THRESHOLDS, SharingConfig, run_batches, run_sharing_analysis
 from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, judge
 from jaxneurons.pipeline.state import STATE_FILE, RunState, load_state
 
 __all__ = [
     "Batch", "BatchPlan", "DEFAULT_THRESHOLDS", "EXAMPLES_FILE", "FIGURES_DIR", "FLAGS_FILE", "Forward",
-    "PipelineInputError", "REPORT_FILE", "ResumeMismatchError", "RunState", "SHARING_FILE", "STATE_FILE",
+    "PipelineInputError", "REPORT_FILE", "ResumeMismatchError", "RunState", "SHARING_FILE", "SharingConfig",
+    "STATE_FILE",
     "TokenizedRow", "accuracy_per_language", "bucket_length", "check_thresholds", "continuation_scores",
     "judge", "load_state", "plan_batches", "run_batches", "run_sharing_analysis", "tokenize_examples",
 ]

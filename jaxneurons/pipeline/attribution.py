@@ -16,6 +16,7 @@ activation (`null_any`). Per-example values are kept (and saved for resume) so t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -23,7 +24,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, point_and_ci, replicates, resample_counts
@@ -34,11 +34,16 @@ from jaxneurons.lm import LanguageModel, pad_rows
 from jaxneurons.models.decoder import Decoder, Record
 from jaxneurons.models.output import forward
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
+from jaxneurons.attribution.ig import RULES
+from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
+from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
-from jaxneurons.pipeline.progress import load_progress, save_progress
+from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.runner import run_pass
 
 METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
+ATTRIBUTION_STATE_FILE = "attribution_state.npz"
 NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
 SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
 COMPLETENESS_TOLERANCE = 0.05
@@ -46,17 +51,42 @@ TARGET_TOKEN = ("the gold answer's first token (the notebook used the label word
                 "effective score's target)")
 
 
-def prompt_batches(lm: LanguageModel, task, examples, languages, batch_size):
-    """Yield (example indices [B], left-padded prompt ids/mask [B*N, T], gold first tokens [B*N])."""
-    rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    plan = plan_batches(rows, batch_size, "last", "left", lm.pad_id)
-    for index in range(plan.num_batches):
-        batch = plan.batch(index)
-        picked = batch.example_index_b
-        flat = [rows[e][n] for e in picked for n in range(len(languages))]
-        ids, mask = pad_rows([r.prompt for r in flat], lm.pad_id, "left", pad_to_multiple_of=16)
-        targets = np.array([r.continuations[0][0] for r in flat], np.int32)
-        yield picked, batch.valid_b, ids, mask, targets
+@dataclasses.dataclass(frozen=True)
+class AttributionConfig:
+    """The attribution pass's settings (analyze.py's flags); validated when built."""
+
+    methods: tuple[str, ...] = METHODS  # scores split by category: contribution, effective, ig
+    top_k: int | None = None  # top neurons per layer (None: the paper's 800 of 16,384, scaled to the width)
+    batch_size: int = 4  # examples per step
+    ig_steps: int = 20  # integrated-gradients alphas
+    ig_rule: str = "gauss_legendre"  # quadrature rule (one of attribution.ig.RULES)
+    ig_path: str = PATHS[0]  # path integrated along (one of attribution.PATHS)
+    seeds: int = 3  # draws of the |m|-matched nulls
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
+    # how IG's replays are chunked: memory, not results, so a resume may change them
+    ig_chunk_size: int | None = dataclasses.field(default=None, metadata={"identity": False})
+    ig_memory_gb: float = dataclasses.field(default=2.0, metadata={"identity": False})
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", tuple(self.methods))
+        check_choices("methods", self.methods, METHODS)
+        check_choices("ig_rule", [self.ig_rule], RULES)
+        check_choices("ig_path", [self.ig_path], PATHS)
+        check_positive(top_k=self.top_k, batch_size=self.batch_size, ig_steps=self.ig_steps, seeds=self.seeds,
+                       ig_chunk_size=self.ig_chunk_size)
+        check_at_least_zero(bootstrap=self.bootstrap)
+        if not self.ig_memory_gb > 0:
+            raise PipelineInputError(f"ig_memory_gb must be > 0, got {self.ig_memory_gb}")
+
+
+def prompt_batch(lm: LanguageModel, plan, rows, index: int, num_languages: int):
+    """(example indices [B], valid [B], left-padded prompt ids/mask [B*N, T], gold first tokens [B*N]) of a batch."""
+    batch = plan.batch(index)
+    picked = batch.example_index_b
+    flat = [rows[e][n] for e in picked for n in range(num_languages)]
+    ids, mask = pad_rows([r.prompt for r in flat], lm.pad_id, "left", pad_to_multiple_of=16)
+    targets = np.array([r.continuations[0][0] for r in flat], np.int32)
+    return picked, batch.valid_b, ids, mask, targets
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
@@ -70,40 +100,31 @@ def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
 
 
 def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
-                             output_dir: str, methods: Sequence[str] = METHODS, top_k: int | None = None,
-                             batch_size: int = 4, ig_steps: int = 20, ig_rule: str = "gauss_legendre",
-                             ig_chunk_size: int | None = None, resume: bool = False, progress: bool = True,
-                             ig_memory_gb: float = 2.0, seeds: int = 3,
-                             bootstrap: int = DEFAULT_RESAMPLES, ig_path: str = PATHS[0]) -> dict:
+                             output_dir: str, config: AttributionConfig = AttributionConfig(), *,
+                             resume: bool = False, progress: bool = True) -> dict:
     """Write output_dir/attribution.json; see the module docstring. Resumable batch by batch.
 
-    seeds: draws of the |m|-matched null; bootstrap: resamples of the examples for the 95% intervals (0: none).
+    resume: continue from output_dir/attribution_state.npz; a checkpoint of another identity is refused.
     """
-    methods = [m for m in methods]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise PipelineInputError(f"unknown attribution methods {unknown}; choose from {list(METHODS)}")
-    if seeds < 1 or bootstrap < 0:
-        raise PipelineInputError(f"need seeds >= 1 and bootstrap >= 0, got {seeds} and {bootstrap}")
     if any(ex.readout != "prompt" for ex in examples):
         raise PipelineInputError("these examples read the neurons at the gold answer's end; attribution scores the "
                                  "answer's first token from the prompt's last token: load them with a prompt-end "
                                  "format (e.g. prompt_format='paper')")
+    methods, seeds, batch_size = list(config.methods), config.seeds, config.batch_size
     n, layers, width = len(languages), lm.config.num_layers, lm.config.intermediate_size
-    k = scaled_top_k(width, top_k)
-    identity = {"model": str(lm.source), "task": task.name, "languages": list(languages), "methods": methods,
-                "ids": [ex.id for ex in examples], "top_k": k, "ig": [ig_steps, ig_rule, ig_path], "batch_size": batch_size,
-                "seeds": seeds}
-    progress_path = os.path.join(output_dir, "attribution_state.npz")
-    saved = load_progress(progress_path, identity) if resume else None
-    start, acc = saved if saved else (0, _empty_accumulators(methods, len(examples), n, layers, seeds))
+    k = scaled_top_k(width, config.top_k)
+    token_rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
+    identity = run_identity("attribution", config, lm, examples, token_rows, task=task.name,
+                            languages=list(languages), top_k_used=k)
+    progress_path = os.path.join(output_dir, ATTRIBUTION_STATE_FILE)
+    saved = load_checkpoint(progress_path, identity) if resume else None
+    start = int(saved.pop(NEXT_BATCH)) if saved else 0
+    acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, seeds)
     decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
-    bar = tqdm(total=len(examples), unit="ex", disable=not progress, desc=f"attribution ({','.join(methods)})")
-    for index, (picked, valid_b, ids, mask, targets) in enumerate(
-            prompt_batches(lm, task, examples, languages, batch_size)):
-        if index < start:
-            bar.update(int(valid_b.sum()))
-            continue
+    plan = plan_batches(token_rows, batch_size, "last", "left", lm.pad_id)
+
+    def step(index: int) -> None:
+        picked, valid_b, ids, mask, targets = prompt_batch(lm, plan, token_rows, index, n)
         act, m, codes = neurons_and_codes(decoder, lm.params, jnp.asarray(ids), jnp.asarray(mask), n)
         scores = static_scores(lm.config, lm.params, m, targets)
         valid_b, rows = np.asarray(valid_b), picked[np.asarray(valid_b)]
@@ -115,8 +136,9 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         _accumulate_sets(acc, rows, act_v, m_v, codes_v, nulls)
         for method in methods:
             if method == "ig":
-                ig = integrated_gradients(lm, ids, targets, mask, steps=ig_steps, rule=ig_rule, path=ig_path,
-                                          chunk_size=ig_chunk_size, memory_gb=ig_memory_gb)
+                ig = integrated_gradients(lm, ids, targets, mask, steps=config.ig_steps, rule=config.ig_rule,
+                                          path=config.ig_path, chunk_size=config.ig_chunk_size,
+                                          memory_gb=config.ig_memory_gb)
                 scores["ig"] = ig.attributions
                 _accumulate_completeness(acc, rows, valid_b, ig, n)
             s = jnp.asarray(scores[method]).reshape(-1, n, layers, width)
@@ -126,13 +148,15 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
             _accumulate_examples(acc, method, rows, stats, valid_b, np.asarray(s)[valid_b], in_top, act_v, codes_v,
                                  nulls)
         _accumulate_categories(acc, rows, codes_v)
-        save_progress(progress_path, identity, index + 1, acc)
-        bar.update(int(valid_b.sum()))
-    bar.close()
-    result = summarize_attribution(acc, methods, languages, k, width, bootstrap)
+
+    run_pass(f"attribution ({','.join(methods)})", plan, start, step,
+             lambda next_batch: save_checkpoint(progress_path, identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+             progress=progress)
+    result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap)
     result["target"] = TARGET_TOKEN
     if "ig" in methods:
-        result["ig"] = {"steps": ig_steps, "rule": ig_rule, "path": ig_path, "completeness": ig_completeness(acc)}
+        result["ig"] = {"steps": config.ig_steps, "rule": config.ig_rule, "path": config.ig_path,
+                        "completeness": ig_completeness(acc)}
     write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
     return result
 

@@ -20,6 +20,7 @@ The answers are scored exactly as in the sharing run (same batches, same option 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -28,8 +29,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
+from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize, write_json_atomic
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, resample_counts
 from jaxneurons.attribution.matched import count_matched, magnitude_matched
@@ -38,9 +39,13 @@ from jaxneurons.pipeline.attribution import estimate
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Decoder, Intervention, Record
 from jaxneurons.models.output import forward as run_forward
+from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
+from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
+from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
-from jaxneurons.pipeline.progress import load_progress, save_progress
+from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.runner import run_pass
 from jaxneurons.pipeline.run import record_scores, slot_scores
 from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, first_token_scores, judge
 from jaxneurons.pipeline.step import to_device
@@ -49,6 +54,7 @@ KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude")
 SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
           "specific": "specific_count"}  # kind -> its seeded, all-shared-sized run
 INTERVENTIONS_FILE = "interventions.json"
+INTERVENTIONS_STATE_FILE = "interventions_state.npz"
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
@@ -116,34 +122,57 @@ def _where(forward: dict, all_positions: bool) -> jax.Array:
     return jnp.arange(t)[None, :] == forward["record_index_r"][:, None]
 
 
+@dataclasses.dataclass(frozen=True)
+class InterventionsConfig:
+    """The deactivation pass's settings (analyze.py's flags); validated when built."""
+
+    kinds: tuple[str, ...] = KINDS  # neuron sets to deactivate, each measured separately (see the module)
+    batch_size: int = 8  # examples per step
+    all_positions: bool = False  # deactivate at every token instead of the prompt's last token
+    seeds: int = 3  # draws of every seeded control
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
+
+    def __post_init__(self):
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        check_choices("kinds", self.kinds, KINDS)
+        check_positive(batch_size=self.batch_size, seeds=self.seeds)
+        check_at_least_zero(bootstrap=self.bootstrap)
+
+
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str,
-                      kinds: Sequence[str] = KINDS, batch_size: int = 8, all_positions: bool = False,
-                      seeds: int = 3, resume: bool = False, progress: bool = True,
-                      bootstrap: int = DEFAULT_RESAMPLES) -> dict:
-    """Write output_dir/interventions.json (see the module docstring); bootstrap: resamples (0: no intervals)."""
-    unknown = sorted(set(kinds) - set(KINDS))
-    if unknown:
-        raise PipelineInputError(f"unknown interventions {unknown}; choose from {list(KINDS)}")
-    if seeds < 1 or bootstrap < 0:
-        raise PipelineInputError(f"need seeds >= 1 and bootstrap >= 0, got {seeds} and {bootstrap}")
+                      config: InterventionsConfig = InterventionsConfig(), *, resume: bool = False,
+                      progress: bool = True, process_index: int | None = None,
+                      process_count: int | None = None) -> dict:
+    """Write output_dir/interventions.json (see the module docstring).
+
+    resume: continue from output_dir/interventions_state.npz; a checkpoint of another identity is refused.
+    process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
+      runs the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
+      every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
+    """
+    all_positions, seeds = config.all_positions, config.seeds
     if not all_positions and any(ex.readout != "prompt" for ex in examples):
         raise PipelineInputError("these examples read the neurons at the gold answer's end, where deactivating them "
                                  "cannot change the scored answer: load them with a prompt-end format "
                                  "(e.g. prompt_format='paper') or deactivate at all positions")
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    plan = plan_batches(rows, batch_size, "last", "right", lm.pad_id)
-    runs = run_names(kinds, seeds)
-    identity = {"model": str(lm.source), "task": task.name, "languages": list(languages), "runs": runs,
-                "ids": [ex.id for ex in examples], "batch_size": batch_size, "all_positions": all_positions}
-    path = os.path.join(output_dir, "interventions_state.npz")
-    saved = load_progress(path, identity) if resume else None
-    start, acc = saved if saved else (0, _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers))
+    plan = plan_batches(rows, config.batch_size, "last", "right", lm.pad_id)
+    runs = run_names(config.kinds, seeds)
+    identity = run_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages))
+    process_index, process_count = distributed.process_layout(process_index, process_count)
+    own_identity, state_dir = identity, output_dir
+    if process_count > 1:
+        own_identity = merge.partial_identity(identity, process_index, process_count)
+        state_dir = merge.partial_dir(output_dir, process_index, process_count)
+    path = os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
+    saved = load_checkpoint(path, own_identity) if resume else None
+    start = int(saved.pop(NEXT_BATCH)) if saved else 0
+    acc = saved if saved else _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     score_decoder = lm.decoder(Record(), logits="positions")
-    bar = tqdm(total=plan.num_batches, initial=start, unit="batch", disable=not progress,
-               desc=f"interventions ({len(runs) - 1} + clean)")
-    for index in range(start, plan.num_batches):
+
+    def step(index: int) -> None:
         batch = plan.batch(index)
         main = to_device(batch.neuron_forward.arrays())
         codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, lm.params, main, n))
@@ -164,11 +193,16 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             stats, full = jax.device_get((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
                           acc[f"{run}/greedy"], acc[f"{run}/gold_logprob"])
-        save_progress(path, identity, index + 1, acc)
-        bar.update(1)
-    bar.close()
-    result = summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds, bootstrap)
-    write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
+
+    run_pass(f"interventions ({len(runs) - 1} + clean)", plan, start, step,
+             lambda next_batch: save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+             process_index=process_index, process_count=process_count, progress=progress)
+    if process_count > 1:
+        acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
+                                        process_count)
+    result = summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds, config.bootstrap)
+    if process_index == 0:
+        write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
     return result
 
 

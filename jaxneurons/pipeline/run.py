@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import logging
-import math
 import os
 import tempfile
 import time
@@ -22,19 +19,51 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
 from jaxneurons import distributed
-from jaxneurons.analysis import MAIN_THRESHOLD, OverlapState
+from jaxneurons.analysis import OverlapState
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
-from jaxneurons.pipeline.batching import POSITIONS, Batch, BatchPlan, plan_batches, tokenize_examples
+from jaxneurons.pipeline import merge
+from jaxneurons.pipeline.batching import (PADDING_SIDES, POSITIONS, Batch, BatchPlan, plan_batches,
+                                          tokenize_examples)
+from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
+from jaxneurons.pipeline.identity import run_identity
 from jaxneurons.pipeline.outputs import write_flags, write_outputs
+from jaxneurons.pipeline.runner import run_pass
 from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
 from jaxneurons.pipeline.step import scoring_step, sharing_step
 
 DEFAULT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharingConfig:
+    """The sharing pass's settings (analyze.py's flags of the same names); validated when built."""
+
+    batch_size: int = 8  # examples per step, each with one row per language (rounded up to the mesh's data axis)
+    positions: str = "last"  # neurons at the prompt's last token, or activated at any prompt token ("all")
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # activation thresholds tau; must include 0, the paper's
+    pack: bool | None = None  # rows laid one after another into bins (default: with positions "last")
+    padding_side: str = "right"  # "right" or "left"; results do not depend on it
+    bootstrap: int = 1000  # resamples for the 95% intervals over examples (0: none), seeded
+    prompt_format: str | None = None  # the task formulation the examples were loaded with (recorded)
+    prompt_suffix: str = ""  # text appended to every prompt when loading (recorded)
+    checkpoint_every: int = dataclasses.field(default=10, metadata={"identity": False})  # batches per save
+
+    def __post_init__(self):
+        object.__setattr__(self, "thresholds", tuple(check_thresholds(self.thresholds)))
+        if self.pack is None:
+            object.__setattr__(self, "pack", self.positions == "last")
+        check_positive(batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
+        check_at_least_zero(bootstrap=self.bootstrap)
+        if self.positions not in POSITIONS:
+            raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {self.positions!r}")
+        if self.padding_side not in PADDING_SIDES:
+            raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}")
+        if self.pack and self.positions != "last":
+            raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed rows)")
 
 
 def run_sharing_analysis(
@@ -43,13 +72,10 @@ def run_sharing_analysis(
     examples: Sequence,
     languages: Sequence[str],
     output_dir: str | os.PathLike,
-    batch_size: int = 8,
-    positions: str = "last",
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    config: SharingConfig = SharingConfig(),
+    *,
     resume: bool = False,
     progress: bool = True,
-    padding_side: str = "right",
-    checkpoint_every: int = 10,
     skipped: dict | None = None,
     flags_text: str | None = None,
     on_batch_end: Callable[[int, int], None] | None = None,
@@ -57,10 +83,6 @@ def run_sharing_analysis(
     mesh: Mesh | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
-    pack: bool | None = None,
-    bootstrap: int = 1000,
-    prompt_format: str | None = None,
-    prompt_suffix: str = "",
 ) -> dict:
     """Categorize the FFN neurons of every example across its languages, score the answers, write results.
 
@@ -69,12 +91,8 @@ def run_sharing_analysis(
       task: a `jaxneurons.tasks.Task` (its `scoring` and `is_correct`); examples: its ParallelExamples.
       languages: the N languages to analyse, each present in every example.
       output_dir: receives sharing.json, examples.npz, figures/, report.md, state.npz (and flags.txt).
-      batch_size: examples per step (each brings N rows).
-      positions: "last" (the prompt's last token) or "all" (activated at any prompt token).
-      thresholds: activation thresholds tau; must include 0, the paper's.
-      resume: continue from output_dir/state.npz when it belongs to this same run.
-      padding_side: "right" or "left"; results do not depend on it.
-      checkpoint_every: save state.npz every this many batches (and after the last).
+      config: the pass's settings (`SharingConfig`); with the weights and examples, the run's identity.
+      resume: continue from output_dir/state.npz; a state of another identity is refused (ResumeMismatchError).
       skipped: the task loader's skipped items by reason, recorded in sharing.json.
       flags_text: the launcher's flags as a flagfile, written to flags.txt.
       on_batch_end: called with (batch index, number of batches) after each batch is recorded.
@@ -84,29 +102,22 @@ def run_sharing_analysis(
       process_index, process_count: this process's share of the batches (default: `distributed.process_layout`);
         with several processes each runs the batches i with i % count == index, keeps its state in
         output_dir/process_{index}_of_{count}/, and process 0 alone writes the merged results.
-      pack: lay each batch's rows one after another into fixed bins instead of padding each row (default:
-        with positions "last"); same results, less padding, one compiled shape. See `batching`.
-      bootstrap: resamples for the 95% intervals over examples in sharing.json (0: none), seeded.
-      prompt_format, prompt_suffix: the task formulation the examples were loaded with (`Task.load`),
-        recorded in sharing.json (None: not given).
     Returns:
       the dict written to sharing.json (every process returns it).
     """
-    languages, thresholds = list(languages), check_thresholds(thresholds)
-    if checkpoint_every < 1:
-        raise PipelineInputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    languages, thresholds = list(languages), list(config.thresholds)
     mesh = distributed.default_mesh() if mesh is None else mesh
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    batch_size = distributed.round_batch_size(batch_size, mesh)
+    batch_size = distributed.round_batch_size(config.batch_size, mesh)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    pack = positions == "last" if pack is None else pack
-    plan = plan_batches(rows, batch_size, positions, padding_side, lm.pad_id, pack=pack,
+    plan = plan_batches(rows, batch_size, config.positions, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=distributed.data_size(mesh))
-    identity = run_identity(lm, task, examples, languages, plan, thresholds)
+    identity = run_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
+                            batch_size_used=plan.batch_size, packing=repr(plan.packing))
     own_identity, state_dir = identity, output_dir
     if process_count > 1:
-        own_identity = distributed.partial_identity(identity, process_index, process_count)
-        state_dir = distributed.partial_dir(output_dir, process_index, process_count)
+        own_identity = merge.partial_identity(identity, process_index, process_count)
+        state_dir = merge.partial_dir(output_dir, process_index, process_count)
     os.makedirs(state_dir, exist_ok=True)
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
@@ -114,20 +125,20 @@ def run_sharing_analysis(
                           lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
     if flags_text is not None and process_index == 0:
         write_flags(output_dir, flags_text)
-    state = run_batches(lm, plan, state, thresholds, state_dir, progress, checkpoint_every, on_batch_end, mesh=mesh,
-                        process_index=process_index, process_count=process_count)
+    state = run_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
+                        mesh=mesh, process_index=process_index, process_count=process_count)
     if process_count > 1:
-        state = distributed.gather_states(state, plan, identity, output_dir, process_index, process_count)
-    facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": positions,
+        state = merge.gather_states(state, plan, identity, output_dir, process_index, process_count)
+    facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": config.positions,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
              "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
-             "prompt_format": prompt_format, "prompt_suffix": prompt_suffix}
+             "prompt_format": config.prompt_format, "prompt_suffix": config.prompt_suffix}
     if process_index != 0:  # the same summary, written where nobody looks
         with tempfile.TemporaryDirectory() as scratch:
             return write_outputs(scratch, state, task=task, examples=examples, languages=languages,
-                                 thresholds=thresholds, run_facts=facts, figures=False, bootstrap=bootstrap)
+                                 thresholds=thresholds, run_facts=facts, figures=False, bootstrap=config.bootstrap)
     return write_outputs(output_dir, state, task=task, examples=examples, languages=languages,
-                         thresholds=thresholds, run_facts=facts, figures=figures, bootstrap=bootstrap)
+                         thresholds=thresholds, run_facts=facts, figures=figures, bootstrap=config.bootstrap)
 
 
 def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
@@ -150,45 +161,31 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
     if mesh is not None:
         params, put = distributed.shard_params(lm.params, mesh), lambda a: distributed.shard_batch(a, mesh)
         thresholds_k, overlap = distributed.replicate((thresholds_k, overlap), mesh)
-    mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
-    done = sum(len(plan.examples_in(i)) for i in mine if i < state.next_batch)
-    bar = tqdm(total=sum(len(plan.examples_in(i)) for i in mine), initial=done, unit="ex", disable=not progress,
-               dynamic_ncols=True, desc=f"sharing {plan.num_languages} languages")
-    try:
-        for index in (i for i in mine if i >= state.next_batch):
-            start = time.perf_counter()
-            batch = plan.batch(index)
-            with _mesh_context(mesh):
-                overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
-                                              put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
-                                              plan.num_languages)
-                full = {s: scoring_step(score_decoder, params, put(f.arrays()))
-                        for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
-            stats, full = jax.device_get((stats, full))
-            record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
-            # next batch to consider; this process's next one is index + process_count
-            state.next_batch = index + 1 if index + process_count < plan.num_batches else plan.num_batches
-            state.elapsed_s += time.perf_counter() - start
-            own_done = (index - process_index) // process_count + 1
-            done += int(batch.valid_b.sum())
-            if own_done % checkpoint_every == 0 or state.next_batch == plan.num_batches:
-                state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
-                save_state(output_dir, state)
-                if not progress:  # logs instead of a bar, at each checkpoint
-                    logging.info("sharing: batch %d of %d saved, %d examples, %.2f examples/s, %.0f%% real tokens",
-                                 index + 1, plan.num_batches, done, done / state.elapsed_s,
-                                 100 * state.padding_ratio)
-            bar.update(int(batch.valid_b.sum()))
-            bar.set_postfix({"ex/s": f"{done / state.elapsed_s:.2f}", "padding": f"{state.padding_ratio:.2f}"},
-                            refresh=False)
-            if on_batch_end is not None:
-                on_batch_end(index, plan.num_batches)
-    finally:
-        bar.close()
-    state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
-    if state.next_batch < plan.num_batches:  # a process with no batch left (or none at all)
-        state.next_batch = plan.num_batches
+
+    def step(index: int) -> None:
+        nonlocal overlap
+        start = time.perf_counter()
+        batch = plan.batch(index)
+        with _mesh_context(mesh):
+            overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
+                                          put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
+                                          plan.num_languages)
+            full = {s: scoring_step(score_decoder, params, put(f.arrays()))
+                    for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
+        stats, full = jax.device_get((stats, full))
+        record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
+        state.elapsed_s += time.perf_counter() - start
+
+    def save(next_batch: int) -> None:
+        state.next_batch = next_batch
+        state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
         save_state(output_dir, state)
+
+    run_pass(f"sharing {plan.num_languages} languages", plan, state.next_batch, step, save,
+             process_index=process_index, process_count=process_count, checkpoint_every=checkpoint_every,
+             progress=progress, on_batch_end=on_batch_end,
+             postfix=lambda: {"real tokens": f"{state.padding_ratio:.0%}"})
+    state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
     return state
 
 
@@ -233,30 +230,3 @@ def record_scores(batch: Batch, scores: list, num_languages: int, option_logprob
             if gold_logprob_en is not None:
                 gold_logprob_en[e_v] = logprob_vn
             greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]
-
-
-def run_identity(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], plan: BatchPlan,
-                 thresholds: Sequence[float]) -> dict:
-    """What a saved state must match to be resumed: same model, data, tokens and settings."""
-    tokens = hashlib.sha256(repr(plan.rows).encode()).hexdigest()
-    ids = hashlib.sha256("\n".join(ex.id for ex in examples).encode()).hexdigest()
-    params = hashlib.sha256(repr([(x.shape, str(x.dtype)) for x in jax.tree.leaves(lm.params)]).encode()).hexdigest()
-    return {
-        "model": str(lm.source), "config": repr(lm.config), "params": params, "compute_dtype": str(lm.compute_dtype),
-        "task": task.name, "languages": list(languages), "example_ids": ids, "num_examples": len(examples),
-        "tokens": tokens, "batch_size": plan.batch_size, "positions": plan.positions,
-        "padding_side": plan.padding_side, "packing": repr(plan.packing),
-        "thresholds": [float(t) for t in thresholds],
-    }
-
-
-def check_thresholds(thresholds: Sequence[float]) -> list[float]:
-    """The thresholds as floats; PipelineInputError unless finite, distinct and including 0."""
-    values = [float(t) for t in thresholds]
-    if not values or any(not math.isfinite(t) for t in values):
-        raise PipelineInputError(f"thresholds must be finite numbers, got {list(thresholds)}")
-    if not any(t == MAIN_THRESHOLD for t in values):
-        raise PipelineInputError(f"thresholds must include {MAIN_THRESHOLD} (the paper's tau), got {values}")
-    if len(set(values)) != len(values):
-        raise PipelineInputError(f"duplicate thresholds in {values}")
-    return values

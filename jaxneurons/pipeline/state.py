@@ -8,13 +8,12 @@ arrays are indexed by the caller's example order, and the overlap state is resto
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
-from jaxneurons.analysis import OverlapState, atomic_path, overlap_init
-from jaxneurons.pipeline.errors import ResumeMismatchError
+from jaxneurons.analysis import OverlapState, overlap_init
+from jaxneurons.pipeline.checkpoint import load_checkpoint, save_checkpoint
 
 STATE_FILE = "state.npz"
 
@@ -23,7 +22,7 @@ STATE_FILE = "state.npz"
 class RunState:
     """Results of the batches done so far (host arrays; example axis in the caller's order)."""
 
-    identity: dict  # what must match for a resume: model, task, examples, settings, token digest
+    identity: dict  # what must match for a resume (`pipeline.identity`): config, weights, examples
     category_counts_eklc: np.ndarray  # int32 [E, K, L, 4]
     activated_eknl: np.ndarray  # int32 [E, K, N, L]
     option_logprobs_eno: np.ndarray  # float32 [E, N, O] summed log-prob of each option (NaN: not scored)
@@ -58,31 +57,20 @@ def new_state(identity: dict, num_examples: int, num_thresholds: int, num_langua
 
 def save_state(output_dir: str | os.PathLike, state: RunState) -> str:
     """Write output_dir/state.npz atomically (a crash mid-write leaves the previous state)."""
-    path = os.path.join(output_dir, STATE_FILE)
     arrays = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
               if f.name not in ("identity", "overlap")}
     arrays.update({f"overlap_{name}": np.asarray(value) for name, value in state.overlap._asdict().items()})
-    arrays["identity"] = np.array(json.dumps(state.identity, sort_keys=True))
-    with atomic_path(path) as tmp_path, open(tmp_path, "wb") as f:
-        np.savez(f, **arrays)  # a file object: np.savez would append ".npz" to a path
-    return path
+    return save_checkpoint(os.path.join(output_dir, STATE_FILE), state.identity, arrays)
 
 
 def load_state(output_dir: str | os.PathLike, identity: dict) -> RunState | None:
     """The saved state of this same run, None when there is none; ResumeMismatchError if another run's."""
-    path = os.path.join(output_dir, STATE_FILE)
-    if not os.path.exists(path):
+    data = load_checkpoint(os.path.join(output_dir, STATE_FILE), identity)
+    if data is None:
         return None
-    with np.load(path, allow_pickle=False) as data:
-        saved = json.loads(str(data["identity"]))
-        if saved != identity:
-            differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-            raise ResumeMismatchError(
-                f"{path} was written by a different run (differs in: {', '.join(differ)}); "
-                "use another --output_dir, or drop --resume to start over")
-        overlap = OverlapState(*(data[f"overlap_{name}"] for name in OverlapState._fields))
-        scalars = {name: int(data[name]) for name in ("next_batch", "real_tokens", "padded_tokens")}
-        scalars["elapsed_s"] = float(data["elapsed_s"])
-        arrays = {f.name: data[f.name] for f in dataclasses.fields(RunState)
-                  if f.name not in ("identity", "overlap") and f.name not in scalars}
-    return RunState(identity=saved, overlap=overlap, **arrays, **scalars)
+    overlap = OverlapState(*(data[f"overlap_{name}"] for name in OverlapState._fields))
+    scalars = {name: int(data[name]) for name in ("next_batch", "real_tokens", "padded_tokens")}
+    scalars["elapsed_s"] = float(data["elapsed_s"])
+    arrays = {f.name: data[f.name] for f in dataclasses.fields(RunState)
+              if f.name not in ("identity", "overlap") and f.name not in scalars}
+    return RunState(identity=identity, overlap=overlap, **arrays, **scalars)

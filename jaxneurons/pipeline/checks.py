@@ -1,0 +1,45 @@
+"""Checks of a pass's settings: each names the setting and the accepted values (PipelineInputError)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from jaxneurons.analysis import MAIN_THRESHOLD
+from jaxneurons.pipeline.errors import PipelineInputError
+
+
+def check_thresholds(thresholds: Sequence[float]) -> list[float]:
+    """The thresholds as floats; PipelineInputError unless finite, distinct and including 0."""
+    values = [float(t) for t in thresholds]
+    if not values or any(not math.isfinite(t) for t in values):
+        raise PipelineInputError(f"thresholds must be finite numbers, got {list(thresholds)}")
+    if any(t < 0 for t in values):
+        raise PipelineInputError(f"thresholds must be >= 0 (a neuron is activated when act > tau), got {values}")
+    if not any(t == MAIN_THRESHOLD for t in values):
+        raise PipelineInputError(f"thresholds must include {MAIN_THRESHOLD} (the paper's tau), got {values}")
+    if len(set(values)) != len(values):
+        raise PipelineInputError(f"duplicate thresholds in {values}")
+    return values
+
+
+def check_positive(**values: int | None) -> None:
+    """PipelineInputError naming the first setting that is given (not None) and below 1."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise PipelineInputError(f"{name} must be >= 1, got {value}")
+
+
+def check_at_least_zero(**values: float) -> None:
+    """PipelineInputError naming the first setting below 0."""
+    for name, value in values.items():
+        if value < 0:
+            raise PipelineInputError(f"{name} must be >= 0, got {value}")
+
+
+def check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> None:
+    """PipelineInputError unless `given` is a non-empty list of names out of `known`."""
+    unknown = sorted(set(given) - set(known))
+    if unknown or not given:
+        raise PipelineInputError(f"{name}: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(known)}")

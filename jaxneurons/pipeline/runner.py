@@ -1,0 +1,52 @@
+"""One batch loop for every pass over a task (sharing, attribution, deactivation): this process's batches from
+the resume point, one step each, a checkpoint every k of them and after its last, and one progress format (a
+bar, or without it one log line per checkpoint)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from tqdm.auto import tqdm
+
+from jaxneurons import distributed
+from jaxneurons.pipeline.batching import BatchPlan
+
+
+def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None], save: Callable[[int], None], *,
+             process_index: int = 0, process_count: int = 1, checkpoint_every: int = 1, progress: bool = True,
+             on_batch_end: Callable[[int, int], None] | None = None,
+             postfix: Callable[[], dict[str, str]] = dict) -> None:
+    """Run step(i) for this process's batches i >= start (those with i % process_count == process_index).
+
+    save(next batch) after every checkpoint_every of this process's batches and after its last one, with
+    plan.num_batches then: this process is done (a resumed process continues from the batch saved).
+    on_batch_end(i, plan.num_batches) after each batch; postfix(): extra fields of the bar and log line.
+    """
+    mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
+    size = {i: len(plan.examples_in(i)) for i in mine}
+    done = sum(size[i] for i in mine if i < start)
+    todo = [(own, i) for own, i in enumerate(mine, 1) if i >= start]
+    bar = tqdm(total=sum(size.values()), initial=done, unit="ex", disable=not progress, dynamic_ncols=True,
+               desc=name)
+    began, ran = time.perf_counter(), 0
+    try:
+        for own, index in todo:
+            step(index)
+            next_batch = index + 1 if index + process_count < plan.num_batches else plan.num_batches
+            done, ran = done + size[index], ran + size[index]
+            fields = {"ex/s": f"{ran / max(time.perf_counter() - began, 1e-9):.2f}", **postfix()}
+            if own % checkpoint_every == 0 or next_batch == plan.num_batches:
+                save(next_batch)
+                if not progress:
+                    logging.info("%s: batch %d of %d saved, %d of %d examples, %s", name, index + 1, plan.num_batches,
+                                 done, bar.total, ", ".join(f"{k} {v}" for k, v in fields.items()))
+            bar.update(size[index])
+            bar.set_postfix(fields, refresh=False)
+            if on_batch_end is not None:
+                on_batch_end(index, plan.num_batches)
+    finally:
+        bar.close()
+    if not todo and start < plan.num_batches:  # this process had no batch left: mark it done
+        save(plan.num_batches)

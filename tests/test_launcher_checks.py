@@ -1,0 +1,196 @@
+"""Every bad input to analyze.py and align.py ends with one line naming the flag or file and how to fix it,
+before the model loads; the output folder policy; result files are 0644.
+
+The launchers' cases run in one subprocess per launcher (this file as a script), each case through absl's flag
+parsing and the launcher's main, with the model load replaced by an error: a case that reaches it fails.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jaxneurons.analysis import write_json_atomic
+from jaxneurons.pipeline import PipelineInputError, ResumeMismatchError
+from jaxneurons.pipeline.output_dir import RUN_FILE, claim_output_dir, wait_for_claim
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_LOADED = "the model was loaded"
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    """(a 2-layer HF checkpoint folder with its tokenizer, the same without tokenizer files)."""
+    sys.path.insert(0, REPO)
+    from jaxneurons.loading.export import export_hf
+    from tests.test_pipeline import tiny_lm
+
+    root = tmp_path_factory.mktemp("models")
+    export_hf(tiny_lm(), str(root / "model"))
+    os.makedirs(root / "no_tokenizer")
+    for name in ("config.json", "model.safetensors"):
+        os.link(root / "model" / name, root / "no_tokenizer" / name)
+    return str(root / "model"), str(root / "no_tokenizer")
+
+
+def run_cases(launcher: str, base: list[str], cases: list[list[str]]) -> list[str]:
+    """The error line of each case (see the module docstring)."""
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), launcher, json.dumps([base, cases])], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tmp_path):
+    model, no_tokenizer = tiny_dirs
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "sharing.json").write_text("{}")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    os.makedirs(tmp_path / "empty" / "xnli")
+    for name in ("test-en.tsv", "test-de.tsv", "test-labels.txt"):  # XNLI's files, without a line
+        (tmp_path / "empty" / "xnli" / name).write_text("")
+    base = [f"--model={model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper",
+            f"--output_dir={tmp_path / 'out'}"]
+    cases = {
+        "--ig_steps=0": "--ig_steps=0", "--ig_steps=-3": "--ig_steps=-3",
+        "--attribution_batch_size=0": "--attribution_batch_size=0", "--batch_size=0": "--batch_size=0",
+        "--top_k=0": "--top_k=0", "--random_seeds=0": "--random_seeds=0", "--num_examples=0": "--num_examples=0",
+        "--thresholds=0,-0.1": "--thresholds: thresholds must be >= 0",
+        "--attribution=contribution,bogus": "--attribution: methods: unknown bogus; choose from",
+        "--interventions=bogus": "--interventions: kinds: unknown bogus; choose from",
+        "--languages=en,xx": "does not support language(s) ['xx']",
+        f"--model={no_tokenizer}": "has no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model): "
+                                   "pass --tokenizer=",
+        f"--output_dir={a_file}": f"--output_dir={a_file} is not writable",
+        f"--output_dir={used}": f"--output_dir={used} holds another run's results (sharing.json); pass --resume",
+        f"--task=xnli --data_dir={tmp_path / 'empty'}": "no examples of --task=xnli --split=test in --data_dir=",
+    }
+    extra = [[f"--model={no_tokenizer}", f"--tokenizer={model}"], [f"--model={no_tokenizer}", "--debug"]]
+    *lines, with_tokenizer, debug = run_cases("analyze", base, [c.split(" ") for c in cases] + extra)
+    for (case, expected), line in zip(cases.items(), lines):
+        assert expected in line, (case, line)
+        assert "\n" not in line.strip() and MODEL_LOADED not in line and "Traceback" not in line, (case, line)
+    assert with_tokenizer == MODEL_LOADED  # --tokenizer lets a checkpoint without tokenizer files through
+    assert debug == "Traceback: FileNotFoundError"  # --debug: the traceback instead of the line
+
+
+def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tmp_path):
+    model, no_tokenizer = tiny_dirs
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "alignment.json").write_text("{}")
+    base = [f"--model={model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper",
+            "--train_split=test", "--eval_split=test", "--num_train=2", "--num_eval=2",
+            f"--output_dir={tmp_path / 'out'}"]
+    cases = {
+        "--task=nope": "unknown task 'nope'", "--model=nope": "'nope' is neither a zoo model",
+        "--layers=5": "--layers: layers [5] out of range: the model has layers 0..1",
+        "--layers=a": "--layers must be layer indices", "--lr=-1": "--lr: lr must be > 0",
+        "--lambda_sharing=-1": "--lambda_sharing: lambda_sharing must be >= 0", "--rho=2": "--rho: rho must be in",
+        "--steps=0": "--steps=0", "--num_train=0": "--num_train=0", "--languages=en,xx": "['xx']",
+        f"--model={no_tokenizer}": "pass --tokenizer=",
+        f"--output_dir={used}": "holds another run's results (alignment.json); pass --resume",
+    }
+    for (case, expected), line in zip(cases.items(), run_cases("align", base, [[c] for c in cases])):
+        assert expected in line, (case, line)
+        assert MODEL_LOADED not in line and "Traceback" not in line, (case, line)
+
+
+def test_a_folder_of_another_run_is_refused(tmp_path):
+    (tmp_path / "attribution.json").write_text("{}")
+    with pytest.raises(PipelineInputError, match="holds another run's results"):
+        claim_output_dir(str(tmp_path), {"--task": "xnli"})
+
+
+def test_overwrite_removes_every_file_of_the_previous_run(tmp_path):
+    for name in ("sharing.json", "attribution.json", "state.npz", "figures/attribution_share.png",
+                 "checkpoints/aligned/8/params", "eval/after/state.npz"):
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        (tmp_path / name).write_text("old")
+    claim_output_dir(str(tmp_path), {"--task": "xnli"}, overwrite=True)
+    assert os.listdir(tmp_path) == [RUN_FILE]
+
+
+def test_overwrite_refuses_a_folder_that_is_no_run(tmp_path):
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(PipelineInputError, match="no jaxneurons run's"):
+        claim_output_dir(str(tmp_path), {"--task": "xnli"}, overwrite=True)
+    assert os.listdir(tmp_path) == ["thesis.tex"]
+
+
+def test_resume_names_the_flags_that_differ(tmp_path):
+    claim_output_dir(str(tmp_path), {"--task": "xnli", "--lr": 1e-4, "--seed": 0})
+    claim_output_dir(str(tmp_path), {"--task": "xnli", "--lr": 1e-4, "--seed": 0}, resume=True)
+    with pytest.raises(ResumeMismatchError, match=r"differs in: --lr, --seed\)"):
+        claim_output_dir(str(tmp_path), {"--task": "xnli", "--lr": 2e-4, "--seed": 1}, resume=True)
+
+
+def test_resume_refuses_a_folder_without_run_json(tmp_path):
+    (tmp_path / "state.npz").write_text("older")
+    with pytest.raises(PipelineInputError, match="has no run.json .* cannot be resumed; --overwrite replaces it"):
+        claim_output_dir(str(tmp_path), {"--task": "xnli"}, resume=True)
+
+
+def test_other_processes_wait_for_process_0s_claim(tmp_path):
+    claim_output_dir(str(tmp_path), {"--task": "xnli"})
+    wait_for_claim(str(tmp_path), {"--task": "xnli"}, since=time.time())  # claimed: returns at once
+    with pytest.raises(PipelineInputError, match="did not claim"):  # another run's claim: not this run's
+        wait_for_claim(str(tmp_path), {"--task": "pawsx"}, timeout_s=0.6)
+    with pytest.raises(PipelineInputError, match="did not claim"):  # --overwrite: a claim from before its start
+        wait_for_claim(str(tmp_path), {"--task": "xnli"}, since=time.time() + 120, timeout_s=0.6)
+
+
+def test_result_files_are_created_0644(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "result.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def _drive(launcher: str, base: list[str], cases: list[list[str]]) -> None:
+    """Run each case through the launcher's flag parsing and main; print the list of error lines as JSON."""
+    import contextlib
+    import importlib.util
+    import io
+
+    from absl import app, flags
+
+    import jaxneurons
+
+    def no_load(*args, **kwargs):
+        raise RuntimeError(MODEL_LOADED)
+
+    jaxneurons.load_model = no_load
+    spec = importlib.util.spec_from_file_location(f"{launcher}_launcher", os.path.join(REPO, "launchers",
+                                                                                     f"{launcher}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = []
+    for case in cases:
+        flags.FLAGS.unparse_flags()
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                app.parse_flags_with_usage([launcher, *base, *case])
+                module.main([launcher])
+            lines.append("no error")
+        except SystemExit as e:
+            lines.append(str(e.code) if isinstance(e.code, str) else stderr.getvalue().splitlines()[0])
+        except RuntimeError as e:
+            lines.append(str(e))
+        except Exception as e:  # noqa: BLE001 - what would reach the user as a traceback
+            lines.append(f"Traceback: {type(e).__name__}")
+    print(json.dumps(lines))
+
+
+if __name__ == "__main__":
+    _drive(sys.argv[1], *json.loads(sys.argv[2]))
