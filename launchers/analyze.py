@@ -198,20 +198,21 @@ def prompt_suffix() -> str:
 
 
 def importance_analyses(lm, task, loaded, sharing, attribution, interventions, process_index: int) -> None:
-    """attribution.json / interventions.json, their figures, and their sections appended to report.md (process 0
-    writes). Deactivation splits its examples over the processes; attribution runs on process 0 alone."""
+    """attribution.json / interventions.json, their figures, and their sections appended to report.md. Both
+    passes split their examples over the processes like the sharing pass; process 0 alone writes."""
     from jaxneurons.analysis import attribution_report as ar, write_report
     from jaxneurons.pipeline.attribution import run_attribution_analysis
     from jaxneurons.pipeline.interventions import run_interventions
 
     out, sections, figures_dir = _OUTPUT_DIR.value, [], os.path.join(_OUTPUT_DIR.value, "figures")
-    if attribution is not None and process_index == 0:
+    if attribution is not None:
         result = run_attribution_analysis(lm, task, loaded.examples, _LANGUAGES.value, out, attribution,
                                           resume=_RESUME.value, progress=_PROGRESS.value)
-        figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
-                   "attribution_share": ar.plot_attribution_share(
-                       result, os.path.join(figures_dir, "attribution_share.png"))}
-        sections.append(ar.attribution_section(result, figures, out))
+        if process_index == 0:
+            figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
+                       "attribution_share": ar.plot_attribution_share(
+                           result, os.path.join(figures_dir, "attribution_share.png"))}
+            sections.append(ar.attribution_section(result, figures, out))
     if interventions is not None:
         result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, interventions,
                                    resume=_RESUME.value, progress=_PROGRESS.value)

@@ -48,6 +48,19 @@ def deactivate(out: str, **kwargs) -> dict:
     return run_interventions(tiny_lm(), task, examples, LANGS, out, config, progress=False, **kwargs)
 
 
+def attribute(out: str, **kwargs) -> dict:
+    """The attribution pass (contribution scores) of the same model and examples (4 batches of 3), written to out."""
+    sys.path.insert(0, REPO)
+    from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
+    from jaxneurons.tasks import get_task
+    from tests.test_pipeline import tiny_lm
+
+    task = get_task("builtin_nli")
+    examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
+    config = AttributionConfig(methods=("contribution",), top_k=4, batch_size=3, seeds=1, bootstrap=20)
+    return run_attribution_analysis(tiny_lm(), task, examples, LANGS, out, config, progress=False, **kwargs)
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom"])
 def test_every_matrix_has_a_sharded_axis_of_the_right_kind(family):
     """FSDP_AXIS names every parameter matrix of every family, at an axis of hidden or neuron size."""
@@ -156,21 +169,22 @@ def test_meshes_match_one_device(reference, tmp_path):
 
 def test_two_processes_match_one(reference, tmp_path):
     """jax.distributed with two CPU processes on localhost (collectives merge), and two processes given
-    only --num_processes/--process_id (files merge): the results of one process (sharing and deactivation),
-    written by process 0."""
+    only --num_processes/--process_id (files merge): the results of one process (sharing, deactivation and
+    attribution), written by process 0."""
     port = str(free_port())
     procs = [run_script("process", str(tmp_path / "jax"), str(k), port) for k in range(2)]
     procs += [run_script("process", str(tmp_path / "files"), str(k)) for k in range(2)]
     for proc in procs:
         finish(proc)
     deactivate(str(tmp_path / "one"))
-    with open(tmp_path / "one" / "interventions.json") as f:
-        one = json.load(f)
+    attribute(str(tmp_path / "one"))
+    one = {name: json.loads((tmp_path / "one" / name).read_text()) for name in ("interventions.json",
+                                                                                  "attribution.json")}
     for name in ("jax", "files"):
         assert_same(reference, str(tmp_path / name))
         assert os.path.exists(tmp_path / name / "process_1_of_2" / "state.npz")
-        with open(tmp_path / name / "interventions.json") as f:  # deactivation: split, merged, identical
-            assert json.load(f) == one
+        for result in one:  # deactivation and attribution: split, merged, identical
+            assert json.loads((tmp_path / name / result).read_text()) == one[result], (name, result)
 
 
 def in_two_threads(out: str, **kwargs) -> list[dict]:
@@ -222,6 +236,7 @@ def main(argv: list[str]) -> None:
             distributed.initialize(num_processes=2, process_id=k)
         analyse(out)
         deactivate(out)
+        attribute(out)
 
 
 if __name__ == "__main__":

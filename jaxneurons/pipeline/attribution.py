@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, point_and_ci, replicates, resample_counts
 from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
@@ -33,6 +34,7 @@ from jaxneurons.attribution.static import static_scores
 from jaxneurons.lm import LanguageModel, pad_rows
 from jaxneurons.models.decoder import Decoder, Record
 from jaxneurons.models.output import forward
+from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.attribution.ig import RULES
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
@@ -44,6 +46,7 @@ from jaxneurons.pipeline.runner import run_pass
 METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
 ATTRIBUTION_STATE_FILE = "attribution_state.npz"
+SCORE_STATS = ("sum", "mean", "max", "min")  # per example, language, layer and category: the score table
 NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
 SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
 COMPLETENESS_TOLERANCE = 0.05
@@ -101,10 +104,14 @@ def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
 
 def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
                              output_dir: str, config: AttributionConfig = AttributionConfig(), *,
-                             resume: bool = False, progress: bool = True) -> dict:
+                             resume: bool = False, progress: bool = True, process_index: int | None = None,
+                             process_count: int | None = None) -> dict:
     """Write output_dir/attribution.json; see the module docstring. Resumable batch by batch.
 
     resume: continue from output_dir/attribution_state.npz; a checkpoint of another identity is refused.
+    process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
+      runs the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
+      every accumulator is per example, so the merge is exactly a one-process run; process 0 alone writes.
     """
     if any(ex.readout != "prompt" for ex in examples):
         raise PipelineInputError("these examples read the neurons at the gold answer's end; attribution scores the "
@@ -116,8 +123,14 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     token_rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     identity = run_identity("attribution", config, lm, examples, token_rows, task=task.name,
                             languages=list(languages), top_k_used=k)
-    progress_path = os.path.join(output_dir, ATTRIBUTION_STATE_FILE)
-    saved = load_checkpoint(progress_path, identity) if resume else None
+    process_index, process_count = distributed.process_layout(process_index, process_count)
+    own_identity, state_dir = identity, output_dir
+    if process_count > 1:
+        own_identity = merge.partial_identity(identity, process_index, process_count)
+        state_dir = merge.partial_dir(output_dir, process_index, process_count)
+    os.makedirs(state_dir, exist_ok=True)
+    progress_path = os.path.join(state_dir, ATTRIBUTION_STATE_FILE)
+    saved = load_checkpoint(progress_path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, seeds)
     decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
@@ -143,21 +156,26 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
                 _accumulate_completeness(acc, rows, valid_b, ig, n)
             s = jnp.asarray(scores[method]).reshape(-1, n, layers, width)
             stats = jax.device_get(attribution_statistics(s, codes, k))
-            _accumulate(acc, method, stats, valid_b)
+            _accumulate(acc, method, rows, stats, valid_b)
             in_top = np.asarray(top_mask(s, k))[valid_b]
             _accumulate_examples(acc, method, rows, stats, valid_b, np.asarray(s)[valid_b], in_top, act_v, codes_v,
                                  nulls)
         _accumulate_categories(acc, rows, codes_v)
 
     run_pass(f"attribution ({','.join(methods)})", plan, start, step,
-             lambda next_batch: save_checkpoint(progress_path, identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
-             progress=progress)
+             lambda next_batch: save_checkpoint(progress_path, own_identity,
+                                                {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+             process_index=process_index, process_count=process_count, progress=progress)
+    if process_count > 1:
+        acc = merge.gather_accumulators(acc, plan, identity, output_dir, ATTRIBUTION_STATE_FILE, process_index,
+                                        process_count)
     result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap)
     result["target"] = TARGET_TOKEN
     if "ig" in methods:
         result["ig"] = {"steps": config.ig_steps, "rule": config.ig_rule, "path": config.ig_path,
                         "completeness": ig_completeness(acc)}
-    write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
+    if process_index == 0:
+        write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
     return result
 
 
@@ -183,15 +201,13 @@ def _set_masks(act_bnlf, codes_blf, nulls: dict) -> list[np.ndarray]:
 
 
 def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np.ndarray]:
-    """Running sums for the score table, and per-example arrays (NaN until filled) for every interval."""
+    """Per-example arrays (NaN until filled; the first axis is the example), reduced in example order only when
+    summarized: the same numbers however the examples were split over batches and processes."""
     e, sets = num_examples, len(SETS)
-    acc = {"examples": np.zeros(()), "category_neurons": np.zeros((layers, 4)),
-           "category_e": np.full((e, layers, 4), np.nan), "set_count_e": np.full((e, n, layers, sets), np.nan),
+    acc = {"category_e": np.full((e, layers, 4), np.nan), "set_count_e": np.full((e, n, layers, sets), np.nan),
            "set_abs_m_e": np.full((e, n, layers, sets), np.nan)}
     for m in methods:
-        acc.update({f"{m}/sum": np.zeros((n, layers, 4)), f"{m}/mean": np.zeros((n, layers, 4)),
-                    f"{m}/mean_count": np.zeros((n, layers, 4)), f"{m}/max": np.full((n, layers, 4), -np.inf),
-                    f"{m}/min": np.full((n, layers, 4), np.inf),
+        acc.update({**{f"{m}/score_{stat}_e": np.full((e, n, layers, 4), np.nan) for stat in SCORE_STATS},
                     f"{m}/top_e": np.full((e, n, layers, 4), np.nan), f"{m}/positive_e": np.full((e, n, 4), np.nan),
                     **{f"{m}/{name}_top_e": np.full((e, n, layers, seeds), np.nan) for name in NULLS},
                     **{f"{m}/{name}_positive_e": np.full((e, n, seeds), np.nan) for name in NULLS},
@@ -201,15 +217,10 @@ def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np
     return acc
 
 
-def _accumulate(acc, method, stats, valid_b) -> None:
-    v = valid_b
-    acc[f"{method}/sum"] += stats["sum"][v].sum(0)
-    acc[f"{method}/mean"] += np.nansum(stats["mean"][v], 0)
-    acc[f"{method}/mean_count"] += (~np.isnan(stats["mean"][v])).sum(0)
-    acc[f"{method}/max"] = np.fmax(acc[f"{method}/max"], np.nanmax(np.where(np.isnan(stats["max"][v]), -np.inf,
-                                                                              stats["max"][v]), 0))
-    acc[f"{method}/min"] = np.fmin(acc[f"{method}/min"], np.nanmin(np.where(np.isnan(stats["min"][v]), np.inf,
-                                                                              stats["min"][v]), 0))
+def _accumulate(acc, method, rows, stats, valid_b) -> None:
+    """Per example, language, layer and category: the score's sum, mean, max and min (NaN: an empty category)."""
+    for stat in SCORE_STATS:
+        acc[f"{method}/score_{stat}_e"][rows] = stats[stat][valid_b]
 
 
 def _accumulate_examples(acc, method, rows, stats, valid_b, s_bnlf, in_top_bnlf, act_bnlf, codes_blf,
@@ -242,10 +253,7 @@ def _accumulate_completeness(acc, rows, valid_b, ig, n) -> None:
 
 
 def _accumulate_categories(acc, rows, codes_blf) -> None:
-    counts = (codes_blf[..., None] == np.arange(4)).sum(-2)  # [B, L, 4]
-    acc["category_neurons"] += counts.sum(0)
-    acc["category_e"][rows] = counts
-    acc["examples"] += len(rows)
+    acc["category_e"][rows] = (codes_blf[..., None] == np.arange(4)).sum(-2)  # [B, L, 4]
 
 
 def ig_completeness(acc) -> dict:
@@ -270,7 +278,7 @@ def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int 
     pooled positive shares, the |m|-matched null beside all-shared, each with its 95% bootstrap interval."""
     done = ~np.isnan(acc["category_e"][:, 0, 0])
     e = int(done.sum())
-    layers = acc["category_neurons"].shape[0]
+    layers = acc["category_e"].shape[1]
     counts = resample_counts(e, bootstrap, seed=0) if bootstrap and e else None
     ci = functools.partial(estimate, counts=counts)
     neuron_share = acc["category_e"][done].sum(1) / (layers * width)  # [E, 4]
@@ -306,15 +314,24 @@ def _method_summary(acc, m, n, done, top_k, ci) -> dict:
                          "top_k_share_per_seed": (acc[f"{m}/{name}_top_e"][done, n].mean((0, 1)) / top_k
                                                   * 100).tolist()}
         summary[f"all_shared_minus_{name}"] = {"top_k_share": ci(shared_top_el.mean(-1) - null_top_el.mean(-1))}
-    e = max(float(done.sum()), 1.0)
-    mean = acc[f"{m}/mean"][n] / np.maximum(acc[f"{m}/mean_count"][n], 1)
-    summary["score"] = {c: {"max": _finite(acc[f"{m}/max"][n][:, i]), "min": _finite(acc[f"{m}/min"][n][:, i]),
-                            "mean": mean[:, i].tolist(), "sum": (acc[f"{m}/sum"][n][:, i] / e).tolist()}
-                        for i, c in enumerate(CATEGORIES)}
+    summary["score"] = _score_table(acc, m, n, done)
     counts = acc["set_count_e"][done, n].sum((0, 1))
     score = acc[f"{m}/set_score_e"][done, n].sum(0)
     summary["score_per_neuron"] = {s: float(score[i] / counts[i]) if counts[i] else None for i, s in enumerate(SETS)}
     return summary
+
+
+def _score_table(acc, m, n, done) -> dict:
+    """Per category and layer: the score's max and min over examples, its mean over the examples where the
+    category is not empty, and its sum per example (NaN entries: an empty category)."""
+    stat = {name: acc[f"{m}/score_{name}_e"][done, n] for name in SCORE_STATS}  # [E, L, 4]
+    count = (~np.isnan(stat["mean"])).sum(0)
+    mean = np.nansum(stat["mean"], 0) / np.maximum(count, 1)
+    total = np.nansum(stat["sum"], 0) / max(float(done.sum()), 1.0)
+    extreme = {name: np.where(count > 0, reduce(np.where(np.isnan(stat[name]), fill, stat[name]), 0), np.nan)
+               for name, reduce, fill in (("max", np.max, -np.inf), ("min", np.min, np.inf))}
+    return {c: {"max": _finite(extreme["max"][:, i]), "min": _finite(extreme["min"][:, i]),
+                "mean": mean[:, i].tolist(), "sum": total[:, i].tolist()} for i, c in enumerate(CATEGORIES)}
 
 
 def _matching_summary(acc, n, done, methods) -> dict:
