@@ -124,11 +124,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     identity = run_identity("attribution", config, lm, examples, token_rows, task=task.name,
                             languages=list(languages), top_k_used=k)
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    own_identity, state_dir = identity, output_dir
-    if process_count > 1:
-        own_identity = merge.partial_identity(identity, process_index, process_count)
-        state_dir = merge.partial_dir(output_dir, process_index, process_count)
-    os.makedirs(state_dir, exist_ok=True)
+    state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     progress_path = os.path.join(state_dir, ATTRIBUTION_STATE_FILE)
     saved = load_checkpoint(progress_path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0

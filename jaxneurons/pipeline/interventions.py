@@ -161,10 +161,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     runs = run_names(config.kinds, seeds)
     identity = run_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages))
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    own_identity, state_dir = identity, output_dir
-    if process_count > 1:
-        own_identity = merge.partial_identity(identity, process_index, process_count)
-        state_dir = merge.partial_dir(output_dir, process_index, process_count)
+    state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     path = os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
     saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0

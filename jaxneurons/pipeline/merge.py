@@ -1,6 +1,7 @@
 """Several processes, one result: each process's partial state of a pass merged into that of a one-process run.
 
-Process k of P keeps its partial state in output_dir/process_{k}_of_{P}/ (state.npz, interventions_state.npz).
+Process k of P keeps its partial state in output_dir/process_{k}_of_{P}/ (state.npz, attribution_state.npz,
+interventions_state.npz).
 They are merged through `process_allgather` when `jax.distributed` is initialized with P processes, else
 through the partial files (output_dir on a filesystem every process sees; no coordinator needed). Process 0
 alone writes the outputs.
@@ -32,6 +33,17 @@ def partial_dir(output_dir: str | os.PathLike, process_index: int, process_count
 
 def partial_identity(identity: dict, process_index: int, process_count: int) -> dict:
     return {**identity, "process": [int(process_index), int(process_count)]}
+
+
+def own_state_dir(output_dir: str | os.PathLike, identity: dict, process_index: int,
+                  process_count: int) -> tuple[str, dict]:
+    """(folder, identity) of this process's checkpoints of a pass: output_dir and the run's identity with one
+    process, else its partial_dir and its partial_identity. The folder is created."""
+    if process_count > 1:
+        output_dir = partial_dir(output_dir, process_index, process_count)
+        identity = partial_identity(identity, process_index, process_count)
+    os.makedirs(output_dir, exist_ok=True)
+    return os.fspath(output_dir), identity
 
 
 def example_owners(plan, process_count: int) -> np.ndarray:
