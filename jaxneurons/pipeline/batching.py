@@ -283,6 +283,19 @@ class BatchPlan:
                      first_tokens_rs)
 
 
+def check_layout(batch_size: int, positions: str, padding_side: str, pack: bool) -> None:
+    """PipelineInputError naming the batch setting that a plan cannot use."""
+    if batch_size < 1:
+        raise PipelineInputError(f"batch_size must be >= 1, got {batch_size}")
+    if positions not in POSITIONS:
+        raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {positions!r}")
+    if padding_side not in PADDING_SIDES:
+        raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    if pack and positions != "last":
+        raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed "
+                                 "sequences); run positions='all' without packing")
+
+
 def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str, padding_side: str,
                  pad_id: int, pack: bool = False, bins_multiple: int = 1) -> BatchPlan:
     """Sort examples by their longest row (longest first, stable) and group them into batches.
@@ -293,18 +306,10 @@ def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str
     each that still fits. bins_multiple: the bin count is rounded up to a multiple of this (a mesh's data
     axis).
     """
-    if batch_size < 1:
-        raise PipelineInputError(f"batch_size must be >= 1, got {batch_size}")
-    if positions not in POSITIONS:
-        raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {positions!r}")
-    if padding_side not in PADDING_SIDES:
-        raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+    check_layout(batch_size, positions, padding_side, pack)
     if positions != "last" and any(r.readout_extra for ex in rows for r in ex):
         raise PipelineInputError("this formulation reads the neurons at the end of the gold answer, which needs "
                                  "positions='last' (--positions=last), or choose another --prompt_format")
-    if pack and positions != "last":
-        raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed "
-                                 "sequences); run positions='all' without packing")
     longest_e = np.array([max(row.longest for row in ex) for ex in rows])
     order = np.argsort(-longest_e, kind="stable")
     if not pack:

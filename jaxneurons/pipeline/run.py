@@ -25,7 +25,7 @@ from jaxneurons.analysis import OverlapState
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
 from jaxneurons.pipeline import merge
-from jaxneurons.pipeline.batching import (PADDING_SIDES, POSITIONS, Batch, BatchPlan, plan_batches,
+from jaxneurons.pipeline.batching import (POSITIONS, Batch, BatchPlan, check_layout, plan_batches,
                                           tokenize_examples)
 from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
@@ -56,14 +56,9 @@ class SharingConfig:
         object.__setattr__(self, "thresholds", tuple(check_thresholds(self.thresholds)))
         if self.pack is None:
             object.__setattr__(self, "pack", self.positions == "last")
-        check_positive(batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
+        check_layout(self.batch_size, self.positions, self.padding_side, self.pack)
+        check_positive(checkpoint_every=self.checkpoint_every)
         check_at_least_zero(bootstrap=self.bootstrap)
-        if self.positions not in POSITIONS:
-            raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {self.positions!r}")
-        if self.padding_side not in PADDING_SIDES:
-            raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}")
-        if self.pack and self.positions != "last":
-            raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed rows)")
 
 
 def run_sharing_analysis(
@@ -114,11 +109,7 @@ def run_sharing_analysis(
                         bins_multiple=distributed.data_size(mesh))
     identity = run_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
                             batch_size_used=plan.batch_size, packing=repr(plan.packing))
-    own_identity, state_dir = identity, output_dir
-    if process_count > 1:
-        own_identity = merge.partial_identity(identity, process_index, process_count)
-        state_dir = merge.partial_dir(output_dir, process_index, process_count)
-    os.makedirs(state_dir, exist_ok=True)
+    state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
