@@ -36,18 +36,12 @@ def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: b
 
 def read_model_config(source: str) -> ModelConfig:
     """The config of a model source without its weights (cheap: to check settings before the slow load)."""
-    if not os.path.exists(source):
-        from jaxneurons.loading import zoo
-
-        if source not in zoo.zoo_names():
-            raise FileNotFoundError(f"{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an "
-                                    "existing path to a checkpoint directory or .gguf file.")
-        source = zoo.resolve_zoo(source)
+    source = _resolve(source)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
 
         return _config_for(read_gguf(source).hf_config, source)
-    if os.path.isdir(source) and os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+    if _is_saved(source):
         from jaxneurons.loading.orbax_dir import read_saved_config
 
         return read_saved_config(source)
@@ -56,7 +50,7 @@ def read_model_config(source: str) -> ModelConfig:
 
 def has_tokenizer(source: str) -> bool:
     """False only for a checkpoint directory that ships no tokenizer files (nor names a tokenizer source)."""
-    if not os.path.isdir(source) or os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+    if not os.path.isdir(source) or _is_saved(source):
         return True
     return any(os.path.exists(os.path.join(source, name)) for name in hf_dir.TOKENIZER_FILES)
 
@@ -64,23 +58,36 @@ def has_tokenizer(source: str) -> bool:
 def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool) -> LanguageModel:
     param_dtype = as_dtype(dtype)
     compute = as_dtype(compute_dtype) if compute_dtype is not None else param_dtype
-    if not os.path.exists(source):
-        from jaxneurons.loading import zoo
-
-        if source in zoo.zoo_names():
-            return _from_gguf(zoo.resolve_zoo(source), param_dtype, compute, name=source)
-        raise FileNotFoundError(f"{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an existing "
-                                "path to a checkpoint directory or .gguf file.")
-    if source.endswith(".gguf"):
-        return _from_gguf(source, param_dtype, compute, name=source)
+    path = _resolve(source)
+    if path.endswith(".gguf"):
+        return _from_gguf(path, param_dtype, compute, name=source)
     if source.endswith(".bin") and not allow_pickle:
         raise CheckpointError(f"{source} is a pickled PyTorch checkpoint; loading a pickle runs arbitrary code. "
                               "Convert it to safetensors, or pass allow_pickle=True if you trust its origin.")
-    if os.path.isdir(source) and os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+    if _is_saved(source):
         from jaxneurons.loading.orbax_dir import load_orbax_model
 
         return load_orbax_model(source, param_dtype, compute)
     return _from_hf_dir(source, param_dtype, compute, allow_pickle)
+
+
+def _resolve(source: str, role: str = "") -> str:
+    """`source` when it exists, else the file of the zoo model it names; FileNotFoundError otherwise."""
+    if os.path.exists(source):
+        return source
+    from jaxneurons.loading import zoo
+
+    if source not in zoo.zoo_names():
+        raise FileNotFoundError(f"{role}{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an "
+                                "existing path to a checkpoint directory or .gguf file.")
+    return zoo.resolve_zoo(source)
+
+
+def _is_saved(source: str) -> bool:
+    """A jaxneurons (orbax) model directory."""
+    from jaxneurons.loading.orbax_dir import META
+
+    return os.path.isdir(source) and os.path.exists(os.path.join(source, META))
 
 
 def _from_hf_dir(directory, param_dtype, compute, allow_pickle) -> LanguageModel:
@@ -121,17 +128,12 @@ def _to_device(params):
 def load_tokenizer(source: str):
     """The tokenizer of a model source (zoo name, .gguf file, HF or orbax directory) without loading its
     weights; None when the source has none."""
-    if not os.path.exists(source):
-        from jaxneurons.loading import zoo
-
-        if source not in zoo.zoo_names():
-            raise FileNotFoundError(f"tokenizer source {source!r} is neither a zoo model nor an existing path.")
-        source = zoo.resolve_zoo(source)
+    source = _resolve(source, "tokenizer source ")
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
 
         return read_gguf(source).tokenizer()
-    if os.path.exists(os.path.join(source, "jaxneurons_checkpoint.json")):
+    if _is_saved(source):
         from jaxneurons.loading.orbax_dir import saved_tokenizer
 
         return saved_tokenizer(source)
