@@ -6,6 +6,7 @@ against NumPy loops; one real-model test that the default XNLI formulation is ab
 
 import collections
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,21 @@ def test_paper_format_is_the_papers_prompt():
     premise, hypothesis = tsv_rows(DATA_DIR / "xnli" / "test-en.tsv")[2]
     assert default.examples[2].prompts["en"] == XNLI_TEMPLATE.format(premise=premise, hypothesis=hypothesis)
     assert default.examples[2].options["en"] == (" true", " false", " inconclusive")
+
+
+@needs_data
+def test_paper_cut_is_the_papers_prompt_up_to_the_hypothesis_last_word():
+    """The prompt-ending experiment's format: the paper's text, cut after the hypothesis' last word (its closing
+    punctuation dropped), so the last token belongs to the item's language."""
+    langs = ["en", "de", "th", "zh"]
+    result = get_task("xnli").load(langs, num_examples=20, data_dir=DATA_DIR, prompt_format="paper_cut")
+    for i, ex in enumerate(result.examples):
+        for lang in langs:
+            premise, hypothesis = tsv_rows(DATA_DIR / "xnli" / f"test-{lang}.tsv")[i][:2]
+            prompt = ex.prompts[lang]
+            full = XNLI_TEMPLATE.format(premise=premise, hypothesis=hypothesis)
+            assert full.startswith(prompt) and prompt.endswith(hypothesis.rstrip(" .!?。！？\"'”"))
+            assert unicodedata.category(prompt[-1])[0] in "LNM", (lang, i, prompt[-20:])  # letter, digit or mark
 
 
 def test_builtin_exemplars_are_not_evaluated_items_and_parallel():

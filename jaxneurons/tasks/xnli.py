@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,10 +50,13 @@ class NLIFormat:
     template: str
     options: tuple[str, str, str]
     shots_per_label: int = 0
+    end_at_word: bool = False  # drop the hypothesis' closing punctuation, so the prompt ends in a word
     readout = "prompt"
 
     def prompt(self, premise: str, hypothesis: str, exemplars: Sequence[Row] = ()) -> str:
         """The prompt for one item, after the rendered exemplars (premise, hypothesis, label name)."""
+        if self.end_at_word:
+            hypothesis = _strip_closing_punctuation(hypothesis)
         shots = "".join(self.template.format(premise=p, hypothesis=h) + self.options[NLI_LABELS[label]] + "\n\n"
                         for p, h, label in exemplars)
         return shots + self.template.format(premise=premise, hypothesis=hypothesis)
@@ -60,6 +64,14 @@ class NLIFormat:
     def render(self, lang: str, premise: str, hypothesis: str, exemplars: Sequence[Row] = ()):
         """(prompt, options) of one item in one language."""
         return self.prompt(premise, hypothesis, exemplars), self.options
+
+
+def _strip_closing_punctuation(text: str) -> str:
+    """text without its trailing punctuation and spaces ("Er schläft." -> "Er schläft"; "他睡了。" -> "他睡了")."""
+    end = len(text)
+    while end and (text[end - 1].isspace() or unicodedata.category(text[end - 1]).startswith("P")):
+        end -= 1
+    return text[:end] or text
 
 
 # lm-evaluation-harness' XNLI words (lm_eval/tasks/xnli/utils.py): the question word and the entailment /
@@ -93,9 +105,13 @@ class HarnessFormat:
 
 
 QA_TEMPLATE = "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:"
+# The paper's prompt cut after the hypothesis' last word: the same text, but the prompt ends in the item's
+# language instead of the English question (the study's prompt-ending experiment, REPRODUCTION.md).
+CUT_TEMPLATE = XNLI_TEMPLATE[:XNLI_TEMPLATE.index("{hypothesis}") + len("{hypothesis}")]
 NLI_FORMATS: dict[str, NLIFormat | HarnessFormat] = {
     "harness": HarnessFormat(),
     "paper": NLIFormat(XNLI_TEMPLATE, NLI_OPTIONS),
+    "paper_cut": NLIFormat(CUT_TEMPLATE, NLI_OPTIONS, end_at_word=True),
     "paper_fewshot": NLIFormat(XNLI_TEMPLATE + "\nAnswer:", NLI_OPTIONS, shots_per_label=1),
     "qa": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither")),
     "qa_fewshot": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither"), shots_per_label=1),
@@ -104,6 +120,9 @@ NLI_FORMAT_HELP = {
     "harness": "lm-evaluation-harness' '{premise}, right? Yes|No|Also, {hypothesis}' in the item's language, "
                "neurons read at the gold answer's end (the default: above chance on gemma3-270m)",
     "paper": "the paper's prompt, options ' true' / ' false' / ' inconclusive'",
+    "paper_cut": "the paper's prompt cut after the hypothesis' last word (its closing punctuation dropped), so it ends in the item's language "
+                 "(for the prompt-ending experiment: the options do not follow such a prompt, the accuracy is "
+                 "not the task's)",
     "paper_fewshot": "3 solved exemplars (1 per label, from dev) in the paper's prompt + '\\nAnswer:', then the item",
     "qa": "'{premise}\\nQuestion: {hypothesis} True, False or Neither?\\nAnswer:' (GPT-3 style), zero-shot",
     "qa_fewshot": "the qa prompt after 3 solved exemplars (1 per label, from dev)",
