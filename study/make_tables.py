@@ -249,29 +249,42 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, se
 
 
 def ending_figure(path: str) -> str | None:
-    """Bars: all-shared and partial-shared per (model, task) and ending, with the 95% intervals."""
+    """Top: all-shared and partial-shared per (model, task) and ending, with the 95% intervals. Bottom: the
+    all-shared share per layer of each run, one panel per model."""
     rows = [r for r in ending_rows() if not r["missing"]]
     if not rows:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     x = np.arange(len(rows))
-    for ax, cat, title in zip(axes, ("all_shared", "partial_shared"), ("all-shared", "partial-shared")):
-        for offset, key, label, color in ((-0.2, "a", "prompt ends in one English word", "tab:blue"),
-                                          (0.2, "b", "prompt ends in the item's language", "tab:orange")):
+    endings = (("a", "prompt ends in one English word", "tab:blue", "-"),
+               ("b", "prompt ends in the item's language", "tab:orange", "--"))
+    for ax, cat, title in zip(axes[0], ("all_shared", "partial_shared"), ("all-shared", "partial-shared")):
+        for offset, (key, label, color, _) in zip((-0.2, 0.2), endings):
             mean = np.array([r[key]["mean_over_layers"][cat] for r in rows])
             lo_hi = np.array([r[key]["mean_over_layers_ci95"][cat] for r in rows])
             ax.bar(x + offset, mean, 0.4, label=label, color=color,
                    yerr=np.abs(np.stack([mean - lo_hi[:, 0], lo_hi[:, 1] - mean])), capsize=3)
         ax.set_xticks(x, [f"{MODELS[r['model']]}\n{r['task']}" for r in rows], fontsize=8)
-        ax.set_ylabel(f"{title} % of a layer's neurons (mean over layers)")
-        ax.set_title(f"{title} neurons, tau = 0, last token (95% intervals)")
-    axes[0].legend(fontsize=8)
+        ax.set_ylabel(f"% of a layer's neurons (mean over layers)")
+        ax.set_title(f"{title} neurons, tau = 0, last token (95% intervals)", fontsize=10)
+    axes[0][0].legend(fontsize=8)
+    for ax, model in zip(axes[1], MODELS):
+        for r in (r for r in rows if r["model"] == model):
+            for key, label, color, style in endings:
+                v = r[key]["per_layer"]["all_shared"]
+                ax.plot(range(len(v)), v, style, color=color, marker="o" if r["task"] == "XNLI" else "s",
+                        markersize=3, label=f"{r['task']}, {label}")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("all-shared % of the layer's neurons")
+        ax.set_title(f"{MODELS[model]}: all-shared per layer", fontsize=10)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
