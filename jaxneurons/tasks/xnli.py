@@ -120,9 +120,9 @@ NLI_FORMAT_HELP = {
     "harness": "lm-evaluation-harness' '{premise}, right? Yes|No|Also, {hypothesis}' in the item's language, "
                "neurons read at the gold answer's end (the default: above chance on gemma3-270m)",
     "paper": "the paper's prompt, options ' true' / ' false' / ' inconclusive'",
-    "paper_cut": "the paper's prompt cut after the hypothesis' last word (its closing punctuation dropped), so it ends in the item's language "
-                 "(for the prompt-ending experiment: the options do not follow such a prompt, the accuracy is "
-                 "not the task's)",
+    "paper_cut": "the paper's prompt cut after the hypothesis' last word (its closing punctuation dropped), so it "
+                 "ends in the item's language (for the prompt-ending experiment: the options do not follow such "
+                 "a prompt, the accuracy is not the task's)",
     "paper_fewshot": "3 solved exemplars (1 per label, from dev) in the paper's prompt + '\\nAnswer:', then the item",
     "qa": "'{premise}\\nQuestion: {hypothesis} True, False or Neither?\\nAnswer:' (GPT-3 style), zero-shot",
     "qa_fewshot": "the qa prompt after 3 solved exemplars (1 per label, from dev)",
