@@ -122,7 +122,8 @@ def runs_table():
                      s["positions"], fmt(s.get("examples_per_second"), 2), fmt(wall_min(run)),
                      fmt(100 * float(np.mean([d["value"] for d in acc.values()]))),
                      ", ".join(warned) if warned else "none"])
-    return table(["run", "model", "task", "prompt", "items", "languages", "tokens", "examples/s", "wall min",
+    return table(["run", "model", "task", "prompt", "items", "languages", "tokens", "items/s (sharing pass)",
+                  "wall min",
                   "mean accuracy %", "languages whose accuracy is at chance or one answer (run's warning)"], rows)
 
 
