@@ -481,10 +481,11 @@ def _deactivation(run: str) -> str:
              f"{len(iv['clean'])} languages)"]
     for g in ("magnitude", "random", "partial_shared_count", "specific_count"):
         if g in tests:
-            c = tests[g]["correct"]
-            parts.append(f"{g} off minus all-shared off {ci(c['difference'])} points, sign test p = "
-                         f"{c['sign_test_p']:.3g}, mass removed {ci(sets[g]['removed_mass'])} vs "
-                         f"{ci(sets['all_shared']['removed_mass'])}")
+            c, lp = tests[g]["correct"], tests[g]["gold_logprob"]
+            parts.append(f"{g} off minus all-shared off: accuracy {ci(c['difference'])} points (sign test p = "
+                         f"{c['sign_test_p']:.3g}), gold answer log-prob {ci(lp['difference'], 2)} nats (higher on "
+                         f"{lp['control_higher']} of {lp['control_higher'] + lp['control_lower']} items), mass "
+                         f"removed {ci(sets[g]['removed_mass'])} vs {ci(sets['all_shared']['removed_mass'])}")
     return "; ".join(parts)
 
 
