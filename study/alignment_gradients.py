@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import jaxneurons as jn
 from jaxneurons.alignment.objective import forward_terms, make_batch, objective_decoder, sharing_loss, task_loss
@@ -44,15 +45,6 @@ def term_gradients(decoder, params, mask, batch, rho: float, margin: float):
     g_task = keep(pullback((jnp.ones(()), jnp.zeros(())))[0])
     g_share = keep(pullback((jnp.zeros(()), jnp.ones(())))[0])
     return lt, ls, g_task, g_share
-
-
-def norm(tree) -> float:
-    return float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))))
-
-
-def dot(a, b) -> float:
-    return float(sum(jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32))
-                     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
 def main() -> None:
@@ -83,9 +75,9 @@ def main() -> None:
     for start in range(0, len(items), args.batch_size):
         batch = make_batch(items[start:start + args.batch_size], lm.pad_id)
         lt, ls, gt, gs = grads(decoder, lm.params, mask, batch, args.rho, args.margin)
-        nt, ns = norm(gt), norm(gs)
+        nt, ns = float(optax.global_norm(gt)), float(optax.global_norm(gs))
         rows.append({"task_loss": float(lt), "sharing_loss": float(ls), "grad_task": nt, "grad_sharing": ns,
-                     "cosine": dot(gt, gs) / (nt * ns) if nt > 0 and ns > 0 else None})
+                     "cosine": float(optax.tree_utils.tree_vdot(gt, gs)) / (nt * ns) if nt > 0 and ns > 0 else None})
         print(f"batch {len(rows)}: task {float(lt):.3f} sharing {float(ls):.5f} |g_task| {nt:.4g} "
               f"|g_share| {ns:.4g}", flush=True)
     gt_b = np.array([r["grad_task"] for r in rows])

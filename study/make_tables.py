@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from jaxneurons.analysis.bootstrap import interval, point_and_ci, replicates, resample_counts
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "study", "results")
 DOC = os.path.join(ROOT, "REPRODUCTION.md")
@@ -76,26 +78,21 @@ def ci(entry, digits=1, scale=1.0) -> str:
     return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def pair(value, lo_hi, digits=1) -> str:
-    return f"{value:.{digits}f} [{lo_hi[0]:.{digits}f}, {lo_hi[1]:.{digits}f}]"
-
-
 def table(header, rows):
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
-def bootstrap_mean(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """(mean, 95% percentile interval) over the rows of values [E] (the pipeline's scheme: seeded multinomial)."""
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(values), np.full(len(values), 1.0 / len(values)), size=resamples)
-    reps = counts @ values / len(values)
-    return float(values.mean()), tuple(float(x) for x in np.percentile(reps, [2.5, 97.5]))
+def difference_ci(a: np.ndarray, b: np.ndarray) -> dict:
+    """{"value", "ci95"} of mean(a) - mean(b) for two unpaired samples, each resampled on its own."""
+    reps = replicates(a, resample_counts(len(a), seed=0)) - replicates(b, resample_counts(len(b), seed=1))
+    lo, hi = interval(reps)
+    return {"value": float(a.mean() - b.mean()), "ci95": [float(lo), float(hi)]}
 
 
 def category_ci(s: dict, cat: str) -> str:
-    return pair(s["mean_over_layers"][cat], s["mean_over_layers_ci95"][cat])
+    return ci({"value": s["mean_over_layers"][cat], "ci95": s["mean_over_layers_ci95"][cat]})
 
 
 def wall_min(run: str):
@@ -201,7 +198,7 @@ def ending_rows():
         diff = {}
         if pa and pb and pa["ids"] == pb["ids"]:
             for c in ("all_shared", "partial_shared"):
-                diff[c] = bootstrap_mean(np.asarray(pa[c]) - np.asarray(pb[c]))
+                diff[c] = point_and_ci(np.asarray(pa[c]) - np.asarray(pb[c]))
         rows.append(dict(model=model, task=task, english=english, native=native, a=a, b=b, diff=diff,
                          missing=False))
     return rows
@@ -216,9 +213,9 @@ def ending_table():
         d = r["diff"]
         rows.append([MODELS[r["model"]], r["task"], r["a"]["num_examples"],
                      category_ci(r["a"], "all_shared"), category_ci(r["b"], "all_shared"),
-                     pair(*d["all_shared"]) if "all_shared" in d else "n/a",
+                     ci(d.get("all_shared")),
                      category_ci(r["a"], "partial_shared"), category_ci(r["b"], "partial_shared"),
-                     pair(*d["partial_shared"]) if "partial_shared" in d else "n/a"])
+                     ci(d.get("partial_shared"))])
     return table(["model", "task", "items", "all-shared %, ends in one English word", "all-shared %, ends in the "
                   "item's language", "difference (paired)", "partial-shared %, English end", "partial-shared %, "
                   "language end", "difference (paired)"], rows)
@@ -236,18 +233,9 @@ def task_effect_table():
                 rows.append([MODELS[model], ending, "not run", "", ""])
                 continue
             x, m = (np.asarray(per[t]["all_shared"]) for t in ("XNLI", "mParaRel"))
-            (mx, cx), (mm, cm) = bootstrap_mean(x), bootstrap_mean(m)
-            diff = bootstrap_difference(x, m)
-            rows.append([MODELS[model], ending, pair(mx, cx), pair(mm, cm), pair(*diff)])
+            rows.append([MODELS[model], ending, ci(point_and_ci(x)), ci(point_and_ci(m)), ci(difference_ci(x, m))])
     return table(["model", "prompt ends in", "XNLI all-shared %", "mParaRel all-shared %",
                   "XNLI minus mParaRel (points)"], rows)
-
-
-def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 0):
-    """(mean(a) - mean(b), 95% interval) with a and b resampled independently (unpaired samples)."""
-    rng = np.random.default_rng(seed)
-    reps = [rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(resamples)]
-    return float(a.mean() - b.mean()), tuple(float(x) for x in np.percentile(reps, [2.5, 97.5]))
 
 
 def ending_figure(path: str) -> str | None:
@@ -315,7 +303,7 @@ def languages_table():
     if pa and pb:  # the 9-language run on the 13-language run's items
         keep = [pb["ids"].index(i) for i in pa["ids"] if i in pb["ids"]]
         rows.insert(1, [f"{len(b['languages'])} languages, the same items", len(keep)]
-                    + [pair(*bootstrap_mean(np.asarray(pb[c])[keep])) for c in CATS])
+                    + [ci(point_and_ci(np.asarray(pb[c])[keep])) for c in CATS])
     t1 = table(["languages", "items"] + [f"{c} %" for c in CATS], rows)
     act = {lang: float(np.mean(v)) for lang, v in a["activated_per_language"].items()}
     t2 = table(["language"] + list(act), [["activated neurons per layer (mean)"] + [f"{v:.0f}" for v in act.values()],
@@ -428,12 +416,12 @@ def alignment_run_table():
         if s is None or per[name] is None:
             return f"(align_xnli/eval/{name} missing)"
         correct = np.asarray(per[name]["correct"], np.float64).mean(-1) * 100
-        rows.append([name, category_ci(s, "all_shared"), pair(*bootstrap_mean(correct))]
+        rows.append([name, category_ci(s, "all_shared"), ci(point_and_ci(correct))]
                     + [ci(s["accuracy_detail"][l], 0, 100) for l in s["languages"]])
     diff_shared = np.asarray(per["after"]["all_shared"]) - np.asarray(per["control_after"]["all_shared"])
     diff_acc = (np.asarray(per["after"]["correct"], np.float64).mean(-1)
                 - np.asarray(per["control_after"]["correct"], np.float64).mean(-1)) * 100
-    rows.append(["after minus control (paired)", pair(*bootstrap_mean(diff_shared), 2), pair(*bootstrap_mean(diff_acc))]
+    rows.append(["after minus control (paired)", ci(point_and_ci(diff_shared), 2), ci(point_and_ci(diff_acc))]
                 + [""] * len(c["languages"]))
     head = (f"{c['model']}, {c['task']} ({c.get('prompt_format', '')}), {','.join(c['languages'])}: train "
             f"{c['num_train']} {c['train_split']} items, evaluate {c['num_eval']} {c['eval_split']} items, "
@@ -501,12 +489,12 @@ def _gradients() -> str:
     if a is None or not all(per.values()):
         return out + "; align_xnli not run"
     c = a["config"]
-    shared = bootstrap_mean(np.asarray(per["after"]["all_shared"]) - np.asarray(per["control_after"]["all_shared"]))
-    acc = bootstrap_mean((np.asarray(per["after"]["correct"], np.float64)
+    shared = point_and_ci(np.asarray(per["after"]["all_shared"]) - np.asarray(per["control_after"]["all_shared"]))
+    acc = point_and_ci((np.asarray(per["after"]["correct"], np.float64)
                           - np.asarray(per["control_after"]["correct"], np.float64)).mean(-1) * 100)
     return (out + f". With lambda = {c['lambda_sharing']:g}, {c['steps']} steps (smollm2-135m, XNLI, "
             f"{len(c['languages'])} languages), after minus the lambda = 0 control on {c['num_eval']} held-out items: "
-            f"all-shared {pair(*shared, 2)} points, accuracy {pair(*acc)} points")
+            f"all-shared {ci(shared, 2)} points, accuracy {ci(acc)} points")
 
 
 CLAIMS = [  # (claim, the paper's statistic and figure, ours on it (a function), verdict and reason: VERDICTS)
