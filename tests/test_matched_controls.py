@@ -7,7 +7,8 @@ from scipy import stats
 from jaxneurons.analysis import ALL_SHARED, PARTIAL_SHARED, SPECIFIC
 from jaxneurons.attribution.matched import count_matched, magnitude_matched
 from jaxneurons.pipeline.attribution import ig_completeness, matched_nulls
-from jaxneurons.pipeline.interventions import off_mask, paired_test, sign_test
+from jaxneurons.analysis.bootstrap import paired_test, sign_test
+from jaxneurons.pipeline.interventions import off_mask
 
 
 def _population(seed=0, rows=40, width=400):

@@ -1,4 +1,4 @@
-"""Figures and report sections of attribution.json and interventions.json (95% bootstrap intervals drawn)."""
+"""The attribution pass's figures and report section, from attribution.json (95% bootstrap intervals drawn)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import os
 import numpy as np
 
 from jaxneurons.analysis.figures import CATEGORY_COLORS, _new_figure, _save
+from jaxneurons.analysis.intervals import ci_text, error_bars, floats, num_text, or_zero, pct_text
 from jaxneurons.analysis.sharing import CATEGORIES
 
 NULL_COLOR = "black"
+ANY_NULL_COLOR = "tab:brown"  # not another grey: non-activated is grey already
 
 
 def plot_top_share(attribution: dict, path: str) -> str:
@@ -22,17 +24,19 @@ def plot_top_share(attribution: dict, path: str) -> str:
         entry = attribution["per_language"][lang][method]
         lines = [(name, entry["top_k_share"][name]["per_layer"], CATEGORY_COLORS[name], "-") for name in CATEGORIES]
         lines.append(("|m|-matched null (active)", entry["null"]["top_k_share"]["per_layer"], NULL_COLOR, "--"))
-        lines.append(("|m|-matched null (any)", entry["null_any"]["top_k_share"]["per_layer"], "dimgray", ":"))
+        lines.append(("|m|-matched null (any)", entry["null_any"]["top_k_share"]["per_layer"], ANY_NULL_COLOR, ":"))
         for name, series, color, style in lines:
             values = np.asarray(series["value"], float)
             layers = np.arange(len(values))
-            ax.plot(layers, values, color=color, linestyle=style, marker=".", label=name)
+            ax.plot(layers, values, color=color, linestyle=style, marker="x" if style == ":" else ".", label=name)
             if series["ci95"] is not None:
-                ax.fill_between(layers, _floats(series["ci95"][0]), _floats(series["ci95"][1]), color=color, alpha=0.2)
+                ax.fill_between(layers, floats(series["ci95"][0]), floats(series["ci95"][1]), color=color, alpha=0.2)
         ax.set(title=f"{method}: top-{attribution['top_k']} neurons ({lang})", xlabel="layer",
                ylabel="% of the top neurons", ylim=(0, 100))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small", title="band: 95% bootstrap interval")
+    # below the panels, never over a curve (the all-shared one runs near the top)
+    axes[0].legend(fontsize="small", title="band: 95% bootstrap interval", loc="upper center",
+                   bbox_to_anchor=(0.5, -0.18), ncol=3)
     return _save(fig, path)
 
 
@@ -50,37 +54,13 @@ def plot_attribution_share(attribution: dict, path: str) -> str:
     for ax, method in zip(axes, methods):
         for i, (label, get, color, hatch) in enumerate(bars):
             stats = [get(attribution["per_language"][l][method]) for l in languages]
-            ax.bar(x + i * width, [_zero(s["value"]) for s in stats], width, color=color, hatch=hatch, label=label,
-                   yerr=_yerr(stats), capsize=2)
+            ax.bar(x + i * width, [or_zero(s["value"]) for s in stats], width, color=color, hatch=hatch, label=label,
+                   yerr=error_bars(stats), capsize=2)
         ax.axhline(attribution["neuron_share"]["all_shared"], color="gray", linestyle=":",
                    label="all-shared % of neurons")
         ax.set_xticks(x + width * (len(bars) - 1) / 2, languages)
         ax.set(title=f"{method}: share carried by all-shared neurons vs the null", ylabel="%", ylim=(0, 100))
     axes[0].legend(fontsize="small")
-    return _save(fig, path)
-
-
-def plot_interventions(interventions: dict, path: str) -> str:
-    """Per run group: mean accuracy over languages, the gold answer's log-probability change from clean, and
-    the contribution mass the set removes, with 95% error bars."""
-    sets = interventions["sets"]
-    names = list(sets)
-    panels = [("accuracy (%)", lambda s: s["accuracy"]["mean"]),
-              ("gold log-prob change from clean (nats)", lambda s: s.get("gold_logprob_change")),
-              ("contribution mass removed (%)", lambda s: s["removed_mass"])]
-    fig, axes = _new_figure(len(panels))
-    x = np.arange(len(names))
-    colors = [CATEGORY_COLORS.get(n.removesuffix("_count"), "black" if n == "clean" else "tab:purple")
-              for n in names]
-    for ax, (label, get) in zip(axes, panels):
-        stats = [get(sets[n]) or {"value": None, "ci95": None} for n in names]
-        ax.bar(x, [_zero(s["value"]) for s in stats], 0.7, color=colors, yerr=_yerr(stats), capsize=3)
-        ax.set_xticks(x, names, rotation=30, ha="right", fontsize="small")
-        ax.set(ylabel=label)
-        ax.axhline(0, color="gray", linewidth=0.8)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Neurons deactivated at the {interventions['meta']['positions']} position "
-                 "(error bars: 95% bootstrap over examples)")
     return _save(fig, path)
 
 
@@ -91,12 +71,12 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
              f"800 of 16,384 scaled to this width); scores toward {attribution.get('target', 'the gold token')}. "
              f"Intervals: 95% bootstrap over the {attribution['num_examples']} examples.", "",
              f"**Headline ({h['language']})**: {h['statistic']}. All-shared neurons are "
-             f"{_pct(h['all_shared_neuron_pct'])} of the neurons.", "",
+             f"{pct_text(h['all_shared_neuron_pct'])} of the neurons.", "",
              "| method | statistic | all-shared | null (active) | null (any) |", "|---|---|---|---|---|"]
     for m in attribution["methods"]:
         for label, key in (("top-k share", "top_k_share"), ("pooled positive share", "pooled_positive_share")):
-            lines.append(f"| {m} | {label} | {_ci(h[f'all_shared_{key}'][m])} | {_ci(h[f'null_{key}'][m])} | "
-                         f"{_ci(h[f'null_any_{key}'][m])} |")
+            lines.append(f"| {m} | {label} | {ci_text(h[f'all_shared_{key}'][m])} | {ci_text(h[f'null_{key}'][m])} | "
+                         f"{ci_text(h[f'null_any_{key}'][m])} |")
     lines += ["", "The nulls: per example, language and layer, neurons that are not all-shared, drawn to match the "
               "all-shared set's count and |m| distribution (bins of the all-shared set's own sorted |m|; mean of "
               "the seeds), among the neurons active in that language (act > 0; `null (active)`) or among all "
@@ -106,7 +86,7 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
               "|---|---|---|---|---|---|"]
     for lang in attribution["languages"]:
         match = attribution["per_language"][lang]["matching"]
-        lines.append(f"| {lang} | " + " | ".join(f"{match['count_per_layer'][s]:.0f}; {_num(match['mean_abs_m'][s])}"
+        lines.append(f"| {lang} | " + " | ".join(f"{match['count_per_layer'][s]:.0f}; {num_text(match['mean_abs_m'][s])}"
                                                  for s in match["sets"]) + " |")
     lines += [""] + _matching_warning(attribution)
     for method in attribution["methods"]:
@@ -114,7 +94,7 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
                   "| language | " + " | ".join(CATEGORIES) + " |", "|---" * (len(CATEGORIES) + 1) + "|"]
         for lang in attribution["languages"]:
             share = attribution["per_language"][lang][method]["top_k_share"]
-            lines.append(f"| {lang} | " + " | ".join(_ci(share[c]["mean"]) for c in CATEGORIES) + " |")
+            lines.append(f"| {lang} | " + " | ".join(ci_text(share[c]["mean"]) for c in CATEGORIES) + " |")
         lines.append("")
     lines += _completeness_lines(attribution)
     lines += [f"![{name}]({os.path.relpath(path, output_dir)})" for name, path in figures.items()]
@@ -130,7 +110,7 @@ def _matching_warning(attribution: dict) -> list[str]:
             match = attribution["per_language"][lang]["matching"]
             count, size = match.get(f"{name}_count_ratio"), match.get(f"{name}_abs_m_ratio")
             if count is None or size is None or count < 0.95 or abs(size - 1) > 0.1:
-                off.append(f"{lang} ({_num(count)}x the neurons, {_num(size)}x the mean |m|)")
+                off.append(f"{lang} ({num_text(count)}x the neurons, {num_text(size)}x the mean |m|)")
         if off:
             lines += [f"**Warning: the {label} does not match all-shared in {', '.join(off)}: its pool has too "
                       "few neurons of all-shared's |m|, so it cannot tell sharing from activation strength "
@@ -144,70 +124,9 @@ def _completeness_lines(attribution: dict) -> list[str]:
     if not ig:
         return []
     c = ig["completeness"]
-    errors = ", ".join(_num(v) for v in c["error_per_layer"])
+    errors = ", ".join(num_text(v) for v in c["error_per_layer"])
     lines = [f"IG completeness error per layer ({c['definition']}): {errors}.", ""]
     if not c["satisfied"]:
-        lines += [f"**Warning: IG does not satisfy completeness here (worst layer {_num(c['max_error'])} > "
+        lines += [f"**Warning: IG does not satisfy completeness here (worst layer {num_text(c['max_error'])} > "
                   f"{c['tolerance']:.0%}); its attributions are not a decomposition of the probability change.**", ""]
     return lines
-
-
-def interventions_section(interventions: dict, figures: dict[str, str], output_dir: str) -> str:
-    sets, meta = interventions["sets"], interventions["meta"]
-    languages = list(interventions["clean"])
-    tests = interventions.get("paired_tests", {})
-    lines = ["## Deactivation", "",
-             f"Each example's neurons of a set are zeroed at the {meta['positions']} position(s). `*_count`, "
-             "`random` and `magnitude` zero as many neurons per layer as the example has all-shared ones (within "
-             "the category; uniformly; among activated neurons with all-shared's |m| distribution), mean of "
-             f"{meta['random_seeds']} seeds. Removed mass: {meta['removed_mass']}. Intervals: 95% bootstrap over "
-             f"{meta['num_examples']} examples; vs all-shared: control minus all-shared-off accuracy (paired), "
-             "exact sign test over examples.", "",
-             "| set | neurons per layer | mean abs m | removed mass | mean accuracy | change from clean | "
-             "gold log-prob change (nats) | vs all-shared (pp) | sign test p |", "|---" * 9 + "|"]
-    for name, s in sets.items():
-        test = tests.get(name, {}).get("correct")
-        versus = (f"{_ci(test['difference'], '')} | {test['sign_test_p']:.3g}" if test else "| ")
-        lines.append(f"| {name} | {s['neurons_per_layer']:.0f} | {_num(s['mean_abs_m'])} | {_ci(s['removed_mass'])} | "
-                     f"{_ci(s['accuracy']['mean'])} | {_ci(s['delta']['mean'], ' pp')} | "
-                     f"{_ci(s.get('gold_logprob_change'), '')} | {versus} |")
-    lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",
-              "|---" * (len(languages) + 1) + "|"]
-    for name, s in sets.items():
-        lines.append(f"| {name} | " + " | ".join(_ci(s["accuracy"][l], "") for l in languages) + " |")
-    lines += [""] + [f"![{name}]({os.path.relpath(path, output_dir)})" for name, path in figures.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _ci(stat: dict, unit: str = "%") -> str:
-    """'12.3% [10.1, 14.2]' from {"value", "ci95"}."""
-    if stat is None or stat["value"] is None:
-        return "n/a"
-    text = f"{stat['value']:.1f}{unit}"
-    if stat.get("ci95") and stat["ci95"][0] is not None:
-        text += f" [{stat['ci95'][0]:.1f}, {stat['ci95'][1]:.1f}]"
-    return text
-
-
-def _yerr(stats: list[dict]):
-    """[2, n] distances from each value to its interval ends (None without intervals)."""
-    if any(s["ci95"] is None for s in stats):
-        return None
-    return np.array([[max(_zero(s["value"]) - _zero(s["ci95"][0]), 0), max(_zero(s["ci95"][1]) - _zero(s["value"]), 0)]
-                     for s in stats]).T
-
-
-def _floats(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], float)
-
-
-def _zero(value) -> float:
-    return 0.0 if value is None else float(value)
-
-
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}%"

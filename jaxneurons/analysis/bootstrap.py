@@ -8,6 +8,8 @@ resamples for every statistic of a run, so intervals of related numbers are draw
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEFAULT_RESAMPLES = 1000
@@ -85,3 +87,39 @@ def _plain(x):
     if x.ndim == 0:
         return float(x) if np.isfinite(x) else None
     return [_plain(v) for v in x]
+
+
+def estimate(values, denominator=None, counts=None, scale: float = 100.0) -> dict:
+    """{"value", "ci95"} (x scale, percent by default) of the mean over examples of values [E, ...] (or the
+    ratio of sums with a denominator), ci95 from the resamples `counts` [R, E]; None without them."""
+    if counts is None:
+        point = replicates(values, np.ones((1, len(values))), denominator)[0] * scale
+        return {"value": point.tolist() if point.ndim else finite(point[None])[0], "ci95": None}
+    return point_and_ci(values, denominator, scale=scale, counts_re=counts)
+
+
+def paired_test(shared: dict, control: dict, counts) -> dict:
+    """A condition against a control, per example (mean over languages) for the keys "correct" (percentage
+    points) and "gold_logprob" (nats): control minus condition, each with a paired bootstrap interval and an
+    exact two-sided sign test over the examples where they differ."""
+    out = {}
+    for key, scale in (("correct", 100.0), ("gold_logprob", 1.0)):
+        diff_e = (control[key] - shared[key]).mean(-1)
+        higher, lower = int((diff_e > 0).sum()), int((diff_e < 0).sum())
+        out[key] = {"difference": estimate(diff_e, counts=counts, scale=scale), "control_higher": higher,
+                    "control_lower": lower, "sign_test_p": sign_test(higher, lower)}
+    return out
+
+
+def sign_test(higher: int, lower: int) -> float:
+    """Exact two-sided sign test: P(a split at least this uneven | each nonzero difference is +/- with p = 1/2)."""
+    m = higher + lower
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(min(higher, lower) + 1)) / 2.0 ** m
+    return float(min(1.0, 2.0 * tail))
+
+
+def finite(values) -> list:
+    """floats, None where not finite (JSON has no NaN)."""
+    return [float(v) if np.isfinite(v) else None for v in values]
