@@ -4,6 +4,7 @@ library's INFO logs kept out of the progress bars."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging as py_logging
 import sys
 import time
@@ -36,6 +37,13 @@ def build_config(config_class, **fields: tuple[str, object]):
         flag = next((flag for name, (flag, _) in sorted(fields.items(), key=lambda kv: -len(kv[0]))
                      if text.startswith(name) or text.startswith(flag)), None)
         raise ValueError(f"--{flag}: {text}" if flag else text) from None
+
+
+def identity_free(*config_classes) -> set[str]:
+    """The config fields that do not change results (metadata identity=False): their flags, of the same names,
+    stay out of a run's identity."""
+    return {f.name for config_class in config_classes for f in dataclasses.fields(config_class)
+            if not f.metadata.get("identity", True)}
 
 
 def run_identity(module_name: str, excluded: set[str]) -> dict:

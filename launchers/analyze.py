@@ -96,10 +96,20 @@ _RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds of every drawn se
                                      lower_bound=1)
 
 
-# Flags that do not change results: a run resumed or continued with other values is the same run.
-NOT_IN_IDENTITY = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh",
-                   "coordinator_address", "num_processes", "process_id", "ig_chunk_size", "ig_memory_gb",
-                   "allow_pickle", "tokenizer"}
+# Flags of where and how a run executes, never of what it computes: a run resumed with other values is the same
+# run. The configs' own fields marked identity=False (e.g. --ig_chunk_size) join them (`not_in_identity`).
+RUNTIME_FLAGS = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh",
+                 "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
+
+
+def not_in_identity() -> set[str]:
+    """The flags that do not enter the output folder's identity."""
+    from jaxneurons.cli import identity_free
+    from jaxneurons.pipeline import SharingConfig
+    from jaxneurons.pipeline.attribution import AttributionConfig
+    from jaxneurons.pipeline.interventions import InterventionsConfig
+
+    return RUNTIME_FLAGS | identity_free(SharingConfig, AttributionConfig, InterventionsConfig)
 
 
 def parse_thresholds(values: list[str]) -> list[float]:
@@ -197,32 +207,18 @@ def prompt_suffix() -> str:
     return _PROMPT_SUFFIX.value.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def importance_analyses(lm, task, loaded, sharing, attribution, interventions, process_index: int) -> None:
-    """attribution.json / interventions.json, their figures, and their sections appended to report.md. Both
+def importance_analyses(lm, task, loaded, attribution, interventions) -> None:
+    """attribution.json / interventions.json: each pass writes its figures and its section of report.md. Both
     passes split their examples over the processes like the sharing pass; process 0 alone writes."""
-    from jaxneurons.analysis import attribution_report as ar, write_report
     from jaxneurons.pipeline.attribution import run_attribution_analysis
     from jaxneurons.pipeline.interventions import run_interventions
 
-    out, sections, figures_dir = _OUTPUT_DIR.value, [], os.path.join(_OUTPUT_DIR.value, "figures")
     if attribution is not None:
-        result = run_attribution_analysis(lm, task, loaded.examples, _LANGUAGES.value, out, attribution,
-                                          resume=_RESUME.value, progress=_PROGRESS.value)
-        if process_index == 0:
-            figures = {"top_share": ar.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
-                       "attribution_share": ar.plot_attribution_share(
-                           result, os.path.join(figures_dir, "attribution_share.png"))}
-            sections.append(ar.attribution_section(result, figures, out))
+        run_attribution_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, attribution,
+                                 resume=_RESUME.value, progress=_PROGRESS.value)
     if interventions is not None:
-        result = run_interventions(lm, task, loaded.examples, _LANGUAGES.value, out, interventions,
-                                   resume=_RESUME.value, progress=_PROGRESS.value)
-        if process_index == 0:
-            figures = {"interventions": ar.plot_interventions(result, os.path.join(figures_dir,
-                                                                                   "interventions.png"))}
-            sections.append(ar.interventions_section(result, figures, out))
-    if sections:
-        paths = {name: os.path.join(out, path) for name, path in sharing.get("figures", {}).items()}
-        write_report(out, sharing, paths, sections)
+        run_interventions(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, interventions,
+                          resume=_RESUME.value, progress=_PROGRESS.value)
 
 
 def own_module() -> str:
@@ -242,7 +238,7 @@ def claim_output_dir(process_index: int, started: float) -> None:
     from jaxneurons.cli import run_identity
     from jaxneurons.pipeline.output_dir import check_writable, claim_output_dir as claim, wait_for_claim
 
-    identity = run_identity(own_module(), NOT_IN_IDENTITY)
+    identity = run_identity(own_module(), not_in_identity())
     if process_index == 0:
         claim(_OUTPUT_DIR.value, identity, _RESUME.value, _OVERWRITE.value)
     else:
@@ -274,7 +270,7 @@ def analyze() -> None:
     sharing = run_sharing_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, sharing_cfg,
                                    resume=_RESUME.value, progress=_PROGRESS.value, skipped=loaded.skipped,
                                    flags_text=flags_text())
-    importance_analyses(lm, task, loaded, sharing, attribution, interventions, distributed.process_layout()[0])
+    importance_analyses(lm, task, loaded, attribution, interventions)
     print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")
     print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
 

@@ -162,18 +162,47 @@ def _correctness_reading(sharing: dict) -> list[str]:
     ]
 
 
+SECTIONS_DIR = "sections"  # each pass's part of report.md, composed in SECTION_ORDER
+SECTION_ORDER = ("sharing", "attribution", "deactivation")
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"  # every pass's PNGs, linked from report.md
+
+
+def sharing_section(sharing: dict, figures: dict[str, str], output_dir: str | os.PathLike) -> str:
+    """The sharing pass's part of report.md, from a `summarize` dict plus run facts; figures: name -> path."""
+    lines = _header(sharing) + _category_table(sharing) + _accuracy_table(sharing)
+    lines += _reading(sharing) + _figures(figures, os.fspath(output_dir))
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def write_report(
     output_dir: str | os.PathLike,
     sharing: dict,
     figures: dict[str, str],
     extra_sections: Sequence[str] = (),
 ) -> str:
-    """Write output_dir/report.md (atomically) from a `summarize` dict plus run facts; returns its path.
+    """Write output_dir/report.md (atomically) from a `summarize` dict alone; returns its path.
 
-    extra_sections are markdown blocks from other modules (attribution, interventions), appended in order.
+    extra_sections are markdown blocks appended in order. A run folder's report is composed by `write_section`.
     """
-    output_dir = os.fspath(output_dir)
-    lines = _header(sharing) + _category_table(sharing) + _accuracy_table(sharing)
-    lines += _reading(sharing) + _figures(figures, output_dir)
-    lines += [block.rstrip() + "\n" for block in extra_sections]
-    return write_text_atomic(os.path.join(output_dir, "report.md"), "\n".join(lines).rstrip() + "\n")
+    blocks = [sharing_section(sharing, figures, output_dir), *extra_sections]
+    return write_text_atomic(os.path.join(output_dir, REPORT_FILE), _join(blocks))
+
+
+def write_section(output_dir: str | os.PathLike, name: str, text: str) -> str:
+    """Write one pass's section (output_dir/sections/<name>.md), then report.md from every section present,
+    in SECTION_ORDER: each pass writes its own part, and no pass loses another's. Returns report.md's path."""
+    if name not in SECTION_ORDER:
+        raise ValueError(f"unknown report section {name!r}; choose from {SECTION_ORDER}")
+    write_text_atomic(os.path.join(output_dir, SECTIONS_DIR, f"{name}.md"), text)
+    blocks = []
+    for part in SECTION_ORDER:
+        path = os.path.join(output_dir, SECTIONS_DIR, f"{part}.md")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                blocks.append(f.read())
+    return write_text_atomic(os.path.join(output_dir, REPORT_FILE), _join(blocks))
+
+
+def _join(blocks: Sequence[str]) -> str:
+    return "\n".join(block.rstrip() + "\n" for block in blocks).rstrip() + "\n"

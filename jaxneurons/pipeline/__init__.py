@@ -14,7 +14,8 @@ from jaxneurons.pipeline.batching import (
     tokenize_examples,
 )
 from jaxneurons.pipeline.errors import PipelineInputError, ResumeMismatchError
-from jaxneurons.pipeline.outputs import EXAMPLES_FILE, FIGURES_DIR, FLAGS_FILE, REPORT_FILE, SHARING_FILE
+from jaxneurons.analysis.report import FIGURES_DIR, REPORT_FILE
+from jaxneurons.pipeline.outputs import EXAMPLES_FILE, FLAGS_FILE, SHARING_FILE
 from jaxneurons.pipeline.checks import check_thresholds
 from jaxneurons.pipeline.run import DEFAULT_THRESHOLDS, SharingConfig, run_batches, run_sharing_analysis
 from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, judge

@@ -22,12 +22,13 @@ import os
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
-from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, point_and_ci, replicates, resample_counts
+from jaxneurons.analysis.report import FIGURES_DIR, write_section
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, finite, resample_counts
 from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
 from jaxneurons.attribution.matched import magnitude_matched
 from jaxneurons.attribution.static import static_scores
@@ -84,12 +85,11 @@ class AttributionConfig:
 
 def prompt_batch(lm: LanguageModel, plan, rows, index: int, num_languages: int):
     """(example indices [B], valid [B], left-padded prompt ids/mask [B*N, T], gold first tokens [B*N]) of a batch."""
-    batch = plan.batch(index)
-    picked = batch.example_index_b
+    picked, valid_b = plan.batch_examples(index)
     flat = [rows[e][n] for e in picked for n in range(num_languages)]
     ids, mask = pad_rows([r.prompt for r in flat], lm.pad_id, "left", pad_to_multiple_of=16)
     targets = np.array([r.continuations[0][0] for r in flat], np.int32)
-    return picked, batch.valid_b, ids, mask, targets
+    return picked, valid_b, ids, mask, targets
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
@@ -104,11 +104,15 @@ def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
 
 def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
                              output_dir: str, config: AttributionConfig = AttributionConfig(), *,
-                             resume: bool = False, progress: bool = True, process_index: int | None = None,
+                             resume: bool = False, progress: bool = True, figures: bool = True,
+                             mesh: Mesh | None = None, process_index: int | None = None,
                              process_count: int | None = None) -> dict:
-    """Write output_dir/attribution.json; see the module docstring. Resumable batch by batch.
+    """Write output_dir/attribution.json, its figures and report section; see the module docstring. Resumable
+    batch by batch.
 
     resume: continue from output_dir/attribution_state.npz; a checkpoint of another identity is refused.
+    mesh: as in `run_sharing_analysis` (default: `distributed.default_mesh()`); batch_size is rounded up to a
+      multiple of its data axis.
     process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
       runs the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
       every accumulator is per example, so the merge is exactly a one-process run; process 0 alone writes.
@@ -121,8 +125,10 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     n, layers, width = len(languages), lm.config.num_layers, lm.config.intermediate_size
     k = scaled_top_k(width, config.top_k)
     token_rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
+    placement = distributed.placement(mesh)
+    plan = plan_batches(token_rows, placement.round_batch_size(batch_size), "last", "left", lm.pad_id)
     identity = run_identity("attribution", config, lm, examples, token_rows, task=task.name,
-                            languages=list(languages), top_k_used=k)
+                            languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size)
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     progress_path = os.path.join(state_dir, ATTRIBUTION_STATE_FILE)
@@ -130,12 +136,13 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, seeds)
     decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
-    plan = plan_batches(token_rows, batch_size, "last", "left", lm.pad_id)
+    params = placement.params(lm.params)
 
     def step(index: int) -> None:
         picked, valid_b, ids, mask, targets = prompt_batch(lm, plan, token_rows, index, n)
-        act, m, codes = neurons_and_codes(decoder, lm.params, jnp.asarray(ids), jnp.asarray(mask), n)
-        scores = static_scores(lm.config, lm.params, m, targets)
+        with placement.context():
+            act, m, codes = neurons_and_codes(decoder, params, *placement.batch((ids, mask)), n)
+            scores = static_scores(lm.config, params, m, placement.batch(targets))
         valid_b, rows = np.asarray(valid_b), picked[np.asarray(valid_b)]
         act_v = np.asarray(act).reshape(-1, n, layers, width)[valid_b]
         m_v = np.asarray(m).reshape(-1, n, layers, width)[valid_b]
@@ -147,13 +154,14 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
             if method == "ig":
                 ig = integrated_gradients(lm, ids, targets, mask, steps=config.ig_steps, rule=config.ig_rule,
                                           path=config.ig_path, chunk_size=config.ig_chunk_size,
-                                          memory_gb=config.ig_memory_gb)
+                                          memory_gb=config.ig_memory_gb, placement=placement)
                 scores["ig"] = ig.attributions
                 _accumulate_completeness(acc, rows, valid_b, ig, n)
-            s = jnp.asarray(scores[method]).reshape(-1, n, layers, width)
-            stats = jax.device_get(attribution_statistics(s, codes, k))
+            with placement.context():
+                s = placement.batch(scores[method]).reshape(-1, n, layers, width)
+                stats = jax.device_get(attribution_statistics(s, codes, k))
+                in_top = np.asarray(top_mask(s, k))[valid_b]
             _accumulate(acc, method, rows, stats, valid_b)
-            in_top = np.asarray(top_mask(s, k))[valid_b]
             _accumulate_examples(acc, method, rows, stats, valid_b, np.asarray(s)[valid_b], in_top, act_v, codes_v,
                                  nulls)
         _accumulate_categories(acc, rows, codes_v)
@@ -171,9 +179,22 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         result["ig"] = {"steps": config.ig_steps, "rule": config.ig_rule, "path": config.ig_path,
                         "completeness": ig_completeness(acc)}
     if process_index == 0:
-        write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
+        write_attribution(output_dir, result, figures=figures)
     return result
 
+
+def write_attribution(output_dir: str, result: dict, figures: bool = True) -> None:
+    """attribution.json, its figures (figures/attribution_*.png) and its report section."""
+    from jaxneurons.analysis import attribution_report as report  # matplotlib, imported when first needed
+
+    write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
+    paths = {}
+    if figures:
+        figures_dir = os.path.join(output_dir, FIGURES_DIR)
+        paths = {"top_share": report.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
+                 "attribution_share": report.plot_attribution_share(
+                     result, os.path.join(figures_dir, "attribution_share.png"))}
+    write_section(output_dir, "attribution", report.attribution_section(result, paths, output_dir))
 
 def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
                   active_only: bool = True) -> np.ndarray:
@@ -264,7 +285,7 @@ def ig_completeness(acc) -> dict:
     worst = float(np.nanmax(error)) if np.isfinite(error).any() else None
     return {"definition": "per layer: |sum over examples and languages of (sum_f IG - (P(x) - P(layer's m = 0)))| "
                           "/ sum |P(x) - P(layer's m = 0)|",
-            "error_per_layer": _finite(error), "median_row_relative_error": median, "max_error": worst,
+            "error_per_layer": finite(error), "median_row_relative_error": median, "max_error": worst,
             "tolerance": COMPLETENESS_TOLERANCE,
             "satisfied": worst is not None and worst <= COMPLETENESS_TOLERANCE}
 
@@ -326,7 +347,7 @@ def _score_table(acc, m, n, done) -> dict:
     total = np.nansum(stat["sum"], 0) / max(float(done.sum()), 1.0)
     extreme = {name: np.where(count > 0, reduce(np.where(np.isnan(stat[name]), fill, stat[name]), 0), np.nan)
                for name, reduce, fill in (("max", np.max, -np.inf), ("min", np.min, np.inf))}
-    return {c: {"max": _finite(extreme["max"][:, i]), "min": _finite(extreme["min"][:, i]),
+    return {c: {"max": finite(extreme["max"][:, i]), "min": finite(extreme["min"][:, i]),
                 "mean": mean[:, i].tolist(), "sum": total[:, i].tolist()} for i, c in enumerate(CATEGORIES)}
 
 
@@ -367,19 +388,6 @@ def headline(result: dict) -> dict:
             "all_shared_attribution_pct": {m: entry[m]["attribution_share"]["all_shared"] for m in methods}}
 
 
-def estimate(values, denominator=None, counts=None, scale: float = 100.0) -> dict:
-    """{"value", "ci95"} (x scale, percent by default) of the mean over examples of values [E, ...] (or the
-    ratio of sums with a denominator), ci95 from the resamples `counts` [R, E]; None without them."""
-    if counts is None:
-        point = replicates(values, np.ones((1, len(values))), denominator)[0] * scale
-        return {"value": point.tolist() if point.ndim else _finite(point[None])[0], "ci95": None}
-    return point_and_ci(values, denominator, scale=scale, counts_re=counts)
-
-
 def _ratio(num_e, den_e):
     den = float(np.sum(den_e))
     return float(np.sum(num_e) / den * 100) if den > 0 else None
-
-
-def _finite(values: np.ndarray) -> list:
-    return [float(v) if np.isfinite(v) else None for v in values]

@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize, write_json_atomic
-from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, resample_counts
+from jaxneurons.analysis.report import FIGURES_DIR, write_section
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, paired_test, resample_counts
 from jaxneurons.attribution.matched import count_matched, magnitude_matched
 from jaxneurons.attribution.static import down_rows
-from jaxneurons.pipeline.attribution import estimate
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Decoder, Intervention, Record
 from jaxneurons.models.output import forward as run_forward
@@ -46,9 +46,7 @@ from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import run_identity
 from jaxneurons.pipeline.runner import run_pass
-from jaxneurons.pipeline.run import record_scores, slot_scores
-from jaxneurons.pipeline.scoring import accuracy_per_language, continuation_scores, first_token_scores, judge
-from jaxneurons.pipeline.step import to_device
+from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
 
 KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude")
 SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
@@ -97,22 +95,22 @@ def off_mask(run: str, codes_blf, abs_m_bnlf, batch_index: int) -> np.ndarray:
     return count_matched(count_bl, codes == CATEGORIES.index(name.removesuffix("_count")), rng)
 
 
-def deactivation_scale(off_blf, num_languages: int) -> jax.Array:
+def deactivation_scale(off_blf, num_languages: int) -> np.ndarray:
     """scale [B*N, L, F]: 0 for the neurons to deactivate of each example (the same in all its languages)."""
-    scale_blf = jnp.where(jnp.asarray(off_blf), 0.0, 1.0)
-    return jnp.repeat(scale_blf, num_languages, axis=0)
+    scale_blf = np.where(np.asarray(off_blf), np.float32(0), np.float32(1))
+    return np.repeat(scale_blf, num_languages, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("decoder",))
-def intervened_scores(decoder: Decoder, params, forward: dict, scale_rlf, where_rt, first_tokens_rs):
-    """Scores of a forward with m <- m * scale at `where`: (logprob [R], greedy [R], first-token [R, S] x2)."""
-    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), where_rt)
-    logits = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"],
+@functools.partial(jax.jit, static_argnames=("decoder", "all_positions"))
+def intervened_scores(decoder: Decoder, params, forward: dict, scale_rlf, all_positions: bool, first_tokens_rs):
+    """Scores of a forward with m <- m * scale at the prompt's last token (or every token with all_positions):
+    (logprob [R], greedy [R], first-token [R, S] x2)."""
+    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), _where(forward, all_positions))
+    hidden = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"],
                          record_index=forward["record_index_r"], intervention=change,
                          logit_positions=forward["logit_positions_rk"]).logits
-    logprob, greedy = continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
-    first_logprob, first_greedy = first_token_scores(logits, first_tokens_rs)
-    return {"logprob": logprob, "greedy": greedy, "first_logprob": first_logprob, "first_greedy": first_greedy}
+    return hidden_scores(decoder.config, params, hidden, forward["targets_rk"], forward["target_mask_rk"],
+                         first_tokens_rs, decoder.dtype)
 
 
 def _where(forward: dict, all_positions: bool) -> jax.Array:
@@ -141,11 +139,13 @@ class InterventionsConfig:
 
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str,
                       config: InterventionsConfig = InterventionsConfig(), *, resume: bool = False,
-                      progress: bool = True, process_index: int | None = None,
-                      process_count: int | None = None) -> dict:
-    """Write output_dir/interventions.json (see the module docstring).
+                      progress: bool = True, figures: bool = True, mesh: Mesh | None = None,
+                      process_index: int | None = None, process_count: int | None = None) -> dict:
+    """Write output_dir/interventions.json, its figure and report section (see the module docstring).
 
     resume: continue from output_dir/interventions_state.npz; a checkpoint of another identity is refused.
+    mesh: as in `run_sharing_analysis` (default: `distributed.default_mesh()`); batch_size is rounded up to a
+      multiple of its data axis.
     process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
       runs the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
       every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
@@ -157,9 +157,11 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                                  "(e.g. prompt_format='paper') or deactivate at all positions")
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    plan = plan_batches(rows, config.batch_size, "last", "right", lm.pad_id)
+    placement = distributed.placement(mesh)
+    plan = plan_batches(rows, placement.round_batch_size(config.batch_size), "last", "right", lm.pad_id)
     runs = run_names(config.kinds, seeds)
-    identity = run_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages))
+    identity = run_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
+                            batch_size_used=plan.batch_size)
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     path = os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
@@ -167,26 +169,27 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
-    score_decoder = lm.decoder(Record(), logits="positions")
+    score_decoder = lm.decoder(Record(), logits="hidden")
+    params = placement.params(lm.params)
 
     def step(index: int) -> None:
         batch = plan.batch(index)
-        main = to_device(batch.neuron_forward.arrays())
-        codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, lm.params, main, n))
+        main, first_tokens = placement.batch((batch.neuron_forward.arrays(), batch.first_tokens_rs))
+        with placement.context():
+            codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, params, main, n))
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for run in runs:
             off = off_mask(run, codes, abs_m, index)
             _record_set(acc, run, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
-            scale = deactivation_scale(off, n)
-            stats = intervened_scores(score_decoder, lm.params, main, scale, _where(main, all_positions),
-                                      jnp.asarray(batch.first_tokens_rs))
-            full = {}
-            for slot, fwd in zip(batch.scoring_slots, batch.scoring_forwards):
-                arrays = to_device(fwd.arrays())
-                extra = intervened_scores(score_decoder, lm.params, arrays, scale, _where(arrays, all_positions),
-                                          jnp.asarray(batch.first_tokens_rs))
-                full[slot] = (extra["logprob"], extra["greedy"])
+            scale = placement.batch(deactivation_scale(off, n))
+            with placement.context():
+                stats = intervened_scores(score_decoder, params, main, scale, all_positions, first_tokens)
+                full = {}
+                for slot, fwd in zip(batch.scoring_slots, batch.scoring_forwards):
+                    extra = intervened_scores(score_decoder, params, placement.batch(fwd.arrays()), scale,
+                                              all_positions, first_tokens)
+                    full[slot] = (extra["logprob"], extra["greedy"])
             stats, full = jax.device_get((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
                           acc[f"{run}/greedy"], acc[f"{run}/gold_logprob"])
@@ -199,8 +202,20 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                                         process_count)
     result = summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds, config.bootstrap)
     if process_index == 0:
-        write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
+        write_deactivation(output_dir, result, figures=figures)
     return result
+
+
+def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> None:
+    """interventions.json, its figure (figures/interventions.png) and its report section."""
+    from jaxneurons.analysis import deactivation_report as report  # matplotlib, imported when first needed
+
+    write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
+    paths = {}
+    if figures:
+        paths = {"interventions": report.plot_interventions(
+            result, os.path.join(output_dir, FIGURES_DIR, "interventions.png"))}
+    write_section(output_dir, "deactivation", report.interventions_section(result, paths, output_dir))
 
 
 def _empty(runs, e, n, slots, layers) -> dict[str, np.ndarray]:
@@ -281,25 +296,3 @@ def _set_summary(values: dict, clean: dict, languages, counts) -> dict:
             "neurons_per_layer": float(values["count"].mean()),
             "mean_abs_m": float(values["abs_m"].sum() / neurons) if neurons else None,
             "mean_contribution": float(values["contribution"].sum() / neurons) if neurons else None}
-
-
-def paired_test(shared: dict, control: dict, counts) -> dict:
-    """All-shared-off vs a control, per example (mean over languages): control minus all-shared accuracy
-    (percentage points) and gold-answer log-prob, each with a paired bootstrap interval and an exact two-sided
-    sign test over the examples where they differ."""
-    out = {}
-    for key, scale in (("correct", 100.0), ("gold_logprob", 1.0)):
-        diff_e = (control[key] - shared[key]).mean(-1)
-        higher, lower = int((diff_e > 0).sum()), int((diff_e < 0).sum())
-        out[key] = {"difference": estimate(diff_e, counts=counts, scale=scale), "control_higher": higher,
-                    "control_lower": lower, "sign_test_p": sign_test(higher, lower)}
-    return out
-
-
-def sign_test(higher: int, lower: int) -> float:
-    """Exact two-sided sign test: P(a split at least this uneven | each nonzero difference is +/- with p = 1/2)."""
-    m = higher + lower
-    if m == 0:
-        return 1.0
-    tail = sum(math.comb(m, i) for i in range(min(higher, lower) + 1)) / 2.0 ** m
-    return float(min(1.0, 2.0 * tail))

@@ -1,4 +1,5 @@
-"""What a finished run leaves in output_dir: sharing.json, examples.npz, figures/*.png, report.md, flags.txt."""
+"""What the sharing pass leaves in output_dir: sharing.json, examples.npz, figures/*.png, its report section
+(sections/sharing.md, composed into report.md), flags.txt."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from jaxneurons.analysis import (
     plot_all,
     summarize,
     write_json_atomic,
-    write_report,
     write_text_atomic,
 )
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES
+from jaxneurons.analysis.report import FIGURES_DIR, sharing_section, write_section
 from jaxneurons.analysis.statistics import accuracy_detail, mark_uninformative, predicted_options
 from jaxneurons.pipeline.scoring import accuracy_per_language, judge
 from jaxneurons.pipeline.state import RunState
@@ -24,8 +25,6 @@ from jaxneurons.pipeline.state import RunState
 SHARING_FILE = "sharing.json"
 EXAMPLES_FILE = "examples.npz"
 FLAGS_FILE = "flags.txt"
-REPORT_FILE = "report.md"
-FIGURES_DIR = "figures"
 
 
 def write_flags(output_dir: str | os.PathLike, flags_text: str) -> str:
@@ -33,18 +32,14 @@ def write_flags(output_dir: str | os.PathLike, flags_text: str) -> str:
     return write_text_atomic(os.path.join(output_dir, FLAGS_FILE), flags_text.rstrip("\n") + "\n")
 
 
-def write_outputs(output_dir: str | os.PathLike, state: RunState, *, task, examples: Sequence,
-                  languages: Sequence[str], thresholds: Sequence[float], run_facts: dict, figures: bool = True,
-                  bootstrap: int = DEFAULT_RESAMPLES) -> dict:
-    """Judge the answers, summarize, and write sharing.json, examples.npz, the figures and report.md.
+def summarize_sharing(state: RunState, *, task, examples: Sequence, languages: Sequence[str],
+                      thresholds: Sequence[float], run_facts: dict, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+    """The sharing dict of sharing.json from a finished state (pure: judges the answers, writes nothing).
 
-    run_facts: the keys sharing.json carries besides the statistics (model, task, positions, ...).
+    run_facts: the keys sharing.json carries besides the statistics (model, task, neuron position, ...).
     bootstrap: resamples for the 95% intervals (0: none).
-    Returns the sharing dict as written to sharing.json.
     """
-    correct_en = judge(task, state.option_logprobs_eno, state.greedy_match_en, examples, languages)
-    predicted_en = predicted_options(state.option_logprobs_eno) if task.scoring == "options" \
-        else np.full(correct_en.shape, -1)
+    correct_en, predicted_en = judge_state(state, task, examples, languages)
     neurons_per_layer = state.overlap.first_code.shape[-1]
     sharing = summarize(state.category_counts_eklc, state.activated_eknl, thresholds, languages, neurons_per_layer,
                         correct_bn=correct_en, overlap_kcl=np.asarray(overlap_result(state.overlap)),
@@ -63,12 +58,31 @@ def write_outputs(output_dir: str | os.PathLike, state: RunState, *, task, examp
         examples_per_second=len(examples) / state.elapsed_s if state.elapsed_s > 0 else None,
     )
     mark_uninformative(sharing, sharing["accuracy_detail"])
+    return sharing
+
+
+def write_sharing(output_dir: str | os.PathLike, sharing: dict, state: RunState, *, task, examples: Sequence,
+                  languages: Sequence[str], thresholds: Sequence[float], figures: bool = True) -> dict:
+    """Write the sharing pass's files: figures/*.png, examples.npz, sharing.json and its report section.
+
+    Returns sharing with "figures" (name -> path relative to output_dir) added, as written to sharing.json.
+    """
     paths = plot_all(sharing, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
-    sharing["figures"] = {name: os.path.relpath(path, output_dir) for name, path in paths.items()}
+    sharing = {**sharing, "figures": {name: os.path.relpath(path, output_dir) for name, path in paths.items()}}
+    correct_en, predicted_en = judge_state(state, task, examples, languages)
     write_examples(output_dir, state, examples, languages, thresholds, correct_en, predicted_en)
     write_json_atomic(os.path.join(output_dir, SHARING_FILE), sharing)
-    write_report(output_dir, sharing, paths)
+    write_section(output_dir, "sharing", sharing_section(sharing, paths, output_dir))
     return sharing
+
+
+def judge_state(state: RunState, task, examples: Sequence, languages: Sequence[str]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(correct [E, N], predicted option [E, N], -1 for open answers) from a state's scores."""
+    correct_en = judge(task, state.option_logprobs_eno, state.greedy_match_en, examples, languages)
+    predicted_en = predicted_options(state.option_logprobs_eno) if task.scoring == "options" \
+        else np.full(correct_en.shape, -1)
+    return correct_en, predicted_en
 
 
 def write_examples(output_dir: str | os.PathLike, state: RunState, examples: Sequence, languages: Sequence[str],

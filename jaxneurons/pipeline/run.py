@@ -8,15 +8,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -30,8 +27,9 @@ from jaxneurons.pipeline.batching import (POSITIONS, Batch, BatchPlan, check_lay
 from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import run_identity
-from jaxneurons.pipeline.outputs import write_flags, write_outputs
+from jaxneurons.pipeline.outputs import summarize_sharing, write_flags, write_sharing
 from jaxneurons.pipeline.runner import run_pass
+from jaxneurons.pipeline.scoring import record_scores, slot_scores
 from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
 from jaxneurons.pipeline.step import scoring_step, sharing_step
 
@@ -101,12 +99,12 @@ def run_sharing_analysis(
       the dict written to sharing.json (every process returns it).
     """
     languages, thresholds = list(languages), list(config.thresholds)
-    mesh = distributed.default_mesh() if mesh is None else mesh
+    placement = distributed.placement(mesh)
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    batch_size = distributed.round_batch_size(config.batch_size, mesh)
+    batch_size = placement.round_batch_size(config.batch_size)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     plan = plan_batches(rows, batch_size, config.positions, config.padding_side, lm.pad_id, pack=config.pack,
-                        bins_multiple=distributed.data_size(mesh))
+                        bins_multiple=placement.data_size)
     identity = run_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
                             batch_size_used=plan.batch_size, packing=repr(plan.packing))
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
@@ -117,47 +115,45 @@ def run_sharing_analysis(
     if flags_text is not None and process_index == 0:
         write_flags(output_dir, flags_text)
     state = run_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
-                        mesh=mesh, process_index=process_index, process_count=process_count)
+                        placement=placement, process_index=process_index, process_count=process_count)
     if process_count > 1:
         state = merge.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": config.positions,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
              "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
              "prompt_format": config.prompt_format, "prompt_suffix": config.prompt_suffix}
-    if process_index != 0:  # the same summary, written where nobody looks
-        with tempfile.TemporaryDirectory() as scratch:
-            return write_outputs(scratch, state, task=task, examples=examples, languages=languages,
-                                 thresholds=thresholds, run_facts=facts, figures=False, bootstrap=config.bootstrap)
-    return write_outputs(output_dir, state, task=task, examples=examples, languages=languages,
-                         thresholds=thresholds, run_facts=facts, figures=figures, bootstrap=config.bootstrap)
-
+    sharing = summarize_sharing(state, task=task, examples=examples, languages=languages, thresholds=thresholds,
+                                run_facts=facts, bootstrap=config.bootstrap)
+    if process_index != 0:  # every process returns the summary; process 0 alone writes
+        return sharing
+    return write_sharing(output_dir, sharing, state, task=task, examples=examples, languages=languages,
+                         thresholds=thresholds, figures=figures)
 
 def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
                 output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
-                on_batch_end: Callable[[int, int], None] | None = None, mesh: Mesh | None = None,
-                process_index: int = 0, process_count: int = 1) -> RunState:
+                on_batch_end: Callable[[int, int], None] | None = None,
+                placement: distributed.Placement | None = None, process_index: int = 0,
+                process_count: int = 1) -> RunState:
     """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes.
 
-    mesh: shard each batch over its `data` axis and the weights over `fsdp` (plan.batch_size must divide).
+    placement: where params and batches go (default: `distributed.placement()`, the default mesh's); each
+      batch is split over its `data` axis, which plan.batch_size must divide.
     process_index, process_count: run only the batches i with i % process_count == process_index.
     """
-    if mesh is not None and plan.batch_size % distributed.data_size(mesh):
+    placement = distributed.placement() if placement is None else placement
+    if plan.batch_size % placement.data_size:
         raise PipelineInputError(f"batch_size {plan.batch_size} is not a multiple of the mesh's data axis "
-                                 f"({distributed.data_size(mesh)})")
-    neuron_decoder = lm.decoder(Record(("act",), POSITIONS[plan.positions]), logits="positions")
-    score_decoder = lm.decoder(Record(), logits="positions")
-    thresholds_k = jnp.asarray(thresholds, jnp.float32)
-    overlap = OverlapState(*(jnp.asarray(x) for x in state.overlap))
-    params, put = lm.params, lambda arrays: jax.tree.map(jnp.asarray, arrays)
-    if mesh is not None:
-        params, put = distributed.shard_params(lm.params, mesh), lambda a: distributed.shard_batch(a, mesh)
-        thresholds_k, overlap = distributed.replicate((thresholds_k, overlap), mesh)
+                                 f"({placement.data_size})")
+    neuron_decoder = lm.decoder(Record(("act",), POSITIONS[plan.positions]), logits="hidden")
+    score_decoder = lm.decoder(Record(), logits="hidden")
+    params, put = placement.params(lm.params), placement.batch
+    thresholds_k, overlap = placement.replicate((np.asarray(thresholds, np.float32), OverlapState(*state.overlap)))
 
     def step(index: int) -> None:
         nonlocal overlap
         start = time.perf_counter()
         batch = plan.batch(index)
-        with _mesh_context(mesh):
+        with placement.context():
             overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
                                           put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
                                           plan.num_languages)
@@ -180,21 +176,6 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
     return state
 
 
-def _mesh_context(mesh: Mesh | None):
-    """`jax.set_mesh(mesh)` (jax >= 0.7), or the mesh itself on older jax; nothing without a mesh."""
-    if mesh is None:
-        return contextlib.nullcontext()
-    return jax.set_mesh(mesh) if hasattr(jax, "set_mesh") else mesh
-
-
-def slot_scores(batch: Batch, stats: dict, full: dict, positions: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(log-prob [R], greedy [R]) of every slot: from its own forward, or from its single first token."""
-    if positions == "last":
-        full = {0: (stats["logprob"], stats["greedy"]), **full}
-    return [full.get(s, (stats["first_logprob"][:, s], stats["first_greedy"][:, s]))
-            for s in range(batch.option_index_sr.shape[0])]
-
-
 def record_batch(state: RunState, batch: Batch, scores: list, stats: dict, num_languages: int) -> None:
     """Copy one batch's counts and scores into the state's per-example arrays (dummy examples dropped)."""
     valid_b = batch.valid_b
@@ -205,19 +186,3 @@ def record_batch(state: RunState, batch: Batch, scores: list, stats: dict, num_l
                   state.gold_logprob_en)
     state.real_tokens += sum(f.real_tokens for f in batch.forwards)
     state.padded_tokens += sum(f.padded_tokens for f in batch.forwards)
-
-
-def record_scores(batch: Batch, scores: list, num_languages: int, option_logprobs_eno: np.ndarray,
-                  greedy_match_en: np.ndarray, gold_logprob_en: np.ndarray | None = None) -> None:
-    """Write each slot's (log-prob [R], greedy [R]) into per-example arrays (dummy examples dropped)."""
-    valid_b = batch.valid_b
-    e_v = batch.example_index_b[valid_b]
-    for s, (logprob_r, greedy_r) in enumerate(scores):
-        logprob_vn = np.asarray(logprob_r).reshape(-1, num_languages)[valid_b]
-        option_vn = batch.option_index_sr[s].reshape(-1, num_languages)[valid_b]
-        v, n = np.nonzero(option_vn >= 0)
-        option_logprobs_eno[e_v[v], n, option_vn[v, n]] = logprob_vn[v, n]
-        if s == 0:  # slot 0 is the gold answer
-            if gold_logprob_en is not None:
-                gold_logprob_en[e_v] = logprob_vn
-            greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]

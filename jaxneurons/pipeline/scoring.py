@@ -8,6 +8,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxneurons.models.decoder import unembed, unembedding
+from jaxneurons.pipeline.batching import Batch
+
+
+LOGITS_CHUNK_BYTES = 2**28  # token_scores: float32 logits computed at once (256 MiB)
+
+
+def token_log_probs(logits_pv: jax.Array, tokens_pc: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(log-prob [P, C] of C tokens at each of P positions, whether each is the argmax [P, C]) from logits [P, V]."""
+    logits_pv = logits_pv.astype(jnp.float32)
+    shifted = logits_pv - jnp.max(logits_pv, axis=-1, keepdims=True)  # log_softmax, term for term
+    log_norm = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+    logprob_pc = jnp.take_along_axis(shifted, tokens_pc, axis=-1) - log_norm
+    return logprob_pc, jnp.argmax(logits_pv, axis=-1)[:, None] == tokens_pc
+
+
+def token_scores(config, params, hidden_rkd: jax.Array, tokens_rkc: jax.Array, dtype=jnp.float32
+                 ) -> tuple[jax.Array, jax.Array]:
+    """`token_log_probs` of tokens [R, K, C] at final hidden states [R, K, D] (a Decoder's logits="hidden"),
+    without the [R, K, V] logits: the unembedding runs over chunks of positions that hold LOGITS_CHUNK_BYTES
+    (a 262,144-token vocabulary would otherwise take 1 MiB per position). Returns ([R, K, C], [R, K, C])."""
+    weight = unembedding(config, params)
+    rows, k, width = hidden_rkd.shape
+    chunk = max(1, LOGITS_CHUNK_BYTES // (4 * config.vocab_size))
+
+    def one(item):
+        h_d, tokens_c = item
+        return token_log_probs(unembed(config, h_d[None], weight, dtype), tokens_c[None])
+
+    flat = (hidden_rkd.reshape(rows * k, width), tokens_rkc.reshape(rows * k, -1))
+    logprob, is_argmax = jax.lax.map(lambda x: jax.tree.map(lambda a: a[0], one(x)), flat, batch_size=chunk)
+    return logprob.reshape(tokens_rkc.shape), is_argmax.reshape(tokens_rkc.shape)
+
 
 def continuation_scores(logits_rkv: jax.Array, targets_rk: jax.Array, target_mask_rk: jax.Array
                         ) -> tuple[jax.Array, jax.Array]:
@@ -16,19 +49,35 @@ def continuation_scores(logits_rkv: jax.Array, targets_rk: jax.Array, target_mas
     logits_rkv are the logits at the positions that predict the continuation's tokens; masked positions
     (past the continuation's end) count for nothing. A row with no continuation scores (0, True).
     """
-    logprobs_rkv = jax.nn.log_softmax(logits_rkv.astype(jnp.float32), axis=-1)
-    target_logprob_rk = jnp.take_along_axis(logprobs_rkv, targets_rk[..., None], axis=-1)[..., 0]
+    rows, k, vocab = logits_rkv.shape
+    logprob, is_argmax = token_log_probs(logits_rkv.reshape(rows * k, vocab), targets_rk.reshape(-1, 1))
+    return sum_continuation(logprob.reshape(rows, k), is_argmax.reshape(rows, k), target_mask_rk)
+
+
+def sum_continuation(target_logprob_rk: jax.Array, is_argmax_rk: jax.Array, target_mask_rk: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+    """(summed log-prob [R], all-argmax [R]) of each row's continuation from its per-token scores [R, K]."""
     logprob_r = jnp.sum(jnp.where(target_mask_rk, target_logprob_rk, 0.0), axis=-1)
-    is_argmax_rk = jnp.argmax(logits_rkv, axis=-1) == targets_rk
-    greedy_r = jnp.all(is_argmax_rk | ~target_mask_rk, axis=-1)
-    return logprob_r, greedy_r
+    return logprob_r, jnp.all(is_argmax_rk | ~target_mask_rk, axis=-1)
 
 
 def first_token_scores(logits_rkv: jax.Array, first_tokens_rs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Log-prob [R, S] and is-argmax [R, S] of each slot's first token, from the logits at the prompt's end."""
-    logprobs_rv = jax.nn.log_softmax(logits_rkv[:, 0].astype(jnp.float32), axis=-1)
-    logprob_rs = jnp.take_along_axis(logprobs_rv, first_tokens_rs, axis=-1)
-    return logprob_rs, jnp.argmax(logits_rkv[:, 0], axis=-1)[:, None] == first_tokens_rs
+    return token_log_probs(logits_rkv[:, 0], first_tokens_rs)
+
+
+def hidden_scores(config, params, hidden_rkd: jax.Array, targets_rk: jax.Array, target_mask_rk: jax.Array,
+                  first_tokens_rs: jax.Array, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """`continuation_scores` and `first_token_scores` from final hidden states [R, K, D] in one chunked
+    unembedding: {logprob [R], greedy [R], first_logprob [R, S], first_greedy [R, S]}. Position 0 of each
+    row (the prompt's last token) also scores the first tokens of every slot."""
+    slots = first_tokens_rs.shape[1]
+    first = jnp.zeros(targets_rk.shape + (slots,), targets_rk.dtype).at[:, 0].set(first_tokens_rs)
+    logprob, is_argmax = token_scores(config, params, hidden_rkd,
+                                      jnp.concatenate([targets_rk[..., None], first], axis=-1), dtype)
+    out = dict(zip(("logprob", "greedy"), sum_continuation(logprob[..., 0], is_argmax[..., 0], target_mask_rk)))
+    out["first_logprob"], out["first_greedy"] = logprob[:, 0, 1:], is_argmax[:, 0, 1:]
+    return out
 
 
 def judge(task, option_logprobs_eno: np.ndarray, greedy_match_en: np.ndarray, examples: Sequence,
@@ -48,3 +97,26 @@ def judge(task, option_logprobs_eno: np.ndarray, greedy_match_en: np.ndarray, ex
 def accuracy_per_language(correct_en: np.ndarray, languages: Sequence[str]) -> dict[str, float]:
     """language -> fraction of examples answered correctly."""
     return {lang: float(np.mean(correct_en[:, n])) for n, lang in enumerate(languages)}
+
+def slot_scores(batch: Batch, stats: dict, full: dict, positions: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(log-prob [R], greedy [R]) of every slot: from its own forward, or from its single first token."""
+    if positions == "last":
+        full = {0: (stats["logprob"], stats["greedy"]), **full}
+    return [full.get(s, (stats["first_logprob"][:, s], stats["first_greedy"][:, s]))
+            for s in range(batch.option_index_sr.shape[0])]
+
+
+def record_scores(batch: Batch, scores: list, num_languages: int, option_logprobs_eno: np.ndarray,
+                  greedy_match_en: np.ndarray, gold_logprob_en: np.ndarray | None = None) -> None:
+    """Write each slot's (log-prob [R], greedy [R]) into per-example arrays (dummy examples dropped)."""
+    valid_b = batch.valid_b
+    e_v = batch.example_index_b[valid_b]
+    for s, (logprob_r, greedy_r) in enumerate(scores):
+        logprob_vn = np.asarray(logprob_r).reshape(-1, num_languages)[valid_b]
+        option_vn = batch.option_index_sr[s].reshape(-1, num_languages)[valid_b]
+        v, n = np.nonzero(option_vn >= 0)
+        option_logprobs_eno[e_v[v], n, option_vn[v, n]] = logprob_vn[v, n]
+        if s == 0:  # slot 0 is the gold answer
+            if gold_logprob_en is not None:
+                gold_logprob_en[e_v] = logprob_vn
+            greedy_match_en[e_v] = np.asarray(greedy_r).reshape(-1, num_languages)[valid_b]
