@@ -16,10 +16,12 @@ the pipeline: it is the layer below it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -186,6 +188,59 @@ def shard_batch(arrays, mesh: Mesh):
 
 def replicate(tree, mesh: Mesh):
     return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec())), tree)
+
+
+class Placement:
+    """Where one run's arrays live, used by every pass: `params` split over the mesh's `fsdp` axis (replicated
+    over `data`), `batch` (arrays whose axis 0 is rows or examples) split over `data`, `replicate` on every
+    device; with no mesh, everything on the default device. Params are placed once per params object.
+
+    >>> placement = Placement(make_mesh("data:4,fsdp:2"))
+    >>> with placement.context():
+    ...     out = step(placement.params(lm.params), placement.batch(arrays))
+    """
+
+    def __init__(self, mesh: Mesh | None = None):
+        self.mesh = mesh
+        self._placed: tuple[object, object] | None = None  # (params given, params placed)
+
+    @property
+    def data_size(self) -> int:
+        return data_size(self.mesh)
+
+    def round_batch_size(self, batch_size: int) -> int:
+        return round_batch_size(batch_size, self.mesh)
+
+    def params(self, params):
+        if self._placed is None or self._placed[0] is not params:
+            placed = jax.device_put(params) if self.mesh is None else shard_params(params, self.mesh)
+            self._placed = (params, placed)
+        return self._placed[1]
+
+    def batch(self, arrays):
+        if self.mesh is None:
+            return jax.tree.map(jnp.asarray, arrays)
+        return shard_batch(arrays, self.mesh)
+
+    def replicate(self, tree):
+        return jax.tree.map(jnp.asarray, tree) if self.mesh is None else replicate(tree, self.mesh)
+
+    def context(self):
+        """The mesh as jax's current mesh (`jax.set_mesh`, or the mesh itself on older jax); none without one."""
+        if self.mesh is None:
+            return contextlib.nullcontext()
+        return jax.set_mesh(self.mesh) if hasattr(jax, "set_mesh") else self.mesh
+
+
+_placements: dict[Mesh | None, Placement] = {}
+
+
+def placement(mesh: Mesh | None = None) -> Placement:
+    """The run's placement on `mesh` (default: `default_mesh()`), one per mesh, so passes share placed params."""
+    mesh = default_mesh() if mesh is None else mesh
+    if mesh not in _placements:
+        _placements[mesh] = Placement(mesh)
+    return _placements[mesh]
 
 
 # ---------------------------------------------------------------- merging the processes' results

@@ -23,6 +23,7 @@ forward and backward of the whole prompt for every layer and alpha, in PyTorch).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -111,7 +112,7 @@ def replay_plan(num_layers: int, layers, max_ratio: float = 1.25) -> list[tuple[
 
 def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mask=None, steps: int = 20,
                          layers=None, rule: str = "gauss_legendre", chunk_size: int | None = None,
-                         memory_gb: float = 2.0, path: str = PATHS[0]) -> IGResult:
+                         memory_gb: float = 2.0, path: str = PATHS[0], placement=None) -> IGResult:
     """IG of every neuron of the chosen layers (all when None) toward target_ids [B] at the last token,
     along `path` (see the module docstring).
 
@@ -121,6 +122,7 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
 
     chunk_size bounds memory: that many (layer, alpha) replays of all B rows run at once. None: as many
     as fit in about memory_gb of activations (the replay's logits, [chunk, B, vocab], dominate).
+    placement: a `distributed.Placement` for params and rows (default: the default device).
     """
     if path not in PATHS:
         raise ValueError(f"unknown IG path {path!r}; choose from {PATHS}")
@@ -137,9 +139,12 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     replays = tuple(Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last", start)
                     for start, _ in plan)
     frozen_norm = path == "frozen_norm" and lm.config.sandwich_norms  # else the two paths are one
-    grads, zeroed_asked, m, clean = _ig(full, replays, plan, frozen_norm, lm.params, jnp.asarray(ids),
-                                        jnp.asarray(mask), jnp.asarray(target_ids, jnp.int32),
-                                        jnp.asarray(alphas, jnp.float32), chunk_size)
+    params, rows = lm.params, (ids, mask, np.asarray(target_ids, np.int32))
+    if placement is not None:
+        params, rows = placement.params(params), placement.batch(rows)
+    with contextlib.nullcontext() if placement is None else placement.context():
+        grads, zeroed_asked, m, clean = _ig(full, replays, plan, frozen_norm, params, *rows,
+                                            jnp.asarray(alphas, jnp.float32), chunk_size)
     asked = [l for _, group in plan for l in group]  # the order _ig computes them in
     per_layer = np.asarray(grads, np.float64).reshape(len(asked), len(alphas), *grads.shape[1:])
     attributions = np.zeros(m.shape, np.float32)  # [B, L, F]
@@ -159,9 +164,12 @@ def auto_chunk_size(config, rows: int, memory_gb: float = 2.0) -> int:
 
 
 def left_padded(ids: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:
-    """The same rows, left-padded: every prompt's last token then sits at the last index."""
+    """The same rows, left-padded: every prompt's last token then sits at the last index (rows that already
+    are, as the attribution pass lays them out, are returned as they are)."""
     ids = ids[None] if ids.ndim == 1 else ids
     mask = np.ones_like(ids) if mask is None else np.asarray(mask).reshape(ids.shape)
+    if np.all(np.diff((mask != 0).astype(np.int8), axis=1) >= 0) and mask[:, -1].all():
+        return ids, mask
     return pad_rows([row[m.astype(bool)] for row, m in zip(ids, mask)], 0, "left", length=ids.shape[1])
 
 

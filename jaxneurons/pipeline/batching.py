@@ -242,13 +242,18 @@ class BatchPlan:
         """Original indices of the real examples of batch `index`."""
         return self.order[self.starts[index]:self.starts[index + 1]]
 
+    def batch_examples(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(example index [B], valid [B]) of batch `index`: its real examples, then copies of the first marked
+        invalid (dummies), so every batch has batch_size examples."""
+        real = self.examples_in(index)
+        example_index_b = np.concatenate([real, np.full(self.batch_size - len(real), real[0])]).astype(np.int64)
+        return example_index_b, np.arange(self.batch_size) < len(real)
+
     def batch(self, index: int) -> Batch:
         """Batch `index` with its padded forwards (built on demand: the plan holds only tokens)."""
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} of {self.num_batches}")
-        real = self.examples_in(index)
-        example_index_b = np.concatenate([real, np.full(self.batch_size - len(real), real[0])]).astype(np.int64)
-        valid_b = np.arange(self.batch_size) < len(real)
+        example_index_b, valid_b = self.batch_examples(index)
         rows = [row for e in example_index_b for row in self.rows[e]]
         valid_r = np.repeat(valid_b, self.num_languages)
         num_slots = max(len(r.continuations) for r in rows)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from jaxneurons.analysis import OverlapState, example_statistics, overlap_update
 from jaxneurons.models.decoder import Decoder
 from jaxneurons.models.output import forward as run_forward
-from jaxneurons.pipeline.scoring import continuation_scores, first_token_scores
+from jaxneurons.pipeline.scoring import hidden_scores, sum_continuation, token_scores
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
@@ -27,25 +26,27 @@ def sharing_step(decoder: Decoder, params, overlap: OverlapState, forward: dict,
     Returns the new overlap state and {category_counts [B, K, L, 4], activated [B, K, N, L],
     logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S]}.
     """
-    logits, activations = forward_rows(decoder, params, forward)
+    hidden, activations = forward_rows(decoder, params, forward)
     rows, num_layers, neurons = activations["act"].shape
     acts_bnlf = activations["act"].reshape(rows // num_languages, num_languages, num_layers, neurons)
     counts_bklc, activated_bknl = example_statistics(acts_bnlf, thresholds_k)
-    out = {"category_counts": counts_bklc, "activated": activated_bknl}
-    out["logprob"], out["greedy"] = continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
-    out["first_logprob"], out["first_greedy"] = first_token_scores(logits, first_tokens_rs)
+    out = {"category_counts": counts_bklc, "activated": activated_bknl,
+           **hidden_scores(decoder.config, params, hidden, forward["targets_rk"], forward["target_mask_rk"],
+                           first_tokens_rs, decoder.dtype)}
     return overlap_update(overlap, acts_bnlf, thresholds_k, valid_b), out
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
 def scoring_step(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, jax.Array]:
-    """Logits only (no neurons): (summed log-prob [R], all-argmax [R]) of each row's continuation."""
-    logits, _ = forward_rows(decoder, params, forward)
-    return continuation_scores(logits, forward["targets_rk"], forward["target_mask_rk"])
+    """No neurons: (summed log-prob [R], all-argmax [R]) of each row's continuation."""
+    hidden, _ = forward_rows(decoder, params, forward)
+    logprob, is_argmax = token_scores(decoder.config, params, hidden, forward["targets_rk"][..., None], decoder.dtype)
+    return sum_continuation(logprob[..., 0], is_argmax[..., 0], forward["target_mask_rk"])
 
 
 def forward_rows(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, dict]:
-    """Run a forward and return per row: logits [R, k, V] at its positions, recorded neurons [R, L, F].
+    """Run a forward and return per row: the decoder's logits output at its positions ([R, k, V]; [R, k, D]
+    final hidden states with logits="hidden"), recorded neurons [R, L, F].
 
     A packed forward (with "row_slot_r") computes them per (bin, segment); each row takes its own slot.
     """
@@ -58,7 +59,3 @@ def forward_rows(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, di
     activations = {name: value.reshape(bins * segments, *value.shape[2:])[slot_r]
                    for name, value in out.activations.items()}
     return logits, activations
-
-
-def to_device(forward_arrays: dict) -> dict:
-    return {name: jnp.asarray(value) for name, value in forward_arrays.items()}
