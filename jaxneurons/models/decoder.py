@@ -323,6 +323,31 @@ class Block(nn.Module):
         return out, None
 
 
+class Head(nn.Module):
+    """The unembedding kernel [D, V] of a model with untied embeddings (the parameter `lm_head/kernel`)."""
+
+    vocab_size: int
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, h):
+        return self.param("kernel", nn.initializers.normal(0.02), (h.shape[-1], self.vocab_size), self.param_dtype)
+
+
+def unembedding(config: ModelConfig, params) -> jax.Array:
+    """[D, V]: the matrix `unembed` multiplies final hidden states by (the embedding when tied)."""
+    return params["embed"]["embedding"].T if config.tie_embeddings else params["lm_head"]["kernel"]
+
+
+def unembed(config: ModelConfig, h, weight_dv, dtype=jnp.float32) -> jax.Array:
+    """Float32 logits [..., V] of final-normed hidden states h [..., D] (Gemma's final soft cap applied)."""
+    logits = jnp.matmul(h.astype(dtype), weight_dv.astype(dtype), precision=jax.lax.Precision.HIGHEST)
+    logits = logits.astype(jnp.float32)
+    if config.final_logit_softcap:
+        logits = jnp.tanh(logits / config.final_logit_softcap) * config.final_logit_softcap
+    return logits
+
+
 class Decoder(nn.Module):
     """Token ids -> logits (all positions, last real position, or none) for any supported family."""
 
@@ -330,7 +355,7 @@ class Decoder(nn.Module):
     dtype: Any = jnp.float32  # compute dtype of activations
     param_dtype: Any = jnp.float32
     record: Record = Record()
-    logits: str = "all"  # all | last | positions (at logit_positions) | none
+    logits: str = "all"  # all | last | positions (at logit_positions) | hidden (final-normed, at them) | none
     first_layer: int = 0  # replays only: run layers first_layer..L-1, with params["layers"] sliced to them
 
     @nn.compact
@@ -375,16 +400,13 @@ class Decoder(nn.Module):
             return None
         if self.logits == "last":
             h = jnp.take_along_axis(h, ctx["record_index"][:, None, None], axis=1)
-        elif self.logits == "positions":  # only where the caller reads them: never [B, T, V] for long T
+        elif self.logits in ("positions", "hidden"):  # only where the caller reads them: never [B, T, V] for long T
             h = jnp.take_along_axis(h, logit_positions[..., None], axis=1)
         h = Norm(c.norm, c.norm_eps, self.param_dtype, name="final_norm")(h)
-        if c.tie_embeddings:
-            logits = embed.attend(h)
-        else:
-            logits = _dense(c.vocab_size, False, self.dtype, self.param_dtype, "lm_head")(h)
-        logits = logits.astype(jnp.float32)
-        if c.final_logit_softcap:
-            logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
+        if self.logits == "hidden":  # the caller unembeds (e.g. `pipeline.scoring.token_scores`, in chunks)
+            return h
+        weight = embed.embedding.T if c.tie_embeddings else Head(c.vocab_size, self.param_dtype, name="lm_head")(h)
+        logits = unembed(c, h, weight, self.dtype)
         return logits[:, 0] if self.logits == "last" else logits
 
     def _context(self, mask_bt, record_index_b, intervention, query_len):
