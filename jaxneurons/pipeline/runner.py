@@ -1,6 +1,6 @@
 """One batch loop for every pass over a task (sharing, attribution, deactivation): this process's batches from
-the resume point, one step each, a checkpoint every k of them and after its last, and one progress format (a
-bar, or without it one log line per checkpoint)."""
+the resume point, one step each, a checkpoint every k of them, every CHECKPOINT_SECONDS and after its last (and
+at least MIN_CHECKPOINTS a run), and one progress format (a bar, or without it one log line per checkpoint)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from tqdm.auto import tqdm
 from jaxneurons import distributed
 from jaxneurons.pipeline.batching import BatchPlan
 
+CHECKPOINT_SECONDS = 120.0  # a run killed at any moment loses at most about this much work
+MIN_CHECKPOINTS = 5  # a short run still saves this often (so a 6-batch run can be resumed)
+
 
 def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None], save: Callable[[int], None], *,
              process_index: int = 0, process_count: int = 1, checkpoint_every: int = 1, progress: bool = True,
@@ -20,7 +23,8 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
              postfix: Callable[[], dict[str, str]] = dict) -> None:
     """Run step(i) for this process's batches i >= start (those with i % process_count == process_index).
 
-    save(next batch) after every checkpoint_every of this process's batches and after its last one, with
+    save(next batch) after every checkpoint_every of this process's batches (fewer when it has less than
+    MIN_CHECKPOINTS x that many), after CHECKPOINT_SECONDS without a save, and after its last one, with
     plan.num_batches then: this process is done (a resumed process continues from the batch saved).
     on_batch_end(i, plan.num_batches) after each batch; postfix(): extra fields of the bar and log line.
     """
@@ -30,15 +34,19 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
     todo = [(own, i) for own, i in enumerate(mine, 1) if i >= start]
     bar = tqdm(total=sum(size.values()), initial=done, unit="ex", disable=not progress, dynamic_ncols=True,
                desc=name)
+    every = max(1, min(checkpoint_every, len(mine) // MIN_CHECKPOINTS))
     began, ran = time.perf_counter(), 0
+    saved_at = began
     try:
         for own, index in todo:
             step(index)
             next_batch = index + 1 if index + process_count < plan.num_batches else plan.num_batches
             done, ran = done + size[index], ran + size[index]
             fields = {"ex/s": f"{ran / max(time.perf_counter() - began, 1e-9):.2f}", **postfix()}
-            if own % checkpoint_every == 0 or next_batch == plan.num_batches:
+            now = time.perf_counter()
+            if own % every == 0 or now - saved_at >= CHECKPOINT_SECONDS or next_batch == plan.num_batches:
                 save(next_batch)
+                saved_at = now
                 if not progress:
                     logging.info("%s: batch %d of %d saved, %d of %d examples, %s", name, index + 1, plan.num_batches,
                                  done, bar.total, ", ".join(f"{k} {v}" for k, v in fields.items()))
