@@ -13,8 +13,10 @@ setup(
     packages=find_packages(include=["jaxneurons", "jaxneurons.*"]),
     package_data={"jaxneurons.tasks": ["builtin/*.json", "builtin/README.md"]},
     install_requires=[
-        "jax>=0.6",
-        "flax>=0.10",
+        # Tested: jax 0.10.2 + flax 0.12.8 (the whole suite) and jax 0.6.2 + flax 0.10.7 (a few pipeline,
+        # mesh and nnx.bridge tests); the upper bounds exclude releases nobody has run (BUILD_NOTES, dependencies).
+        "jax>=0.6.2,<0.11",
+        "flax>=0.10.7,<0.13",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
         "transformers>=5.0",  # tokenizers and configs only (v5 has no Flax models); AutoConfig normalises rope_parameters

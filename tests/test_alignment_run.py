@@ -12,7 +12,7 @@ from jaxneurons.alignment.train import TrainConfig
 from jaxneurons.pipeline import ResumeMismatchError
 from jaxneurons.pipeline.identity import weights_fingerprint
 from jaxneurons.tasks import get_task
-from tests.test_pipeline import LANGS, tiny_lm
+from tests.fixtures import LANGS, tiny_lm
 
 CONFIG = TrainConfig(lr=1e-2, warmup=1, steps=2, batch_size=2, save_every=1)
 

@@ -16,7 +16,7 @@ from jaxneurons.pipeline import ResumeMismatchError
 from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
 from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
 from jaxneurons.tasks import get_task
-from tests.test_pipeline import LANGS, direct_acts, tiny_lm
+from tests.fixtures import LANGS, direct_acts, tiny_lm
 
 NUM = 3
 

@@ -26,7 +26,7 @@ def analyse(out: str, **kwargs) -> dict:
     sys.path.insert(0, REPO)
     from jaxneurons.pipeline import SharingConfig, run_sharing_analysis
     from jaxneurons.tasks import get_task
-    from tests.test_pipeline import split_config, tiny_lm
+    from tests.fixtures import split_config, tiny_lm
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
@@ -40,7 +40,7 @@ def deactivate(out: str, **kwargs) -> dict:
     sys.path.insert(0, REPO)
     from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
     from jaxneurons.tasks import get_task
-    from tests.test_pipeline import tiny_lm
+    from tests.fixtures import tiny_lm
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
@@ -53,7 +53,7 @@ def attribute(out: str, **kwargs) -> dict:
     sys.path.insert(0, REPO)
     from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
     from jaxneurons.tasks import get_task
-    from tests.test_pipeline import tiny_lm
+    from tests.fixtures import tiny_lm
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples

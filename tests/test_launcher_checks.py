@@ -27,7 +27,7 @@ def tiny_dirs(tmp_path_factory):
     """(a 2-layer HF checkpoint folder with its tokenizer, the same without tokenizer files)."""
     sys.path.insert(0, REPO)
     from jaxneurons.loading.export import export_hf
-    from tests.test_pipeline import tiny_lm
+    from tests.fixtures import tiny_lm
 
     root = tmp_path_factory.mktemp("models")
     export_hf(tiny_lm(), str(root / "model"))

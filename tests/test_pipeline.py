@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxneurons as jn
 from jaxneurons.lm import pad_rows
 from jaxneurons.pipeline import (
     EXAMPLES_FILE,
@@ -24,40 +23,12 @@ from jaxneurons.pipeline import (
     tokenize_examples,
 )
 from jaxneurons.tasks import get_task
+from tests.fixtures import FIXED_LENGTH, LANGS, direct_acts, split_config, tiny_lm
 
-LANGS = ["en", "de", "ru"]
 THRESHOLDS = (0.0, 0.1, 0.5)
 NUM_EXAMPLES = 5
-FIXED_LENGTH = 512  # the direct references pad (right) to one length: one compilation, causal = no effect
 
 # ---------------------------------------------------------------- a tiny model and tokenizer
-
-
-def byte_tokenizer():
-    """Byte-level tokenizer with a BOS; " true" and " false" are single tokens, the rest one token a byte."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab.update({"<pad>": 256, "<s>": 257})
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 257)])
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>")
-    hf.add_tokens([AddedToken(" true", normalized=False), AddedToken(" false", normalized=False)])
-    return hf
-
-
-def tiny_lm(seed: int = 0) -> jn.LanguageModel:
-    config = jn.ModelConfig(family="llama", vocab_size=264, hidden_size=32, intermediate_size=24, num_layers=2,
-                            num_heads=4, num_kv_heads=2, head_dim=8, tie_embeddings=True, pad_token_id=256)
-    ids = jnp.ones((1, 4), jnp.int32)
-    shapes = jax.eval_shape(jn.Decoder(config).init, jax.random.key(seed), ids, ids)["params"]
-    rng = np.random.default_rng(seed)  # std 0.15: activations of both signs, logits that differ by token
-    params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0.0, 0.15, x.shape) if x.ndim == 2
-                                                else 1.0 + 0.2 * rng.normal(size=x.shape), jnp.float32), shapes)
-    return jn.LanguageModel(config, params, byte_tokenizer(), jnp.float32, "tiny-llama")
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +40,6 @@ def lm():
 def nli():
     task = get_task("builtin_nli")  # the paper's prompt: these tests read the neurons at the prompt's end
     return task, task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
-
-
-def split_config(config_class, kwargs: dict):
-    """(config_class built from the kwargs that name its fields, the other kwargs)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return (config_class(**{k: v for k, v in kwargs.items() if k in names}),
-            {k: v for k, v in kwargs.items() if k not in names})
 
 
 def run(lm, task, examples, out, **kwargs):
@@ -107,16 +71,6 @@ def ref_counts(acts_nlf: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray
         counts.append([[np.sum(code_lf[l] == c) for c in range(4)] for l in range(code_lf.shape[0])])
         activated.append(active_nlf.sum(axis=-1))
     return np.array(counts), np.array(activated)
-
-
-def direct_acts(lm, example, languages, positions="last") -> np.ndarray:
-    """[N, L, F] neurons of each prompt alone, read with `lm.neurons` (one prompt per call, no padding)."""
-    # One row per call; right padding to a fixed length only so that every call shares one compiled shape.
-    rows = []
-    for lang in languages:
-        ids, mask = lm.encode([example.prompts[lang]], pad_to_multiple_of=FIXED_LENGTH)
-        rows.append(np.asarray(lm.neurons(ids, mask, positions=positions))[0])
-    return np.stack(rows)
 
 
 def direct_logprob(lm, prompt: str, continuation: str) -> tuple[float, bool]:

@@ -10,7 +10,8 @@ import numpy as np
 from jaxneurons.analysis.io import write_text_atomic
 from jaxneurons.analysis.sharing import CATEGORIES
 
-# Headline figures of the paper (v1, secondhand; see PAPER.md) that the reading compares against.
+# Headline figures of Wang et al., "Sharing Matters" (arXiv 2406.09265, v1; secondhand, as quoted in the
+# project's notes outside this repository, not re-read from the paper) that the reading compares against.
 PAPER_ALL_SHARED_PERCENT = (20.0, 30.0)  # BLOOM about 20 %, BLOOMZ about 30 %
 PAPER_STAY_NON_ACTIVATED_PERCENT = 10.0  # "fewer than 10 % of non-activated neurons stay non-activated"
 

@@ -35,6 +35,7 @@ from jaxneurons.models.config import ModelConfig
 NAMES = ("resid_pre", "attn_out", "resid_mid", "pre_act", "act", "ffn_hidden", "mlp_out", "resid_post",
          "attn_pattern")
 PATCHABLE = NAMES[:-1]
+FFN_NAMES = ("pre_act", "act", "ffn_hidden")  # the quantities with one value per FFN neuron (last axis F)
 POSITIONS = ("last", "all", "max")
 
 
@@ -43,12 +44,16 @@ class Record:
     """Which quantities the model records (`NAMES`), where, and in which layers; nothing nobody asked for.
 
     layers: a subset of layer indices (None: all); replay: also what a last-token replay needs (`Replay`).
+    top_k: record each FFN quantity (`FFN_NAMES`) as (values, indices) of its k largest neurons per row,
+    position and layer instead of all F (`jax.lax.top_k` order, largest first; all F when k > F); the other
+    names are recorded whole.
     """
 
     names: tuple[str, ...] = ()
     positions: str = "last"  # last | all | max
     layers: tuple[int, ...] | None = None
     replay: bool = False
+    top_k: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "names", tuple(self.names))
@@ -59,6 +64,9 @@ class Record:
             raise ValueError(f"unknown positions {self.positions!r}; choose from {POSITIONS}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise ValueError(f"Record.top_k must be a positive int or None, got {self.top_k!r}")
 
 
 @flax.struct.dataclass
@@ -261,7 +269,10 @@ def _observe(module: nn.Module, name: str, x_bt, ctx, layer):
             current = x_bt[patch.row, patch.token]
             x_bt = x_bt.at[patch.row, patch.token].add(jnp.where(hit, patch.values.astype(x_bt.dtype) - current, 0))
     if name in module.record.names:
-        module.sow("intermediates", name, _at_positions(x_bt, ctx, module.record.positions))
+        recorded = _at_positions(x_bt, ctx, module.record.positions)
+        if module.record.top_k is not None and name in FFN_NAMES:
+            recorded = jax.lax.top_k(recorded, min(module.record.top_k, recorded.shape[-1]))  # (values, indices)
+        module.sow("intermediates", name, recorded)
     return x_bt
 
 

@@ -26,7 +26,8 @@ from jaxneurons.models.decoder import Decoder, Intervention, Patch, Replay
 @flax.struct.dataclass
 class Output:
     """logits: float32 [B, T, V], [B, V] (logits="last"), [B, K, V] ("positions") or None ("none");
-    activations: {name: array} in the public layout (module docstring); replay: the cache a last-token
+    activations: {name: array} in the public layout (module docstring), for an FFN quantity under
+    `Record(top_k=k)` a (values, indices) pair with k in place of F; replay: the cache a last-token
     replay needs, when the record asked for it."""
 
     logits: jax.Array | None
@@ -47,9 +48,10 @@ def forward(decoder: Decoder, params, input_ids, mask, *, record_index=None, int
     if layers is not None and not all(decoder.first_layer <= l < decoder.config.num_layers for l in layers):
         raise ValueError(f"recorded layers {layers} outside {decoder.first_layer}..{decoder.config.num_layers - 1}")
     activations = {}
-    for name in decoder.record.names:
-        value = sown[name] if layers is None else sown[name][np.asarray(layers) - decoder.first_layer]
-        activations[name] = jnp.moveaxis(value, 0, 2 if per_token else 1)
+    for name in decoder.record.names:  # a Record(top_k=...) FFN quantity is a (values, indices) pair
+        picked = sown[name] if layers is None else jax.tree.map(
+            lambda v: v[np.asarray(layers) - decoder.first_layer], sown[name])
+        activations[name] = jax.tree.map(lambda v: jnp.moveaxis(v, 0, 2 if per_token else 1), picked)
     return Output(logits, activations, _replay(sown) if decoder.record.replay else None)
 
 
