@@ -12,7 +12,8 @@ from jaxneurons.loading import hf_dir
 from jaxneurons.loading.convert import CheckpointError, build_params, hf_targets
 from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
 
-__all__ = ["load_model", "load_tokenizer", "read_model_config", "CheckpointError", "UnsupportedConfigError"]
+__all__ = ["load_model", "load_tokenizer", "read_model_config", "read_max_context", "CheckpointError",
+           "UnsupportedConfigError"]
 
 
 def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False,
@@ -46,6 +47,25 @@ def read_model_config(source: str) -> ModelConfig:
 
         return read_saved_config(source)
     return _config_for(hf_dir.read_config(source), os.path.join(source, "config.json"))
+
+
+def read_max_context(source: str) -> int | None:
+    """The longest sequence (tokens) the model's config states it was trained for, without its weights; None when
+    it states none (BLOOM's ALiBi). A jaxneurons model directory has the context of the model it was saved from
+    (its tokenizer_source)."""
+    source = _resolve(source)
+    if source.endswith(".gguf"):
+        from jaxneurons.loading.gguf_reader import read_gguf
+
+        value = read_gguf(source).hf_config.get("max_position_embeddings")
+    elif _is_saved(source):
+        from jaxneurons.loading.orbax_dir import saved_source
+
+        origin = saved_source(source)
+        return read_max_context(origin) if origin is not None and origin != source else None
+    else:
+        value = hf_dir.read_config(source).get("max_position_embeddings")
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def has_tokenizer(source: str) -> bool:
