@@ -38,6 +38,7 @@ def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: b
 def read_model_config(source: str) -> ModelConfig:
     """The config of a model source without its weights (cheap: to check settings before the slow load)."""
     source = _resolve(source)
+    _check_not_a_weights_file(source)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
 
@@ -54,6 +55,7 @@ def read_max_context(source: str) -> int | None:
     it states none (BLOOM's ALiBi). A jaxneurons model directory has the context of the model it was saved from
     (its tokenizer_source)."""
     source = _resolve(source)
+    _check_not_a_weights_file(source)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
 
@@ -84,6 +86,7 @@ def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool) -> Lang
     if source.endswith(".bin") and not allow_pickle:
         raise CheckpointError(f"{source} is a pickled PyTorch checkpoint; loading a pickle runs arbitrary code. "
                               "Convert it to safetensors, or pass allow_pickle=True if you trust its origin.")
+    _check_not_a_weights_file(source)
     if _is_saved(source):
         from jaxneurons.loading.orbax_dir import load_orbax_model
 
@@ -101,6 +104,14 @@ def _resolve(source: str, role: str = "") -> str:
         raise FileNotFoundError(f"{role}{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an "
                                 "existing path to a checkpoint directory or .gguf file.")
     return zoo.resolve_zoo(source)
+
+
+def _check_not_a_weights_file(path: str) -> None:
+    """CheckpointError when `path` is a file other than a .gguf: a checkpoint is the folder holding it."""
+    if os.path.isfile(path) and not path.endswith(".gguf"):
+        folder = os.path.dirname(os.path.abspath(path))
+        raise CheckpointError(f"{path} is a file, not a model: pass the checkpoint folder that holds it with its "
+                              f"config.json ({folder}), or a .gguf file")
 
 
 def _is_saved(source: str) -> bool:
