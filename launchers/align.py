@@ -105,8 +105,8 @@ def load_examples(task, model: str, tokenizer: str | None):
         if not examples:
             raise ValueError(f"no {name} examples of --task={FLAGS.task} in --{name}_split={split} (--data_dir="
                              f"{FLAGS.data_dir}): check the split, --num_train / --num_eval and the data files")
-        check_context(examples, FLAGS.languages, model, tokenizer,
-                      hint="shorten or remove it in the data files, or choose a model with a longer context")
+    check_context(train_ex + eval_ex, FLAGS.languages, model, tokenizer,
+                  hint="shorten or remove it in the data files, or choose a model with a longer context")
     return train_ex, eval_ex
 
 
