@@ -10,7 +10,6 @@ and re-evaluates), `--overwrite` removes the other run's files first.
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 
@@ -36,7 +35,7 @@ flags.DEFINE_integer("steps", 100, "Optimizer steps (each run); --resume with mo
                      lower_bound=1)
 flags.DEFINE_integer("batch_size", 4, "Parallel examples per step (each with every language).", lower_bound=1)
 flags.DEFINE_integer("save_every", 10, "Checkpoint interval in steps.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Data-order seed.")
+flags.DEFINE_integer("seed", 0, "Data-order seed.", lower_bound=0)
 flags.DEFINE_string("output_dir", "runs/align", "Output folder.")
 flags.DEFINE_bool("resume", False, "Continue both runs from their latest checkpoints in output_dir (the same "
                   "settings, weights and examples; anything else is refused, naming what differs).")
@@ -45,7 +44,8 @@ flags.DEFINE_bool("debug", False, "On a bad input, show the traceback instead of
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter dtype.")
 flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"), "Data folder (default: env "
                     "JAXNEURONS_DATA_DIR).")
-flags.DEFINE_string("prompt_format", None, "Task formulation (default: the task's), as in analyze.py.")
+flags.DEFINE_string("prompt_format", None, "Task formulation, as in analyze.py (default: the task's paper "
+                    "prompt, which ends where the objective reads the neurons).")
 flags.DEFINE_string("prompt_suffix", "", "Text appended to every language's prompt; \\n is a newline.")
 
 # Flags that do not change results: a run resumed with other values is the same run (steps: extended).
@@ -65,29 +65,61 @@ def train_config():
         "save_every")}, layers=("layers", layers))
 
 
-def load_examples(task):
-    """(train, eval) examples, each split non-empty and in every language, before the model loads."""
+def check_flags() -> None:
+    """Every flag's value: quotes a flagfile kept dropped (with a warning), float flags finite and in range."""
+    from jaxneurons.cli import AT_LEAST_ZERO, POSITIVE, Bounds, check_flag_values
+
+    check_flag_values(own_module(), {"lr": POSITIVE, "clip": POSITIVE, "weight_decay": AT_LEAST_ZERO,
+                                     "lambda_sharing": AT_LEAST_ZERO, "margin": AT_LEAST_ZERO,
+                                     "rho": Bounds(0.0, 1.0, low_open=True)})
+
+
+def prompt_format(task) -> str:
+    """--prompt_format checked; without it the task's paper prompt (the alignment objective reads the neurons at
+    the prompt's last token, which a default such as xnli's harness, read at the answer's end, does not offer)."""
+    if FLAGS.prompt_format is None and "paper" in task.prompt_formats and task.default_format != "paper":
+        logging.info("--prompt_format not given: using paper (the task's default %s is not read at the prompt's "
+                     "end, where the alignment objective reads the neurons)", task.default_format)
+        return "paper"
+    return task.check_prompt_format(FLAGS.prompt_format)
+
+
+def load_examples(task, model: str, tokenizer: str | None):
+    """(train, eval) examples, each split non-empty, in every language and within the model's context, before the
+    model loads."""
     from jaxneurons.alignment.experiment import load_examples as load
+    from jaxneurons.cli import check_context
+    from jaxneurons.tasks import TaskDataError
 
     task.check_languages(FLAGS.languages)
     for split in (FLAGS.train_split, FLAGS.eval_split):
         task.check_split(split)
-    FLAGS.prompt_format = task.check_prompt_format(FLAGS.prompt_format)
-    train_ex, eval_ex = load(task, FLAGS.languages, FLAGS.train_split, FLAGS.eval_split, FLAGS.num_train,
-                             FLAGS.num_eval, FLAGS.data_dir, FLAGS.prompt_format, prompt_suffix())
+    FLAGS.prompt_format = prompt_format(task)  # flags.txt and run.json record the one used
+    try:
+        train_ex, eval_ex = load(task, FLAGS.languages, FLAGS.train_split, FLAGS.eval_split, FLAGS.num_train,
+                                 FLAGS.num_eval, FLAGS.data_dir, FLAGS.prompt_format, prompt_suffix())
+    except TaskDataError as e:  # align.py has no --on_error: its data must be clean
+        raise TaskDataError(str(e).replace('pass on_error="skip" to skip such items', "fix or remove such items in "
+                                           "the data files")) from None
     for name, split, examples in (("train", FLAGS.train_split, train_ex), ("eval", FLAGS.eval_split, eval_ex)):
         if not examples:
             raise ValueError(f"no {name} examples of --task={FLAGS.task} in --{name}_split={split} (--data_dir="
                              f"{FLAGS.data_dir}): check the split, --num_train / --num_eval and the data files")
+    check_context(train_ex + eval_ex, FLAGS.languages, model, tokenizer,
+                  hint="shorten or remove it in the data files, or choose a model with a longer context")
     return train_ex, eval_ex
 
 
 def prompt_suffix() -> str:
+    """--prompt_suffix with the escapes \\n and \\t turned into a newline and a tab."""
     return FLAGS.prompt_suffix.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def own_module() -> str:
-    return sys.argv[0] if FLAGS.get_flags_for_module(sys.argv[0]) else __name__
+    """The module absl files this launcher's flags under (the script's path when run as a script)."""
+    from jaxneurons.cli import launcher_module
+
+    return launcher_module("lambda_sharing")
 
 
 def align() -> None:
@@ -97,10 +129,11 @@ def align() -> None:
     from jaxneurons.pipeline.output_dir import claim_output_dir
     from jaxneurons.tasks import get_task
 
+    check_flags()
     quiet_checkpoint_logs()
     task = get_task(FLAGS.task)
     cfg = train_config()
-    train_ex, eval_ex = load_examples(task)
+    train_ex, eval_ex = load_examples(task, FLAGS.model, FLAGS.tokenizer)
     model_config = check_model(FLAGS.model, FLAGS.tokenizer)
     try:
         cfg.check_layers(model_config.num_layers)

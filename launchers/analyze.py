@@ -171,12 +171,31 @@ def check_task():
     return task
 
 
+def check_flags() -> None:
+    """Every flag's value: quotes a flagfile kept dropped (with a warning), float flags finite and in range."""
+    from jaxneurons.cli import POSITIVE, check_flag_values, launcher_module
+
+    check_flag_values(launcher_module("output_dir"), {"ig_memory_gb": POSITIVE})
+
+
 def load_examples(task):
-    """The data, loaded and checked before the (slow) model load."""
-    loaded = task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value, _DATA_SOURCE.value,
-                       _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+    """The data, loaded and checked before the (slow) model load: every example in every language, and (with the
+    model's tokenizer) no longer than the model's context (--on_error=skip drops and counts such examples)."""
+    from jaxneurons.cli import LONGER_THAN_CONTEXT, check_context
+    from jaxneurons.tasks import TaskDataError
+
+    try:
+        loaded = task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value, _DATA_SOURCE.value,
+                           _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+    except TaskDataError as e:  # the library's hint names the argument; here it is a flag
+        raise TaskDataError(str(e).replace('pass on_error="skip"', "pass --on_error=skip")) from None
     check_examples(loaded.examples, _LANGUAGES.value)
     check_readout(loaded.examples)
+    loaded.examples, dropped = check_context(loaded.examples, _LANGUAGES.value, _MODEL.value, _TOKENIZER.value,
+                                             skip=_ON_ERROR.value == "skip")
+    if dropped:
+        loaded.skipped[LONGER_THAN_CONTEXT] = dropped
+        check_examples(loaded.examples, _LANGUAGES.value)
     return loaded
 
 
@@ -255,6 +274,7 @@ def analyze() -> None:
     from jaxneurons.pipeline import run_sharing_analysis
 
     started = time.time()
+    check_flags()
     quiet_checkpoint_logs()  # an orbax model folder loads with a few dozen INFO lines
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     distributed.set_default_mesh(distributed.make_mesh(_MESH.value))

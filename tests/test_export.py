@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -75,3 +76,23 @@ def test_gguf_zoo_model_exports_with_its_tokenizer(tmp_path, zoo_lm):
     ours = np.asarray(lm.logits(ids, mask))[0, -1]
     theirs = _transformers_logits(str(tmp_path), ids, mask)[0, -1]
     np.testing.assert_allclose(theirs, ours, atol=1e-4 * np.abs(ours).max())
+
+
+def test_export_refuses_a_non_empty_folder_unless_asked_to_replace_an_export(tmp_path):
+    from tests.test_pipeline import tiny_lm
+
+    lm, target = tiny_lm(), tmp_path / "exported"
+    export_hf(lm, str(target))
+    first = (target / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match=r"is not empty \(config\.json, .*\): export into a new or empty folder, "
+                                              r"or pass overwrite=True to replace this earlier export"):
+        export_hf(tiny_lm(seed=1), str(target))
+    assert (target / "model.safetensors").read_bytes() == first  # nothing written
+    (target / "stale.txt").write_text("from the earlier export")
+    export_hf(tiny_lm(seed=1), str(target), overwrite=True)
+    assert (target / "model.safetensors").read_bytes() != first and not (target / "stale.txt").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files but no export"):
+        export_hf(lm, str(tmp_path / "mine"), overwrite=True)
+    assert os.listdir(tmp_path / "mine") == ["thesis.tex"]

@@ -1,5 +1,6 @@
 """Every bad input to analyze.py and align.py ends with one line naming the flag or file and how to fix it,
-before the model loads; the output folder policy; result files are 0644.
+before the model loads; quotes a flagfile keeps are dropped; examples longer than the model's context are
+refused (or dropped); the output folder policy; result files are 0644.
 
 The launchers' cases run in one subprocess per launcher (this file as a script), each case through absl's flag
 parsing and the launcher's main, with the model load replaced by an error: a case that reaches it fails.
@@ -37,6 +38,23 @@ def tiny_dirs(tmp_path_factory):
     return str(root / "model"), str(root / "no_tokenizer")
 
 
+@pytest.fixture(scope="module")
+def short_context_model(tiny_dirs, tmp_path_factory):
+    """The tiny model with a context of SHORT_CONTEXT tokens: some builtin_nli examples fit, some do not."""
+    model, _ = tiny_dirs
+    short = tmp_path_factory.mktemp("short_context")
+    for name in os.listdir(model):
+        if name != "config.json":
+            os.link(os.path.join(model, name), short / name)
+    with open(os.path.join(model, "config.json")) as f:
+        config = json.load(f)
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": SHORT_CONTEXT}))
+    return str(short)
+
+
+SHORT_CONTEXT = 200  # bytes = tokens of the tiny model's tokenizer; builtin_nli's en/de rows have 163-233
+
+
 def run_cases(launcher: str, base: list[str], cases: list[list[str]]) -> list[str]:
     """The error line of each case (see the module docstring)."""
     env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
@@ -46,7 +64,7 @@ def run_cases(launcher: str, base: list[str], cases: list[list[str]]) -> list[st
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tmp_path):
+def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, short_context_model, tmp_path):
     model, no_tokenizer = tiny_dirs
     used = tmp_path / "used"
     used.mkdir()
@@ -54,8 +72,10 @@ def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, 
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     os.makedirs(tmp_path / "empty" / "xnli")
-    for name in ("test-en.tsv", "test-de.tsv", "test-labels.txt"):  # XNLI's files, without a line
+    os.makedirs(tmp_path / "malformed" / "xnli")
+    for name in ("test-en.tsv", "test-de.tsv", "test-labels.txt"):  # XNLI's files, without a line / malformed
         (tmp_path / "empty" / "xnli" / name).write_text("")
+        (tmp_path / "malformed" / "xnli" / name).write_text("one column\n")
     base = [f"--model={model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper",
             f"--output_dir={tmp_path / 'out'}"]
     cases = {
@@ -71,6 +91,12 @@ def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, 
         f"--output_dir={a_file}": f"--output_dir={a_file} is not writable",
         f"--output_dir={used}": f"--output_dir={used} holds another run's results (sharing.json); pass --resume",
         f"--task=xnli --data_dir={tmp_path / 'empty'}": "no examples of --task=xnli --split=test in --data_dir=",
+        f"--task=xnli --data_dir={tmp_path / 'malformed'}": "(pass --on_error=skip to skip such items)",
+        "--ig_memory_gb=nan": "--ig_memory_gb=nan must be a finite number > 0",
+        "--ig_memory_gb=inf": "--ig_memory_gb=inf must be a finite number > 0",
+        f"--model={short_context_model}": "example 'builtin_nli-p02-c' (en) is 202 tokens long (prompt and longest "
+                                          "answer), longer than the 200 tokens of --model="
+                                          f"{short_context_model}'s context; pass --on_error=skip",
     }
     extra = [[f"--model={no_tokenizer}", f"--tokenizer={model}"], [f"--model={no_tokenizer}", "--debug"]]
     *lines, with_tokenizer, debug = run_cases("analyze", base, [c.split(" ") for c in cases] + extra)
@@ -81,7 +107,7 @@ def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, 
     assert debug == "Traceback: FileNotFoundError"  # --debug: the traceback instead of the line
 
 
-def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tmp_path):
+def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, short_context_model, tmp_path):
     model, no_tokenizer = tiny_dirs
     used = tmp_path / "used"
     used.mkdir()
@@ -92,15 +118,102 @@ def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, tm
     cases = {
         "--task=nope": "unknown task 'nope'", "--model=nope": "'nope' is neither a zoo model",
         "--layers=5": "--layers: layers [5] out of range: the model has layers 0..1",
-        "--layers=a": "--layers must be layer indices", "--lr=-1": "--lr: lr must be > 0",
-        "--lambda_sharing=-1": "--lambda_sharing: lambda_sharing must be >= 0", "--rho=2": "--rho: rho must be in",
+        "--layers=a": "--layers must be layer indices", "--lr=-1": "--lr=-1 must be a finite number > 0",
+        "--lambda_sharing=-1": "--lambda_sharing=-1 must be a finite number >= 0",
+        "--rho=2": "--rho=2 must be a finite number in (0, 1]", "--rho=0": "--rho=0 must be a finite number in (0, 1]",
+        "--lambda_sharing=nan": "--lambda_sharing=nan must be a finite number >= 0",
+        "--weight_decay=nan": "--weight_decay=nan must be a finite number >= 0",
+        "--margin=nan": "--margin=nan must be a finite number >= 0", "--lr=inf": "--lr=inf must be a finite number",
+        "--clip=nan": "--clip=nan must be a finite number > 0", "--seed=-1": "--seed=-1",
         "--steps=0": "--steps=0", "--num_train=0": "--num_train=0", "--languages=en,xx": "['xx']",
         f"--model={no_tokenizer}": "pass --tokenizer=",
         f"--output_dir={used}": "holds another run's results (alignment.json); pass --resume",
+        f"--model={short_context_model} --num_eval=3": "example 'builtin_nli-p02-c' (en) is 202 tokens long (prompt "
+                                                       "and longest answer), longer than the 200 tokens of --model="
+                                                       f"{short_context_model}'s context; shorten or remove it",
     }
-    for (case, expected), line in zip(cases.items(), run_cases("align", base, [[c] for c in cases])):
+    for (case, expected), line in zip(cases.items(), run_cases("align", base, [c.split(" ") for c in cases])):
         assert expected in line, (case, line)
         assert MODEL_LOADED not in line and "Traceback" not in line, (case, line)
+
+
+def test_quotes_a_flagfile_keeps_are_dropped_and_align_defaults_to_a_prompt_end_format(tiny_dirs, tmp_path):
+    model, _ = tiny_dirs
+    flagfile = tmp_path / "quoted.flags"
+    flagfile.write_text(f'--prompt_suffix="\\nAnswer:"\n--output_dir="{tmp_path / "quoted"}"\n--languages="en,de"\n')
+    base = [f"--model={model}", "--task=builtin_nli", "--train_split=test", "--eval_split=test", "--num_train=2",
+            "--num_eval=2"]
+    quoted, default_format = run_cases("align", base, [[f"--flagfile={flagfile}", "--prompt_format=paper"],
+                                                       [f"--output_dir={tmp_path / 'default_format'}"]])
+    assert quoted == MODEL_LOADED and default_format == MODEL_LOADED
+    assert sorted(os.listdir(tmp_path)) == ["default_format", "quoted", "quoted.flags"]  # no folder named '"...'
+    claim = json.loads((tmp_path / "quoted" / RUN_FILE).read_text())
+    assert claim["--prompt_suffix"] == "\\nAnswer:" and claim["--languages"] == ["en", "de"]
+    # builtin_nli's default (harness) reads the neurons at the answer's end: align.py takes the paper prompt
+    assert json.loads((tmp_path / "default_format" / RUN_FILE).read_text())["--prompt_format"] == "paper"
+
+
+def test_analyze_drops_examples_longer_than_the_context_with_on_error_skip(short_context_model, tmp_path):
+    base = [f"--model={short_context_model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper"]
+    quoted_out = f'--output_dir="{tmp_path / "skip"}"'  # quotes as a flagfile keeps them
+    assert run_cases("analyze", base, [["--on_error=skip", quoted_out]]) == [MODEL_LOADED]
+    assert os.listdir(tmp_path) == ["skip"]
+
+
+def test_check_context_counts_what_it_drops(short_context_model):
+    from jaxneurons.cli import check_context
+    from jaxneurons.tasks import get_task
+
+    examples = get_task("builtin_nli").load(["en", "de"], split="test", prompt_format="paper").examples
+    kept, dropped = check_context(examples, ["en", "de"], short_context_model, None, skip=True)
+    assert dropped == 18 and len(kept) == len(examples) - 18
+    assert "builtin_nli-p02-c" not in {ex.id for ex in kept} and "builtin_nli-p01-e" in {ex.id for ex in kept}
+    with pytest.raises(ValueError, match=r"^example 'builtin_nli-p02-c' \(en\) is 202 tokens long"):
+        check_context(examples, ["en", "de"], short_context_model, None)
+    assert check_context(examples[:2], ["en", "de"], short_context_model, None) == (examples[:2], 0)
+
+
+def test_flag_values_lose_one_pair_of_quotes():
+    from jaxneurons.cli import POSITIVE, Bounds, strip_quotes
+
+    assert strip_quotes('"\\nAnswer:"') == "\\nAnswer:" and strip_quotes("'runs/x'") == "runs/x"
+    assert strip_quotes('"runs/x\'') == '"runs/x\'' and strip_quotes('"') == '"' and strip_quotes("a") == "a"
+    assert strip_quotes(['"en', 'de"']) == strip_quotes(["en,de"]) == strip_quotes(['"en"', "de"]) == ["en", "de"]
+    assert not POSITIVE.admits(0.0) and POSITIVE.admits(1e-9) and not POSITIVE.admits(float("nan"))
+    assert Bounds(0.0, 1.0, low_open=True).admits(1.0) and not Bounds().admits(float("inf"))
+
+
+def test_pass_settings_refuse_nan_and_inf():
+    from jaxneurons.pipeline.checks import check_at_least_zero, check_positive
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(PipelineInputError, match="bootstrap must be a finite number >= 0"):
+            check_at_least_zero(bootstrap=bad)
+        with pytest.raises(PipelineInputError, match="top_k must be a finite number >= 1"):
+            check_positive(top_k=bad)
+    check_at_least_zero(bootstrap=0)
+    check_positive(top_k=1, ig_chunk_size=None)
+
+
+def test_a_claim_without_results_is_started_again_by_the_same_flags(tmp_path):
+    claim_output_dir(str(tmp_path), {"--task": "xnli"})
+    (tmp_path / "flags.txt").write_text("--task=xnli\n")
+    (tmp_path / "figures").mkdir()  # an empty folder is no result either
+    claim_output_dir(str(tmp_path), {"--task": "xnli"})  # the run died before any result: start again
+    claim_output_dir(str(tmp_path), {"--task": "xnli"}, resume=True)  # --resume: from the beginning
+    with pytest.raises(PipelineInputError, match=r"holds the claim of another run that left no results \(differs in: "
+                                                 r"--task\); pass --overwrite"):
+        claim_output_dir(str(tmp_path), {"--task": "pawsx"})
+    claim_output_dir(str(tmp_path), {"--task": "pawsx"}, overwrite=True)
+    assert json.loads((tmp_path / RUN_FILE).read_text()) == {"--task": "pawsx"}
+    (tmp_path / "state.npz").write_text("a checkpoint")  # a result: the folder is a run's again
+    with pytest.raises(PipelineInputError, match="holds another run's results"):
+        claim_output_dir(str(tmp_path), {"--task": "pawsx"})
+
+
+def test_resume_of_an_empty_folder_starts_from_the_beginning(tmp_path):
+    claim_output_dir(str(tmp_path / "new"), {"--task": "xnli"}, resume=True)
+    assert os.listdir(tmp_path / "new") == [RUN_FILE]
 
 
 def test_a_folder_of_another_run_is_refused(tmp_path):

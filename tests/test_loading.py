@@ -137,6 +137,57 @@ def test_pickle_needs_opt_in(tmp_path):
     np.testing.assert_allclose(np.asarray(lm.logits(ids)), ref, atol=1e-4)
 
 
+def test_bad_pickle_paths_end_with_one_line(tmp_path):
+    """A corrupt pickle and a path to the .bin file itself: one CheckpointError line each, naming what to do."""
+    from tests.hf_reference import make_model
+
+    model = make_model("llama_gqa_tied")
+    model.config.to_json_file(tmp_path / "config.json")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not a pickle at all")
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin could not be read as a PyTorch checkpoint \(.*\); "
+                                              r"the file may be truncated or corrupt") as corrupt:
+        jn.load_model(str(tmp_path), allow_pickle=True)
+    weights_file = str(tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"is a file, not a model: pass the checkpoint folder") as a_file:
+        jn.load_model(weights_file, allow_pickle=True)
+    with pytest.raises(CheckpointError, match=r"is a file, not a model") as config_of_a_file:
+        jn.loading.read_model_config(weights_file)
+    for error in (corrupt, a_file, config_of_a_file):
+        assert "\n" not in str(error.value)
+    torch.save([1, 2], tmp_path / "pytorch_model.bin")  # a pickle, but no state dict
+    with pytest.raises(CheckpointError, match="holds a list, not a state dict"):
+        jn.load_model(str(tmp_path), allow_pickle=True)
+
+
+def test_max_context_is_read_without_the_weights(tmp_path):
+    _save_tiny(tmp_path, max_position_embeddings=77)
+    assert jn.loading.read_max_context(str(tmp_path)) == 77
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["max_position_embeddings"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert jn.loading.read_max_context(str(tmp_path)) is None
+
+
+def test_gguf_tokenizer_cache_folders_are_not_private(tmp_path, monkeypatch):
+    """The cached tokenizer folder gets the mode of any folder (0755 under umask 022), not mkdtemp's 0700."""
+    import stat
+
+    from jaxneurons.loading import gguf_tokenizer
+
+    class Saver:
+        def save_pretrained(self, directory):
+            with open(os.path.join(directory, "tokenizer.json"), "w") as f:
+                f.write("{}")
+
+    previous = os.umask(0o022)
+    try:
+        gguf_tokenizer._save(Saver(), str(tmp_path / "tokenizers" / "model-0123"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "tokenizers" / "model-0123").st_mode) == 0o755
+    assert os.listdir(tmp_path / "tokenizers") == ["model-0123"]
+
+
 def test_sharded_pickles_load_with_opt_in(tmp_path):
     """pytorch_model-0000k-of-0000n.bin shards named by pytorch_model.bin.index.json, as older checkpoints ship."""
     from tests.hf_reference import make_model

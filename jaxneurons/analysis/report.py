@@ -14,6 +14,7 @@ from jaxneurons.analysis.sharing import CATEGORIES
 # project's notes outside this repository, not re-read from the paper) that the reading compares against.
 PAPER_ALL_SHARED_PERCENT = (20.0, 30.0)  # BLOOM about 20 %, BLOOMZ about 30 %
 PAPER_STAY_NON_ACTIVATED_PERCENT = 10.0  # "fewer than 10 % of non-activated neurons stay non-activated"
+EVEN_HALVES = 0.5  # percentage points: halves of the layers whose means differ less are "spread evenly"
 
 
 def _header(sharing: dict) -> list[str]:
@@ -71,22 +72,53 @@ def _accuracy_table(sharing: dict) -> list[str]:
     accuracy = sharing.get("accuracy")
     if not accuracy:
         return []
-    detail = sharing.get("accuracy_detail")
+    detail, warnings = sharing.get("accuracy_detail"), accuracy_warnings(sharing)
     if not detail:
-        lines = ["## Accuracy", "", "| language | accuracy |", "|---|---:|"]
-        return lines + [f"| {lang} | {value:.3f} |" for lang, value in accuracy.items()] + [""]
-    lines = ["## Accuracy", "", "| language | accuracy | 95% CI | chance | majority answer (share of rows) | n | "
-             "warning |", "|---|---:|---:|---:|---|---:|---|"]
-    for lang, d in detail.items():
-        ci = f"{d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}" if d["ci95"] else "-"
-        chance = f"{d['chance']:.3f}" if d["chance"] is not None else "~0 (open answer)"
-        majority = "-" if d["majority_rate"] is None else f"{d['majority_answer']!r} ({100 * d['majority_rate']:.0f}%)"
-        lines.append(f"| {lang} | {d['value']:.3f} | {ci} | {chance} | {majority} | {d['n']} | {d['warning'] or ''} |")
-    if sharing.get("accuracy_warnings"):
-        lines += ["", "**Warning:** the model does not answer this task above chance (or one answer dominates) in "
-                  f"{', '.join(sharing['accuracy_warnings'])}; comparisons of correctly vs incorrectly answered "
-                  "examples below are uninformative."]
+        lines = ["## Accuracy", "", "| language | accuracy | warning |", "|---|---:|---|"]
+        lines += [f"| {lang} | {value:.3f} | {warnings.get(lang, '')} |" for lang, value in accuracy.items()]
+    else:
+        lines = ["## Accuracy", "", "| language | accuracy | 95% CI | chance | majority answer (share of rows) | n | "
+                 "warning |", "|---|---:|---:|---:|---|---:|---|"]
+        for lang, d in detail.items():
+            ci = f"{d['ci95'][0]:.3f}-{d['ci95'][1]:.3f}" if d["ci95"] else "-"
+            chance = f"{d['chance']:.3f}" if d["chance"] is not None else "~0 (open answer)"
+            majority = ("-" if d["majority_rate"] is None
+                        else f"{d['majority_answer']!r} ({100 * d['majority_rate']:.0f}%)")
+            lines.append(f"| {lang} | {d['value']:.3f} | {ci} | {chance} | {majority} | {d['n']} | "
+                         f"{warnings.get(lang, '')} |")
+    if warnings:
+        lines += ["", f"**Warning:** the accuracy in {', '.join(warnings)} says nothing about the task (see the "
+                  "warning column); comparisons of correctly vs incorrectly answered examples below are "
+                  "uninformative."]
     return lines + [""]
+
+
+def accuracy_warnings(sharing: dict) -> dict[str, str]:
+    """language -> why its accuracy is uninformative: the summary's warning (not above chance, one answer
+    dominates), an accuracy at or below chance (1 / number of options), or no gold answer at all (0: an open
+    answer's chance is about 0, so only none right is a sign, of a task the model cannot do or a broken format)."""
+    detail = sharing.get("accuracy_detail") or {lang: {"value": value, "chance": None, "warning": None}
+                                                for lang, value in (sharing.get("accuracy") or {}).items()}
+    warnings = {}
+    for lang, d in detail.items():
+        problems = [d["warning"]] if d.get("warning") else []
+        chance = d.get("chance")
+        if chance is not None and d["value"] <= chance and not problems:
+            problems.append(f"accuracy {d['value']:.3f} is at or below chance ({chance:.3f})")
+        if d["value"] == 0 and not problems:
+            problems.append("no example answered correctly (accuracy 0)")
+        if problems:
+            warnings[lang] = "; ".join(problems)
+    return warnings
+
+
+def _accuracy_caveat(sharing: dict) -> list[str]:
+    """The reading's first sentence when some language's accuracy is uninformative."""
+    warned = accuracy_warnings(sharing)
+    if not warned:
+        return []
+    return [f"The accuracy in {', '.join(warned)} is uninformative (see Accuracy), so the sharing below describes "
+            "how the model reads these prompts, not how it solves the task."]
 
 
 def _figures(figures: dict[str, str], output_dir: str) -> list[str]:
@@ -100,19 +132,31 @@ def _figures(figures: dict[str, str], output_dir: str) -> list[str]:
     return lines
 
 
-def _where_concentrated(values_l: Sequence[float]) -> str:
-    """'lower' or 'upper' half of the layers, whichever holds the larger mean."""
+def _layer_reading(name: str, values_l: Sequence[float]) -> str | None:
+    """Where the category sits over the layers, in words that hold for the numbers: the half with the larger mean
+    ('concentrated' only when its peak lies there too, 'spread evenly' when the halves' means agree within
+    EVEN_HALVES points); None with fewer than two layers or none of the category anywhere."""
     values_l = [float(v) for v in values_l]
+    if len(values_l) < 2 or max(values_l) <= 0.0:
+        return None
     half = len(values_l) // 2
-    lower, upper = float(np.mean(values_l[:half] or values_l)), float(np.mean(values_l[half:]))
-    side = "lower" if lower >= upper else "upper"
-    return f"the {side} half of the layers ({lower:.1f} % in the lower vs {upper:.1f} % in the upper half)"
+    lower, upper = float(np.mean(values_l[:half])), float(np.mean(values_l[half:]))
+    peak = int(np.argmax(values_l))
+    label = name.replace("_", "-").capitalize() + " neurons"
+    halves = f"{lower:.1f} % in the lower vs {upper:.1f} % in the upper half of the layers"
+    at_peak = f"layer {peak} ({values_l[peak]:.1f} %)"
+    if abs(lower - upper) < EVEN_HALVES:
+        return f"{label} are spread evenly over the layers ({halves}), with their largest share at {at_peak}."
+    side, peak_side = ("lower" if lower > upper else "upper"), ("lower" if peak < half else "upper")
+    if side == peak_side:
+        return f"{label} are concentrated in the {side} half of the layers ({halves}), peaking at {at_peak}."
+    return (f"{label} are more frequent in the {side} half of the layers on average ({halves}), although their "
+            f"largest share is at {at_peak}, in the {peak_side} half.")
 
 
 def _reading(sharing: dict) -> list[str]:
     """One paragraph that reads the numbers and sets them against the paper's headline figures."""
     means = sharing["mean_over_layers"]
-    all_shared_l = sharing["per_layer"]["all_shared"]
     low, high = PAPER_ALL_SHARED_PERCENT
     verdict = "within" if low <= means["all_shared"] <= high else ("below" if means["all_shared"] < low else "above")
     sentences = [
@@ -121,30 +165,39 @@ def _reading(sharing: dict) -> list[str]:
         + ", "
         + ", ".join(f"{means[name]:.1f} % {name.replace('_', '-')}" for name in CATEGORIES[1:])
         + ".",
-        f"All-shared neurons are concentrated in {_where_concentrated(all_shared_l)}, peaking at layer "
-        f"{int(np.argmax(all_shared_l))} ({max(all_shared_l):.1f} %); partial-shared neurons lean towards "
-        f"{_where_concentrated(sharing['per_layer']['partial_shared'])}.",
-        f"The all-shared share is {verdict} the paper's {low:.0f}-{high:.0f} % (about {low:.0f} % in BLOOM, "
-        f"{high:.0f} % in BLOOMZ, concentrated in the lower layers).",
     ]
+    sentences += [text for text in (_layer_reading("all_shared", sharing["per_layer"]["all_shared"]),
+                                    _partial_reading(sharing)) if text]
+    sentences.append(f"The all-shared share is {verdict} the paper's {low:.0f}-{high:.0f} % (about {low:.0f} % in "
+                     f"BLOOM, {high:.0f} % in BLOOMZ, concentrated in the lower layers).")
     sentences += _overlap_reading(sharing)
     sentences += _correctness_reading(sharing)
-    return ["## Reading", "", " ".join(sentences), ""]
+    return ["## Reading", "", " ".join(_accuracy_caveat(sharing) + sentences), ""]
+
+
+def _partial_reading(sharing: dict) -> str | None:
+    """Where partial-shared neurons sit; None with two languages or fewer (a neuron activated by some but not all
+    of two languages is activated by one: specific), or none of them."""
+    languages = sharing.get("languages")
+    if languages is not None and len(languages) <= 2:
+        return None
+    return _layer_reading("partial_shared", sharing["per_layer"]["partial_shared"])
 
 
 def _overlap_reading(sharing: dict) -> list[str]:
     """How many non-activated neurons stay non-activated for every example, against the paper's < 10 %."""
     overlap = sharing.get("overlap")
-    if not overlap:
+    typical = sharing["mean_over_layers"]["non_activated"]
+    if not overlap or typical <= 0:
         return []
     stay = float(np.mean(overlap["non_activated"]))
-    typical = sharing["mean_over_layers"]["non_activated"]
-    of_non_activated = 100.0 * stay / typical if typical > 0 else 0.0
-    compare = "consistent with" if of_non_activated < PAPER_STAY_NON_ACTIVATED_PERCENT else "more than"
+    of_non_activated = 100.0 * stay / typical
+    compare = ("consistent with" if of_non_activated < PAPER_STAY_NON_ACTIVATED_PERCENT
+               else "more than")
     return [
-        f"{stay:.1f} % of the neurons stay non-activated for every example, i.e. {of_non_activated:.1f} % of "
-        f"the neurons non-activated in a typical example ({typical:.1f} %), {compare} the paper's "
-        f"'fewer than {PAPER_STAY_NON_ACTIVATED_PERCENT:.0f} %'."
+        f"A typical example leaves {typical:.1f} % of the neurons non-activated, and {stay:.1f} % of the neurons "
+        f"stay non-activated for every example: {of_non_activated:.1f} % of a typical example's non-activated "
+        f"neurons never activate, {compare} the paper's 'fewer than {PAPER_STAY_NON_ACTIVATED_PERCENT:.0f} %'."
     ]
 
 

@@ -12,7 +12,8 @@ from jaxneurons.loading import hf_dir
 from jaxneurons.loading.convert import CheckpointError, build_params, hf_targets
 from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
 
-__all__ = ["load_model", "load_tokenizer", "read_model_config", "CheckpointError", "UnsupportedConfigError"]
+__all__ = ["load_model", "load_tokenizer", "read_model_config", "read_max_context", "CheckpointError",
+           "UnsupportedConfigError"]
 
 
 def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False,
@@ -37,6 +38,7 @@ def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: b
 def read_model_config(source: str) -> ModelConfig:
     """The config of a model source without its weights (cheap: to check settings before the slow load)."""
     source = _resolve(source)
+    _check_not_a_weights_file(source)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
 
@@ -46,6 +48,26 @@ def read_model_config(source: str) -> ModelConfig:
 
         return read_saved_config(source)
     return _config_for(hf_dir.read_config(source), os.path.join(source, "config.json"))
+
+
+def read_max_context(source: str) -> int | None:
+    """The longest sequence (tokens) the model's config states it was trained for, without its weights; None when
+    it states none (BLOOM's ALiBi). A jaxneurons model directory has the context of the model it was saved from
+    (its tokenizer_source)."""
+    source = _resolve(source)
+    _check_not_a_weights_file(source)
+    if source.endswith(".gguf"):
+        from jaxneurons.loading.gguf_reader import read_gguf
+
+        value = read_gguf(source).hf_config.get("max_position_embeddings")
+    elif _is_saved(source):
+        from jaxneurons.loading.orbax_dir import saved_source
+
+        origin = saved_source(source)
+        return read_max_context(origin) if origin is not None and origin != source else None
+    else:
+        value = hf_dir.read_config(source).get("max_position_embeddings")
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def has_tokenizer(source: str) -> bool:
@@ -64,6 +86,7 @@ def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool) -> Lang
     if source.endswith(".bin") and not allow_pickle:
         raise CheckpointError(f"{source} is a pickled PyTorch checkpoint; loading a pickle runs arbitrary code. "
                               "Convert it to safetensors, or pass allow_pickle=True if you trust its origin.")
+    _check_not_a_weights_file(source)
     if _is_saved(source):
         from jaxneurons.loading.orbax_dir import load_orbax_model
 
@@ -81,6 +104,14 @@ def _resolve(source: str, role: str = "") -> str:
         raise FileNotFoundError(f"{role}{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an "
                                 "existing path to a checkpoint directory or .gguf file.")
     return zoo.resolve_zoo(source)
+
+
+def _check_not_a_weights_file(path: str) -> None:
+    """CheckpointError when `path` is a file other than a .gguf: a checkpoint is the folder holding it."""
+    if os.path.isfile(path) and not path.endswith(".gguf"):
+        folder = os.path.dirname(os.path.abspath(path))
+        raise CheckpointError(f"{path} is a file, not a model: pass the checkpoint folder that holds it with its "
+                              f"config.json ({folder}), or a .gguf file")
 
 
 def _is_saved(source: str) -> bool:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -25,11 +26,13 @@ _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", 
 _MODEL_TYPES = {"gemma3": "gemma3_text"}
 
 
-def export_hf(lm, directory: str, dtype: str | None = None) -> str:
+def export_hf(lm, directory: str, dtype: str | None = None, overwrite: bool = False) -> str:
     """Write `directory` (config.json, model.safetensors, tokenizer files when the model has a tokenizer) so that
     `transformers.AutoModelForCausalLM.from_pretrained(directory)` computes the same logits.
 
     dtype: "float32" / "bfloat16" for the stored tensors (default: the model's weight dtype).
+    overwrite: replace an earlier export in `directory` (its files are removed first); without it a non-empty
+    folder is refused (FileExistsError), and a non-empty folder that holds no export always is.
     Raises UnsupportedConfigError (before writing anything) when transformers cannot represent the config.
     """
     from safetensors.numpy import save_file
@@ -41,13 +44,36 @@ def export_hf(lm, directory: str, dtype: str | None = None) -> str:
 
         tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     hf_config["torch_dtype"] = str(next(iter(tensors.values())).dtype)
-    os.makedirs(directory, exist_ok=True)
+    prepare_directory(directory, overwrite)
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
     if lm.tokenizer is not None and hasattr(lm.tokenizer, "save_pretrained"):
         lm.tokenizer.save_pretrained(directory)
     return directory
+
+
+EXPORT_FILES = ("config.json", "model.safetensors")  # what every export holds
+
+
+def prepare_directory(directory: str, overwrite: bool) -> None:
+    """Make `directory` an empty folder for an export: new, empty, or (with overwrite) an earlier export emptied;
+    FileExistsError otherwise, before anything is written."""
+    os.makedirs(directory, exist_ok=True)
+    entries = sorted(os.listdir(directory))
+    if not entries:
+        return
+    is_export = all(os.path.isfile(os.path.join(directory, name)) for name in EXPORT_FILES)
+    if not overwrite:
+        listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        replace = ", or pass overwrite=True to replace this earlier export" if is_export else ""
+        raise FileExistsError(f"{directory} is not empty ({listed}): export into a new or empty folder{replace}")
+    if not is_export:
+        raise FileExistsError(f"{directory} holds files but no export ({', '.join(EXPORT_FILES)} missing): "
+                              "overwrite=True replaces only an earlier export; choose another folder")
+    for name in entries:
+        target = os.path.join(directory, name)
+        shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
 
 
 def hf_tensors(config: ModelConfig, params) -> dict[str, np.ndarray]:

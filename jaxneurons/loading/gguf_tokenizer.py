@@ -47,12 +47,20 @@ def cached_path(path: str) -> str:
     return str(cache_dir() / "tokenizers" / name)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _save(tokenizer, target: str) -> None:
     parent = os.path.dirname(target)
     try:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(dir=parent, prefix=".partial-")
         tokenizer.save_pretrained(staging)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's folder is 0700: make it a folder like any other
         os.replace(staging, target)
     except OSError as e:  # unwritable cache, or another process renamed its copy first
         logging.getLogger(__name__).info("GGUF tokenizer not cached at %s: %s", target, e)

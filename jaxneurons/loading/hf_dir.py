@@ -76,7 +76,15 @@ def iter_tensors(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
 def _iter_pickle(path: str) -> Iterator[tuple[str, np.ndarray]]:
     import torch  # only reached with allow_pickle=True
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways (UnpicklingError, EOFError, ...)
+        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}); the file may be truncated or "
+                              "corrupt: download it again.") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of tensors: it is no "
+                              "model checkpoint.")
     for name, tensor in state.items():
         yield name, tensor.float().numpy()
 

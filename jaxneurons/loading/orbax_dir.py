@@ -84,6 +84,17 @@ def load_orbax_model(source: str, param_dtype, compute_dtype) -> LanguageModel:
     return LanguageModel(config, params, saved_tokenizer(source, meta), compute_dtype, source)
 
 
+def saved_source(source: str) -> str | None:
+    """The model source the directory was saved from (its tokenizer_source) when that still resolves, else None."""
+    with open(os.path.join(source, META)) as f:
+        origin = json.load(f).get("tokenizer_source")
+    if not origin:
+        return None
+    from jaxneurons.loading.zoo import zoo_names
+
+    return origin if os.path.exists(origin) or origin in zoo_names() else None
+
+
 def saved_tokenizer(source: str, meta: dict | None = None):
     """The directory's tokenizer: its tokenizer/ files, else its tokenizer_source's tokenizer (no weights loaded)."""
     if meta is None:

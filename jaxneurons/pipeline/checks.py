@@ -24,17 +24,17 @@ def check_thresholds(thresholds: Sequence[float]) -> list[float]:
 
 
 def check_positive(**values: int | None) -> None:
-    """PipelineInputError naming the first setting that is given (not None) and below 1."""
+    """PipelineInputError naming the first setting that is given (not None) and not a finite number >= 1."""
     for name, value in values.items():
-        if value is not None and value < 1:
-            raise PipelineInputError(f"{name} must be >= 1, got {value}")
+        if value is not None and not (math.isfinite(value) and value >= 1):
+            raise PipelineInputError(f"{name} must be a finite number >= 1, got {value}")
 
 
 def check_at_least_zero(**values: float) -> None:
-    """PipelineInputError naming the first setting below 0."""
+    """PipelineInputError naming the first setting that is not a finite number >= 0 (nan and inf included)."""
     for name, value in values.items():
-        if value < 0:
-            raise PipelineInputError(f"{name} must be >= 0, got {value}")
+        if not (math.isfinite(value) and value >= 0):
+            raise PipelineInputError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> None:
