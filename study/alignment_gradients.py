@@ -25,7 +25,7 @@ import optax
 
 import jaxneurons as jn
 from jaxneurons.alignment.objective import forward_terms, make_batch, objective_decoder, sharing_loss, task_loss
-from jaxneurons.alignment.train import tokenize_examples, trainable_masks
+from jaxneurons.alignment.train import trainable_masks, training_rows
 from jaxneurons.analysis import write_json_atomic
 from jaxneurons.analysis.bootstrap import point_and_ci
 from jaxneurons.tasks import get_task
@@ -33,11 +33,11 @@ from jaxneurons.tasks import get_task
 LAMBDAS = (0.1, 1.0, 5.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
-def term_gradients(decoder, params, mask, batch, rho: float, margin: float):
+def term_gradients(decoder, params, mask, batch, rho: float, margin: float, num_languages: int):
     """(task loss, sharing loss, grad task, grad sharing): gradients of the trainable rows only (others zero)."""
     def terms(p):
-        tok_lp, z, _ = forward_terms(decoder, p, batch)
-        return task_loss(tok_lp, batch["tmask"]), sharing_loss(z, rho, margin)
+        logprob_r, tokens_r, z, _ = forward_terms(decoder, p, batch, num_languages)
+        return task_loss(logprob_r, tokens_r), sharing_loss(z, rho, margin)
 
     (lt, ls), pullback = jax.vjp(terms, params)
     keep = lambda g: jax.tree.map(lambda x, m: x * m if m is not None else jnp.zeros_like(x), g, mask,  # noqa: E731
@@ -67,14 +67,14 @@ def main() -> None:
                                      data_dir=args.data_dir, prompt_format="paper").examples
     t0 = time.time()
     lm = jn.load_model(args.model)
-    items = tokenize_examples(lm, examples, languages)
+    items = training_rows(lm, examples, languages)
     _, mask = trainable_masks(lm.params, lm.config.num_layers, layers)
     decoder = objective_decoder(lm)
-    grads = jax.jit(term_gradients, static_argnums=(0, 4, 5))
+    grads = jax.jit(term_gradients, static_argnums=(0, 4, 5, 6))
     rows = []
     for start in range(0, len(items), args.batch_size):
         batch = make_batch(items[start:start + args.batch_size], lm.pad_id)
-        lt, ls, gt, gs = grads(decoder, lm.params, mask, batch, args.rho, args.margin)
+        lt, ls, gt, gs = grads(decoder, lm.params, mask, batch, args.rho, args.margin, len(languages))
         nt, ns = float(optax.global_norm(gt)), float(optax.global_norm(gs))
         rows.append({"task_loss": float(lt), "sharing_loss": float(ls), "grad_task": nt, "grad_sharing": ns,
                      "cosine": float(optax.tree_utils.tree_vdot(gt, gs)) / (nt * ns) if nt > 0 and ns > 0 else None})

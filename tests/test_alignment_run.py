@@ -2,14 +2,17 @@
 resume with another config or other weights is refused before anything runs."""
 
 import dataclasses
+import os
 import shutil
 
 import jax
+import numpy as np
 import pytest
 
 from jaxneurons.alignment.experiment import evaluate, run_alignment
 from jaxneurons.alignment.train import TrainConfig
-from jaxneurons.pipeline import ResumeMismatchError
+from jaxneurons.analysis.figures import plot_alignment_per_layer
+from jaxneurons.pipeline import ResumeMismatchError, SharingConfig, run_sharing_analysis
 from jaxneurons.pipeline.identity import weights_fingerprint
 from jaxneurons.tasks import get_task
 from tests.fixtures import LANGS, tiny_lm
@@ -50,6 +53,38 @@ def test_resume_with_more_steps_continues_and_reevaluates(setup, finished, tmp_p
     assert weights_fingerprint(trained) == longer["after"]["weights"]
     fresh = evaluate(lm, trained, task, eval_ex, LANGS, str(tmp_path / "fresh"), batch_size=2)
     assert fresh == longer["after"]
+
+
+def test_evaluation_is_the_sharing_pipelines_on_the_trained_params(setup, finished, tmp_path):
+    """after = what the sharing run (analyze.py's pass, its default settings) reports for the trained weights on
+    the eval examples: the same accuracy per language and % all-shared per layer at tau = 0."""
+    import orbax.checkpoint as ocp
+
+    lm, task, _, eval_ex = setup
+    trained = ocp.StandardCheckpointer().restore(f"{finished[0]}/model/params")
+    assert finished[1]["after"]["weights"] == weights_fingerprint(trained) != weights_fingerprint(lm.params)
+    sharing = run_sharing_analysis(dataclasses.replace(lm, params=trained), task, eval_ex, LANGS,
+                                   str(tmp_path / "sharing"), SharingConfig(batch_size=2), progress=False,
+                                   figures=False)
+    assert finished[1]["after"]["accuracy"] == sharing["accuracy"]
+    assert finished[1]["after"]["all_shared_per_layer"] == sharing["per_layer"]["all_shared"]
+    base = run_sharing_analysis(lm, task, eval_ex, LANGS, str(tmp_path / "base"), SharingConfig(batch_size=2),
+                                progress=False, figures=False)
+    assert finished[1]["before"]["accuracy"] == base["accuracy"]
+    assert finished[1]["before"]["all_shared_per_layer"] == base["per_layer"]["all_shared"]
+
+
+def test_figure_draws_every_evaluation(finished, tmp_path):
+    """figures/all_shared_per_layer.png is written; the Figure has one line per evaluation with its per-layer %."""
+    out, result = finished
+    assert os.path.getsize(os.path.join(out, "figures", "all_shared_per_layer.png")) > 0
+    fig = plot_alignment_per_layer(result, tmp_path / "again.png")
+    assert (tmp_path / "again.png").stat().st_size > 0
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label().split(" ")[0] for line in lines] == ["before", "after", "control_after"]
+    for line, key in zip(lines, ("before", "after", "control_after")):
+        np.testing.assert_array_equal(line.get_ydata(), result[key]["all_shared_per_layer"])
+    assert plot_alignment_per_layer(result).axes  # no path: nothing written, the Figure returned
 
 
 @pytest.mark.parametrize("change", [{"lr": 2e-2}, {"lambda_sharing": 0.5}, {"seed": 1}, {"layers": (0,)}])

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxneurons.alignment.train import TrainConfig, tokenize_examples, train
+from jaxneurons.alignment.train import TrainConfig, train, training_rows
 from jaxneurons.analysis import write_json_atomic, write_text_atomic
 from jaxneurons.pipeline import ResumeMismatchError, SharingConfig, run_sharing_analysis
 from jaxneurons.pipeline.checkpoint import load_checkpoint, save_checkpoint
@@ -65,10 +65,10 @@ def evaluate(lm, params, task, examples, languages: Sequence[str], output_dir: s
             "accuracy": sharing["accuracy"], "weights": weights_fingerprint(params)}
 
 
-def alignment_identity(lm, cfg: TrainConfig, train_items: Sequence[dict], eval_ex: Sequence, languages,
+def alignment_identity(lm, cfg: TrainConfig, train_rows: Sequence, eval_ex: Sequence, languages,
                        eval_batch_size: int) -> dict:
     """The alignment run's identity: its training config (steps aside), base weights, train and eval examples."""
-    return run_identity("alignment", cfg, lm, eval_ex, [train_items, [repr(ex) for ex in eval_ex]],
+    return run_identity("alignment", cfg, lm, eval_ex, [train_rows, [repr(ex) for ex in eval_ex]],
                         languages=list(languages), eval_batch_size=eval_batch_size)
 
 
@@ -85,8 +85,8 @@ def run_alignment(lm, task, train_ex: Sequence, eval_ex: Sequence, languages: Se
     """
     t0 = time.time()
     cfg.check_layers(lm.config.num_layers)
-    train_items = tokenize_examples(lm, train_ex, languages)
-    identity = alignment_identity(lm, cfg, train_items, eval_ex, languages, eval_batch_size)
+    train_rows = training_rows(lm, train_ex, languages)
+    identity = alignment_identity(lm, cfg, train_rows, eval_ex, languages, eval_batch_size)
     state_path = os.path.join(output_dir, ALIGNMENT_STATE_FILE)
     if resume:
         load_checkpoint(state_path, identity)
@@ -105,7 +105,7 @@ def run_alignment(lm, task, train_ex: Sequence, eval_ex: Sequence, languages: Se
 
     def train_run(run_cfg, name):
         start = time.time()
-        out = train(lm, train_items, run_cfg, os.path.join(output_dir, "checkpoints", name), resume)
+        out = train(lm, train_rows, run_cfg, os.path.join(output_dir, "checkpoints", name), resume)
         timings[f"{name}_train_s"] = time.time() - start
         return out
 
@@ -126,26 +126,11 @@ def run_alignment(lm, task, train_ex: Sequence, eval_ex: Sequence, languages: Se
               "history_last": history[-1] if history else None,
               "control_history_last": control_history[-1] if control_history else None, "timings": timings}
     write_json_atomic(os.path.join(output_dir, ALIGNMENT_FILE), result)
-    _figure(result, os.path.join(output_dir, "figures", "all_shared_per_layer.png"))
+    from jaxneurons.analysis.figures import plot_alignment_per_layer
+
+    plot_alignment_per_layer(result, os.path.join(output_dir, "figures", "all_shared_per_layer.png"))
     _report(result, os.path.join(output_dir, "report.md"))
     return result
-
-
-def _figure(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for key, style in (("before", "k-"), ("after", "r-"), ("control_after", "b--")):
-        ax.plot(result[key]["all_shared_per_layer"], style, label=f"{key} ({result[key]['all_shared_pct']:.2f}%)")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("% all-shared neurons")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _report(result: dict, path: str) -> None:

@@ -1,13 +1,16 @@
 """Alignment objective: task loss + lambda * a differentiable neuron-sharing loss, from one forward pass.
 
-Batch layout (numpy, built by `make_batch`): B parallel examples x N languages, each row the prompt followed by
-the gold answer tokens (teacher forcing), padded on the right to T.
+Batch layout (numpy, built by `make_batch`): the sharing pipeline's forward arrays (`batching.Forward`: ids_rt,
+mask_rt, record_index_r, logit_positions_rk, targets_rk, target_mask_rk) over R = B x N rows, example-major:
+B parallel examples x N languages, each row a `TokenizedRow`'s prompt followed by its gold continuation
+(teacher forcing), padded on the right, built by the pipeline's own builder (`batching.gold_forward`).
 
 Task loss (cross-entropy of the gold answer after the prompt, averaged over every language of an example):
 
     L_task = 1/(B N) * sum_{b,n} [ -(1/K_bn) sum_{k < K_bn} log p(y_bnk | prompt_bn, y_bn<k) ]
 
-(mean per-token negative log-likelihood of each row's answer, then mean over rows = examples x languages).
+(mean per-token negative log-likelihood of each row's answer, then mean over rows = examples x languages; the
+summed log-likelihood is the pipeline's `scoring.continuation_scores`, the one that scores answers).
 
 Sharing loss. z_{b,n,l,j} is the pre-activation of neuron j of layer l (gated MLPs: the gate projection, so
 act = act_fn(z); non-gated: the up projection) at the prompt's last token of language n of example b: the
@@ -31,66 +34,47 @@ hinge on act could push z further down. Defaults: rho = 0.5, margin = 1.0.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxneurons.models.decoder import Decoder, Record
-from jaxneurons.models.output import forward
+from jaxneurons.pipeline.batching import TokenizedRow, gold_forward
+from jaxneurons.pipeline.scoring import continuation_scores
+from jaxneurons.pipeline.step import forward_rows
 
-BATCH_KEYS = ("ids", "mask", "last", "pos", "tok", "tmask")
 
+def make_batch(rows: Sequence[Sequence[TokenizedRow]], pad_id: int, answer_len: int | None = None
+               ) -> dict[str, np.ndarray]:
+    """The `Forward` arrays of B examples x N languages (rows [B][N]), prompt + gold continuation per row.
 
-def make_batch(items: Sequence[dict], pad_id: int = 0, multiple: int = 16, answer_len: int | None = None) -> dict:
-    """Stack tokenized items into arrays [B, N, ...].
-
-    An item is {"prompts": [ids per language], "answers": [gold answer ids per language], ...}.
-    Returns ids/mask [B, N, T], last [B, N] (index of the prompt's last token), pos/tok/tmask [B, N, K]
-    (positions whose logits predict answer token k, the token, and whether it exists).
+    answer_len: the continuation length the targets are padded to (default: the bucket of the batch's longest);
+    the training passes the longest of its data, so every batch of a length bucket has one shape.
+    Returns `batching.gold_forward(...).arrays()`: ids_rt, mask_rt [R, T], record_index_r [R] (the prompt's
+    last token), logit_positions_rk, targets_rk, target_mask_rk [R, K], with R = B * N, example-major.
     """
-    num_lang = len(items[0]["prompts"])
-    rows = [list(p) + list(a) for it in items for p, a in zip(it["prompts"], it["answers"])]
-    longest = max(len(r) for r in rows)
-    length = -(-longest // multiple) * multiple
-    k_max = answer_len or max(max(len(a), 1) for it in items for a in it["answers"])
-    b = len(items)
-    ids = np.full((b * num_lang, length), pad_id, np.int32)
-    mask = np.zeros((b * num_lang, length), np.int32)
-    last = np.zeros((b * num_lang,), np.int32)
-    pos = np.zeros((b * num_lang, k_max), np.int32)
-    tok = np.zeros((b * num_lang, k_max), np.int32)
-    tmask = np.zeros((b * num_lang, k_max), bool)
-    r = 0
-    for it in items:
-        if len(it["prompts"]) != num_lang:
-            raise ValueError("every item must have the same number of languages")
-        for p, a in zip(it["prompts"], it["answers"]):
-            row = list(p) + list(a)
-            ids[r, :len(row)], mask[r, :len(row)] = row, 1
-            last[r] = len(p) - 1
-            k = min(len(a), k_max)
-            pos[r, :k] = np.arange(len(p) - 1, len(p) - 1 + k)
-            tok[r, :k] = a[:k]
-            tmask[r, :k] = True
-            r += 1
-    shape = lambda x: x.reshape((b, num_lang) + x.shape[1:])  # noqa: E731
-    return {"ids": shape(ids), "mask": shape(mask), "last": shape(last), "pos": shape(pos), "tok": shape(tok),
-            "tmask": shape(tmask)}
+    num_lang = len(rows[0])
+    if any(len(example) != num_lang for example in rows):
+        raise ValueError("every example must have a row in each of the same languages")
+    if any(row.readout_extra for example in rows for row in example):
+        raise ValueError("the alignment objective reads the neurons at the prompt's last token: the rows read "
+                         "them in the answer (choose a prompt-end --prompt_format, e.g. paper)")
+    return gold_forward([row for example in rows for row in example], pad_id, answer_len).arrays()
 
 
-def forward_terms(decoder: Decoder, params, batch: dict):
-    """One forward: (answer log-probs [B, N, K], pre-activation z [B, N, L, F], act [B, N, L, F]).
+def forward_terms(decoder: Decoder, params, batch: dict, num_languages: int):
+    """One forward: (answer log-prob [R], answer tokens [R], pre-activation z [B, N, L, F], act [B, N, L, F]).
 
-    decoder: `objective_decoder`'s, with logits at the answer positions and pre_act, act at the prompts' end."""
-    b, n, t = batch["ids"].shape
-    out = forward(decoder, params, batch["ids"].reshape(b * n, t), batch["mask"].reshape(b * n, t),
-                  record_index=batch["last"].reshape(b * n), logit_positions=batch["pos"].reshape(b * n, -1))
-    logprobs = jax.nn.log_softmax(out.logits.astype(jnp.float32), axis=-1)
-    tok_lp = jnp.take_along_axis(logprobs, batch["tok"].reshape(b * n, -1)[..., None], axis=-1)[..., 0]
-    z, act = (out.activations[name].astype(jnp.float32) for name in ("pre_act", "act"))  # [B*N, L, F]
-    return tok_lp.reshape(b, n, -1), z.reshape(b, n, *z.shape[1:]), act.reshape(b, n, *act.shape[1:])
+    decoder: `objective_decoder`'s; batch: `make_batch`'s arrays, run by the pipeline's `forward_rows` and
+    scored by its `continuation_scores` (summed log-prob of each row's gold continuation)."""
+    logits, activations = forward_rows(decoder, params, batch)
+    logprob_r, _ = continuation_scores(logits, batch["targets_rk"], batch["target_mask_rk"])
+    tokens_r = jnp.sum(batch["target_mask_rk"], axis=-1)
+    z, act = (activations[name].astype(jnp.float32) for name in ("pre_act", "act"))  # [R, L, F]
+    shape = (-1, num_languages) + z.shape[1:]
+    return logprob_r, tokens_r, z.reshape(shape), act.reshape(shape)
 
 
 def objective_decoder(lm) -> Decoder:
@@ -98,11 +82,9 @@ def objective_decoder(lm) -> Decoder:
     return lm.decoder(Record(("pre_act", "act"), "last"), logits="positions")
 
 
-def task_loss(tok_logprob_bnk, tmask_bnk) -> jax.Array:
-    """Mean over rows of the mean per-token NLL of the gold answer."""
-    tmask = tmask_bnk.astype(jnp.float32)
-    per_row = -jnp.sum(tok_logprob_bnk * tmask, -1) / jnp.maximum(jnp.sum(tmask, -1), 1.0)
-    return jnp.mean(per_row)
+def task_loss(logprob_r, tokens_r) -> jax.Array:
+    """Mean over rows of the mean per-token NLL of the gold answer (summed log-prob [R] over its tokens [R])."""
+    return jnp.mean(-logprob_r / jnp.maximum(tokens_r.astype(jnp.float32), 1.0))
 
 
 def sharing_loss(z_bnlf, rho: float = 0.5, margin: float = 1.0) -> jax.Array:
@@ -115,11 +97,12 @@ def sharing_loss(z_bnlf, rho: float = 0.5, margin: float = 1.0) -> jax.Array:
     return jnp.mean(miss * jax.nn.relu(margin - z_bnlf))
 
 
-@functools.partial(jax.jit, static_argnames=("decoder",))
-def alignment_loss(params, decoder: Decoder, batch: dict, lambda_sharing, rho=0.5, margin=1.0):
-    """(L_task + lambda * L_share, {"task", "sharing", "all_shared_pct"}) on one batch."""
-    tok_lp, z, _ = forward_terms(decoder, params, batch)
-    lt = task_loss(tok_lp, batch["tmask"])
+@functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
+def alignment_loss(params, decoder: Decoder, batch: dict, lambda_sharing, rho=0.5, margin=1.0, *,
+                   num_languages: int):
+    """(L_task + lambda * L_share, {"task", "sharing", "all_shared_pct"}) on one batch of N languages."""
+    logprob_r, tokens_r, z, _ = forward_terms(decoder, params, batch, num_languages)
+    lt = task_loss(logprob_r, tokens_r)
     ls = sharing_loss(z, rho, margin)
     all_shared = jnp.mean(jnp.all(z > 0, axis=1).astype(jnp.float32)) * 100.0
     return lt + lambda_sharing * ls, {"task": lt, "sharing": ls, "all_shared_pct": all_shared}

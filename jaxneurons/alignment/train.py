@@ -1,11 +1,14 @@
 """Fine-tuning for neuron sharing: optax adamw (warmup-cosine, global-norm clipping), frozen parameters get exactly
-zero updates, orbax checkpoints (params, optimizer state, data position) and exact resume; evaluation helpers."""
+zero updates, orbax checkpoints (params, optimizer state, data position) and exact resume.
+
+The data are the sharing pipeline's `TokenizedRow`s (`training_rows`), one per example and language; the
+evaluation is the sharing pipeline's own (`experiment.evaluate`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +16,8 @@ import numpy as np
 import optax
 
 from jaxneurons.alignment.objective import alignment_loss, make_batch, objective_decoder
-from jaxneurons.analysis.sharing import ALL_SHARED, example_statistics
 from jaxneurons.lm import LanguageModel
-from jaxneurons.models.decoder import Record
-from jaxneurons.models.output import forward
+from jaxneurons.pipeline.batching import TokenizedRow, tokenize_examples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,30 +112,35 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> np.n
 _STEP_FNS: dict = {}  # one compiled step for the aligned run and its control (lambda is an argument)
 
 
-def _train_step(decoder, params, num_layers: int, cfg: TrainConfig):
+def _train_step(decoder, params, num_layers: int, num_languages: int, cfg: TrainConfig):
     """(optimizer, jitted step) for cfg, reused by every run that differs only in lambda, seed or save_every."""
-    key = (decoder, num_layers, jax.tree.structure(params), tuple(np.shape(x) for x in jax.tree.leaves(params)),
+    key = (decoder, num_layers, num_languages, jax.tree.structure(params),
+           tuple(np.shape(x) for x in jax.tree.leaves(params)),
            dataclasses.replace(cfg, lambda_sharing=0.0, seed=0, save_every=1))
     if key not in _STEP_FNS:
         _STEP_FNS.clear()
         optimizer = make_optimizer(params, num_layers, cfg)
-        _STEP_FNS[key] = optimizer, _train_step_fn(decoder, optimizer)
+        _STEP_FNS[key] = optimizer, _train_step_fn(decoder, optimizer, num_languages)
     return _STEP_FNS[key]
 
 
-def _train_step_fn(decoder, optimizer):
+def _train_step_fn(decoder, optimizer, num_languages: int):
     @jax.jit
     def step(params, opt_state, batch, lambda_sharing, rho, margin):
         (loss, aux), grads = jax.value_and_grad(alignment_loss, has_aux=True)(
-            params, decoder, batch, lambda_sharing, rho, margin)
+            params, decoder, batch, lambda_sharing, rho, margin, num_languages=num_languages)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, dict(aux, loss=loss)
     return step
 
 
-def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint_dir: str | None = None,
-          resume: bool = False, stop_after: int | None = None, progress: bool = True, answer_len: int | None = None):
-    """Train; returns (params, history list of per-step floats). items: tokenized examples (see make_batch).
+def train(lm: LanguageModel, rows: Sequence[Sequence[TokenizedRow]], cfg: TrainConfig,
+          checkpoint_dir: str | None = None, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True, answer_len: int | None = None):
+    """Train; returns (params, history list of per-step floats).
+
+    rows: [E][N] TokenizedRow, prompt + gold continuation per example and language (`training_rows`).
+    answer_len: the continuation length every batch is padded to (default: the longest gold continuation).
 
     checkpoint_dir: orbax CheckpointManager folder (params, opt_state, step), saved every cfg.save_every steps
     and at the end; resume=True restores its latest step and continues the same data stream.
@@ -145,7 +151,7 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
 
     cfg.check_layers(lm.config.num_layers)
     decoder = objective_decoder(lm)
-    optimizer, step_fn = _train_step(decoder, lm.params, lm.config.num_layers, cfg)
+    optimizer, step_fn = _train_step(decoder, lm.params, lm.config.num_layers, len(rows[0]), cfg)
     params = lm.params
     opt_state = optimizer.init(params)
     start = 0
@@ -161,13 +167,13 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
             if start > cfg.steps:
                 raise ValueError(f"{checkpoint_dir} holds step {start}, past steps={cfg.steps}: a resume can extend "
                                  "the training, not shorten it")
-    k_max = answer_len or max(max(len(a), 1) for it in items for a in it["answers"])
+    k_max = answer_len or max(max(len(row.continuations[0]), 1) for example in rows for row in example)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     history = []
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="align")
     for step in bar:
-        idx = batch_indices(step, len(items), cfg.batch_size, cfg.seed)
-        batch = make_batch([items[i] for i in idx], lm.pad_id, answer_len=k_max)
+        idx = batch_indices(step, len(rows), cfg.batch_size, cfg.seed)
+        batch = make_batch([rows[i] for i in idx], lm.pad_id, answer_len=k_max)
         params, opt_state, aux = step_fn(params, opt_state, batch, jnp.float32(cfg.lambda_sharing),
                                          jnp.float32(cfg.rho), jnp.float32(cfg.margin))
         aux = {k: float(v) for k, v in aux.items()}
@@ -183,75 +189,7 @@ def train(lm: LanguageModel, items: Sequence[dict], cfg: TrainConfig, checkpoint
     return params, history
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def evaluate_token_items(lm: LanguageModel, params, items: Sequence[dict], languages: Sequence[str], batch_size: int = 8
-             ) -> dict[str, Any]:
-    """Mean % all-shared neurons per layer (tau = 0, last prompt token) and accuracy per language.
-
-    items need "options" (per language, a list of option token ids) and "gold" (per language, an index).
-    """
-    decoder = lm.decoder(Record(("act",), "last"), logits="positions")
-    num_lang = len(languages)
-    shared_sum = np.zeros((lm.config.num_layers,), np.float64)
-    correct = np.zeros((len(items), num_lang), bool)
-    for s in range(0, len(items), batch_size):
-        chunk = items[s:s + batch_size]
-        rows, prompt_lens, owners = [], [], []
-        for e, it in enumerate(chunk):
-            for n in range(num_lang):
-                for o, opt in enumerate(it["options"][n]):
-                    rows.append(list(it["prompts"][n]) + list(opt))
-                    prompt_lens.append(len(it["prompts"][n]))
-                    owners.append((e, n, o, len(opt)))
-        length = -(-max(len(r) for r in rows) // 16) * 16
-        k_max = max(max(o[3] for o in owners), 1)
-        ids = np.full((len(rows), length), lm.pad_id, np.int32)
-        mask = np.zeros_like(ids)
-        pos = np.zeros((len(rows), k_max), np.int32)
-        tok = np.zeros((len(rows), k_max), np.int32)
-        tmask = np.zeros((len(rows), k_max), bool)
-        for r, (row, pl, (_, _, _, k)) in enumerate(zip(rows, prompt_lens, owners)):
-            ids[r, :len(row)], mask[r, :len(row)] = row, 1
-            pos[r, :k] = np.arange(pl - 1, pl - 1 + k)
-            tok[r, :k] = row[pl:pl + k]
-            tmask[r, :k] = True
-        last = np.asarray(prompt_lens, np.int32) - 1
-        out = forward(decoder, params, ids, mask, record_index=last, logit_positions=pos)
-        lp = jax.nn.log_softmax(out.logits.astype(jnp.float32), -1)
-        tok_lp = np.asarray(jnp.sum(jnp.take_along_axis(lp, tok[..., None], -1)[..., 0] * tmask, -1))
-        act = np.asarray(out.activations["act"], np.float32)  # [R, L, F]
-        scores: dict = {}
-        first_row: dict = {}
-        for r, (e, n, o, _) in enumerate(owners):
-            scores.setdefault((e, n), []).append(tok_lp[r])
-            first_row.setdefault((e, n), r)
-        acts_bnlf = np.stack([np.stack([act[first_row[(e, n)]] for n in range(num_lang)])
-                              for e in range(len(chunk))])
-        counts, _ = example_statistics(jnp.asarray(acts_bnlf), jnp.zeros((1,), jnp.float32))
-        shared_sum += np.asarray(counts[:, 0, :, ALL_SHARED], np.float64).sum(0)
-        for e, it in enumerate(chunk):
-            for n in range(num_lang):
-                correct[s + e, n] = int(np.argmax(scores[(e, n)])) == it["gold"][n]
-    per_layer = (100.0 * shared_sum / (len(items) * lm.config.intermediate_size)).tolist()
-    return {"all_shared_pct": float(np.mean(per_layer)), "all_shared_per_layer": per_layer,
-            "accuracy": {lang: float(correct[:, n].mean()) for n, lang in enumerate(languages)}}
-
-
-def tokenize_examples(lm: LanguageModel, examples, languages: Sequence[str]) -> list[dict]:
-    """ParallelExamples -> token-id items {"prompts", "answers", "options", "gold"} (lists over languages)."""
-    tok = lm.tokenizer
-
-    def enc(text, special):
-        return list(tok(text, add_special_tokens=special)["input_ids"])
-
-    items = []
-    for ex in examples:
-        prompts = [enc(ex.prompts[lang], True) for lang in languages]
-        options = [[enc(o, False) for o in (ex.options[lang] if ex.options else (ex.answers[lang],))]
-                   for lang in languages]
-        answers = [enc(ex.answers[lang], False) for lang in languages]
-        gold = [int(ex.gold[lang]) for lang in languages]
-        items.append({"prompts": prompts, "answers": answers, "options": options, "gold": gold})
-    return items
+def training_rows(lm: LanguageModel, examples: Sequence, languages: Sequence[str]) -> list[list[TokenizedRow]]:
+    """[E][N] TokenizedRow: each example's prompt and gold answer (`ParallelExample.answers`, the gold option of
+    an options task) per language, tokenized by the sharing pipeline's `tokenize_examples`."""
+    return tokenize_examples(lm.tokenizer, examples, languages, "greedy")

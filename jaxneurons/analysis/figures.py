@@ -1,4 +1,5 @@
-"""Figures of the sharing analysis: each function writes one PNG (atomically) and returns its path.
+"""Figures of the sharing analysis: each function writes one PNG (atomically) and returns its path (the
+alignment run's returns its Figure).
 
 Built on `matplotlib.figure.Figure` with the Agg canvas, not pyplot: no display, no global state, no
 figures piling up in memory over a long run.
@@ -120,6 +121,26 @@ def plot_overlap(sharing: dict, path: str | os.PathLike) -> str:
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+ALIGNMENT_RUNS = (("before", "k-"), ("after", "r-"), ("control_after", "b--"))  # alignment.json key, line style
+
+
+def plot_alignment_per_layer(alignment: dict, path: str | os.PathLike | None = None) -> Figure:
+    """The alignment run's figure: % all-shared neurons per layer (tau = 0) before training, after it and after
+    the control (lambda = 0), from alignment.json's evaluations. Written to `path` (atomically) when given;
+    returns the Figure."""
+    fig = Figure(figsize=(7, 3.5), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for key, style in ALIGNMENT_RUNS:
+        run = alignment[key]
+        ax.plot(run["all_shared_per_layer"], style, label=f"{key} ({run['all_shared_pct']:.2f}%)")
+    ax.set(xlabel="layer", ylabel="% all-shared neurons")
+    ax.legend()
+    if path is not None:
+        _save(fig, path)
+    return fig
 
 
 def plot_all(sharing: dict, output_dir: str | os.PathLike) -> dict[str, str]:

@@ -368,6 +368,22 @@ def _place_example(example: list[TokenizedRow], bins: dict[int, _Bins]) -> bool:
     return True
 
 
+def gold_forward(rows: Sequence[TokenizedRow], pad_id: int, k: int | None = None) -> Forward:
+    """One forward over `rows`, each its prompt followed by its gold continuation (slot 0): the neuron forward a
+    plan without packing builds for positions "last" (right padding to the rows' length bucket).
+
+    k: the continuation length the targets are padded to (default: the bucket of the longest gold continuation);
+    a caller that wants one shape for many batches passes the longest of them all.
+    """
+    gold = [row.continuations[0] for row in rows]
+    longest = max(len(c) for c in gold)
+    k = bucket_length(longest, minimum=1) if k is None else k
+    if k < longest:
+        raise ValueError(f"k={k} is shorter than the longest gold continuation ({longest} tokens)")
+    length = bucket_length(max(len(row.prompt) + len(c) for row, c in zip(rows, gold)))
+    return _build_forward(list(rows), gold, np.ones(len(rows), bool), pad_id, "right", length, k, readout=True)
+
+
 def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
                   pad_id: int, packing: Packing, k: int, readout: bool = False) -> Forward:
     """Lay the valid rows that have a continuation one after another into the bins (best fit, row order:
