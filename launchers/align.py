@@ -48,8 +48,17 @@ flags.DEFINE_string("prompt_format", None, "Task formulation, as in analyze.py (
                     "prompt, which ends where the objective reads the neurons).")
 flags.DEFINE_string("prompt_suffix", "", "Text appended to every language's prompt; \\n is a newline.")
 
-# Flags that do not change results: a run resumed with other values is the same run (steps: extended).
-NOT_IN_IDENTITY = {"resume", "overwrite", "debug", "output_dir", "data_dir", "tokenizer", "steps", "save_every"}
+# Flags of where and how a run executes, never of what it computes; TrainConfig's identity=False fields join them
+# (`not_in_identity`: --steps extends a run, --save_every is when it saves).
+RUNTIME_FLAGS = {"resume", "overwrite", "debug", "output_dir", "data_dir", "tokenizer"}
+
+
+def not_in_identity() -> set[str]:
+    """The flags that do not enter the output folder's identity."""
+    from jaxneurons.alignment import TrainConfig
+    from jaxneurons.cli import identity_free
+
+    return RUNTIME_FLAGS | identity_free(TrainConfig)
 
 
 def train_config():
@@ -139,7 +148,7 @@ def align() -> None:
         cfg.check_layers(model_config.num_layers)
     except ValueError as e:
         raise ValueError(f"--layers: {e}") from None
-    claim_output_dir(FLAGS.output_dir, run_identity(own_module(), NOT_IN_IDENTITY), FLAGS.resume, FLAGS.overwrite)
+    claim_output_dir(FLAGS.output_dir, run_identity(own_module(), not_in_identity()), FLAGS.resume, FLAGS.overwrite)
     lm = load_model_timed(FLAGS.model, dtype=FLAGS.dtype, tokenizer=FLAGS.tokenizer)
     facts = {"model": FLAGS.model, "task": task.name, "train_split": FLAGS.train_split,
              "eval_split": FLAGS.eval_split, "dtype": FLAGS.dtype, "prompt_format": FLAGS.prompt_format,

@@ -13,7 +13,6 @@ Every flag and the data are checked before the model loads. A folder holding ano
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 
@@ -241,8 +240,10 @@ def importance_analyses(lm, task, loaded, attribution, interventions) -> None:
 
 
 def own_module() -> str:
-    """The module name absl files this launcher's flags under (the script's path when run as a script)."""
-    return sys.argv[0] if flags.FLAGS.get_flags_for_module(sys.argv[0]) else __name__
+    """The module absl files this launcher's flags under (the script's path when run as a script)."""
+    from jaxneurons.cli import launcher_module
+
+    return launcher_module("thresholds")
 
 
 def flags_text() -> str:

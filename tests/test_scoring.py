@@ -1,7 +1,5 @@
 """The chunked unembedding scores equal the scores of the full logits, computed in NumPy."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np

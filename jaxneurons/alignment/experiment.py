@@ -118,7 +118,7 @@ def run_alignment(lm, task, train_ex: Sequence, eval_ex: Sequence, languages: Se
     from jaxneurons.loading.orbax_dir import save_orbax_model
 
     save_orbax_model(os.path.join(output_dir, "model"), lm.config, params, lm.tokenizer, tokenizer_source=lm.source)
-    export_hf(dataclasses.replace(lm, params=params), os.path.join(output_dir, "model_hf"))  # for transformers
+    export_hf(dataclasses.replace(lm, params=params), os.path.join(output_dir, "model_hf"), overwrite=True)  # for transformers
     timings["total_s"] = time.time() - t0
     result = {"before": before, "after": after, "control_after": control_after,
               "config": dict(dataclasses.asdict(cfg), **{"model": str(lm.source), "task": task.name, **(facts or {})},

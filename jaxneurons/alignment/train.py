@@ -45,7 +45,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "weight_decay", "lambda_sharing", "margin"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # nan too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "clip"):
             if not getattr(self, name) > 0:

@@ -25,7 +25,8 @@ from jaxneurons.pipeline.identity import check_identity, differences
 RUN_FILE = "run.json"
 # what a jaxneurons run leaves (today's and older versions'): a folder holding none of these is not a run's
 RUN_MARKERS = (RUN_FILE, "flags.txt", "state.npz", "sharing.json", "alignment.json", "alignment_state.npz",
-               "checkpoints", "attribution_state.npz", "interventions_state.npz")
+               "checkpoints", "attribution_state.npz", "interventions_state.npz", "attribution.json",
+               "interventions.json", "examples.npz", "sections")
 # what the claim itself leaves before a pass writes a result or a checkpoint
 CLAIM_FILES = (RUN_FILE, "flags.txt")
 
