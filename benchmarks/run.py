@@ -39,7 +39,7 @@ import jaxneurons as jn  # noqa: E402
 from benchmarks import baselines, flops, report  # noqa: E402
 from benchmarks.weights import SHAPES, build  # noqa: E402
 from jaxneurons.pipeline.batching import TokenizedRow, plan_batches  # noqa: E402
-from jaxneurons.pipeline.run import run_batches  # noqa: E402
+from jaxneurons.pipeline.sharing import sharing_batches  # noqa: E402
 from jaxneurons.pipeline.state import new_state  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -76,7 +76,7 @@ def jax_categorise(lm, rows, batch_size, output_dir, pack):
     plan = plan_batches(tokenized, batch_size, "last", "right", 0, pack=pack)
     state = new_state({}, plan.num_examples, 1, plan.num_languages, lm.config.num_layers,
                       lm.config.intermediate_size, 1)
-    state = run_batches(lm, plan, state, [0.0], output_dir, progress=False, checkpoint_every=10**9)
+    state = sharing_batches(lm, plan, state, [0.0], output_dir, progress=False, checkpoint_every=10**9)
     return state.category_counts_eklc[:, 0], state.padding_ratio
 
 

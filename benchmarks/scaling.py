@@ -41,7 +41,7 @@ def measure(devices: int, examples: list[int]) -> list[dict]:
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.1, x.shape) if x.ndim == 2 else
                                                 np.ones(x.shape), jnp.float32), shapes)
-    decoder = jn.Decoder(config, record=Record(("act",), "last"), logits="positions")
+    decoder = jn.Decoder(config, record=Record(("act",), "last"), logits="indexed")
     mesh = distributed.make_mesh(f"data:{devices}")
     sharded = distributed.shard_params(params, mesh)
     thresholds = distributed.replicate(jnp.asarray([0.0, 0.1, 0.5], jnp.float32), mesh)
@@ -51,8 +51,8 @@ def measure(devices: int, examples: list[int]) -> list[dict]:
         forward = {"ids_rt": rng.integers(1, 512, (rows, LENGTH)).astype(np.int32),
                    "mask_rt": np.ones((rows, LENGTH), bool),
                    "record_index_r": np.full(rows, LENGTH - 2, np.int32),
-                   "logit_positions_rk": np.full((rows, 1), LENGTH - 2, np.int32),
-                   "targets_rk": np.ones((rows, 1), np.int32), "target_mask_rk": np.ones((rows, 1), bool)}
+                   "logit_index_rj": np.full((rows, 1), LENGTH - 2, np.int32),
+                   "targets_rj": np.ones((rows, 1), np.int32), "target_mask_rj": np.ones((rows, 1), bool)}
         first = np.ones((rows, 2), np.int32)
         valid = np.ones(e, bool)
         overlap = distributed.replicate(overlap_init(3, config.num_layers, config.intermediate_size), mesh)

@@ -81,6 +81,20 @@ def check_flag_values(module_name: str, bounds: dict[str, Bounds]) -> None:
                 setattr(flags.FLAGS, flag.name, unquoted)
 
 
+def rename_flag(old: str, new: str, values: dict | None = None) -> None:
+    """A flag given by its old name: its value (mapped through `values`) moves to `new`, with a warning that names
+    both; the old flag is left unset. Both given: ValueError."""
+    given = flags.FLAGS[old].value
+    if given is None:
+        return
+    if flags.FLAGS[new].present:
+        raise ValueError(f"--{old} is the old name of --{new}: give --{new} alone")
+    value = (values or {}).get(given, given)
+    logging.warning("--%s is deprecated and goes in the next release: read as --%s=%s", old, new, value)
+    setattr(flags.FLAGS, new, value)
+    setattr(flags.FLAGS, old, None)
+
+
 def strip_quotes(value: str | list[str]) -> str | list[str]:
     """`value` without one pair of matching quotes around it. A list: absl reads '"en,de"' as the one item 'en,de'
     (and '"en' 'de"' from a list quoted otherwise): its items without quotes, split at commas (no list flag of
@@ -113,7 +127,7 @@ def identity_free(*config_classes) -> set[str]:
             if not f.metadata.get("identity", True)}
 
 
-def run_identity(module_name: str, excluded: set[str]) -> dict:
+def folder_identity(module_name: str, excluded: set[str]) -> dict:
     """The launcher's flags that change results, as {--name: value}: what its output folder belongs to."""
     own = flags.FLAGS.get_flags_for_module(module_name)
     return {"launcher": module_name.rsplit("/", 1)[-1],

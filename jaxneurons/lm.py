@@ -4,6 +4,7 @@ patching, and token helpers; every output in the batch-first layout of `jaxneuro
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -36,7 +37,7 @@ class LanguageModel:
     compute_dtype: Any = jnp.float32
     source: str = ""
 
-    def decoder(self, record: Record = Record(), logits: str = "all") -> Decoder:
+    def decoder(self, record: Record = Record(), logits: str = "every") -> Decoder:
         return Decoder(self.config, dtype=self.compute_dtype, param_dtype=self.param_dtype, record=record,
                        logits=logits)
 
@@ -45,42 +46,44 @@ class LanguageModel:
         return jax.tree.leaves(self.params)[0].dtype
 
     def forward(self, input_ids, attention_mask=None, *, record: Record = Record(), record_index=None,
-                logits: str = "all", logit_positions=None, intervention: Intervention | None = None,
+                logits: str = "every", logit_index=None, intervention: Intervention | None = None,
                 patches: Sequence[Patch] = ()) -> Output:
         """The general forward: an `Output` (logits and the recorded activations, batch first).
 
-        record_index [B]: where positions="last" reads (default: each row's last real token);
-        logits: "all" [B, T, V], "last" [B, V], "positions" [B, K, V] at logit_positions [B, K], or "none".
+        record_index [B]: where Record.at="last" reads (default: each row's last real token);
+        logits: "every" [B, T, V], "last" [B, V], "indexed" [B, J, V] at logit_index [B, J], or "none".
         """
         ids, mask = _ids_and_mask(input_ids, attention_mask)
         return forward(self.decoder(record, logits), self.params, ids, mask, record_index=record_index,
-                       intervention=intervention, patches=tuple(patches), logit_positions=logit_positions)
+                       intervention=intervention, patches=tuple(patches), logit_index=logit_index)
 
     def logits(self, input_ids, attention_mask=None, intervention: Intervention | None = None,
                patches: Sequence[Patch] = ()) -> jax.Array:
         """Float32 logits [B, T, V]."""
         return self.forward(input_ids, attention_mask, intervention=intervention, patches=patches).logits
 
-    def neurons(self, input_ids, attention_mask=None, positions: str = "last", quantity: str = "act",
-                intervention: Intervention | None = None) -> jax.Array:
+    def neurons(self, input_ids, attention_mask=None, at: str = "last", quantity: str = "act",
+                intervention: Intervention | None = None, *, positions: str | None = None) -> jax.Array:
         """FFN neurons: [B, L, F] at each row's last real token ("last") or max over real tokens ("max"),
-        [B, T, L, F] at every token ("all")."""
-        out = self.forward(input_ids, attention_mask, record=Record((quantity,), positions), logits="none",
+        [B, T, L, F] at every token ("every")."""
+        at = _renamed_at(at, positions)
+        out = self.forward(input_ids, attention_mask, record=Record((quantity,), at), logits="none",
                            intervention=intervention)
         return out.activations[quantity]
 
     def run_with_cache(self, inputs, names: Sequence[str] = CACHED, layers: Sequence[int] | None = None,
-                       positions: str = "all", intervention: Intervention | None = None,
-                       patches: Sequence[Patch] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
+                       at: str = "every", intervention: Intervention | None = None,
+                       patches: Sequence[Patch] = (), *, positions: str | None = None
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(logits [B, T, V], {name: activations}) in the public layout ([B, T, L, ...] at every token).
 
         inputs: a text, a list of texts (right-padded, special tokens added) or token ids [B, T] / [T];
-        names: any of `NAMES`; layers: a subset of layers (None: all); positions: all | last | max."""
+        names: any of `NAMES`; layers: a subset of layers (None: all); at: every | last | max."""
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
             ids, mask = self.encode([inputs] if isinstance(inputs, str) else list(inputs))
         else:
             ids, mask = inputs, None
-        record = Record(tuple(names), positions, None if layers is None else tuple(layers))
+        record = Record(tuple(names), _renamed_at(at, positions), None if layers is None else tuple(layers))
         out = self.forward(ids, mask, record=record, intervention=intervention, patches=patches)
         return out.logits, out.activations
 
@@ -141,3 +144,12 @@ def _ids_and_mask(input_ids, attention_mask):
         ids = ids[None]
     mask = jnp.ones_like(ids) if attention_mask is None else jnp.asarray(attention_mask, jnp.int32).reshape(ids.shape)
     return ids, mask
+
+
+def _renamed_at(at: str, positions: str | None) -> str:
+    """`at`, or the value of the keyword `positions` it replaces (one release; "all" is now "every")."""
+    if positions is None:
+        return at
+    warnings.warn("the keyword positions= is now at= (and 'all' is 'every'); positions= goes in the next release",
+                  DeprecationWarning, stacklevel=3)
+    return "every" if positions == "all" else positions

@@ -93,7 +93,7 @@ def prompt_format(task) -> str:
     return task.check_prompt_format(FLAGS.prompt_format)
 
 
-def load_examples(task, model: str, tokenizer: str | None):
+def load_data(task, model: str, tokenizer: str | None):
     """(train, eval) examples, each split non-empty, in every language and within the model's context, before the
     model loads."""
     from jaxneurons.alignment.experiment import load_examples as load
@@ -134,7 +134,7 @@ def own_module() -> str:
 def align() -> None:
     """Every check, then the model load, then the run."""
     from jaxneurons.alignment.experiment import run_alignment
-    from jaxneurons.cli import check_model, load_model_timed, quiet_checkpoint_logs, run_identity
+    from jaxneurons.cli import check_model, folder_identity, load_model_timed, quiet_checkpoint_logs
     from jaxneurons.pipeline.output_dir import claim_output_dir
     from jaxneurons.tasks import get_task
 
@@ -142,13 +142,13 @@ def align() -> None:
     quiet_checkpoint_logs()
     task = get_task(FLAGS.task)
     cfg = train_config()
-    train_ex, eval_ex = load_examples(task, FLAGS.model, FLAGS.tokenizer)
+    train_ex, eval_ex = load_data(task, FLAGS.model, FLAGS.tokenizer)
     model_config = check_model(FLAGS.model, FLAGS.tokenizer)
     try:
         cfg.check_layers(model_config.num_layers)
     except ValueError as e:
         raise ValueError(f"--layers: {e}") from None
-    claim_output_dir(FLAGS.output_dir, run_identity(own_module(), not_in_identity()), FLAGS.resume, FLAGS.overwrite)
+    claim_output_dir(FLAGS.output_dir, folder_identity(own_module(), not_in_identity()), FLAGS.resume, FLAGS.overwrite)
     lm = load_model_timed(FLAGS.model, dtype=FLAGS.dtype, tokenizer=FLAGS.tokenizer)
     facts = {"model": FLAGS.model, "task": task.name, "train_split": FLAGS.train_split,
              "eval_split": FLAGS.eval_split, "dtype": FLAGS.dtype, "prompt_format": FLAGS.prompt_format,

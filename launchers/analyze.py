@@ -33,10 +33,13 @@ _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Use the first N para
                                      lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per step; each brings one row per language.",
                                    lower_bound=1)
-_POSITIONS = flags.DEFINE_enum("positions", "last", ["last", "all"], "Neurons at the prompt's last token, or "
-                               "activated at any prompt token (all).")
+_NEURON_POSITION = flags.DEFINE_enum("neuron_position", "last", ["last", "any_token"], "Neurons at the prompt's "
+                                     "last token (the paper's), or activated at any prompt token (any_token).")
+_POSITIONS = flags.DEFINE_enum("positions", None, ["last", "all"], "Deprecated spelling of --neuron_position "
+                               "(all: any_token); removed in the next release.")
 _PACK = flags.DEFINE_bool("pack", True, "Lay each batch's rows one after another into fixed bins instead of "
-                          "padding each row: same results, less padding, one compiled shape (positions=last only).")
+                          "padding each row: same results, less padding, one compiled shape "
+                          "(--neuron_position=last only).")
 _THRESHOLDS = flags.DEFINE_list("thresholds", "0,0.1,0.2,0.3,0.4,0.5", "Activation thresholds tau (must "
                                 "include 0, the paper's).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight and activation dtype.")
@@ -88,8 +91,10 @@ _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivat
                                    "category also runs count-matched to all-shared; random and magnitude draw "
                                    "as many neurons as all-shared (magnitude: activated ones with its |m|). "
                                    "Writes interventions.json.")
-_INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", False, "Deactivate at every token instead of the "
-                                   "prompt's last token.")
+_DEACTIVATE_EVERY_TOKEN = flags.DEFINE_bool("deactivate_every_token", False, "Deactivate at every token "
+                                            "instead of the prompt's last token.")
+_INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", None, "Deprecated spelling of "
+                                   "--deactivate_every_token; removed in the next release.")
 _RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds of every drawn set: the random, |m|-matched and "
                                      "count-matched deactivation controls, and the attribution's |m|-matched null.",
                                      lower_bound=1)
@@ -123,9 +128,9 @@ def sharing_config():
     from jaxneurons.pipeline import SharingConfig
 
     return build_config(SharingConfig, batch_size=("batch_size", _BATCH_SIZE.value),
-                        positions=("positions", _POSITIONS.value),
+                        neuron_position=("neuron_position", _NEURON_POSITION.value),
                         thresholds=("thresholds", parse_thresholds(_THRESHOLDS.value)),
-                        pack=("pack", _PACK.value and _POSITIONS.value == "last"),
+                        pack=("pack", _PACK.value and _NEURON_POSITION.value == "last"),
                         bootstrap=("bootstrap", _BOOTSTRAP.value),
                         prompt_format=("prompt_format", _PROMPT_FORMAT.value),
                         prompt_suffix=("prompt_suffix", prompt_suffix()))
@@ -155,7 +160,7 @@ def interventions_config():
         return None
     return build_config(InterventionsConfig, kinds=("interventions", _INTERVENTIONS.value),
                         batch_size=("batch_size", _BATCH_SIZE.value),
-                        all_positions=("intervene_all_positions", _INTERVENE_ALL.value),
+                        every_token=("deactivate_every_token", _DEACTIVATE_EVERY_TOKEN.value),
                         seeds=("random_seeds", _RANDOM_SEEDS.value), bootstrap=("bootstrap", _BOOTSTRAP.value))
 
 
@@ -175,9 +180,19 @@ def check_flags() -> None:
     from jaxneurons.cli import POSITIVE, check_flag_values, launcher_module
 
     check_flag_values(launcher_module("output_dir"), {"ig_memory_gb": POSITIVE})
+    renamed_flags()
 
 
-def load_examples(task):
+def renamed_flags() -> None:
+    """The old spellings, one release more: their value moves to the new flag with a warning (and leaves the old
+    one unset, so a run's identity and flags.txt hold the new spelling only)."""
+    from jaxneurons.cli import rename_flag
+
+    rename_flag("positions", "neuron_position", {"all": "any_token"})
+    rename_flag("intervene_all_positions", "deactivate_every_token")
+
+
+def load_data(task):
     """The data, loaded and checked before the (slow) model load: every example in every language, and (with the
     model's tokenizer) no longer than the model's context (--on_error=skip drops and counts such examples)."""
     from jaxneurons.cli import LONGER_THAN_CONTEXT, check_context
@@ -213,10 +228,10 @@ def check_readout(examples) -> None:
     """Attribution and deactivation act at the prompt's last token: a formulation that reads the neurons at the
     answer's end (harness) would attribute toward, or deactivate, neurons that have not read the item."""
     answer_end = examples and examples[0].readout == "answer"
-    if answer_end and (_ATTRIBUTION.value or (_INTERVENTIONS.value and not _INTERVENE_ALL.value)):
+    if answer_end and (_ATTRIBUTION.value or (_INTERVENTIONS.value and not _DEACTIVATE_EVERY_TOKEN.value)):
         raise ValueError(f"--prompt_format={_PROMPT_FORMAT.value} reads the neurons at the end of the gold answer; "
                          "--attribution and --interventions work at the prompt's last token: run them with "
-                         "--prompt_format=paper (or another prompt-end format; --intervene_all_positions lifts "
+                         "--prompt_format=paper (or another prompt-end format; --deactivate_every_token lifts "
                          "this for --interventions)")
 
 
@@ -255,10 +270,10 @@ def flags_text() -> str:
 def claim_output_dir(process_index: int, started: float) -> None:
     """Process 0 makes output_dir this run's (refusing another run's, see --resume / --overwrite); the others
     wait for that claim."""
-    from jaxneurons.cli import run_identity
+    from jaxneurons.cli import folder_identity
     from jaxneurons.pipeline.output_dir import check_writable, claim_output_dir as claim, wait_for_claim
 
-    identity = run_identity(own_module(), not_in_identity())
+    identity = folder_identity(own_module(), not_in_identity())
     if process_index == 0:
         claim(_OUTPUT_DIR.value, identity, _RESUME.value, _OVERWRITE.value)
     else:
@@ -281,7 +296,7 @@ def analyze() -> None:
     distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
     task = check_task()
     sharing_cfg, attribution, interventions = sharing_config(), attribution_config(), interventions_config()
-    loaded = load_examples(task)
+    loaded = load_data(task)
     logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples), ",".join(_LANGUAGES.value),
                  loaded.skipped or "none")
     check_model(_MODEL.value, _TOKENIZER.value)

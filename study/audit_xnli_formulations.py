@@ -48,7 +48,7 @@ def option_logprobs(lm, prompts: list[str], options: list[tuple[str, ...]], batc
             for r, i in enumerate(idx):
                 k = len(o_ids[i][o])
                 pos[r, :k] = np.arange(len(p_ids[i]) - 1, len(p_ids[i]) - 1 + k)
-            logits = lm.forward(ids, mask, logits="positions", logit_positions=pos).logits
+            logits = lm.forward(ids, mask, logits="indexed", logit_index=pos).logits
             logp = np.asarray(logits, np.float64)
             logp = logp - np.logaddexp.reduce(logp, axis=-1, keepdims=True)
             for r, i in enumerate(idx):

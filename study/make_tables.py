@@ -116,7 +116,8 @@ def runs_table():
         warned = [lang for lang, d in acc.items() if d.get("warning")]
         ending = s.get("prompt_format", "") + (f" + {s['prompt_suffix']!r}" if s.get("prompt_suffix") else "")
         rows.append([run, s["model"], s["task"], ending, s["num_examples"], len(s["languages"]),
-                     s["positions"], fmt(s.get("examples_per_second"), 2), fmt(wall_min(run)),
+                     s.get("neuron_position", s.get("positions")),  # v2 results say "positions"
+                     fmt(s.get("examples_per_second"), 2), fmt(wall_min(run)),
                      fmt(100 * float(np.mean([d["value"] for d in acc.values()]))),
                      ", ".join(warned) if warned else "none"])
     return table(["run", "model", "task", "prompt", "items", "languages", "tokens", "items/s (sharing pass)",
@@ -373,8 +374,10 @@ def intervention_table():
                           fmt(c["sign_test_p"], 3), ci(lp["difference"], 2), f"{lp['control_higher']} / "
                           f"{lp['control_lower']}", fmt(lp["sign_test_p"], 4)])
         meta = iv["meta"]
+        where = meta.get("deactivated_at") or f"{meta['positions']} token"  # v2 results say "positions"
         parts.append(f"**{label}** (`{run}`, {meta['num_examples']} items x {len(iv['clean']) - 0} languages, "
-                     f"deactivation at the {meta['positions']} token, seeded controls x {meta['random_seeds']})\n\n"
+                     f"deactivation at the {where}, "
+                     f"seeded controls x {meta['random_seeds']})\n\n"
                      + table(["deactivated", "neurons per layer", "mean abs(m) per neuron", "mass removed %",
                               "accuracy % (mean over languages)", "change from clean, points",
                               "gold answer log-prob change, nats"], rows)

@@ -51,11 +51,11 @@ def split_config(config_class, kwargs: dict):
             {k: v for k, v in kwargs.items() if k not in names})
 
 
-def direct_acts(lm, example, languages, positions="last") -> np.ndarray:
+def direct_acts(lm, example, languages, at="last") -> np.ndarray:
     """[N, L, F] neurons of each prompt alone, read with `lm.neurons` (one prompt per call, no padding)."""
     # One row per call; right padding to a fixed length only so that every call shares one compiled shape.
     rows = []
     for lang in languages:
         ids, mask = lm.encode([example.prompts[lang]], pad_to_multiple_of=FIXED_LENGTH)
-        rows.append(np.asarray(lm.neurons(ids, mask, positions=positions))[0])
+        rows.append(np.asarray(lm.neurons(ids, mask, at=at))[0])
     return np.stack(rows)

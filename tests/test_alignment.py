@@ -14,7 +14,7 @@ import jaxneurons as jn  # noqa: E402
 from jaxneurons.alignment import (TrainConfig, alignment_loss, make_batch, make_optimizer,  # noqa: E402
                                   objective_decoder, sharing_loss, train, training_rows)
 from jaxneurons.alignment.experiment import evaluate  # noqa: E402
-from jaxneurons.pipeline.batching import TokenizedRow, gold_forward, plan_batches  # noqa: E402
+from jaxneurons.pipeline.batching import TokenizedRow, gold_inputs, plan_batches  # noqa: E402
 from jaxneurons.tasks import get_task  # noqa: E402
 from tests.hf_reference import make_model  # noqa: E402
 from tests.test_pipeline import LANGS, tiny_lm  # noqa: E402
@@ -44,17 +44,17 @@ def _rows(n, seed=0):
 def test_batch_is_the_pipelines_forward():
     """make_batch's arrays are those of the plan's neuron forward over the same rows (no packing, "last")."""
     rows = _rows(5, seed=1)
-    plan = plan_batches(rows, batch_size=5, positions="last", padding_side="right", pad_id=0, pack=False)
+    plan = plan_batches(rows, batch_size=5, neuron_position="last", padding_side="right", pad_id=0, pack=False)
     batch = plan.batch(0)
     ours = make_batch([rows[e] for e in batch.example_index_b], pad_id=0)
-    theirs = batch.neuron_forward.arrays()
+    theirs = batch.neuron_inputs.arrays()
     assert ours.keys() == theirs.keys()
     for name in theirs:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
-    assert ours["targets_rk"].shape == (5 * NUM_LANG, 2)
+    assert ours["targets_rj"].shape == (5 * NUM_LANG, 2)
     padded = make_batch(rows, pad_id=0, answer_len=5)  # one continuation length for a whole run
-    assert padded["targets_rk"].shape == (5 * NUM_LANG, 5) and padded["target_mask_rk"].sum() == theirs[
-        "target_mask_rk"].sum()
+    assert padded["targets_rj"].shape == (5 * NUM_LANG, 5) and padded["target_mask_rj"].sum() == theirs[
+        "target_mask_rj"].sum()
 
 
 def test_make_batch_refuses_what_the_objective_cannot_read():
@@ -64,7 +64,7 @@ def test_make_batch_refuses_what_the_objective_cannot_read():
     with pytest.raises(ValueError, match="prompt's last token"):
         make_batch([[dataclasses.replace(r, readout_extra=1) for r in ex] for ex in rows], pad_id=0)
     with pytest.raises(ValueError, match="k=1 is shorter"):
-        gold_forward([r for ex in rows for r in ex] + [TokenizedRow((1, 2), ((3, 4),), (0,))], 0, k=1)
+        gold_inputs([r for ex in rows for r in ex] + [TokenizedRow((1, 2), ((3, 4),), (0,))], 0, k=1)
 
 
 def test_task_loss_is_the_mean_per_token_nll(lm):

@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launchers", "analyze.py")
 DATA_DIR = os.environ.get("JAXNEURONS_DATA_DIR") or os.path.join(REPO, "..", "shared", "data")
 SHARING_KEYS = {
-    "model", "task", "languages", "num_examples", "num_layers", "neurons_per_layer", "positions", "accuracy",
+    "model", "task", "languages", "num_examples", "num_layers", "neurons_per_layer", "neuron_position", "accuracy",
     "skipped", "padding_ratio", "examples_per_second", "per_layer", "per_layer_min", "per_layer_max",
     "threshold_sweep", "activated_per_language", "overlap", "by_correctness", "mean_over_layers", "thresholds",
 }
@@ -49,7 +49,7 @@ def test_xnli_on_smollm_writes_every_output(tmp_path):
     assert sharing["model"] == "smollm2-135m" and sharing["task"] == "xnli"
     assert sharing["languages"] == ["en", "de", "fr"] and sharing["num_examples"] == 3
     assert sharing["num_layers"] == 30 and sharing["neurons_per_layer"] == 1536
-    assert set(sharing["accuracy"]) == {"en", "de", "fr"} and sharing["positions"] == "last"
+    assert set(sharing["accuracy"]) == {"en", "de", "fr"} and sharing["neuron_position"] == "last"
     assert 0 < sharing["padding_ratio"] <= 1 and sharing["examples_per_second"] > 0
 
     with np.load(out / "examples.npz") as npz:

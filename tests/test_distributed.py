@@ -35,7 +35,7 @@ def analyse(out: str, **kwargs) -> dict:
     return run_sharing_analysis(tiny_lm(), task, examples, LANGS, out, config, **rest)
 
 
-def deactivate(out: str, **kwargs) -> dict:
+def deactivate(out: str, batch_size: int = 3, **kwargs) -> dict:
     """The deactivation pass of the same model and examples (4 batches of 3), written to out."""
     sys.path.insert(0, REPO)
     from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
@@ -44,12 +44,13 @@ def deactivate(out: str, **kwargs) -> dict:
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
-    config = InterventionsConfig(kinds=["all_shared", "random"], batch_size=3, seeds=1, bootstrap=20)
-    return run_interventions(tiny_lm(), task, examples, LANGS, out, config, progress=False, **kwargs)
+    config = InterventionsConfig(kinds=["all_shared", "random"], batch_size=batch_size, seeds=1, bootstrap=20)
+    return run_interventions(tiny_lm(), task, examples, LANGS, out, config, progress=False, figures=False, **kwargs)
 
 
-def attribute(out: str, **kwargs) -> dict:
-    """The attribution pass (contribution scores) of the same model and examples (4 batches of 3), written to out."""
+def attribute(out: str, batch_size: int = 3, ig: bool = False, **kwargs) -> dict:
+    """The attribution pass (contribution scores, and IG with 2 steps) of the same model and examples (4 batches
+    of 3), written to out."""
     sys.path.insert(0, REPO)
     from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
     from jaxneurons.tasks import get_task
@@ -57,8 +58,10 @@ def attribute(out: str, **kwargs) -> dict:
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=NUM_EXAMPLES, prompt_format="paper").examples
-    config = AttributionConfig(methods=("contribution",), top_k=4, batch_size=3, seeds=1, bootstrap=20)
-    return run_attribution_analysis(tiny_lm(), task, examples, LANGS, out, config, progress=False, **kwargs)
+    config = AttributionConfig(methods=("contribution", "ig") if ig else ("contribution",), top_k=4,
+                               batch_size=batch_size, ig_steps=2, seeds=1, bootstrap=20)
+    return run_attribution_analysis(tiny_lm(), task, examples, LANGS, out, config, progress=False, figures=False,
+                                    **kwargs)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom"])
@@ -159,12 +162,21 @@ def test_mesh_spec():
 
 
 def test_meshes_match_one_device(reference, tmp_path):
-    """data:8 and data:4,fsdp:2 over 8 simulated devices: the numbers of one device; batch 6 rounds up to 8."""
+    """data:8 and data:4,fsdp:2 over 8 simulated devices: the numbers of one device; batch 6 rounds up to 8. The
+    deactivation and attribution passes on data:4,fsdp:2 (batch 3 rounds up to 4, params split over fsdp, IG
+    too): the numbers of one device with batches of 4."""
     finish(run_script("meshes", str(tmp_path), devices=8))
     for name in ("data8", "data4_fsdp2"):
         assert_same(reference, str(tmp_path / name))
         with open(tmp_path / name / "sharing.json") as f:
             assert json.load(f)["batch_size"] == BATCH_SIZE
+    one = {"interventions.json": deactivate(str(tmp_path / "one"), batch_size=4),
+           "attribution.json": attribute(str(tmp_path / "one"), batch_size=4, ig=True)}
+    for name, want in one.items():
+        got = numbers(json.loads((tmp_path / "data4_fsdp2" / name).read_text()))
+        assert got.keys() == numbers(want).keys(), name
+        for key, value in numbers(want).items():
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True), (name, key)
 
 
 def test_two_processes_match_one(reference, tmp_path):
@@ -226,6 +238,8 @@ def main(argv: list[str]) -> None:
         out = argv[1]
         analyse(os.path.join(out, "data8"), mesh=make_mesh("data:8"), batch_size=6)
         analyse(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"), batch_size=6)
+        deactivate(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"))
+        attribute(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"), ig=True)
     elif argv[0] == "process":
         from jaxneurons import distributed
 

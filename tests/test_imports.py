@@ -8,7 +8,7 @@ import pytest
 OPTIONAL = ("matplotlib", "gguf")
 
 
-@pytest.mark.parametrize("module", ["jaxneurons", "jaxneurons.pipeline.run", "jaxneurons.analysis"])
+@pytest.mark.parametrize("module", ["jaxneurons", "jaxneurons.pipeline.sharing", "jaxneurons.analysis"])
 def test_import_leaves_optional_packages_alone(module):
     code = (f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(OPTIONAL)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

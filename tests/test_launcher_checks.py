@@ -153,6 +153,22 @@ def test_quotes_a_flagfile_keeps_are_dropped_and_align_defaults_to_a_prompt_end_
     assert json.loads((tmp_path / "default_format" / RUN_FILE).read_text())["--prompt_format"] == "paper"
 
 
+def test_renamed_flags_keep_their_old_spelling_one_release(tiny_dirs, tmp_path):
+    """--positions and --intervene_all_positions still work, read as --neuron_position and
+    --deactivate_every_token (the claim records the new spelling only); both spellings at once are refused."""
+    model, _ = tiny_dirs
+    base = [f"--model={model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper"]
+    old = ["--positions=all", "--intervene_all_positions", "--interventions=all_shared",
+           f"--output_dir={tmp_path / 'old'}"]
+    old, both = run_cases("analyze", base, [old, ["--positions=last", "--neuron_position=last",
+                                                  f"--output_dir={tmp_path / 'both'}"]])
+    assert old == MODEL_LOADED
+    claim = json.loads((tmp_path / "old" / RUN_FILE).read_text())
+    assert claim["--neuron_position"] == "any_token" and claim["--deactivate_every_token"] is True
+    assert claim["--positions"] is None and claim["--intervene_all_positions"] is None
+    assert "--positions is the old name of --neuron_position: give --neuron_position alone" in both
+
+
 def test_analyze_drops_examples_longer_than_the_context_with_on_error_skip(short_context_model, tmp_path):
     base = [f"--model={short_context_model}", "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper"]
     quoted_out = f'--output_dir="{tmp_path / "skip"}"'  # quotes as a flagfile keeps them

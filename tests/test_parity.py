@@ -34,20 +34,20 @@ def test_logits_and_neurons_match_pytorch(pair, side):
     logits = np.asarray(lm.logits(ids, mask))
     np.testing.assert_allclose(logits[real], ref_logits[real], atol=1e-4, rtol=0, err_msg=name)
     for quantity, ref in (("act", ref_act), ("ffn_hidden", ref_hidden)):
-        every = np.asarray(lm.neurons(ids, mask, positions="all", quantity=quantity))
+        every = np.asarray(lm.neurons(ids, mask, at="every", quantity=quantity))
         np.testing.assert_allclose(every[real], ref[real], atol=1e-5, rtol=0, err_msg=f"{name} {quantity}")
-        last = np.asarray(lm.neurons(ids, mask, positions="last", quantity=quantity))
+        last = np.asarray(lm.neurons(ids, mask, at="last", quantity=quantity))
         last_index = [np.flatnonzero(row)[-1] for row in mask]
         np.testing.assert_allclose(last, ref[np.arange(len(ids)), last_index], atol=1e-5, rtol=0)
-        most = np.asarray(lm.neurons(ids, mask, positions="max", quantity=quantity))
+        most = np.asarray(lm.neurons(ids, mask, at="max", quantity=quantity))
         expected = np.stack([ref[i][real[i]].max(0) for i in range(len(ids))])
         np.testing.assert_allclose(most, expected, atol=1e-5, rtol=0)
 
 
 def test_padding_side_does_not_change_results(pair):
     _, _, lm = pair
-    right = lm.neurons(*_batch(lm.config.vocab_size, "right"), positions="last")
-    left = lm.neurons(*_batch(lm.config.vocab_size, "left"), positions="last")
+    right = lm.neurons(*_batch(lm.config.vocab_size, "right"), at="last")
+    left = lm.neurons(*_batch(lm.config.vocab_size, "left"), at="last")
     np.testing.assert_allclose(np.asarray(right), np.asarray(left), atol=1e-5)
 
 

@@ -96,11 +96,11 @@ def test_counts_match_numpy_over_direct_neurons(lm, nli, last_run):
         np.testing.assert_array_equal(npz["activated"][e], activated, err_msg=example.id)
 
 
-def test_all_positions_is_max_over_prompt_tokens(lm, nli, last_run, tmp_path):
+def test_any_token_is_max_over_prompt_tokens(lm, nli, last_run, tmp_path):
     task, examples = nli
-    _, npz = run(lm, task, examples, str(tmp_path), positions="all")
+    _, npz = run(lm, task, examples, str(tmp_path), neuron_position="any_token")
     for e, example in enumerate(examples[:3]):
-        acts = direct_acts(lm, example, LANGS, positions="max")
+        acts = direct_acts(lm, example, LANGS, at="max")
         counts, activated = ref_counts(acts, THRESHOLDS)
         np.testing.assert_array_equal(npz["category_counts"][e], counts)
         np.testing.assert_array_equal(npz["activated"][e], activated)
@@ -248,13 +248,13 @@ def test_resume_refuses_other_weights_under_the_same_name(lm, nli, tmp_path):
 def test_batches_keep_languages_together_and_pad_the_last(lm, nli):
     task, examples = nli
     rows = tokenize_examples(lm.tokenizer, examples, LANGS, task.scoring)
-    plan = plan_batches(rows, batch_size=2, positions="last", padding_side="right", pad_id=lm.pad_id)
+    plan = plan_batches(rows, batch_size=2, neuron_position="last", padding_side="right", pad_id=lm.pad_id)
     longest = [max(r.longest for r in rows[e]) for e in plan.order]
     assert longest == sorted(longest, reverse=True) and sorted(plan.order) == list(range(NUM_EXAMPLES))
     last = plan.batch(plan.num_batches - 1)
     assert last.valid_b.tolist() == [True, False]
     for batch in (plan.batch(i) for i in range(plan.num_batches)):
-        ids_rt = batch.neuron_forward.ids_rt
+        ids_rt = batch.neuron_inputs.ids_rt
         assert ids_rt.shape[0] == 2 * len(LANGS) and ids_rt.shape[1] == bucket_length(ids_rt.shape[1])
         first = batch.example_index_b[0]
         expected = rows[first][0].prompt + rows[first][0].continuations[0]
@@ -265,12 +265,12 @@ def test_batches_keep_languages_together_and_pad_the_last(lm, nli):
 def test_packed_batches_hold_every_row_once_in_one_shape(lm, nli):
     task, examples = nli
     rows = tokenize_examples(lm.tokenizer, examples, LANGS, task.scoring)
-    plan = plan_batches(rows, batch_size=2, positions="last", padding_side="right", pad_id=lm.pad_id, pack=True)
+    plan = plan_batches(rows, batch_size=2, neuron_position="last", padding_side="right", pad_id=lm.pad_id, pack=True)
     packing, seen = plan.packing, []
     for batch in (plan.batch(i) for i in range(plan.num_batches)):
         batch_rows = [row for e in batch.example_index_b for row in rows[e]]
         valid_r = np.repeat(batch.valid_b, len(LANGS))
-        for slot, forward in zip((0, *batch.scoring_slots), batch.forwards):
+        for slot, forward in zip((0, *batch.scoring_slots), batch.all_inputs):
             assert forward.ids_rt.shape == (packing.bins, packing.length)
             assert forward.record_index_r.shape == (packing.bins, packing.segments)
             assert forward.real_tokens == int((forward.mask_rt != 0).sum())
@@ -283,8 +283,9 @@ def test_packed_batches_hold_every_row_once_in_one_shape(lm, nli):
                 assert forward.record_index_r[b, j] == span[0] + len(row.prompt) - 1
         seen.extend(batch.example_index_b[batch.valid_b].tolist())
     assert sorted(seen) == list(range(NUM_EXAMPLES))
-    with pytest.raises(PipelineInputError, match="positions='last'"):
-        plan_batches(rows, batch_size=2, positions="all", padding_side="right", pad_id=lm.pad_id, pack=True)
+    with pytest.raises(PipelineInputError, match="neuron_position='last'"):
+        plan_batches(rows, batch_size=2, neuron_position="any_token", padding_side="right", pad_id=lm.pad_id,
+                     pack=True)
 
 
 def test_bucket_length_is_a_few_shapes():
@@ -296,7 +297,8 @@ def test_bucket_length_is_a_few_shapes():
 @pytest.mark.parametrize("kwargs, message", [
     ({"thresholds": (0.1, 0.2)}, "must include 0"),
     ({"batch_size": 0}, "batch_size"),
-    ({"positions": "first"}, "positions"),
+    ({"neuron_position": "first"}, "neuron_position"),
+    ({"neuron_position": "all"}, "'all' is now 'any_token'"),
 ])
 def test_bad_settings_raise_clear_errors(lm, nli, tmp_path, kwargs, message):
     task, examples = nli
@@ -365,8 +367,8 @@ def test_answer_end_readout_is_refused_where_it_cannot_work(lm, tmp_path):
 
     task = get_task("builtin_nli")
     examples = task.load(LANGS, num_examples=2, prompt_format="harness").examples
-    with pytest.raises(PipelineInputError, match="positions='last'"):
-        run(lm, task, examples, str(tmp_path), positions="all")
+    with pytest.raises(PipelineInputError, match="neuron_position='last'"):
+        run(lm, task, examples, str(tmp_path), neuron_position="any_token")
     with pytest.raises(PipelineInputError, match="prompt-end format"):
         run_attribution_analysis(lm, task, examples, LANGS, str(tmp_path), AttributionConfig(["contribution"]),
                                  progress=False)

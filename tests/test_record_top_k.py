@@ -24,12 +24,12 @@ def numpy_top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(x, order, axis=-1), order
 
 
-@pytest.mark.parametrize("positions, layers", [("last", None), ("all", (1,)), ("max", (0, 1))])
-def test_top_k_equals_numpy_top_k_of_the_full_recording(batch, positions, layers):
+@pytest.mark.parametrize("at, layers", [("last", None), ("every", (1,)), ("max", (0, 1))])
+def test_top_k_equals_numpy_top_k_of_the_full_recording(batch, at, layers):
     lm, ids, mask = batch
     names = ("act", "ffn_hidden", "resid_post")
-    full = forward(jn.Decoder(lm.config, record=jn.Record(names, positions, layers)), lm.params, ids, mask)
-    top = forward(jn.Decoder(lm.config, record=jn.Record(names, positions, layers, top_k=K)), lm.params, ids, mask)
+    full = forward(jn.Decoder(lm.config, record=jn.Record(names, at, layers)), lm.params, ids, mask)
+    top = forward(jn.Decoder(lm.config, record=jn.Record(names, at, layers, top_k=K)), lm.params, ids, mask)
     for name in ("act", "ffn_hidden"):
         values, indices = top.activations[name]
         expected_values, expected_indices = numpy_top_k(np.asarray(full.activations[name]), K)

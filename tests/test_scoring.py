@@ -20,13 +20,13 @@ def tiny(tie: bool, softcap: float | None):
     return config, params
 
 
-def numpy_scores(logits_rkv, targets_rk, mask_rk, first_rs):
-    logits = np.asarray(logits_rkv, np.float64)
+def numpy_scores(logits_rjv, targets_rj, mask_rk, first_rs):
+    logits = np.asarray(logits_rjv, np.float64)
     logprobs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
         - logits.max(-1, keepdims=True)
-    target = np.take_along_axis(logprobs, targets_rk[..., None], -1)[..., 0]
+    target = np.take_along_axis(logprobs, targets_rj[..., None], -1)[..., 0]
     logprob = np.where(mask_rk, target, 0).sum(-1)
-    greedy = np.all((logits.argmax(-1) == targets_rk) | ~mask_rk, -1)
+    greedy = np.all((logits.argmax(-1) == targets_rj) | ~mask_rk, -1)
     first = np.take_along_axis(logprobs[:, 0], first_rs, -1)
     return logprob, greedy, first, logits[:, 0].argmax(-1)[:, None] == first_rs
 
@@ -37,15 +37,15 @@ def test_hidden_scores_equal_the_full_logits(tie, softcap, monkeypatch):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, config.vocab_size, (3, 12)).astype(np.int32)
     mask = np.ones_like(ids)
-    positions = np.array([[4, 5, 6, 7], [2, 3, 3, 3], [9, 10, 11, 11]], np.int32)
-    targets = rng.integers(0, config.vocab_size, positions.shape).astype(np.int32)
-    full = np.asarray(forward(jn.Decoder(config, logits="all"), params, ids, mask).logits)
-    targets[1, 0] = full[1, positions[1, 0]].argmax()  # row 1's one-token continuation is the greedy one
+    index = np.array([[4, 5, 6, 7], [2, 3, 3, 3], [9, 10, 11, 11]], np.int32)
+    targets = rng.integers(0, config.vocab_size, index.shape).astype(np.int32)
+    full = np.asarray(forward(jn.Decoder(config, logits="every"), params, ids, mask).logits)
+    targets[1, 0] = full[1, index[1, 0]].argmax()  # row 1's one-token continuation is the greedy one
     target_mask = np.array([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0]], bool)
     first = rng.integers(0, config.vocab_size, (3, 2)).astype(np.int32)
-    logits = forward(jn.Decoder(config, logits="positions"), params, ids, mask, logit_positions=positions).logits
-    hidden = forward(jn.Decoder(config, logits="hidden"), params, ids, mask, logit_positions=positions).logits
-    monkeypatch.setattr(scoring, "LOGITS_CHUNK_BYTES", 4 * config.vocab_size * 5)  # chunks of 5 of 12 positions
+    logits = forward(jn.Decoder(config, logits="indexed"), params, ids, mask, logit_index=index).logits
+    hidden = forward(jn.Decoder(config, logits="hidden"), params, ids, mask, logit_index=index).logits
+    monkeypatch.setattr(scoring, "LOGITS_CHUNK_BYTES", 4 * config.vocab_size * 5)  # chunks of 5 of 12 tokens
     got = scoring.hidden_scores(config, params, hidden, targets, target_mask, first)
     want = numpy_scores(logits, targets, target_mask, first)
     np.testing.assert_allclose(got["logprob"], want[0], rtol=1e-5, atol=1e-5)

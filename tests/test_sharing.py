@@ -248,7 +248,7 @@ def _full_summary(rng):
         num_examples=5,
         num_layers=4,
         neurons_per_layer=20,
-        positions="last",
+        neuron_position="last",
         accuracy={"en": 0.8, "de": 0.6, "zh": 0.4},
     )
     return s

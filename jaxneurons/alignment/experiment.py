@@ -16,7 +16,7 @@ from jaxneurons.alignment.train import TrainConfig, train, training_rows
 from jaxneurons.analysis import write_json_atomic, write_text_atomic
 from jaxneurons.pipeline import ResumeMismatchError, SharingConfig, run_sharing_analysis
 from jaxneurons.pipeline.checkpoint import load_checkpoint, save_checkpoint
-from jaxneurons.pipeline.identity import run_identity, weights_fingerprint
+from jaxneurons.pipeline.identity import pass_identity, weights_fingerprint
 
 
 def load_examples(task, languages: Sequence[str], train_split: str, eval_split: str, num_train: int,
@@ -68,7 +68,7 @@ def evaluate(lm, params, task, examples, languages: Sequence[str], output_dir: s
 def alignment_identity(lm, cfg: TrainConfig, train_rows: Sequence, eval_ex: Sequence, languages,
                        eval_batch_size: int) -> dict:
     """The alignment run's identity: its training config (steps aside), base weights, train and eval examples."""
-    return run_identity("alignment", cfg, lm, eval_ex, [train_rows, [repr(ex) for ex in eval_ex]],
+    return pass_identity("alignment", cfg, lm, eval_ex, [train_rows, [repr(ex) for ex in eval_ex]],
                         languages=list(languages), eval_batch_size=eval_batch_size)
 
 
@@ -118,7 +118,8 @@ def run_alignment(lm, task, train_ex: Sequence, eval_ex: Sequence, languages: Se
     from jaxneurons.loading.orbax_dir import save_orbax_model
 
     save_orbax_model(os.path.join(output_dir, "model"), lm.config, params, lm.tokenizer, tokenizer_source=lm.source)
-    export_hf(dataclasses.replace(lm, params=params), os.path.join(output_dir, "model_hf"), overwrite=True)  # for transformers
+    # for transformers; this run's own earlier export (a resumed run) is replaced
+    export_hf(dataclasses.replace(lm, params=params), os.path.join(output_dir, "model_hf"), overwrite=True)
     timings["total_s"] = time.time() - t0
     result = {"before": before, "after": after, "control_after": control_after,
               "config": dict(dataclasses.asdict(cfg), **{"model": str(lm.source), "task": task.name, **(facts or {})},

@@ -1,9 +1,9 @@
 """Alignment objective: task loss + lambda * a differentiable neuron-sharing loss, from one forward pass.
 
-Batch layout (numpy, built by `make_batch`): the sharing pipeline's forward arrays (`batching.Forward`: ids_rt,
-mask_rt, record_index_r, logit_positions_rk, targets_rk, target_mask_rk) over R = B x N rows, example-major:
+Batch layout (numpy, built by `make_batch`): the sharing pipeline's forward arrays (`batching.Inputs`: ids_rt,
+mask_rt, record_index_r, logit_index_rj, targets_rj, target_mask_rj) over R = B x N rows, example-major:
 B parallel examples x N languages, each row a `TokenizedRow`'s prompt followed by its gold continuation
-(teacher forcing), padded on the right, built by the pipeline's own builder (`batching.gold_forward`).
+(teacher forcing), padded on the right, built by the pipeline's own builder (`batching.gold_inputs`).
 
 Task loss (cross-entropy of the gold answer after the prompt, averaged over every language of an example):
 
@@ -41,19 +41,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxneurons.models.decoder import Decoder, Record
-from jaxneurons.pipeline.batching import TokenizedRow, gold_forward
+from jaxneurons.pipeline.batching import TokenizedRow, gold_inputs
 from jaxneurons.pipeline.scoring import continuation_scores
 from jaxneurons.pipeline.step import forward_rows
 
 
 def make_batch(rows: Sequence[Sequence[TokenizedRow]], pad_id: int, answer_len: int | None = None
                ) -> dict[str, np.ndarray]:
-    """The `Forward` arrays of B examples x N languages (rows [B][N]), prompt + gold continuation per row.
+    """The `Inputs` arrays of B examples x N languages (rows [B][N]), prompt + gold continuation per row.
 
     answer_len: the continuation length the targets are padded to (default: the bucket of the batch's longest);
     the training passes the longest of its data, so every batch of a length bucket has one shape.
-    Returns `batching.gold_forward(...).arrays()`: ids_rt, mask_rt [R, T], record_index_r [R] (the prompt's
-    last token), logit_positions_rk, targets_rk, target_mask_rk [R, K], with R = B * N, example-major.
+    Returns `batching.gold_inputs(...).arrays()`: ids_rt, mask_rt [R, T], record_index_r [R] (the prompt's
+    last token), logit_index_rj, targets_rj, target_mask_rj [R, J], with R = B * N, example-major.
     """
     num_lang = len(rows[0])
     if any(len(example) != num_lang for example in rows):
@@ -61,7 +61,7 @@ def make_batch(rows: Sequence[Sequence[TokenizedRow]], pad_id: int, answer_len: 
     if any(row.readout_extra for example in rows for row in example):
         raise ValueError("the alignment objective reads the neurons at the prompt's last token: the rows read "
                          "them in the answer (choose a prompt-end --prompt_format, e.g. paper)")
-    return gold_forward([row for example in rows for row in example], pad_id, answer_len).arrays()
+    return gold_inputs([row for example in rows for row in example], pad_id, answer_len).arrays()
 
 
 def forward_terms(decoder: Decoder, params, batch: dict, num_languages: int):
@@ -70,8 +70,8 @@ def forward_terms(decoder: Decoder, params, batch: dict, num_languages: int):
     decoder: `objective_decoder`'s; batch: `make_batch`'s arrays, run by the pipeline's `forward_rows` and
     scored by its `continuation_scores` (summed log-prob of each row's gold continuation)."""
     logits, activations = forward_rows(decoder, params, batch)
-    logprob_r, _ = continuation_scores(logits, batch["targets_rk"], batch["target_mask_rk"])
-    tokens_r = jnp.sum(batch["target_mask_rk"], axis=-1)
+    logprob_r, _ = continuation_scores(logits, batch["targets_rj"], batch["target_mask_rj"])
+    tokens_r = jnp.sum(batch["target_mask_rj"], axis=-1)
     z, act = (activations[name].astype(jnp.float32) for name in ("pre_act", "act"))  # [R, L, F]
     shape = (-1, num_languages) + z.shape[1:]
     return logprob_r, tokens_r, z.reshape(shape), act.reshape(shape)
@@ -79,7 +79,7 @@ def forward_terms(decoder: Decoder, params, batch: dict, num_languages: int):
 
 def objective_decoder(lm) -> Decoder:
     """The decoder `forward_terms` runs: pre_act and act at each prompt's last token, logits at positions."""
-    return lm.decoder(Record(("pre_act", "act"), "last"), logits="positions")
+    return lm.decoder(Record(("pre_act", "act"), "last"), logits="indexed")
 
 
 def task_loss(logprob_r, tokens_r) -> jax.Array:

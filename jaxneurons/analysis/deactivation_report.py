@@ -28,7 +28,7 @@ def plot_interventions(interventions: dict, path: str) -> str:
         ax.set(ylabel=label)
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Neurons deactivated at the {interventions['meta']['positions']} position "
+    fig.suptitle(f"Neurons deactivated at the {interventions['meta']['deactivated_at']} "
                  "(error bars: 95% bootstrap over examples)")
     return _save(fig, path)
 
@@ -38,7 +38,7 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
     languages = list(interventions["clean"])
     tests = interventions.get("paired_tests", {})
     lines = ["## Deactivation", "",
-             f"Each example's neurons of a set are zeroed at the {meta['positions']} position(s). `*_count`, "
+             f"Each example's neurons of a set are zeroed at the {meta['deactivated_at']}. `*_count`, "
              "`random` and `magnitude` zero as many neurons per layer as the example has all-shared ones (within "
              "the category; uniformly; among activated neurons with all-shared's |m| distribution), mean of "
              f"{meta['random_seeds']} seeds. Removed mass: {meta['removed_mass']}. Intervals: 95% bootstrap over "
@@ -49,7 +49,8 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
     for name, s in sets.items():
         test = tests.get(name, {}).get("correct")
         versus = (f"{ci_text(test['difference'], '')} | {test['sign_test_p']:.3g}" if test else "| ")
-        lines.append(f"| {name} | {s['neurons_per_layer']:.0f} | {num_text(s['mean_abs_m'])} | {ci_text(s['removed_mass'])} | "
+        lines.append(f"| {name} | {s['neurons_per_layer']:.0f} | {num_text(s['mean_abs_m'])} | "
+                     f"{ci_text(s['removed_mass'])} | "
                      f"{ci_text(s['accuracy']['mean'])} | {ci_text(s['delta']['mean'], ' pp')} | "
                      f"{ci_text(s.get('gold_logprob_change'), '')} | {versus} |")
     lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",

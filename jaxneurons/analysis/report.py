@@ -27,7 +27,7 @@ def _header(sharing: dict) -> list[str]:
         "examples": sharing.get("num_examples"),
         "layers": sharing.get("num_layers"),
         "neurons per layer": sharing.get("neurons_per_layer"),
-        "positions": sharing.get("positions"),
+        "neuron position": sharing.get("neuron_position"),
         "prompt format": sharing.get("prompt_format"),
         "prompt suffix": repr(sharing["prompt_suffix"]) if sharing.get("prompt_suffix") else None,
         "thresholds": ", ".join(f"{t:g}" for t in sharing.get("thresholds", [])) or None,

@@ -12,8 +12,9 @@ What each layer can record (by name, see `NAMES`; `jaxneurons.models.output` sta
   resid_post : the residual stream leaving the layer, resid_mid + mlp_out;
   attn_pattern : the attention probabilities [H, S] of each query token over the key tokens.
 The FFN hidden axis (pre_act, act, ffn_hidden) is the "neurons" axis this project studies. Each name is read
-at each row's last real token, at every token, or as the max over real tokens ("activated at any token").
-An `Intervention` scales or shifts m at chosen positions; a `Patch` replaces any recorded quantity (except
+at each row's last real token, at every token, or as the max over real tokens ("activated at any token"):
+`Record.at` is "last", "every" or "max".
+An `Intervention` scales or shifts m at chosen tokens; a `Patch` replaces any recorded quantity (except
 the pattern) at chosen (layer, row, token) points. Both are ordinary array arguments, so `jax.grad` flows
 through them; without them the decoder runs exactly as before.
 """
@@ -36,7 +37,9 @@ NAMES = ("resid_pre", "attn_out", "resid_mid", "pre_act", "act", "ffn_hidden", "
          "attn_pattern")
 PATCHABLE = NAMES[:-1]
 FFN_NAMES = ("pre_act", "act", "ffn_hidden")  # the quantities with one value per FFN neuron (last axis F)
-POSITIONS = ("last", "all", "max")
+LOGITS = ("every", "last", "indexed", "hidden", "none")  # which logits a Decoder returns (see Decoder.logits)
+RENAMED = {"all": "every", "positions": "indexed"}  # one release: the old names, refused with the new ones
+RECORD_AT = ("last", "every", "max")  # where a Record reads: the last real token, every token, max over tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Record:
     """
 
     names: tuple[str, ...] = ()
-    positions: str = "last"  # last | all | max
+    at: str = "last"  # last | every | max (RECORD_AT)
     layers: tuple[int, ...] | None = None
     replay: bool = False
     top_k: int | None = None
@@ -60,8 +63,9 @@ class Record:
         for name in self.names:
             if name not in NAMES:
                 raise ValueError(f"unknown recorded quantity {name!r}; choose from {NAMES}")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"unknown positions {self.positions!r}; choose from {POSITIONS}")
+        if self.at not in RECORD_AT:
+            hint = f" ({self.at!r} is now {RENAMED[self.at]!r})" if self.at in RENAMED else ""
+            raise ValueError(f"unknown Record.at {self.at!r}{hint}; choose from {RECORD_AT}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
@@ -71,7 +75,7 @@ class Record:
 
 @flax.struct.dataclass
 class Intervention:
-    """m <- m * scale + shift at the positions `where`; scale, shift: [B, L, F]; where: [B, T] bool.
+    """m <- m * scale + shift at the tokens `where`; scale, shift: [B, L, F]; where: [B, T] bool.
 
     scale = 1, shift = 0 keeps a neuron; scale = 0 deactivates it; scale = 0, shift = v replaces it by v.
     """
@@ -187,7 +191,7 @@ class Attention(nn.Module):
         if prefix_kv is None:
             out, probs_bths = attend(c, q, k, v, mask, ctx.get("alibi"))
             if "attn_pattern" in self.record.names:
-                self.sow("intermediates", "attn_pattern", _at_positions(probs_bths, ctx, self.record.positions))
+                self.sow("intermediates", "attn_pattern", _read_at(probs_bths, ctx, self.record.at))
         else:  # one new token attending over the cached keys/values of the earlier ones
             out = attend_after_prefix(c, q, k, v, prefix_kv[0].astype(k.dtype), prefix_kv[1].astype(v.dtype), mask,
                                       ctx.get("alibi"))
@@ -269,21 +273,21 @@ def _observe(module: nn.Module, name: str, x_bt, ctx, layer):
             current = x_bt[patch.row, patch.token]
             x_bt = x_bt.at[patch.row, patch.token].add(jnp.where(hit, patch.values.astype(x_bt.dtype) - current, 0))
     if name in module.record.names:
-        recorded = _at_positions(x_bt, ctx, module.record.positions)
+        recorded = _read_at(x_bt, ctx, module.record.at)
         if module.record.top_k is not None and name in FFN_NAMES:
             recorded = jax.lax.top_k(recorded, min(module.record.top_k, recorded.shape[-1]))  # (values, indices)
         module.sow("intermediates", name, recorded)
     return x_bt
 
 
-def _at_positions(x_bt, ctx, positions):
-    """x [B, T, ...] at each row's recorded token, at every token, or max over real tokens."""
-    if positions == "last":  # record_index [B], or [B, K] for rows that pack K sequences
+def _read_at(x_bt, ctx, at):
+    """x [B, T, ...] at each row's recorded token ("last"), at every token, or max over real tokens."""
+    if at == "last":  # record_index [B], or [B, Q] for rows that pack Q sequences
         index = ctx["record_index"]
         flat = index.reshape(index.shape[0], -1, *([1] * (x_bt.ndim - 2)))
         picked = jnp.take_along_axis(x_bt, flat, axis=1)
         return picked.reshape(*index.shape, *x_bt.shape[2:])
-    if positions == "max":
+    if at == "max":
         real = ctx["mask_bt"].reshape(*ctx["mask_bt"].shape, *([1] * (x_bt.ndim - 2)))
         return jnp.where(real, x_bt, -jnp.inf).max(axis=1)
     return x_bt
@@ -303,7 +307,7 @@ class Block(nn.Module):
         replay: Replay | None = xs.get("replay")
         see = functools.partial(_observe, self, ctx=ctx, layer=xs.get("layer"))
         if self.record.replay:
-            self.sow("intermediates", "inputs", _at_positions(h, ctx, "last"))
+            self.sow("intermediates", "inputs", _read_at(h, ctx, "last"))
         h = see("resid_pre", h)
         prefix = None if replay is None else (replay.prefix_k, replay.prefix_v)
         a = Attention(c, self.dtype, self.param_dtype, self.record, name="attn")(
@@ -320,15 +324,15 @@ class Block(nn.Module):
             post = norm("post_mlp_norm")
             if self.record.replay:
                 inv_rms = jax.lax.rsqrt(jnp.square(m.astype(jnp.float32)).mean(-1, keepdims=True) + c.norm_eps)
-                self.sow("intermediates", "post_mlp_inv_rms", _at_positions(inv_rms, ctx, "last"))
+                self.sow("intermediates", "post_mlp_inv_rms", _read_at(inv_rms, ctx, "last"))
             if replay is not None and replay.post_mlp_inv_rms is not None:  # the target's scale held at clean
                 m = jnp.where(replay.stage == 0, post(m, replay.post_mlp_inv_rms[:, None]), post(m))
             else:
                 m = post(m)
         out = see("resid_post", h + see("mlp_out", m))
         if self.record.replay:
-            self.sow("intermediates", "mid", _at_positions(h, ctx, "last"))
-            self.sow("intermediates", "out", _at_positions(out, ctx, "last"))
+            self.sow("intermediates", "mid", _read_at(h, ctx, "last"))
+            self.sow("intermediates", "out", _read_at(out, ctx, "last"))
         if replay is not None:  # layers below the target keep their cached output
             out = jnp.where(replay.stage < 0, replay.out.astype(out.dtype)[:, None], out)
         return out, None
@@ -360,27 +364,30 @@ def unembed(config: ModelConfig, h, weight_dv, dtype=jnp.float32) -> jax.Array:
 
 
 class Decoder(nn.Module):
-    """Token ids -> logits (all positions, last real position, or none) for any supported family."""
+    """Token ids -> logits (every token, the last real token, chosen tokens, or none) for any supported family."""
 
     config: ModelConfig
     dtype: Any = jnp.float32  # compute dtype of activations
     param_dtype: Any = jnp.float32
     record: Record = Record()
-    logits: str = "all"  # all | last | positions (at logit_positions) | hidden (final-normed, at them) | none
+    logits: str = "every"  # every | last | indexed (at logit_index) | hidden (final-normed, at logit_index) | none
     first_layer: int = 0  # replays only: run layers first_layer..L-1, with params["layers"] sliced to them
 
     @nn.compact
     def __call__(self, input_ids_bt, mask_bt, *, record_index=None, intervention: Intervention | None = None,
-                 patches: tuple[Patch, ...] = (), logit_positions=None, replay: Replay | None = None):
+                 patches: tuple[Patch, ...] = (), logit_index=None, replay: Replay | None = None):
         """mask_bt: 1 for tokens, 0 for padding, or segment ids 1, 2, ... for rows that pack several sequences
         one after another (each attends only to itself, its positions restart at 0); then record_index is
-        [B, K], one recorded token per packed sequence, and positions "max" is not available.
-        logit_positions [B, K]: where logits="positions" reads.
+        [B, Q], one recorded token per packed sequence, and Record.at "max" is not available.
+        logit_index [B, J]: the tokens where logits="indexed" (or "hidden") reads.
         replay: re-run only the last token of left-padded prompts from a cache (see `Replay`), through layers
         first_layer..L-1, with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask; the
         intervention's scale and shift then cover those layers only. Run it through
         `jaxneurons.models.output.forward`, which returns its recordings in the public layout."""
         c = self.config
+        if self.logits not in LOGITS:
+            hint = f" ({self.logits!r} is now {RENAMED[self.logits]!r})" if self.logits in RENAMED else ""
+            raise ValueError(f"unknown Decoder.logits {self.logits!r}{hint}; choose from {LOGITS}")
         if self.first_layer and replay is None:
             raise ValueError("first_layer > 0 needs a replay (the residual stream entering that layer)")
         if patches and replay is not None:
@@ -411,8 +418,8 @@ class Decoder(nn.Module):
             return None
         if self.logits == "last":
             h = jnp.take_along_axis(h, ctx["record_index"][:, None, None], axis=1)
-        elif self.logits in ("positions", "hidden"):  # only where the caller reads them: never [B, T, V] for long T
-            h = jnp.take_along_axis(h, logit_positions[..., None], axis=1)
+        elif self.logits in ("indexed", "hidden"):  # only where the caller reads them: never [B, T, V] for long T
+            h = jnp.take_along_axis(h, logit_index[..., None], axis=1)
         h = Norm(c.norm, c.norm_eps, self.param_dtype, name="final_norm")(h)
         if self.logits == "hidden":  # the caller unembeds (e.g. `pipeline.scoring.token_scores`, in chunks)
             return h

@@ -3,10 +3,11 @@
 
 Axis legend of every public array (activations, neuron readouts, interventions, attributions):
   B batch (rows), T tokens, L layers (recorded ones only, in order), F FFN neurons, D hidden size,
-  H attention heads, S key tokens, V vocabulary, K read positions per row.
+  H attention heads, S key tokens, V vocabulary, J tokens read per row (logit_index), Q sequences packed in a
+  row, K thresholds (the pipeline's statistics).
 Batch first, then the token axis when there is one, then layers, then the quantity's own axes:
-  activations at one position per row (positions "last" or "max"): [B, L, F] or [B, L, D];
-  at every token (positions "all"), or at K packed sequences' recorded tokens: [B, T, L, F] or [B, K, L, F];
+  activations at one token per row (Record.at "last" or "max"): [B, L, F] or [B, L, D];
+  at every token (Record.at "every"), or at Q packed sequences' recorded tokens: [B, T, L, F] or [B, Q, L, F];
   attn_pattern: [B, T, L, H, S] at every query token, [B, L, H, S] at one.
 `Replay` is the one exception, layer-first, because the layer scan consumes it.
 """
@@ -25,7 +26,8 @@ from jaxneurons.models.decoder import Decoder, Intervention, Patch, Replay
 
 @flax.struct.dataclass
 class Output:
-    """logits: float32 [B, T, V], [B, V] (logits="last"), [B, K, V] ("positions") or None ("none");
+    """logits: float32 [B, T, V], [B, V] (logits="last"), [B, J, V] ("indexed" at logit_index), the final-normed
+    hidden states [B, J, D] ("hidden", for a caller that unembeds them itself) or None ("none");
     activations: {name: array} in the public layout (module docstring), for an FFN quantity under
     `Record(top_k=k)` a (values, indices) pair with k in place of F; replay: the cache a last-token
     replay needs, when the record asked for it."""
@@ -37,13 +39,13 @@ class Output:
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
 def forward(decoder: Decoder, params, input_ids, mask, *, record_index=None, intervention: Intervention | None = None,
-            patches: tuple[Patch, ...] = (), logit_positions=None, replay: Replay | None = None) -> Output:
+            patches: tuple[Patch, ...] = (), logit_index=None, replay: Replay | None = None) -> Output:
     """One jitted forward of `decoder` with `params` (see `Decoder.__call__` for the arguments)."""
     logits, state = decoder.apply({"params": params}, input_ids, mask, record_index=record_index,
-                                  intervention=intervention, patches=patches, logit_positions=logit_positions,
+                                  intervention=intervention, patches=patches, logit_index=logit_index,
                                   replay=replay, mutable=["intermediates"])
     sown = _sown(state)  # {name: [L, B, ...]}
-    per_token = decoder.record.positions == "all" or (record_index is not None and np.ndim(record_index) == 2)
+    per_token = decoder.record.at == "every" or (record_index is not None and np.ndim(record_index) == 2)
     layers = decoder.record.layers
     if layers is not None and not all(decoder.first_layer <= l < decoder.config.num_layers for l in layers):
         raise ValueError(f"recorded layers {layers} outside {decoder.first_layer}..{decoder.config.num_layers - 1}")

@@ -41,7 +41,7 @@ from jaxneurons.attribution.ig import RULES
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
-from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.identity import pass_identity
 from jaxneurons.pipeline.runner import run_pass
 
 METHODS = ("contribution", "effective", "ig")
@@ -127,7 +127,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     token_rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
     plan = plan_batches(token_rows, placement.round_batch_size(batch_size), "last", "left", lm.pad_id)
-    identity = run_identity("attribution", config, lm, examples, token_rows, task=task.name,
+    identity = pass_identity("attribution", config, lm, examples, token_rows, task=task.name,
                             languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size)
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)

@@ -7,14 +7,14 @@ batch is padded to a length bucket. The last batch is filled with copies of its 
 invalid, so it has the same shape as the others. The plan depends only on the tokens and the settings:
 a resumed run rebuilds exactly the same batches.
 
-With packing (positions "last" only), the rows of a batch are not padded one by one: they are laid one
+With packing (neuron position "last" only), the rows of a batch are not padded one by one: they are laid one
 after another into `bins` rows of `length` tokens (best fit, in the plan's order), each sequence attending
 only to itself, and every batch of the run has the same shape, so the step compiles once. A batch then takes
 as many examples as fit (at most 2 x `batch_size`), and only the bins' ends are padded.
 
 Each row is a prompt followed by a continuation (an answer option). Because attention is causal, the
 neurons at the prompt's last token do not see the continuation, so one forward gives both the neurons and
-the logits that score the continuation (logits only at the positions that predict its tokens). The logits
+the logits that score the continuation (logits only at the tokens that predict it). The logits
 at the prompt's last token also score the first token of every other option: a slot whose continuations
 are all one token long ("true" / "false") needs no forward of its own. Non-gold options are ordered
 longest first, so the multi-token ones share as few extra forwards as possible.
@@ -32,7 +32,7 @@ import numpy as np
 from jaxneurons.lm import pad_rows
 from jaxneurons.pipeline.errors import PipelineInputError
 
-POSITIONS = {"last": "last", "all": "max"}  # the paper's name -> the Record positions that compute it
+POSITIONS = ("last", "any_token")  # the paper's neuron position: the prompt's last token, or activated at any token
 PADDING_SIDES = ("right", "left")
 MIN_LENGTH_BUCKET = 16
 ROWS_PER_BIN = 3  # packing: average rows a bin is sized for
@@ -54,18 +54,18 @@ class TokenizedRow:
 
 
 @dataclasses.dataclass(frozen=True)
-class Forward:
+class Inputs:
     """One padded forward over the R = B * N rows of a batch (numpy arrays, ready for the device)."""
 
     ids_rt: np.ndarray
     mask_rt: np.ndarray
     record_index_r: np.ndarray  # where the neurons are read: the prompt's last token (or the gold answer's)
-    logit_positions_rk: np.ndarray  # positions whose logits predict the continuation's tokens
-    targets_rk: np.ndarray  # the continuation's tokens
-    target_mask_rk: np.ndarray  # False past a continuation's end (and for rows with none)
+    logit_index_rj: np.ndarray  # the tokens whose logits predict the continuation's tokens
+    targets_rj: np.ndarray  # the continuation's tokens
+    target_mask_rj: np.ndarray  # False past a continuation's end (and for rows with none)
     real_tokens: int  # tokens of valid rows; the rest of ids_rt is padding
     # Packed: ids_rt, mask_rt (segment ids) are [bins, length], record_index_r [bins, segments] and
-    # logit_positions_rk [bins, segments * k]; row r's results are at segment slot row_slot_r[r].
+    # logit_index_rj [bins, segments * k]; row r's results are at segment slot row_slot_r[r].
     row_slot_r: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -84,15 +84,15 @@ class Batch:
     index: int
     example_index_b: np.ndarray  # original example index of each batch example; dummies repeat the first
     valid_b: np.ndarray  # False for the dummy examples that fill the last batch
-    neuron_forward: Forward  # with positions "last" it also scores slot 0 in full
-    scoring_forwards: tuple[Forward, ...]  # logits only, one per slot in scoring_slots
+    neuron_inputs: Inputs  # at the last token it also scores slot 0 in full
+    scoring_inputs: tuple[Inputs, ...]  # logits only, one per slot in scoring_slots
     scoring_slots: tuple[int, ...]  # the slots with a multi-token continuation (other than "last"'s slot 0)
     option_index_sr: np.ndarray  # [S, R] option index scored in slot s for row r, -1 where none
     first_tokens_rs: np.ndarray  # [R, S] first token of each slot's continuation (0 where none)
 
     @property
-    def forwards(self) -> tuple[Forward, ...]:
-        return (self.neuron_forward, *self.scoring_forwards)
+    def all_inputs(self) -> tuple[Inputs, ...]:
+        return (self.neuron_inputs, *self.scoring_inputs)
 
 
 def bucket_length(n: int, minimum: int = MIN_LENGTH_BUCKET) -> int:
@@ -217,7 +217,7 @@ class BatchPlan:
     order: np.ndarray  # [E] example indices in processing order (longest first)
     starts: np.ndarray  # [batches + 1] where each batch begins in `order`
     batch_size: int  # examples per batch (the last, or with packing any, is filled with dummies)
-    positions: str  # "last" or "all"
+    neuron_position: str  # "last" or "any_token" (POSITIONS)
     padding_side: str
     pad_id: int
     packing: Packing | None = None
@@ -269,14 +269,14 @@ class BatchPlan:
         else:
             length = bucket_length(max(r.longest for r in rows))
             k = bucket_length(max(len(c) for r in rows for c in r.continuations), minimum=1)
-            build = lambda conts, readout=False: _build_forward(rows, conts, valid_r, self.pad_id,
+            build = lambda conts, readout=False: _build_inputs(rows, conts, valid_r, self.pad_id,
                                                                   self.padding_side, length, k, readout)
             multi_token = [any(c is not None and len(c) > 1 for c in slot(s)) for s in range(num_slots)]
-            if self.positions == "last":
+            if self.neuron_position == "last":
                 neuron = build(slot(0), True)
                 scoring_slots = tuple(s for s in range(1, num_slots) if multi_token[s])
             else:  # neurons over the prompt only: the max over tokens must not see the answer
-                neuron = _build_forward(rows, [None] * len(rows), valid_r, self.pad_id, self.padding_side,
+                neuron = _build_inputs(rows, [None] * len(rows), valid_r, self.pad_id, self.padding_side,
                                         bucket_length(max(len(r.prompt) for r in rows)), 1)
                 scoring_slots = tuple(s for s in range(num_slots) if multi_token[s])
         scoring = tuple(build(slot(s)) for s in scoring_slots)
@@ -288,38 +288,45 @@ class BatchPlan:
                      first_tokens_rs)
 
 
-def check_layout(batch_size: int, positions: str, padding_side: str, pack: bool) -> None:
+def record_at(neuron_position: str) -> str:
+    """The `Record.at` that reads the paper's neuron position: the last token, or the max over the prompt's tokens
+    (a neuron is activated at any token iff its max over them is > tau)."""
+    return {"last": "last", "any_token": "max"}[neuron_position]
+
+
+def check_layout(batch_size: int, neuron_position: str, padding_side: str, pack: bool) -> None:
     """PipelineInputError naming the batch setting that a plan cannot use."""
     if batch_size < 1:
         raise PipelineInputError(f"batch_size must be >= 1, got {batch_size}")
-    if positions not in POSITIONS:
-        raise PipelineInputError(f"positions must be one of {sorted(POSITIONS)}, got {positions!r}")
+    if neuron_position not in POSITIONS:
+        hint = " ('all' is now 'any_token')" if neuron_position == "all" else ""
+        raise PipelineInputError(f"neuron_position must be one of {POSITIONS}, got {neuron_position!r}{hint}")
     if padding_side not in PADDING_SIDES:
         raise PipelineInputError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
-    if pack and positions != "last":
-        raise PipelineInputError("packing needs positions='last' (a max over tokens would mix the packed "
-                                 "sequences); run positions='all' without packing")
+    if pack and neuron_position != "last":
+        raise PipelineInputError("packing needs neuron_position='last' (a max over tokens would mix the packed "
+                                 "sequences); run neuron_position='any_token' without packing")
 
 
-def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str, padding_side: str,
+def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, neuron_position: str, padding_side: str,
                  pad_id: int, pack: bool = False, bins_multiple: int = 1) -> BatchPlan:
     """Sort examples by their longest row (longest first, stable) and group them into batches.
 
-    pack: lay each batch's rows one after another into bins (positions "last" only; see the module's
+    pack: lay each batch's rows one after another into bins (neuron position "last" only; see the module's
     docstring). The bins hold as many tokens as `batch_size` average examples, and a batch takes up to
     2 x batch_size examples, so short examples share a step: of the next `PACK_LOOKAHEAD` examples in order,
     each that still fits. bins_multiple: the bin count is rounded up to a multiple of this (a mesh's data
     axis).
     """
-    check_layout(batch_size, positions, padding_side, pack)
-    if positions != "last" and any(r.readout_extra for ex in rows for r in ex):
+    check_layout(batch_size, neuron_position, padding_side, pack)
+    if neuron_position != "last" and any(r.readout_extra for ex in rows for r in ex):
         raise PipelineInputError("this formulation reads the neurons at the end of the gold answer, which needs "
-                                 "positions='last' (--positions=last), or choose another --prompt_format")
+                                 "neuron_position='last' (--neuron_position=last), or choose another --prompt_format")
     longest_e = np.array([max(row.longest for row in ex) for ex in rows])
     order = np.argsort(-longest_e, kind="stable")
     if not pack:
         starts = np.minimum(np.arange(0, len(rows) + batch_size, batch_size), len(rows))
-        return BatchPlan(rows, order, starts, batch_size, positions, padding_side, pad_id)
+        return BatchPlan(rows, order, starts, batch_size, neuron_position, padding_side, pad_id)
     packing = _packing(rows, batch_size, bins_multiple)
     max_examples, pending, order, starts = 2 * batch_size, list(order), [], [0]
     while pending:  # fill a batch from the next PACK_LOOKAHEAD examples: shorter ones fill the gaps
@@ -333,7 +340,7 @@ def plan_batches(rows: list[list[TokenizedRow]], batch_size: int, positions: str
         starts.append(len(order))
         taken = set(taken)
         pending = [e for e in pending if e not in taken]
-    return BatchPlan(rows, np.array(order), np.array(starts), max_examples, positions, padding_side, pad_id,
+    return BatchPlan(rows, np.array(order), np.array(starts), max_examples, neuron_position, padding_side, pad_id,
                      packing)
 
 
@@ -368,9 +375,9 @@ def _place_example(example: list[TokenizedRow], bins: dict[int, _Bins]) -> bool:
     return True
 
 
-def gold_forward(rows: Sequence[TokenizedRow], pad_id: int, k: int | None = None) -> Forward:
+def gold_inputs(rows: Sequence[TokenizedRow], pad_id: int, k: int | None = None) -> Inputs:
     """One forward over `rows`, each its prompt followed by its gold continuation (slot 0): the neuron forward a
-    plan without packing builds for positions "last" (right padding to the rows' length bucket).
+    plan without packing builds at the last token (right padding to the rows' length bucket).
 
     k: the continuation length the targets are padded to (default: the bucket of the longest gold continuation);
     a caller that wants one shape for many batches passes the longest of them all.
@@ -381,21 +388,21 @@ def gold_forward(rows: Sequence[TokenizedRow], pad_id: int, k: int | None = None
     if k < longest:
         raise ValueError(f"k={k} is shorter than the longest gold continuation ({longest} tokens)")
     length = bucket_length(max(len(row.prompt) + len(c) for row, c in zip(rows, gold)))
-    return _build_forward(list(rows), gold, np.ones(len(rows), bool), pad_id, "right", length, k, readout=True)
+    return _build_inputs(list(rows), gold, np.ones(len(rows), bool), pad_id, "right", length, k, readout=True)
 
 
 def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
-                  pad_id: int, packing: Packing, k: int, readout: bool = False) -> Forward:
+                  pad_id: int, packing: Packing, k: int, readout: bool = False) -> Inputs:
     """Lay the valid rows that have a continuation one after another into the bins (best fit, row order:
     the placement the plan made). readout: the neurons are read `readout_extra` tokens into the (gold) answer."""
     bins_n, length, segs = packing.bins, packing.length, packing.segments
     ids = np.full((bins_n, length), pad_id, np.int32)
     segments = np.zeros((bins_n, length), np.int32)
     record_index = np.zeros((bins_n, segs), np.int32)
-    logit_positions = np.zeros((bins_n, segs * k), np.int32)
+    logit_index = np.zeros((bins_n, segs * k), np.int32)
     row_slot_r = np.zeros(len(rows), np.int32)
-    targets_rk = np.zeros((len(rows), k), np.int32)
-    target_mask_rk = np.zeros((len(rows), k), bool)
+    targets_rj = np.zeros((len(rows), k), np.int32)
+    target_mask_rj = np.zeros((len(rows), k), bool)
     placed = [r for r, c in enumerate(conts) if valid_r[r] and c is not None]
     sequences = [rows[r].prompt + conts[r] for r in placed]
     where = _Bins(packing).place([len(q) for q in sequences])
@@ -408,16 +415,16 @@ def _build_packed(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None],
         segments[b, start:start + len(seq)] = j + 1
         prompt_end = start + len(rows[r].prompt) - 1
         record_index[b, j] = prompt_end + (rows[r].readout_extra if readout else 0)
-        logit_positions[b, j * k:(j + 1) * k] = prompt_end + np.minimum(np.arange(k), n - 1)
+        logit_index[b, j * k:(j + 1) * k] = prompt_end + np.minimum(np.arange(k), n - 1)
         row_slot_r[r] = b * segs + j
-        targets_rk[r, :n], target_mask_rk[r, :n] = conts[r], True
+        targets_rj[r, :n], target_mask_rj[r, :n] = conts[r], True
         fill[b], count[b] = start + len(seq), j + 1
-    return Forward(ids, segments, record_index, logit_positions, targets_rk, target_mask_rk,
+    return Inputs(ids, segments, record_index, logit_index, targets_rj, target_mask_rj,
                    sum(len(q) for q in sequences), row_slot_r)
 
 
-def _build_forward(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
-                   pad_id: int, side: str, length: int, k: int, readout: bool = False) -> Forward:
+def _build_inputs(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None], valid_r: np.ndarray,
+                   pad_id: int, side: str, length: int, k: int, readout: bool = False) -> Inputs:
     """Pad prompt + continuation rows to `length`; continuation targets padded to `k`."""
     conts = [c or () for c in conts]
     sequences = [row.prompt + c for row, c in zip(rows, conts)]
@@ -425,14 +432,14 @@ def _build_forward(rows: list[TokenizedRow], conts: list[tuple[int, ...] | None]
     offset_r = np.array([length - len(s) if side == "left" else 0 for s in sequences])
     prompt_end_r = offset_r + np.array([len(row.prompt) for row in rows]) - 1
     record_index_r = prompt_end_r + (np.array([row.readout_extra for row in rows]) if readout else 0)
-    logit_positions_rk = np.repeat(prompt_end_r[:, None], k, axis=1)
-    targets_rk = np.zeros((len(rows), k), np.int32)
-    target_mask_rk = np.zeros((len(rows), k), bool)
+    logit_index_rj = np.repeat(prompt_end_r[:, None], k, axis=1)
+    targets_rj = np.zeros((len(rows), k), np.int32)
+    target_mask_rj = np.zeros((len(rows), k), bool)
     for r, c in enumerate(conts):
         n = len(c)
-        logit_positions_rk[r, :n] += np.arange(n)  # position p predicts token p + 1
-        targets_rk[r, :n] = c
-        target_mask_rk[r, :n] = True
+        logit_index_rj[r, :n] += np.arange(n)  # position p predicts token p + 1
+        targets_rj[r, :n] = c
+        target_mask_rj[r, :n] = True
     real = int(sum(len(s) for s, v in zip(sequences, valid_r) if v))
-    return Forward(ids_rt, mask_rt, record_index_r.astype(np.int32), logit_positions_rk.astype(np.int32),
-                   targets_rk, target_mask_rk, real)
+    return Inputs(ids_rt, mask_rt, record_index_r.astype(np.int32), logit_index_rj.astype(np.int32),
+                   targets_rj, target_mask_rj, real)

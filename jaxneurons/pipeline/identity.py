@@ -46,7 +46,7 @@ def config_fields(config) -> dict:
             if f.metadata.get("identity", True)}
 
 
-def run_identity(pass_name: str, config, lm, examples: Sequence, rows: Sequence, **extra) -> dict:
+def pass_identity(pass_name: str, config, lm, examples: Sequence, rows: Sequence, **extra) -> dict:
     """The identity of one pass over examples with a model (extra: facts of the pass, e.g. the task)."""
     return {"pass": pass_name, **config_fields(config), "weights": weights_fingerprint(lm.params),
             "model_config": repr(lm.config), "compute_dtype": str(lm.compute_dtype),

@@ -1,17 +1,17 @@
 """Deactivation: zero a set of neurons and measure accuracy per language, with matched controls.
 
 Each example's categories come from its own clean forward (threshold 0, at the prompt's last token, across
-its languages). A run sets the down-projection inputs m of its neurons to 0 at the prompt's last token (or,
-with all_positions, at every token of the row), the same neurons in all the example's languages:
+its languages). A condition sets the down-projection inputs m of its neurons to 0 at the prompt's last token (or,
+with every_token, at every token of the row), the same neurons in all the example's languages:
 
-- `all_shared`, `partial_shared`, `specific`: every neuron of that category (today's full-category runs);
+- `all_shared`, `partial_shared`, `specific`: every neuron of that category (today's full-category conditions);
 - `partial_shared_count`, `specific_count`: per example and layer, as many neurons of that category as the
   example has all-shared ones there, drawn uniformly within the category (several seeds);
 - `random`: as many uniformly drawn neurons of the layer (mostly inactive ones; several seeds);
 - `magnitude`: as many activated neurons (partial-shared or specific: act > 0 in some language) with the
   all-shared set's |m| distribution (|m| averaged over the languages; quantile bins, `attribution.matched`).
 
-For every run: accuracy per language, its change from clean (paired), the contribution mass it removes
+For every condition: accuracy per language, its change from clean (paired), the contribution mass it removes
 (sum over its neurons of |m| * ||v|| at the last token / the row's total over all neurons, from the clean
 forward), its size and mean |m| per neuron (so the reader sees the matching worked), and a paired test of
 all-shared-off against each control (exact sign test over examples, paired bootstrap of the difference).
@@ -38,28 +38,28 @@ from jaxneurons.attribution.matched import count_matched, magnitude_matched
 from jaxneurons.attribution.static import down_rows
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Decoder, Intervention, Record
-from jaxneurons.models.output import forward as run_forward
+from jaxneurons.models.output import forward
 from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
-from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.identity import pass_identity
 from jaxneurons.pipeline.runner import run_pass
 from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
 
 KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude")
 SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
-          "specific": "specific_count"}  # kind -> its seeded, all-shared-sized run
+          "specific": "specific_count"}  # kind -> its seeded, all-shared-sized condition
 INTERVENTIONS_FILE = "interventions.json"
 INTERVENTIONS_STATE_FILE = "interventions_state.npz"
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
-def example_neurons(decoder: Decoder, params, forward: dict, num_languages: int):
+def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
     """(category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
     last token, from each example's clean forward."""
-    out = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"], record_index=forward["record_index_r"])
+    out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"])
     act, m = out.activations["act"], out.activations["ffn_hidden"]  # [R, L, F]
     rows, layers, width = act.shape
     shape = (rows // num_languages, num_languages, layers, width)
@@ -68,21 +68,21 @@ def example_neurons(decoder: Decoder, params, forward: dict, num_languages: int)
     return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
 
 
-def run_names(kinds: Sequence[str], seeds: int) -> list[str]:
-    """'clean', the full-category runs, then each seeded run as 'name/seed'."""
-    runs = ["clean"] + [k for k in kinds if k in CATEGORIES]
-    return runs + [f"{SEEDED[k]}/{s}" for k in kinds if k in SEEDED for s in range(seeds)]
+def condition_names(kinds: Sequence[str], seeds: int) -> list[str]:
+    """'clean', the full-category conditions, then each seeded condition as 'name/seed'."""
+    conditions = ["clean"] + [k for k in kinds if k in CATEGORIES]
+    return conditions + [f"{SEEDED[k]}/{s}" for k in kinds if k in SEEDED for s in range(seeds)]
 
 
-def off_mask(run: str, codes_blf, abs_m_bnlf, batch_index: int) -> np.ndarray:
-    """bool [B, L, F]: the neurons a run deactivates in each example (all its languages)."""
+def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int) -> np.ndarray:
+    """bool [B, L, F]: the neurons a condition deactivates in each example (all its languages)."""
     codes = np.asarray(codes_blf)
     shared = codes == ALL_SHARED
-    if run == "clean":
+    if condition == "clean":
         return np.zeros(codes.shape, bool)
-    if "/" not in run:
-        return codes == CATEGORIES.index(run)
-    name, seed = run.split("/")
+    if "/" not in condition:
+        return codes == CATEGORIES.index(condition)
+    name, seed = condition.split("/")
     count_bl = shared.sum(-1)
     if name == "random":  # today's uniform draw, on the device
         key = jax.random.fold_in(jax.random.key(int(seed)), batch_index)
@@ -101,23 +101,23 @@ def deactivation_scale(off_blf, num_languages: int) -> np.ndarray:
     return np.repeat(scale_blf, num_languages, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "all_positions"))
-def intervened_scores(decoder: Decoder, params, forward: dict, scale_rlf, all_positions: bool, first_tokens_rs):
-    """Scores of a forward with m <- m * scale at the prompt's last token (or every token with all_positions):
+@functools.partial(jax.jit, static_argnames=("decoder", "every_token"))
+def intervened_scores(decoder: Decoder, params, inputs: dict, scale_rlf, every_token: bool, first_tokens_rs):
+    """Scores of a forward with m <- m * scale at the prompt's last token (or every token with every_token):
     (logprob [R], greedy [R], first-token [R, S] x2)."""
-    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), _where(forward, all_positions))
-    hidden = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"],
-                         record_index=forward["record_index_r"], intervention=change,
-                         logit_positions=forward["logit_positions_rk"]).logits
-    return hidden_scores(decoder.config, params, hidden, forward["targets_rk"], forward["target_mask_rk"],
+    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), _where(inputs, every_token))
+    hidden = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"],
+                         record_index=inputs["record_index_r"], intervention=change,
+                         logit_index=inputs["logit_index_rj"]).logits
+    return hidden_scores(decoder.config, params, hidden, inputs["targets_rj"], inputs["target_mask_rj"],
                          first_tokens_rs, decoder.dtype)
 
 
-def _where(forward: dict, all_positions: bool) -> jax.Array:
-    if all_positions:
-        return forward["mask_rt"].astype(bool)
-    t = forward["ids_rt"].shape[1]
-    return jnp.arange(t)[None, :] == forward["record_index_r"][:, None]
+def _where(inputs: dict, every_token: bool) -> jax.Array:
+    if every_token:
+        return inputs["mask_rt"].astype(bool)
+    t = inputs["ids_rt"].shape[1]
+    return jnp.arange(t)[None, :] == inputs["record_index_r"][:, None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +126,7 @@ class InterventionsConfig:
 
     kinds: tuple[str, ...] = KINDS  # neuron sets to deactivate, each measured separately (see the module)
     batch_size: int = 8  # examples per step
-    all_positions: bool = False  # deactivate at every token instead of the prompt's last token
+    every_token: bool = False  # deactivate at every token instead of the prompt's last token
     seeds: int = 3  # draws of every seeded control
     bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
 
@@ -147,60 +147,60 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     mesh: as in `run_sharing_analysis` (default: `distributed.default_mesh()`); batch_size is rounded up to a
       multiple of its data axis.
     process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
-      runs the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
+      conditions the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
       every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
     """
-    all_positions, seeds = config.all_positions, config.seeds
-    if not all_positions and any(ex.readout != "prompt" for ex in examples):
+    every_token, seeds = config.every_token, config.seeds
+    if not every_token and any(ex.readout != "prompt" for ex in examples):
         raise PipelineInputError("these examples read the neurons at the gold answer's end, where deactivating them "
                                  "cannot change the scored answer: load them with a prompt-end format "
-                                 "(e.g. prompt_format='paper') or deactivate at all positions")
+                                 "(e.g. prompt_format='paper') or deactivate at every token")
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
     plan = plan_batches(rows, placement.round_batch_size(config.batch_size), "last", "right", lm.pad_id)
-    runs = run_names(config.kinds, seeds)
-    identity = run_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
+    conditions = condition_names(config.kinds, seeds)
+    identity = pass_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
                             batch_size_used=plan.batch_size)
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     path = os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
     saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
-    acc = saved if saved else _empty(runs, len(examples), n, plan.num_slots, lm.config.num_layers)
+    acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params = placement.params(lm.params)
 
     def step(index: int) -> None:
         batch = plan.batch(index)
-        main, first_tokens = placement.batch((batch.neuron_forward.arrays(), batch.first_tokens_rs))
+        main, first_tokens = placement.batch((batch.neuron_inputs.arrays(), batch.first_tokens_rs))
         with placement.context():
             codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, params, main, n))
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
-        for run in runs:
-            off = off_mask(run, codes, abs_m, index)
-            _record_set(acc, run, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
+        for condition in conditions:
+            off = off_mask(condition, codes, abs_m, index)
+            _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():
-                stats = intervened_scores(score_decoder, params, main, scale, all_positions, first_tokens)
+                stats = intervened_scores(score_decoder, params, main, scale, every_token, first_tokens)
                 full = {}
-                for slot, fwd in zip(batch.scoring_slots, batch.scoring_forwards):
+                for slot, fwd in zip(batch.scoring_slots, batch.scoring_inputs):
                     extra = intervened_scores(score_decoder, params, placement.batch(fwd.arrays()), scale,
-                                              all_positions, first_tokens)
+                                              every_token, first_tokens)
                     full[slot] = (extra["logprob"], extra["greedy"])
             stats, full = jax.device_get((stats, full))
-            record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{run}/option_logprobs"],
-                          acc[f"{run}/greedy"], acc[f"{run}/gold_logprob"])
+            record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{condition}/option_logprobs"],
+                          acc[f"{condition}/greedy"], acc[f"{condition}/gold_logprob"])
 
-    run_pass(f"interventions ({len(runs) - 1} + clean)", plan, start, step,
+    run_pass(f"interventions ({len(conditions) - 1} + clean)", plan, start, step,
              lambda next_batch: save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
              process_index=process_index, process_count=process_count, progress=progress)
     if process_count > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
                                         process_count)
-    result = summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds, config.bootstrap)
+    result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap)
     if process_index == 0:
         write_deactivation(output_dir, result, figures=figures)
     return result
@@ -218,53 +218,54 @@ def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> N
     write_section(output_dir, "deactivation", report.interventions_section(result, paths, output_dir))
 
 
-def _empty(runs, e, n, slots, layers) -> dict[str, np.ndarray]:
-    """Per-example arrays (NaN until filled): scores, and what each run deactivates."""
+def _empty(conditions, e, n, slots, layers) -> dict[str, np.ndarray]:
+    """Per-example arrays (NaN until filled): scores, and what each condition deactivates."""
     acc = {"total_contribution": np.full((e, n), np.nan)}
-    for run in runs:
-        acc.update({f"{run}/option_logprobs": np.full((e, n, slots), np.nan, np.float32),
-                    f"{run}/greedy": np.zeros((e, n), bool), f"{run}/gold_logprob": np.full((e, n), np.nan),
-                    f"{run}/count": np.full((e, layers), np.nan), f"{run}/abs_m": np.full((e, n), np.nan),
-                    f"{run}/contribution": np.full((e, n), np.nan)})
+    for condition in conditions:
+        acc.update({f"{condition}/option_logprobs": np.full((e, n, slots), np.nan, np.float32),
+                    f"{condition}/greedy": np.zeros((e, n), bool), f"{condition}/gold_logprob": np.full((e, n), np.nan),
+                    f"{condition}/count": np.full((e, layers), np.nan), f"{condition}/abs_m": np.full((e, n), np.nan),
+                    f"{condition}/contribution": np.full((e, n), np.nan)})
     return acc
 
 
-def _record_set(acc, run, e_v, off_blf, abs_m_bnlf, contribution_bnlf) -> None:
+def _record_set(acc, condition, e_v, off_blf, abs_m_bnlf, contribution_bnlf) -> None:
     """Per example: neurons off per layer; summed |m| and contribution of those neurons per language."""
-    acc[f"{run}/count"][e_v] = off_blf.sum(-1)
-    acc[f"{run}/abs_m"][e_v] = (abs_m_bnlf * off_blf[:, None]).sum((-1, -2))
-    acc[f"{run}/contribution"][e_v] = (contribution_bnlf * off_blf[:, None]).sum((-1, -2))
+    acc[f"{condition}/count"][e_v] = off_blf.sum(-1)
+    acc[f"{condition}/abs_m"][e_v] = (abs_m_bnlf * off_blf[:, None]).sum((-1, -2))
+    acc[f"{condition}/contribution"][e_v] = (contribution_bnlf * off_blf[:, None]).sum((-1, -2))
 
 
-def _groups(runs: Sequence[str]) -> dict[str, list[str]]:
-    """Run group (a seeded run's name without the seed) -> its runs, in order."""
+def _groups(conditions: Sequence[str]) -> dict[str, list[str]]:
+    """Condition group (a seeded condition's name without the seed) -> its conditions, in order."""
     groups: dict[str, list[str]] = {}
-    for run in runs:
-        groups.setdefault(run.split("/")[0], []).append(run)
+    for condition in conditions:
+        groups.setdefault(condition.split("/")[0], []).append(condition)
     return groups
 
 
-def summarize_interventions(acc, runs, task, examples, languages, all_positions, seeds,
+def summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds,
                             bootstrap: int = DEFAULT_RESAMPLES) -> dict:
-    """interventions.json: accuracy per run group and language (old flat keys kept), and under "sets" each
+    """interventions.json: accuracy per condition group and language (old flat keys kept), and under "sets" each
     group's accuracy, paired change from clean, contribution mass removed and size, all with 95% intervals;
     "paired_tests": all-shared-off against each other group."""
     done = ~np.isnan(acc["total_contribution"][:, 0])
     kept = [ex for ex, d in zip(examples, done) if d]
     counts = resample_counts(int(done.sum()), bootstrap, seed=0) if bootstrap and done.any() else None
-    per_run = {run: _per_example(acc, run, done, task, kept, languages) for run in runs}
-    groups = {g: {key: np.mean([per_run[r][key] for r in members], 0) for key in per_run[members[0]]}
-              for g, members in _groups(runs).items()}
+    per_condition = {condition: _per_example(acc, condition, done, task, kept, languages) for condition in conditions}
+    groups = {g: {key: np.mean([per_condition[r][key] for r in members], 0) for key in per_condition[members[0]]}
+              for g, members in _groups(conditions).items()}
     result = {g: accuracy_per_language(v["correct"], languages) for g, v in groups.items()}
     result["sets"] = {g: _set_summary(v, groups["clean"], languages, counts) for g, v in groups.items()}
     if "all_shared" in groups:
         result["paired_tests"] = {g: paired_test(groups["all_shared"], v, counts) for g, v in groups.items()
                                   if g not in ("clean", "all_shared")}
     result["meta"] = {
-        "positions": "all" if all_positions else "last", "random_seeds": seeds, "num_examples": int(done.sum()),
+        "deactivated_at": "every token" if every_token else "last token", "random_seeds": seeds,
+        "num_examples": int(done.sum()),
         "mean_deactivated_per_layer": {g: v["count"].mean(0).tolist() for g, v in groups.items() if g != "clean"},
-        "random_per_seed": {run.split("/")[1]: accuracy_per_language(per_run[run]["correct"], languages)
-                            for run in runs if run.startswith("random/")},
+        "random_per_seed": {c.split("/")[1]: accuracy_per_language(per_condition[c]["correct"], languages)
+                            for c in conditions if c.startswith("random/")},
         "bootstrap": {"resamples": int(bootstrap), "seed": 0, "unit": "example"},
         "removed_mass": "sum over the deactivated neurons of |m| * ||v|| at the prompt's last token (clean "
                         "forward) / the same sum over all neurons of all layers, per row; mean over languages "
@@ -272,14 +273,15 @@ def summarize_interventions(acc, runs, task, examples, languages, all_positions,
     return result
 
 
-def _per_example(acc, run, done, task, examples, languages) -> dict[str, np.ndarray]:
-    """One run's per-example values: correct [E, N], gold log-prob [E, N], removed mass [E, N], neurons off
+def _per_example(acc, condition, done, task, examples, languages) -> dict[str, np.ndarray]:
+    """One condition's per-example values: correct [E, N], gold log-prob [E, N], removed mass [E, N], neurons off
     per layer [E, L], summed |m| and contribution of those neurons [E, N]."""
-    correct = judge(task, acc[f"{run}/option_logprobs"][done], acc[f"{run}/greedy"][done], examples, languages)
-    return {"correct": correct.astype(np.float64), "gold_logprob": acc[f"{run}/gold_logprob"][done],
-            "mass": acc[f"{run}/contribution"][done] / acc["total_contribution"][done],
-            "count": acc[f"{run}/count"][done], "abs_m": acc[f"{run}/abs_m"][done],
-            "contribution": acc[f"{run}/contribution"][done]}
+    correct = judge(task, acc[f"{condition}/option_logprobs"][done], acc[f"{condition}/greedy"][done], examples,
+                    languages)
+    return {"correct": correct.astype(np.float64), "gold_logprob": acc[f"{condition}/gold_logprob"][done],
+            "mass": acc[f"{condition}/contribution"][done] / acc["total_contribution"][done],
+            "count": acc[f"{condition}/count"][done], "abs_m": acc[f"{condition}/abs_m"][done],
+            "contribution": acc[f"{condition}/contribution"][done]}
 
 
 def _set_summary(values: dict, clean: dict, languages, counts) -> dict:

@@ -16,7 +16,7 @@ LOGITS_CHUNK_BYTES = 2**28  # token_scores: float32 logits computed at once (256
 
 
 def token_log_probs(logits_pv: jax.Array, tokens_pc: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(log-prob [P, C] of C tokens at each of P positions, whether each is the argmax [P, C]) from logits [P, V]."""
+    """(log-prob [P, C] of C tokens at each of P tokens read, whether each is the argmax [P, C]) from logits [P, V]."""
     logits_pv = logits_pv.astype(jnp.float32)
     shifted = logits_pv - jnp.max(logits_pv, axis=-1, keepdims=True)  # log_softmax, term for term
     log_norm = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
@@ -24,58 +24,58 @@ def token_log_probs(logits_pv: jax.Array, tokens_pc: jax.Array) -> tuple[jax.Arr
     return logprob_pc, jnp.argmax(logits_pv, axis=-1)[:, None] == tokens_pc
 
 
-def token_scores(config, params, hidden_rkd: jax.Array, tokens_rkc: jax.Array, dtype=jnp.float32
+def token_scores(config, params, hidden_rjd: jax.Array, tokens_rjc: jax.Array, dtype=jnp.float32
                  ) -> tuple[jax.Array, jax.Array]:
-    """`token_log_probs` of tokens [R, K, C] at final hidden states [R, K, D] (a Decoder's logits="hidden"),
-    without the [R, K, V] logits: the unembedding runs over chunks of positions that hold LOGITS_CHUNK_BYTES
-    (a 262,144-token vocabulary would otherwise take 1 MiB per position). Returns ([R, K, C], [R, K, C])."""
+    """`token_log_probs` of tokens [R, J, C] at final hidden states [R, J, D] (a Decoder's logits="hidden"),
+    without the [R, J, V] logits: the unembedding runs over chunks of tokens that hold LOGITS_CHUNK_BYTES
+    (a 262,144-token vocabulary would otherwise take 1 MiB per token). Returns ([R, J, C], [R, J, C])."""
     weight = unembedding(config, params)
-    rows, k, width = hidden_rkd.shape
+    rows, j, width = hidden_rjd.shape
     chunk = max(1, LOGITS_CHUNK_BYTES // (4 * config.vocab_size))
 
     def one(item):
         h_d, tokens_c = item
         return token_log_probs(unembed(config, h_d[None], weight, dtype), tokens_c[None])
 
-    flat = (hidden_rkd.reshape(rows * k, width), tokens_rkc.reshape(rows * k, -1))
+    flat = (hidden_rjd.reshape(rows * j, width), tokens_rjc.reshape(rows * j, -1))
     logprob, is_argmax = jax.lax.map(lambda x: jax.tree.map(lambda a: a[0], one(x)), flat, batch_size=chunk)
-    return logprob.reshape(tokens_rkc.shape), is_argmax.reshape(tokens_rkc.shape)
+    return logprob.reshape(tokens_rjc.shape), is_argmax.reshape(tokens_rjc.shape)
 
 
-def continuation_scores(logits_rkv: jax.Array, targets_rk: jax.Array, target_mask_rk: jax.Array
+def continuation_scores(logits_rjv: jax.Array, targets_rj: jax.Array, target_mask_rj: jax.Array
                         ) -> tuple[jax.Array, jax.Array]:
     """(summed log-prob of each row's continuation [R], whether every token is the argmax [R]).
 
-    logits_rkv are the logits at the positions that predict the continuation's tokens; masked positions
+    logits_rjv are the logits at the tokens that predict the continuation's tokens; masked ones
     (past the continuation's end) count for nothing. A row with no continuation scores (0, True).
     """
-    rows, k, vocab = logits_rkv.shape
-    logprob, is_argmax = token_log_probs(logits_rkv.reshape(rows * k, vocab), targets_rk.reshape(-1, 1))
-    return sum_continuation(logprob.reshape(rows, k), is_argmax.reshape(rows, k), target_mask_rk)
+    rows, j, vocab = logits_rjv.shape
+    logprob, is_argmax = token_log_probs(logits_rjv.reshape(rows * j, vocab), targets_rj.reshape(-1, 1))
+    return sum_continuation(logprob.reshape(rows, j), is_argmax.reshape(rows, j), target_mask_rj)
 
 
-def sum_continuation(target_logprob_rk: jax.Array, is_argmax_rk: jax.Array, target_mask_rk: jax.Array
+def sum_continuation(target_logprob_rj: jax.Array, is_argmax_rj: jax.Array, target_mask_rj: jax.Array
                      ) -> tuple[jax.Array, jax.Array]:
-    """(summed log-prob [R], all-argmax [R]) of each row's continuation from its per-token scores [R, K]."""
-    logprob_r = jnp.sum(jnp.where(target_mask_rk, target_logprob_rk, 0.0), axis=-1)
-    return logprob_r, jnp.all(is_argmax_rk | ~target_mask_rk, axis=-1)
+    """(summed log-prob [R], all-argmax [R]) of each row's continuation from its per-token scores [R, J]."""
+    logprob_r = jnp.sum(jnp.where(target_mask_rj, target_logprob_rj, 0.0), axis=-1)
+    return logprob_r, jnp.all(is_argmax_rj | ~target_mask_rj, axis=-1)
 
 
-def first_token_scores(logits_rkv: jax.Array, first_tokens_rs: jax.Array) -> tuple[jax.Array, jax.Array]:
+def first_token_scores(logits_rjv: jax.Array, first_tokens_rs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Log-prob [R, S] and is-argmax [R, S] of each slot's first token, from the logits at the prompt's end."""
-    return token_log_probs(logits_rkv[:, 0], first_tokens_rs)
+    return token_log_probs(logits_rjv[:, 0], first_tokens_rs)
 
 
-def hidden_scores(config, params, hidden_rkd: jax.Array, targets_rk: jax.Array, target_mask_rk: jax.Array,
+def hidden_scores(config, params, hidden_rjd: jax.Array, targets_rj: jax.Array, target_mask_rj: jax.Array,
                   first_tokens_rs: jax.Array, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """`continuation_scores` and `first_token_scores` from final hidden states [R, K, D] in one chunked
+    """`continuation_scores` and `first_token_scores` from final hidden states [R, J, D] in one chunked
     unembedding: {logprob [R], greedy [R], first_logprob [R, S], first_greedy [R, S]}. Position 0 of each
     row (the prompt's last token) also scores the first tokens of every slot."""
     slots = first_tokens_rs.shape[1]
-    first = jnp.zeros(targets_rk.shape + (slots,), targets_rk.dtype).at[:, 0].set(first_tokens_rs)
-    logprob, is_argmax = token_scores(config, params, hidden_rkd,
-                                      jnp.concatenate([targets_rk[..., None], first], axis=-1), dtype)
-    out = dict(zip(("logprob", "greedy"), sum_continuation(logprob[..., 0], is_argmax[..., 0], target_mask_rk)))
+    first = jnp.zeros(targets_rj.shape + (slots,), targets_rj.dtype).at[:, 0].set(first_tokens_rs)
+    logprob, is_argmax = token_scores(config, params, hidden_rjd,
+                                      jnp.concatenate([targets_rj[..., None], first], axis=-1), dtype)
+    out = dict(zip(("logprob", "greedy"), sum_continuation(logprob[..., 0], is_argmax[..., 0], target_mask_rj)))
     out["first_logprob"], out["first_greedy"] = logprob[:, 0, 1:], is_argmax[:, 0, 1:]
     return out
 
@@ -98,9 +98,9 @@ def accuracy_per_language(correct_en: np.ndarray, languages: Sequence[str]) -> d
     """language -> fraction of examples answered correctly."""
     return {lang: float(np.mean(correct_en[:, n])) for n, lang in enumerate(languages)}
 
-def slot_scores(batch: Batch, stats: dict, full: dict, positions: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def slot_scores(batch: Batch, stats: dict, full: dict, neuron_position: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(log-prob [R], greedy [R]) of every slot: from its own forward, or from its single first token."""
-    if positions == "last":
+    if neuron_position == "last":
         full = {0: (stats["logprob"], stats["greedy"]), **full}
     return [full.get(s, (stats["first_logprob"][:, s], stats["first_greedy"][:, s]))
             for s in range(batch.option_index_sr.shape[0])]

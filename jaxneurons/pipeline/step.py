@@ -12,49 +12,49 @@ import jax
 
 from jaxneurons.analysis import OverlapState, example_statistics, overlap_update
 from jaxneurons.models.decoder import Decoder
-from jaxneurons.models.output import forward as run_forward
+from jaxneurons.models.output import forward
 from jaxneurons.pipeline.scoring import hidden_scores, sum_continuation, token_scores
 
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
-def sharing_step(decoder: Decoder, params, overlap: OverlapState, forward: dict, first_tokens_rs: jax.Array,
+def sharing_step(decoder: Decoder, params, overlap: OverlapState, inputs: dict, first_tokens_rs: jax.Array,
                  valid_b: jax.Array, thresholds_k: jax.Array, num_languages: int) -> tuple[OverlapState, dict]:
     """Forward a batch, categorize its neurons, fold them into the overlap state and score the answers.
 
-    forward: the arrays of a `batching.Forward` over R = B * N rows (example-major); first_tokens_rs: the
+    inputs: the arrays of a `batching.Inputs` over R = B * N rows (example-major); first_tokens_rs: the
     first token of each slot's continuation, scored from the logits at the prompt's last token.
     Returns the new overlap state and {category_counts [B, K, L, 4], activated [B, K, N, L],
     logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S]}.
     """
-    hidden, activations = forward_rows(decoder, params, forward)
+    hidden, activations = forward_rows(decoder, params, inputs)
     rows, num_layers, neurons = activations["act"].shape
     acts_bnlf = activations["act"].reshape(rows // num_languages, num_languages, num_layers, neurons)
     counts_bklc, activated_bknl = example_statistics(acts_bnlf, thresholds_k)
     out = {"category_counts": counts_bklc, "activated": activated_bknl,
-           **hidden_scores(decoder.config, params, hidden, forward["targets_rk"], forward["target_mask_rk"],
+           **hidden_scores(decoder.config, params, hidden, inputs["targets_rj"], inputs["target_mask_rj"],
                            first_tokens_rs, decoder.dtype)}
     return overlap_update(overlap, acts_bnlf, thresholds_k, valid_b), out
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
-def scoring_step(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, jax.Array]:
+def scoring_step(decoder: Decoder, params, inputs: dict) -> tuple[jax.Array, jax.Array]:
     """No neurons: (summed log-prob [R], all-argmax [R]) of each row's continuation."""
-    hidden, _ = forward_rows(decoder, params, forward)
-    logprob, is_argmax = token_scores(decoder.config, params, hidden, forward["targets_rk"][..., None], decoder.dtype)
-    return sum_continuation(logprob[..., 0], is_argmax[..., 0], forward["target_mask_rk"])
+    hidden, _ = forward_rows(decoder, params, inputs)
+    logprob, is_argmax = token_scores(decoder.config, params, hidden, inputs["targets_rj"][..., None], decoder.dtype)
+    return sum_continuation(logprob[..., 0], is_argmax[..., 0], inputs["target_mask_rj"])
 
 
-def forward_rows(decoder: Decoder, params, forward: dict) -> tuple[jax.Array, dict]:
-    """Run a forward and return per row: the decoder's logits output at its positions ([R, k, V]; [R, k, D]
+def forward_rows(decoder: Decoder, params, inputs: dict) -> tuple[jax.Array, dict]:
+    """Run a forward and return per row: the decoder's logits output at its tokens read ([R, J, V]; [R, J, D]
     final hidden states with logits="hidden"), recorded neurons [R, L, F].
 
     A packed forward (with "row_slot_r") computes them per (bin, segment); each row takes its own slot.
     """
-    out = run_forward(decoder, params, forward["ids_rt"], forward["mask_rt"], record_index=forward["record_index_r"],
-                      logit_positions=forward["logit_positions_rk"])
-    if "row_slot_r" not in forward:
+    out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"],
+                      logit_index=inputs["logit_index_rj"])
+    if "row_slot_r" not in inputs:
         return out.logits, out.activations
-    slot_r, (bins, segments) = forward["row_slot_r"], forward["record_index_r"].shape
+    slot_r, (bins, segments) = inputs["row_slot_r"], inputs["record_index_r"].shape
     logits = out.logits.reshape(bins * segments, -1, out.logits.shape[-1])[slot_r]
     activations = {name: value.reshape(bins * segments, *value.shape[2:])[slot_r]
                    for name, value in out.activations.items()}

@@ -22,11 +22,11 @@ from jaxneurons.analysis import OverlapState
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
 from jaxneurons.pipeline import merge
-from jaxneurons.pipeline.batching import (POSITIONS, Batch, BatchPlan, check_layout, plan_batches,
+from jaxneurons.pipeline.batching import (Batch, BatchPlan, check_layout, plan_batches, record_at,
                                           tokenize_examples)
 from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
-from jaxneurons.pipeline.identity import run_identity
+from jaxneurons.pipeline.identity import pass_identity
 from jaxneurons.pipeline.outputs import summarize_sharing, write_flags, write_sharing
 from jaxneurons.pipeline.runner import run_pass
 from jaxneurons.pipeline.scoring import record_scores, slot_scores
@@ -41,9 +41,9 @@ class SharingConfig:
     """The sharing pass's settings (analyze.py's flags of the same names); validated when built."""
 
     batch_size: int = 8  # examples per step, each with one row per language (rounded up to the mesh's data axis)
-    positions: str = "last"  # neurons at the prompt's last token, or activated at any prompt token ("all")
+    neuron_position: str = "last"  # the prompt's last token, or activated at any prompt token ("any_token")
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS  # activation thresholds tau; must include 0, the paper's
-    pack: bool | None = None  # rows laid one after another into bins (default: with positions "last")
+    pack: bool | None = None  # rows laid one after another into bins (default: at the last token)
     padding_side: str = "right"  # "right" or "left"; results do not depend on it
     bootstrap: int = 1000  # resamples for the 95% intervals over examples (0: none), seeded
     prompt_format: str | None = None  # the task formulation the examples were loaded with (recorded)
@@ -53,8 +53,8 @@ class SharingConfig:
     def __post_init__(self):
         object.__setattr__(self, "thresholds", tuple(check_thresholds(self.thresholds)))
         if self.pack is None:
-            object.__setattr__(self, "pack", self.positions == "last")
-        check_layout(self.batch_size, self.positions, self.padding_side, self.pack)
+            object.__setattr__(self, "pack", self.neuron_position == "last")
+        check_layout(self.batch_size, self.neuron_position, self.padding_side, self.pack)
         check_positive(checkpoint_every=self.checkpoint_every)
         check_at_least_zero(bootstrap=self.bootstrap)
 
@@ -103,9 +103,9 @@ def run_sharing_analysis(
     process_index, process_count = distributed.process_layout(process_index, process_count)
     batch_size = placement.round_batch_size(config.batch_size)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
-    plan = plan_batches(rows, batch_size, config.positions, config.padding_side, lm.pad_id, pack=config.pack,
+    plan = plan_batches(rows, batch_size, config.neuron_position, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=placement.data_size)
-    identity = run_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
+    identity = pass_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
                             batch_size_used=plan.batch_size, packing=repr(plan.packing))
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     state = load_state(state_dir, own_identity) if resume else None
@@ -114,11 +114,11 @@ def run_sharing_analysis(
                           lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
     if flags_text is not None and process_index == 0:
         write_flags(output_dir, flags_text)
-    state = run_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
+    state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
                         placement=placement, process_index=process_index, process_count=process_count)
     if process_count > 1:
         state = merge.gather_states(state, plan, identity, output_dir, process_index, process_count)
-    facts = {"model": lm.source or lm.config.family, "task": task.name, "positions": config.positions,
+    facts = {"model": lm.source or lm.config.family, "task": task.name, "neuron_position": config.neuron_position,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
              "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
              "prompt_format": config.prompt_format, "prompt_suffix": config.prompt_suffix}
@@ -129,7 +129,7 @@ def run_sharing_analysis(
     return write_sharing(output_dir, sharing, state, task=task, examples=examples, languages=languages,
                          thresholds=thresholds, figures=figures)
 
-def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
+def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
                 output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
                 on_batch_end: Callable[[int, int], None] | None = None,
                 placement: distributed.Placement | None = None, process_index: int = 0,
@@ -144,7 +144,7 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
     if plan.batch_size % placement.data_size:
         raise PipelineInputError(f"batch_size {plan.batch_size} is not a multiple of the mesh's data axis "
                                  f"({placement.data_size})")
-    neuron_decoder = lm.decoder(Record(("act",), POSITIONS[plan.positions]), logits="hidden")
+    neuron_decoder = lm.decoder(Record(("act",), record_at(plan.neuron_position)), logits="hidden")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params, put = placement.params(lm.params), placement.batch
     thresholds_k, overlap = placement.replicate((np.asarray(thresholds, np.float32), OverlapState(*state.overlap)))
@@ -154,13 +154,13 @@ def run_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds:
         start = time.perf_counter()
         batch = plan.batch(index)
         with placement.context():
-            overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_forward.arrays()),
+            overlap, stats = sharing_step(neuron_decoder, params, overlap, put(batch.neuron_inputs.arrays()),
                                           put(batch.first_tokens_rs), put(batch.valid_b), thresholds_k,
                                           plan.num_languages)
             full = {s: scoring_step(score_decoder, params, put(f.arrays()))
-                    for s, f in zip(batch.scoring_slots, batch.scoring_forwards)}
+                    for s, f in zip(batch.scoring_slots, batch.scoring_inputs)}
         stats, full = jax.device_get((stats, full))
-        record_batch(state, batch, slot_scores(batch, stats, full, plan.positions), stats, plan.num_languages)
+        record_batch(state, batch, slot_scores(batch, stats, full, plan.neuron_position), stats, plan.num_languages)
         state.elapsed_s += time.perf_counter() - start
 
     def save(next_batch: int) -> None:
@@ -184,5 +184,5 @@ def record_batch(state: RunState, batch: Batch, scores: list, stats: dict, num_l
     state.activated_eknl[e_v] = stats["activated"][valid_b]
     record_scores(batch, scores, num_languages, state.option_logprobs_eno, state.greedy_match_en,
                   state.gold_logprob_en)
-    state.real_tokens += sum(f.real_tokens for f in batch.forwards)
-    state.padded_tokens += sum(f.padded_tokens for f in batch.forwards)
+    state.real_tokens += sum(f.real_tokens for f in batch.all_inputs)
+    state.padded_tokens += sum(f.padded_tokens for f in batch.all_inputs)
