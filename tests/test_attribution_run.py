@@ -262,3 +262,24 @@ def test_interventions_match_direct_computation(setup, tmp_path):
     assert sets["all_shared"]["delta"]["en"]["value"] == pytest.approx(off - clean)
     assert set(got["paired_tests"]) == {"specific", "specific_count", "random"}
     assert os.path.exists(tmp_path / "interventions.json")
+
+
+def test_each_pass_writes_its_own_files_and_report_section(setup, tmp_path):
+    """A library caller gets what the launcher gets: each pass writes its JSON, its figures and its section of
+    report.md, which holds every section written so far in a fixed order (sharing, attribution, deactivation)."""
+    from jaxneurons.pipeline import SharingConfig, run_sharing_analysis
+
+    lm, task, examples = setup
+    out = str(tmp_path)
+    run_interventions(lm, task, examples[:2], LANGS, out, InterventionsConfig(kinds=["all_shared"], seeds=1,
+                                                                              bootstrap=0), progress=False)
+    run_attribution_analysis(lm, task, examples[:2], LANGS, out, AttributionConfig(
+        methods=("contribution",), top_k=4, seeds=1, bootstrap=0), progress=False)
+    run_sharing_analysis(lm, task, examples[:2], LANGS, out, SharingConfig(bootstrap=0), progress=False)
+    figures = sorted(os.listdir(tmp_path / "figures"))
+    assert {"attribution_top_share.png", "attribution_share.png", "interventions.png"} <= set(figures)
+    assert sorted(os.listdir(tmp_path / "sections")) == ["attribution.md", "deactivation.md", "sharing.md"]
+    report = (tmp_path / "report.md").read_text()
+    starts = [report.index(h) for h in ("# Neuron sharing across languages", "## Attribution", "## Deactivation")]
+    assert starts == sorted(starts)
+    assert "![top_share](figures/attribution_top_share.png)" in report
