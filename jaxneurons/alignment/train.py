@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxneurons import distributed
 from jaxneurons.alignment.objective import alignment_loss, make_batch, objective_decoder
 from jaxneurons.lm import LanguageModel
 from jaxneurons.pipeline.batching import TokenizedRow, tokenize_examples
@@ -136,7 +137,7 @@ def _train_step_fn(decoder, optimizer, num_languages: int):
 
 def train(lm: LanguageModel, rows: Sequence[Sequence[TokenizedRow]], cfg: TrainConfig,
           checkpoint_dir: str | None = None, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, answer_len: int | None = None):
+          progress: bool = True, answer_len: int | None = None, mesh=None):
     """Train; returns (params, history list of per-step floats).
 
     rows: [E][N] TokenizedRow, prompt + gold continuation per example and language (`training_rows`).
@@ -145,14 +146,20 @@ def train(lm: LanguageModel, rows: Sequence[Sequence[TokenizedRow]], cfg: TrainC
     checkpoint_dir: orbax CheckpointManager folder (params, opt_state, step), saved every cfg.save_every steps
     and at the end; resume=True restores its latest step and continues the same data stream.
     stop_after: stop (and save) after this many steps of this call (simulates an interruption).
+    mesh: params and batches go where `distributed.placement(mesh)` puts them (default: the default mesh's
+      placement; one device without one); cfg.batch_size must then be a multiple of its data axis.
     """
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
     cfg.check_layers(lm.config.num_layers)
+    placement = distributed.placement(mesh)
+    if cfg.batch_size % placement.data_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the mesh's data axis "
+                         f"({placement.data_size})")
     decoder = objective_decoder(lm)
-    optimizer, step_fn = _train_step(decoder, lm.params, lm.config.num_layers, len(rows[0]), cfg)
-    params = lm.params
+    params = placement.params(lm.params)
+    optimizer, step_fn = _train_step(decoder, params, lm.config.num_layers, len(rows[0]), cfg)
     opt_state = optimizer.init(params)
     start = 0
     manager = None
@@ -173,9 +180,10 @@ def train(lm: LanguageModel, rows: Sequence[Sequence[TokenizedRow]], cfg: TrainC
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="align")
     for step in bar:
         idx = batch_indices(step, len(rows), cfg.batch_size, cfg.seed)
-        batch = make_batch([rows[i] for i in idx], lm.pad_id, answer_len=k_max)
-        params, opt_state, aux = step_fn(params, opt_state, batch, jnp.float32(cfg.lambda_sharing),
-                                         jnp.float32(cfg.rho), jnp.float32(cfg.margin))
+        batch = placement.batch(make_batch([rows[i] for i in idx], lm.pad_id, answer_len=k_max))
+        with placement.context():
+            params, opt_state, aux = step_fn(params, opt_state, batch, jnp.float32(cfg.lambda_sharing),
+                                             jnp.float32(cfg.rho), jnp.float32(cfg.margin))
         aux = {k: float(v) for k, v in aux.items()}
         history.append(dict(aux, step=step + 1))
         bar.set_postfix(loss=f"{aux['loss']:.3f}", task=f"{aux['task']:.3f}", share=f"{aux['sharing']:.4f}",
