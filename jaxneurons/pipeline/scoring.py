@@ -16,7 +16,8 @@ LOGITS_CHUNK_BYTES = 2**28  # token_scores: float32 logits computed at once (256
 
 
 def token_log_probs(logits_pv: jax.Array, tokens_pc: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(log-prob [P, C] of C tokens at each of P tokens read, whether each is the argmax [P, C]) from logits [P, V]."""
+    """(log-prob [P, C] of C tokens at each of P tokens read, whether each is the argmax [P, C]) from their
+    logits [P, V]."""
     logits_pv = logits_pv.astype(jnp.float32)
     shifted = logits_pv - jnp.max(logits_pv, axis=-1, keepdims=True)  # log_softmax, term for term
     log_norm = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
@@ -97,6 +98,7 @@ def judge(task, option_logprobs_eno: np.ndarray, greedy_match_en: np.ndarray, ex
 def accuracy_per_language(correct_en: np.ndarray, languages: Sequence[str]) -> dict[str, float]:
     """language -> fraction of examples answered correctly."""
     return {lang: float(np.mean(correct_en[:, n])) for n, lang in enumerate(languages)}
+
 
 def slot_scores(batch: Batch, stats: dict, full: dict, neuron_position: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(log-prob [R], greedy [R]) of every slot: from its own forward, or from its single first token."""

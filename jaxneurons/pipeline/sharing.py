@@ -106,7 +106,7 @@ def run_sharing_analysis(
     plan = plan_batches(rows, batch_size, config.neuron_position, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=placement.data_size)
     identity = pass_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
-                            batch_size_used=plan.batch_size, packing=repr(plan.packing))
+                             batch_size_used=plan.batch_size, packing=repr(plan.packing))
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
@@ -114,8 +114,9 @@ def run_sharing_analysis(
                           lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
     if flags_text is not None and process_index == 0:
         write_flags(output_dir, flags_text)
-    state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every, on_batch_end,
-                        placement=placement, process_index=process_index, process_count=process_count)
+    state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every,
+                            on_batch_end, placement=placement, process_index=process_index,
+                            process_count=process_count)
     if process_count > 1:
         state = merge.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "neuron_position": config.neuron_position,
@@ -129,11 +130,12 @@ def run_sharing_analysis(
     return write_sharing(output_dir, sharing, state, task=task, examples=examples, languages=languages,
                          thresholds=thresholds, figures=figures)
 
+
 def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
-                output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
-                on_batch_end: Callable[[int, int], None] | None = None,
-                placement: distributed.Placement | None = None, process_index: int = 0,
-                process_count: int = 1) -> RunState:
+                    output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
+                    on_batch_end: Callable[[int, int], None] | None = None,
+                    placement: distributed.Placement | None = None, process_index: int = 0,
+                    process_count: int = 1) -> RunState:
     """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes.
 
     placement: where params and batches go (default: `distributed.placement()`, the default mesh's); each

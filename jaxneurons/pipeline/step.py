@@ -51,7 +51,7 @@ def forward_rows(decoder: Decoder, params, inputs: dict) -> tuple[jax.Array, dic
     A packed forward (with "row_slot_r") computes them per (bin, segment); each row takes its own slot.
     """
     out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"],
-                      logit_index=inputs["logit_index_rj"])
+                  logit_index=inputs["logit_index_rj"])
     if "row_slot_r" not in inputs:
         return out.logits, out.activations
     slot_r, (bins, segments) = inputs["row_slot_r"], inputs["record_index_r"].shape
