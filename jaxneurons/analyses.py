@@ -21,6 +21,7 @@ from pathlib import Path
 from jax.sharding import Mesh
 
 from jaxneurons.lm import LanguageModel
+from jaxneurons.pipeline.outputs import with_provenance
 from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult
 from jaxneurons.tasks.base import ParallelExample, Task
 
@@ -85,7 +86,7 @@ def attribution(lm: LanguageModel, examples, *, task: Task | None = None, langua
     config = _config(AttributionConfig, "attribution", settings)
     summary = run_attribution_analysis(lm, task, examples, languages, _folder(output_dir), config, resume=resume,
                                        progress=progress, mesh=mesh)
-    return AttributionResult(summary)
+    return AttributionResult(with_provenance(summary))
 
 
 def deactivation(lm: LanguageModel, examples, *, task: Task | None = None, languages: Sequence[str] | None = None,
@@ -100,7 +101,7 @@ def deactivation(lm: LanguageModel, examples, *, task: Task | None = None, langu
     config = _config(InterventionsConfig, "deactivation", settings)
     summary = run_interventions(lm, task, examples, languages, _folder(output_dir), config, resume=resume,
                                 progress=progress, mesh=mesh)
-    return DeactivationResult(summary)
+    return DeactivationResult(with_provenance(summary))
 
 
 def config_settings(config) -> dict:

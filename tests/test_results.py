@@ -286,3 +286,13 @@ def test_analyze_py_equals_jn_sharing(lm, data, tmp_path):
     assert from_cli.to_pandas().equals(library.to_pandas())
     for name, array in library.arrays.items():
         np.testing.assert_array_equal(from_cli.arrays[name], array)
+
+
+def test_jn_attribution_is_the_analysis_and_the_subpackage_stays_importable():
+    import importlib
+
+    importlib.import_module("jaxneurons.attribution.matched")
+    from jaxneurons.attribution import integrated_gradients
+
+    assert callable(jn.attribution) and jn.attribution.__module__ == "jaxneurons.analyses"
+    assert integrated_gradients is jn.integrated_gradients

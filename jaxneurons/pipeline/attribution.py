@@ -42,7 +42,7 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
-from jaxneurons.pipeline.outputs import with_provenance, write_result_json
+from jaxneurons.pipeline.outputs import write_result_json
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 
 METHODS = ("contribution", "effective", "ig")
@@ -182,8 +182,8 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         result["ig"] = {"steps": config.ig_steps, "rule": config.ig_rule, "path": config.ig_path,
                         "completeness": ig_completeness(acc)}
     if process_index == 0 and output_dir is not None:
-        return write_attribution(output_dir, result, figures=figures)
-    return with_provenance(result)
+        write_attribution(output_dir, result, figures=figures)
+    return result
 
 
 def write_attribution(output_dir: str, result: dict, figures: bool = True) -> dict:
@@ -195,6 +195,7 @@ def write_attribution(output_dir: str, result: dict, figures: bool = True) -> di
     paths = report.write_figures(result, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
     write_section(output_dir, "attribution", report.attribution_section(result, paths, output_dir))
     return result
+
 
 def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
                   active_only: bool = True) -> np.ndarray:

@@ -45,7 +45,7 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
-from jaxneurons.pipeline.outputs import with_provenance, write_result_json
+from jaxneurons.pipeline.outputs import write_result_json
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
 
@@ -208,8 +208,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap)
     result["meta"].update(model=lm.source or lm.config.family, task=task.name, languages=list(languages))
     if process_index == 0 and output_dir is not None:
-        return write_deactivation(output_dir, result, figures=figures)
-    return with_provenance(result)
+        write_deactivation(output_dir, result, figures=figures)
+    return result
 
 
 def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> dict:
