@@ -203,7 +203,8 @@ class SharingResult(_Result):
 
         warnings = accuracy_warnings(self.summary)
         detail = self.summary.get("accuracy_detail") or {
-            lang: {"value": v, "ci95": None, "n": self.num_examples, "chance": None} for lang, v in self.accuracy.items()}
+            lang: {"value": v, "ci95": None, "n": self.num_examples, "chance": None}
+            for lang, v in self.accuracy.items()}
         rows = []
         for lang, d in detail.items():
             value, low, high = _ci(d)
@@ -391,7 +392,8 @@ def load_result(directory: str | os.PathLike, pass_name: str | None = None) -> _
     present = [name for name, cls in RESULTS.items() if os.path.exists(os.path.join(directory, cls.FILE))]
     if pass_name is None:
         if len(present) != 1:
-            found = f"holds {', '.join(present)}" if present else f"holds none of {', '.join(c.FILE for c in RESULTS.values())}"
+            files = ", ".join(c.FILE for c in RESULTS.values())
+            found = f"holds {', '.join(present)}" if present else f"holds none of {files}"
             raise FileNotFoundError(f"load_result: {directory} {found}; pass pass_name= one of {', '.join(PASSES)}")
         pass_name = present[0]
     if pass_name not in RESULTS:
