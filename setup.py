@@ -27,6 +27,7 @@ setup(
         "absl-py>=1.4",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "pandas>=2.0",  # the results' tidy tables (to_pandas); no core dependency pulls it in (only datasets)
     ],
     extras_require={
         "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10"],

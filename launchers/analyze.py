@@ -240,18 +240,22 @@ def prompt_suffix() -> str:
     return _PROMPT_SUFFIX.value.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def importance_analyses(lm, task, loaded, attribution, interventions) -> None:
-    """attribution.json / interventions.json: each pass writes its figures and its section of report.md. Both
-    passes split their examples over the processes like the sharing pass; process 0 alone writes."""
-    from jaxneurons.pipeline.attribution import run_attribution_analysis
-    from jaxneurons.pipeline.interventions import run_interventions
+def run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions):
+    """The passes, as the library calls them (`jaxneurons.analyses`), each config's fields as its settings:
+    sharing, then attribution.json / interventions.json when asked for. Each pass writes its files, figures
+    and section of report.md; the passes split their examples over the processes, process 0 alone writes.
+    Returns the sharing result."""
+    from jaxneurons import analyses
 
+    where = dict(task=task, languages=_LANGUAGES.value, output_dir=_OUTPUT_DIR.value, resume=_RESUME.value,
+                 progress=_PROGRESS.value)
+    sharing = analyses.sharing(lm, loaded.examples, skipped=loaded.skipped, **where,
+                               **analyses.config_settings(sharing_cfg))
     if attribution is not None:
-        run_attribution_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, attribution,
-                                 resume=_RESUME.value, progress=_PROGRESS.value)
+        analyses.attribution(lm, loaded.examples, **where, **analyses.config_settings(attribution))
     if interventions is not None:
-        run_interventions(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, interventions,
-                          resume=_RESUME.value, progress=_PROGRESS.value)
+        analyses.deactivation(lm, loaded.examples, **where, **analyses.config_settings(interventions))
+    return sharing
 
 
 def own_module() -> str:
@@ -287,7 +291,7 @@ def analyze() -> None:
 
     from jaxneurons import distributed
     from jaxneurons.cli import check_model, load_model_timed, quiet_checkpoint_logs
-    from jaxneurons.pipeline import run_sharing_analysis
+    from jaxneurons.pipeline.outputs import write_flags
 
     started = time.time()
     check_flags()
@@ -300,14 +304,14 @@ def analyze() -> None:
     logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples), ",".join(_LANGUAGES.value),
                  loaded.skipped or "none")
     check_model(_MODEL.value, _TOKENIZER.value)
-    claim_output_dir(distributed.process_layout()[0], started)
+    process_index = distributed.process_layout()[0]
+    claim_output_dir(process_index, started)
     lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value,
                           tokenizer=_TOKENIZER.value)
-    sharing = run_sharing_analysis(lm, task, loaded.examples, _LANGUAGES.value, _OUTPUT_DIR.value, sharing_cfg,
-                                   resume=_RESUME.value, progress=_PROGRESS.value, skipped=loaded.skipped,
-                                   flags_text=flags_text())
-    importance_analyses(lm, task, loaded, attribution, interventions)
-    print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing['accuracy'].items())}")
+    if process_index == 0:
+        write_flags(_OUTPUT_DIR.value, flags_text())
+    sharing = run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions)
+    print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing.accuracy.items())}")
     print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
 
 

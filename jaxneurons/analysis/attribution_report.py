@@ -1,4 +1,5 @@
-"""The attribution pass's figures and report section, from attribution.json (95% bootstrap intervals drawn)."""
+"""The attribution pass's figures and report section, from attribution.json (95% bootstrap intervals drawn):
+each `*_figure` builds a Figure (what a notebook shows), `write_figures` saves them as the run's PNGs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 
 import numpy as np
 
-from jaxneurons.analysis.figures import CATEGORY_COLORS, _new_figure, _save
+from matplotlib.figure import Figure
+
+from jaxneurons.analysis.figures import CATEGORY_COLORS, _finish, _new_figure, save_figure
 from jaxneurons.analysis.intervals import ci_text, error_bars, floats, num_text, or_zero, pct_text
 from jaxneurons.analysis.sharing import CATEGORIES
 
@@ -14,7 +17,7 @@ NULL_COLOR = "black"
 ANY_NULL_COLOR = "tab:brown"  # not another grey: non-activated is grey already
 
 
-def plot_top_share(attribution: dict, path: str) -> str:
+def top_share_figure(attribution: dict) -> Figure:
     """Per method: % of the top-k neurons of each layer in each category (the headline language), 95% band,
     and the |m|-matched null's share (dashed)."""
     lang = attribution["headline"]["language"]
@@ -37,10 +40,10 @@ def plot_top_share(attribution: dict, path: str) -> str:
     # below the panels, never over a curve (the all-shared one runs near the top)
     axes[0].legend(fontsize="small", title="band: 95% bootstrap interval", loc="upper center",
                    bbox_to_anchor=(0.5, -0.18), ncol=3)
-    return _save(fig, path)
+    return _finish(fig)
 
 
-def plot_attribution_share(attribution: dict, path: str) -> str:
+def attribution_share_figure(attribution: dict) -> Figure:
     """Per method and language: all-shared's top-k share and pooled positive share, each beside the
     |m|-matched null's, with 95% error bars."""
     languages, methods = attribution["languages"], attribution["methods"]
@@ -61,7 +64,29 @@ def plot_attribution_share(attribution: dict, path: str) -> str:
         ax.set_xticks(x + width * (len(bars) - 1) / 2, languages)
         ax.set(title=f"{method}: share carried by all-shared neurons vs the null", ylabel="%", ylim=(0, 100))
     axes[0].legend(fontsize="small")
-    return _save(fig, path)
+    return _finish(fig)
+
+
+ATTRIBUTION_FIGURES = {  # name -> (builder, PNG file in figures/); the first is a result's default plot
+    "top_share": (top_share_figure, "attribution_top_share.png"),
+    "attribution_share": (attribution_share_figure, "attribution_share.png"),
+}
+
+
+def plot_top_share(attribution: dict, path: str) -> str:
+    """`top_share_figure` written to path (PNG); returns the path."""
+    return save_figure(top_share_figure(attribution), path)
+
+
+def plot_attribution_share(attribution: dict, path: str) -> str:
+    """`attribution_share_figure` written to path (PNG); returns the path."""
+    return save_figure(attribution_share_figure(attribution), path)
+
+
+def write_figures(attribution: dict, figures_dir: str) -> dict[str, str]:
+    """Every figure of ATTRIBUTION_FIGURES written into figures_dir; {name: path} for the report."""
+    return {name: save_figure(build(attribution), os.path.join(figures_dir, file))
+            for name, (build, file) in ATTRIBUTION_FIGURES.items()}
 
 
 def attribution_section(attribution: dict, figures: dict[str, str], output_dir: str) -> str:

@@ -1,4 +1,5 @@
-"""The deactivation pass's figure and report section, from interventions.json (95% bootstrap intervals drawn)."""
+"""The deactivation pass's figure and report section, from interventions.json (95% bootstrap intervals drawn):
+`interventions_figure` builds the Figure (what a notebook shows), `write_figures` saves it as the run's PNG."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import os
 
 import numpy as np
 
-from jaxneurons.analysis.figures import CATEGORY_COLORS, _new_figure, _save
+from matplotlib.figure import Figure
+
+from jaxneurons.analysis.figures import CATEGORY_COLORS, _finish, _new_figure, save_figure
 from jaxneurons.analysis.intervals import ci_text, error_bars, num_text, or_zero
 
-def plot_interventions(interventions: dict, path: str) -> str:
+def interventions_figure(interventions: dict) -> Figure:
     """Per run group: mean accuracy over languages, the gold answer's log-probability change from clean, and
     the contribution mass the set removes, with 95% error bars."""
     sets = interventions["sets"]
@@ -30,7 +33,21 @@ def plot_interventions(interventions: dict, path: str) -> str:
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"Neurons deactivated at the {interventions['meta']['deactivated_at']} "
                  "(error bars: 95% bootstrap over examples)")
-    return _save(fig, path)
+    return _finish(fig)
+
+
+DEACTIVATION_FIGURES = {"interventions": (interventions_figure, "interventions.png")}  # name -> (builder, PNG)
+
+
+def plot_interventions(interventions: dict, path: str) -> str:
+    """`interventions_figure` written to path (PNG); returns the path."""
+    return save_figure(interventions_figure(interventions), path)
+
+
+def write_figures(interventions: dict, figures_dir: str) -> dict[str, str]:
+    """Every figure of DEACTIVATION_FIGURES written into figures_dir; {name: path} for the report."""
+    return {name: save_figure(build(interventions), os.path.join(figures_dir, file))
+            for name, (build, file) in DEACTIVATION_FIGURES.items()}
 
 
 def interventions_section(interventions: dict, figures: dict[str, str], output_dir: str) -> str:

@@ -1,5 +1,6 @@
-"""Figures of the sharing analysis: each function writes one PNG (atomically) and returns its path (the
-alignment run's returns its Figure).
+"""Figures of the sharing analysis: each `*_figure` function builds one `matplotlib.figure.Figure` (what a
+notebook shows), `save_figure` writes it as a PNG (atomically); the `plot_*` functions do both and return the
+path, as the pass's writer and report use them.
 
 Built on `matplotlib.figure.Figure` with the Agg canvas, not pyplot: no display, no global state, no
 figures piling up in memory over a long run.
@@ -43,18 +44,23 @@ def _new_figure(ncols: int = 1) -> tuple[Figure, list]:
     return fig, [fig.add_subplot(rows, 2, i + 1) for i in range(ncols)]
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
-    """Write the PNG atomically and return its path (layer axes get integer ticks)."""
+def _finish(fig: Figure) -> Figure:
+    """Integer ticks on the layer axes and a tight layout: the figure as shown and as saved."""
     for ax in fig.axes:
         if ax.get_xlabel() == "layer":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> str:
+    """Write the figure as a PNG atomically and return its path."""
     with atomic_path(path) as tmp_path:
         fig.savefig(tmp_path, format="png", dpi=DPI)
     return os.fspath(path)
 
 
-def plot_categories_per_layer(sharing: dict, path: str | os.PathLike) -> str:
+def categories_per_layer_figure(sharing: dict) -> Figure:
     """The paper's main figure: % of neurons per category and layer (tau = 0), with the 95% bootstrap interval
     of the mean (dark band, when sharing.json has per_layer_ci95) and the min-max over examples (light band)."""
     fig, (ax,) = _new_figure()
@@ -75,10 +81,10 @@ def plot_categories_per_layer(sharing: dict, path: str | os.PathLike) -> str:
     band = "dark band = 95% CI of the mean, light = min-max over examples" if ci else "band = min-max over examples"
     ax.legend(title=f"mean; {band}", fontsize="small")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _finish(fig)
 
 
-def plot_activated_per_language(sharing: dict, path: str | os.PathLike) -> str:
+def activated_per_language_figure(sharing: dict) -> Figure:
     """Mean number of activated neurons (tau = 0) per layer, one line per language."""
     fig, (ax,) = _new_figure()
     for language, mean_l in sharing["activated_per_language"].items():
@@ -86,10 +92,10 @@ def plot_activated_per_language(sharing: dict, path: str | os.PathLike) -> str:
     ax.set(title=_title(sharing, "Activated neurons per language"), xlabel="layer", ylabel="activated neurons")
     ax.legend(fontsize="small", ncol=2)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _finish(fig)
 
 
-def plot_threshold_sweep(sharing: dict, path: str | os.PathLike) -> str:
+def threshold_sweep_figure(sharing: dict) -> Figure:
     """One panel per category: % of neurons per layer, one line per threshold."""
     sweep = sharing["threshold_sweep"]
     fig, axes = _new_figure(len(CATEGORIES))
@@ -102,10 +108,10 @@ def plot_threshold_sweep(sharing: dict, path: str | os.PathLike) -> str:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.suptitle(_title(sharing, "Threshold sweep"))
-    return _save(fig, path)
+    return _finish(fig)
 
 
-def plot_overlap(sharing: dict, path: str | os.PathLike) -> str:
+def overlap_figure(sharing: dict) -> Figure:
     """% of each layer's neurons that stay in the same category for every example (tau = 0)."""
     if not sharing.get("overlap"):
         raise ValueError("the summary has no overlap statistics")
@@ -120,7 +126,7 @@ def plot_overlap(sharing: dict, path: str | os.PathLike) -> str:
     )
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _finish(fig)
 
 
 ALIGNMENT_RUNS = (("before", "k-"), ("after", "r-"), ("control_after", "b--"))  # alignment.json key, line style
@@ -138,18 +144,46 @@ def plot_alignment_per_layer(alignment: dict, path: str | os.PathLike | None = N
         ax.plot(run["all_shared_per_layer"], style, label=f"{key} ({run['all_shared_pct']:.2f}%)")
     ax.set(xlabel="layer", ylabel="% all-shared neurons")
     ax.legend()
+    _finish(fig)
     if path is not None:
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
+
+
+SHARING_FIGURES = {  # name (the PNG is figures/<name>.png) -> builder; the first is a result's default plot
+    "categories_per_layer": categories_per_layer_figure,
+    "activated_per_language": activated_per_language_figure,
+    "threshold_sweep": threshold_sweep_figure,
+    "overlap": overlap_figure,
+}
+
+
+def sharing_figure_names(sharing: dict) -> list[str]:
+    """The figures the summary supports (overlap only when it has the overlap statistics)."""
+    return [name for name in SHARING_FIGURES if name != "overlap" or sharing.get("overlap")]
+
+
+def plot_categories_per_layer(sharing: dict, path: str | os.PathLike) -> str:
+    """`categories_per_layer_figure` written to path (PNG); returns the path."""
+    return save_figure(categories_per_layer_figure(sharing), path)
+
+
+def plot_activated_per_language(sharing: dict, path: str | os.PathLike) -> str:
+    """`activated_per_language_figure` written to path (PNG); returns the path."""
+    return save_figure(activated_per_language_figure(sharing), path)
+
+
+def plot_threshold_sweep(sharing: dict, path: str | os.PathLike) -> str:
+    """`threshold_sweep_figure` written to path (PNG); returns the path."""
+    return save_figure(threshold_sweep_figure(sharing), path)
+
+
+def plot_overlap(sharing: dict, path: str | os.PathLike) -> str:
+    """`overlap_figure` written to path (PNG); returns the path."""
+    return save_figure(overlap_figure(sharing), path)
 
 
 def plot_all(sharing: dict, output_dir: str | os.PathLike) -> dict[str, str]:
     """Every figure the summary supports, written into output_dir; {figure name: path} for the report."""
-    plots = {
-        "categories_per_layer": plot_categories_per_layer,
-        "activated_per_language": plot_activated_per_language,
-        "threshold_sweep": plot_threshold_sweep,
-    }
-    if sharing.get("overlap"):
-        plots["overlap"] = plot_overlap
-    return {name: plot(sharing, os.path.join(output_dir, f"{name}.png")) for name, plot in plots.items()}
+    return {name: save_figure(SHARING_FIGURES[name](sharing), os.path.join(output_dir, f"{name}.png"))
+            for name in sharing_figure_names(sharing)}

@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxneurons import distributed
-from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize, write_json_atomic
+from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, finite, resample_counts
 from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
@@ -42,7 +42,8 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
-from jaxneurons.pipeline.runner import run_pass
+from jaxneurons.pipeline.outputs import write_result_json
+from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 
 METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
@@ -103,12 +104,12 @@ def neurons_and_codes(decoder: Decoder, params, ids, mask, num_languages: int):
 
 
 def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
-                             output_dir: str, config: AttributionConfig = AttributionConfig(), *,
+                             output_dir: str | None, config: AttributionConfig = AttributionConfig(), *,
                              resume: bool = False, progress: bool = True, figures: bool = True,
                              mesh: Mesh | None = None, process_index: int | None = None,
                              process_count: int | None = None) -> dict:
     """Write output_dir/attribution.json, its figures and report section; see the module docstring. Resumable
-    batch by batch.
+    batch by batch. output_dir None runs in memory: no file, no checkpoint.
 
     resume: continue from output_dir/attribution_state.npz; a checkpoint of another identity is refused.
     mesh: as in `run_sharing_analysis` (default: `distributed.default_mesh()`); batch_size is rounded up to a
@@ -130,8 +131,8 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     identity = pass_identity("attribution", config, lm, examples, token_rows, task=task.name,
                             languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size)
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
-    progress_path = os.path.join(state_dir, ATTRIBUTION_STATE_FILE)
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+    progress_path = None if state_dir is None else os.path.join(state_dir, ATTRIBUTION_STATE_FILE)
     saved = load_checkpoint(progress_path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, seeds)
@@ -166,35 +167,35 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
                                  nulls)
         _accumulate_categories(acc, rows, codes_v)
 
-    run_pass(f"attribution ({','.join(methods)})", plan, start, step,
-             lambda next_batch: save_checkpoint(progress_path, own_identity,
-                                                {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+    def save(next_batch: int) -> None:
+        if progress_path is not None:
+            save_checkpoint(progress_path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)})
+
+    run_pass(f"attribution ({','.join(methods)})", plan, start, step, save,
              process_index=process_index, process_count=process_count, progress=progress)
     if process_count > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, ATTRIBUTION_STATE_FILE, process_index,
                                         process_count)
     result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap)
-    result["target"] = TARGET_TOKEN
+    result.update(target=TARGET_TOKEN, model=lm.source or lm.config.family, task=task.name)
     if "ig" in methods:
         result["ig"] = {"steps": config.ig_steps, "rule": config.ig_rule, "path": config.ig_path,
                         "completeness": ig_completeness(acc)}
-    if process_index == 0:
+    if process_index == 0 and output_dir is not None:
         write_attribution(output_dir, result, figures=figures)
     return result
 
 
-def write_attribution(output_dir: str, result: dict, figures: bool = True) -> None:
-    """attribution.json, its figures (figures/attribution_*.png) and its report section."""
+def write_attribution(output_dir: str, result: dict, figures: bool = True) -> dict:
+    """attribution.json, its figures (figures/attribution_*.png) and its report section; returns what
+    attribution.json holds."""
     from jaxneurons.analysis import attribution_report as report  # matplotlib, imported when first needed
 
-    write_json_atomic(os.path.join(output_dir, ATTRIBUTION_FILE), result)
-    paths = {}
-    if figures:
-        figures_dir = os.path.join(output_dir, FIGURES_DIR)
-        paths = {"top_share": report.plot_top_share(result, os.path.join(figures_dir, "attribution_top_share.png")),
-                 "attribution_share": report.plot_attribution_share(
-                     result, os.path.join(figures_dir, "attribution_share.png"))}
+    result = write_result_json(os.path.join(output_dir, ATTRIBUTION_FILE), result)
+    paths = report.write_figures(result, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
     write_section(output_dir, "attribution", report.attribution_section(result, paths, output_dir))
+    return result
+
 
 def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
                   active_only: bool = True) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxneurons import distributed
-from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize, write_json_atomic
+from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, paired_test, resample_counts
 from jaxneurons.attribution.matched import count_matched, magnitude_matched
@@ -45,7 +45,8 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
-from jaxneurons.pipeline.runner import run_pass
+from jaxneurons.pipeline.outputs import write_result_json
+from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
 
 KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude")
@@ -137,11 +138,12 @@ class InterventionsConfig:
         check_at_least_zero(bootstrap=self.bootstrap)
 
 
-def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str,
+def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str | None,
                       config: InterventionsConfig = InterventionsConfig(), *, resume: bool = False,
                       progress: bool = True, figures: bool = True, mesh: Mesh | None = None,
                       process_index: int | None = None, process_count: int | None = None) -> dict:
-    """Write output_dir/interventions.json, its figure and report section (see the module docstring).
+    """Write output_dir/interventions.json, its figure and report section (see the module docstring); output_dir
+    None runs in memory: no file, no checkpoint.
 
     resume: continue from output_dir/interventions_state.npz; a checkpoint of another identity is refused.
     mesh: as in `run_sharing_analysis` (default: `distributed.default_mesh()`); batch_size is rounded up to a
@@ -163,8 +165,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     identity = pass_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
                             batch_size_used=plan.batch_size)
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
-    path = os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+    path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
     saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers)
@@ -194,28 +196,31 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{condition}/option_logprobs"],
                           acc[f"{condition}/greedy"], acc[f"{condition}/gold_logprob"])
 
-    run_pass(f"interventions ({len(conditions) - 1} + clean)", plan, start, step,
-             lambda next_batch: save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)}),
+    def save(next_batch: int) -> None:
+        if path is not None:
+            save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)})
+
+    run_pass(f"interventions ({len(conditions) - 1} + clean)", plan, start, step, save,
              process_index=process_index, process_count=process_count, progress=progress)
     if process_count > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
                                         process_count)
     result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap)
-    if process_index == 0:
+    result["meta"].update(model=lm.source or lm.config.family, task=task.name, languages=list(languages))
+    if process_index == 0 and output_dir is not None:
         write_deactivation(output_dir, result, figures=figures)
     return result
 
 
-def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> None:
-    """interventions.json, its figure (figures/interventions.png) and its report section."""
+def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> dict:
+    """interventions.json, its figure (figures/interventions.png) and its report section; returns what
+    interventions.json holds."""
     from jaxneurons.analysis import deactivation_report as report  # matplotlib, imported when first needed
 
-    write_json_atomic(os.path.join(output_dir, INTERVENTIONS_FILE), result)
-    paths = {}
-    if figures:
-        paths = {"interventions": report.plot_interventions(
-            result, os.path.join(output_dir, FIGURES_DIR, "interventions.png"))}
+    result = write_result_json(os.path.join(output_dir, INTERVENTIONS_FILE), result)
+    paths = report.write_figures(result, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
     write_section(output_dir, "deactivation", report.interventions_section(result, paths, output_dir))
+    return result
 
 
 def _empty(conditions, e, n, slots, layers) -> dict[str, np.ndarray]:

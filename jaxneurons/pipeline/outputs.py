@@ -1,8 +1,10 @@
 """What the sharing pass leaves in output_dir: sharing.json, examples.npz, figures/*.png, its report section
-(sections/sharing.md, composed into report.md), flags.txt."""
+(sections/sharing.md, composed into report.md), flags.txt; and what every pass's JSON carries about the run
+(`with_provenance`: schema version, package versions, device kind)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Sequence
 
@@ -25,6 +27,37 @@ from jaxneurons.pipeline.state import RunState
 SHARING_FILE = "sharing.json"
 EXAMPLES_FILE = "examples.npz"
 FLAGS_FILE = "flags.txt"
+SCHEMA_VERSION = 3  # of sharing.json, attribution.json, interventions.json (absent before 3)
+VERSIONED_PACKAGES = ("jax", "flax", "transformers")
+
+
+def provenance() -> dict:
+    """schema_version, versions {jax, flax, transformers, jaxneurons} and device_kind of this process."""
+    import jax
+
+    import jaxneurons
+
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["jaxneurons"] = jaxneurons.__version__
+    return {"schema_version": SCHEMA_VERSION, "versions": versions, "device_kind": jax.devices()[0].device_kind}
+
+
+def with_provenance(result: dict) -> dict:
+    """result with `provenance()`'s keys added (those it has already are kept: a saved result stays as run)."""
+    return {**provenance(), **result}
+
+
+def write_result_json(path: str | os.PathLike, result: dict) -> dict:
+    """Write a pass's JSON (sharing.json, attribution.json, interventions.json) with its provenance; returns
+    what was written."""
+    result = with_provenance(result)
+    write_json_atomic(path, result)
+    return result
 
 
 def write_flags(output_dir: str | os.PathLike, flags_text: str) -> str:
@@ -67,11 +100,18 @@ def write_sharing(output_dir: str | os.PathLike, sharing: dict, state: RunState,
 
     Returns sharing with "figures" (name -> path relative to output_dir) added, as written to sharing.json.
     """
+    correct_en, predicted_en = judge_state(state, task, examples, languages)
+    arrays = example_arrays(state, examples, languages, thresholds, correct_en, predicted_en)
+    return write_sharing_files(output_dir, sharing, arrays, figures)
+
+
+def write_sharing_files(output_dir: str | os.PathLike, sharing: dict, arrays: dict[str, np.ndarray],
+                        figures: bool = True) -> dict:
+    """`write_sharing` from the summary and the per-example arrays of `example_arrays` (a result's `save`)."""
     paths = plot_all(sharing, os.path.join(output_dir, FIGURES_DIR)) if figures else {}
     sharing = {**sharing, "figures": {name: os.path.relpath(path, output_dir) for name, path in paths.items()}}
-    correct_en, predicted_en = judge_state(state, task, examples, languages)
-    write_examples(output_dir, state, examples, languages, thresholds, correct_en, predicted_en)
-    write_json_atomic(os.path.join(output_dir, SHARING_FILE), sharing)
+    write_example_arrays(output_dir, arrays)
+    sharing = write_result_json(os.path.join(output_dir, SHARING_FILE), sharing)
     write_section(output_dir, "sharing", sharing_section(sharing, paths, output_dir))
     return sharing
 
@@ -88,8 +128,14 @@ def judge_state(state: RunState, task, examples: Sequence, languages: Sequence[s
 def write_examples(output_dir: str | os.PathLike, state: RunState, examples: Sequence, languages: Sequence[str],
                    thresholds: Sequence[float], correct_en: np.ndarray, predicted_en: np.ndarray | None = None) -> str:
     """examples.npz: the per-example arrays, in the caller's example order (no pickled objects)."""
-    path = os.path.join(output_dir, EXAMPLES_FILE)
-    arrays = {
+    return write_example_arrays(output_dir, example_arrays(state, examples, languages, thresholds, correct_en,
+                                                           predicted_en))
+
+
+def example_arrays(state: RunState, examples: Sequence, languages: Sequence[str], thresholds: Sequence[float],
+                   correct_en: np.ndarray, predicted_en: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays of examples.npz, in the caller's example order."""
+    return {
         "category_counts": state.category_counts_eklc,  # [E, K, L, 4] int32, order of analysis.CATEGORIES
         "activated": state.activated_eknl,  # [E, K, N, L] int32
         "correct": correct_en,  # [E, N] bool
@@ -102,6 +148,11 @@ def write_examples(output_dir: str | os.PathLike, state: RunState, examples: Seq
         "thresholds": np.asarray(thresholds, np.float32),
         "languages": np.array(list(languages), dtype=str),
     }
+
+
+def write_example_arrays(output_dir: str | os.PathLike, arrays: dict[str, np.ndarray]) -> str:
+    """Write examples.npz (atomically, no pickled objects); returns its path."""
+    path = os.path.join(output_dir, EXAMPLES_FILE)
     with atomic_path(path) as tmp_path, open(tmp_path, "wb") as f:
         np.savez(f, **arrays)
     return path

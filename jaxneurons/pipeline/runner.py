@@ -1,20 +1,40 @@
 """One batch loop for every pass over a task (sharing, attribution, deactivation): this process's batches from
 the resume point, one step each, a checkpoint every k of them, every CHECKPOINT_SECONDS and after its last (and
-at least MIN_CHECKPOINTS a run), and one progress format (a bar, or without it one log line per checkpoint)."""
+at least MIN_CHECKPOINTS a run), and one progress format (a bar, or without it one log line per checkpoint).
+A pass run in memory (output_dir None) has no checkpoint folder (`checkpoint_dir`) and saves nothing."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
+import jax
 from tqdm.auto import tqdm
 
 from jaxneurons import distributed
+from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import BatchPlan
+from jaxneurons.pipeline.errors import PipelineInputError
 
 CHECKPOINT_SECONDS = 120.0  # a run killed at any moment loses at most about this much work
 MIN_CHECKPOINTS = 5  # a short run still saves this often (so a 6-batch run can be resumed)
+
+
+def checkpoint_dir(output_dir: str | os.PathLike | None, identity: dict, process_index: int, process_count: int,
+                   resume: bool) -> tuple[str | None, dict]:
+    """(folder, identity) of this process's checkpoints (`merge.own_state_dir`); (None, identity) for a run in
+    memory (output_dir None), which cannot resume, nor merge processes through files."""
+    if output_dir is not None:
+        return merge.own_state_dir(output_dir, identity, process_index, process_count)
+    if resume:
+        raise PipelineInputError("resume=True needs output_dir (the folder of the run to continue); a run in "
+                                 "memory (output_dir=None) keeps no checkpoint")
+    if process_count > 1 and jax.process_count() != process_count:
+        raise PipelineInputError(f"{process_count} processes without jax.distributed merge through output_dir: "
+                                 "pass output_dir (a folder every process sees)")
+    return None, identity
 
 
 def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None], save: Callable[[int], None], *,

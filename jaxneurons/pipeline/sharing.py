@@ -27,8 +27,9 @@ from jaxneurons.pipeline.batching import (Batch, BatchPlan, check_layout, plan_b
 from jaxneurons.pipeline.checks import check_at_least_zero, check_positive, check_thresholds
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
-from jaxneurons.pipeline.outputs import summarize_sharing, write_flags, write_sharing
-from jaxneurons.pipeline.runner import run_pass
+from jaxneurons.pipeline.outputs import (example_arrays, judge_state, summarize_sharing, with_provenance,
+                                         write_flags, write_sharing_files)
+from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 from jaxneurons.pipeline.scoring import record_scores, slot_scores
 from jaxneurons.pipeline.state import RunState, load_state, new_state, save_state
 from jaxneurons.pipeline.step import scoring_step, sharing_step
@@ -64,7 +65,7 @@ def run_sharing_analysis(
     task,
     examples: Sequence,
     languages: Sequence[str],
-    output_dir: str | os.PathLike,
+    output_dir: str | os.PathLike | None,
     config: SharingConfig = SharingConfig(),
     *,
     resume: bool = False,
@@ -83,7 +84,8 @@ def run_sharing_analysis(
       lm: the model (its tokenizer is used).
       task: a `jaxneurons.tasks.Task` (its `scoring` and `is_correct`); examples: its ParallelExamples.
       languages: the N languages to analyse, each present in every example.
-      output_dir: receives sharing.json, examples.npz, figures/, report.md, state.npz (and flags.txt).
+      output_dir: receives sharing.json, examples.npz, figures/, report.md, state.npz (and flags.txt); None runs
+        in memory: no file, no checkpoint (no resume).
       config: the pass's settings (`SharingConfig`); with the weights and examples, the run's identity.
       resume: continue from output_dir/state.npz; a state of another identity is refused (ResumeMismatchError).
       skipped: the task loader's skipped items by reason, recorded in sharing.json.
@@ -98,6 +100,18 @@ def run_sharing_analysis(
     Returns:
       the dict written to sharing.json (every process returns it).
     """
+    return run_sharing_pass(lm, task, examples, languages, output_dir, config, resume=resume, progress=progress,
+                            skipped=skipped, flags_text=flags_text, on_batch_end=on_batch_end, figures=figures,
+                            mesh=mesh, process_index=process_index, process_count=process_count)[0]
+
+
+def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str],
+                     output_dir: str | os.PathLike | None, config: SharingConfig = SharingConfig(), *,
+                     resume: bool = False, progress: bool = True, skipped: dict | None = None,
+                     flags_text: str | None = None, on_batch_end: Callable[[int, int], None] | None = None,
+                     figures: bool = True, mesh: Mesh | None = None, process_index: int | None = None,
+                     process_count: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """`run_sharing_analysis`, returning (the sharing.json dict, the per-example arrays of examples.npz)."""
     languages, thresholds = list(languages), list(config.thresholds)
     placement = distributed.placement(mesh)
     process_index, process_count = distributed.process_layout(process_index, process_count)
@@ -106,13 +120,18 @@ def run_sharing_analysis(
     plan = plan_batches(rows, batch_size, config.neuron_position, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=placement.data_size)
     identity = pass_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
+<<<<<<< HEAD
                              batch_size_used=plan.batch_size, packing=repr(plan.packing))
     state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
+=======
+                            batch_size_used=plan.batch_size, packing=repr(plan.packing))
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+>>>>>>> results
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
                           lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
-    if flags_text is not None and process_index == 0:
+    if flags_text is not None and process_index == 0 and output_dir is not None:
         write_flags(output_dir, flags_text)
     state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every,
                             on_batch_end, placement=placement, process_index=process_index,
@@ -125,18 +144,27 @@ def run_sharing_analysis(
              "prompt_format": config.prompt_format, "prompt_suffix": config.prompt_suffix}
     sharing = summarize_sharing(state, task=task, examples=examples, languages=languages, thresholds=thresholds,
                                 run_facts=facts, bootstrap=config.bootstrap)
-    if process_index != 0:  # every process returns the summary; process 0 alone writes
-        return sharing
-    return write_sharing(output_dir, sharing, state, task=task, examples=examples, languages=languages,
-                         thresholds=thresholds, figures=figures)
+    arrays = example_arrays(state, examples, languages, thresholds, *judge_state(state, task, examples, languages))
+    if process_index != 0 or output_dir is None:  # every process returns the summary; process 0 alone writes
+        return with_provenance(sharing), arrays
+    return write_sharing_files(output_dir, sharing, arrays, figures=figures), arrays
 
 
 def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
+<<<<<<< HEAD
                     output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
                     on_batch_end: Callable[[int, int], None] | None = None,
                     placement: distributed.Placement | None = None, process_index: int = 0,
                     process_count: int = 1) -> RunState:
     """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes.
+=======
+                output_dir: str | os.PathLike | None, progress: bool = True, checkpoint_every: int = 10,
+                on_batch_end: Callable[[int, int], None] | None = None,
+                placement: distributed.Placement | None = None, process_index: int = 0,
+                process_count: int = 1) -> RunState:
+    """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes (into
+    output_dir; None: saved nowhere).
+>>>>>>> results
 
     placement: where params and batches go (default: `distributed.placement()`, the default mesh's); each
       batch is split over its `data` axis, which plan.batch_size must divide.
@@ -168,7 +196,8 @@ def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresho
     def save(next_batch: int) -> None:
         state.next_batch = next_batch
         state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
-        save_state(output_dir, state)
+        if output_dir is not None:
+            save_state(output_dir, state)
 
     run_pass(f"sharing {plan.num_languages} languages", plan, state.next_batch, step, save,
              process_index=process_index, process_count=process_count, checkpoint_every=checkpoint_every,

@@ -1,0 +1,416 @@
+"""What an analysis returns: its numbers (what its JSON holds, and for sharing the per-example arrays), a tidy
+table, the figures the CLI writes, the files, and a short HTML summary for a notebook.
+
+>>> result = jn.sharing(lm, examples)   # a SharingResult; jn.attribution / jn.deactivation in the same shape
+>>> result                              # in a notebook: what ran, n, headline numbers with intervals, warnings
+>>> result.to_pandas()                  # layer, category, threshold, value (% of neurons), ci_low, ci_high
+>>> result.plot()                       # the CLI's figure as a matplotlib Figure (result.plot("overlap"), ...)
+>>> result.save("runs/nli")             # the files the CLI writes; jn.load_result("runs/nli") reads them back
+
+pandas and matplotlib are imported when first used (`to_pandas`, `plot`), not with the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import os
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+PASSES = ("sharing", "attribution", "deactivation")
+INTERVENTIONS_FILE = "interventions.json"  # pipeline.interventions' name, here without importing the pass
+ATTRIBUTION_FILE = "attribution.json"  # pipeline.attribution's
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class _Result:
+    """A pass's summary (the dict its JSON holds); subclasses name their pass, figures and frames."""
+
+    summary: dict
+
+    PASS = ""
+    FILE = ""
+
+    @property
+    def model(self) -> str | None:
+        return self.summary.get("model")
+
+    @property
+    def task(self) -> str | None:
+        return self.summary.get("task")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.summary["languages"])
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.summary["num_examples"])
+
+    @property
+    def figure_names(self) -> list[str]:
+        """The names `plot` takes, the default first."""
+        return list(self._figures())
+
+    def plot(self, name: str | None = None):
+        """The figure `name` (default: the first of `figure_names`) as a `matplotlib.figure.Figure`: the one the
+        CLI writes to figures/."""
+        figures = self._figures()
+        name = next(iter(figures)) if name is None else name
+        if name not in figures:
+            raise ValueError(f"{type(self).__name__}.plot: no figure {name!r}; choose from {', '.join(figures)}")
+        return figures[name](self.summary)
+
+    def _figures(self) -> dict[str, Callable]:
+        raise NotImplementedError
+
+    def save(self, directory: str | os.PathLike) -> str:
+        """Write the files the CLI writes for this pass into directory (JSON, figures/, its report section of
+        report.md); returns directory. `load_result(directory)` reads them back."""
+        raise NotImplementedError
+
+    def _repr_html_(self) -> str:
+        ran = ", ".join(f"{k} <b>{html.escape(str(v))}</b>" for k, v in self._facts().items() if v is not None)
+        parts = [f"<div><b>{self.PASS.capitalize()}</b>: {ran}"]
+        parts += [f"<br>{line}" for line in self._headline_html()]
+        parts += [f"<br><span style='color:#b00'><b>Warning</b>: {html.escape(w)}</span>" for w in self.warnings()]
+        return "".join(parts) + "</div>"
+
+    def _facts(self) -> dict:
+        return {"model": self.model, "task": self.task, "languages": ", ".join(self.languages),
+                "n": self.num_examples}
+
+    def _headline_html(self) -> list[str]:
+        raise NotImplementedError
+
+    def warnings(self) -> list[str]:
+        """Plain sentences on what makes the numbers uninformative (empty when none)."""
+        return []
+
+    def __repr__(self) -> str:
+        facts = ", ".join(f"{k}={v!r}" for k, v in self._facts().items())
+        return f"{type(self).__name__}({facts})"
+
+
+def _interval(stat: Mapping | None, unit: str = "%", digits: int = 1) -> str:
+    """'12.3% [10.1, 14.2]' from {"value", "ci95"} (html-escaped)."""
+    if stat is None or stat.get("value") is None:
+        return "n/a"
+    text = f"{stat['value']:.{digits}f}{unit}"
+    ci = stat.get("ci95")
+    if ci and ci[0] is not None:
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return html.escape(text)
+
+
+def _ci(stat: Mapping | None, index: int | None = None) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) of an estimate (element index of a per-layer one); NaN where absent."""
+    if stat is None:
+        return np.nan, np.nan, np.nan
+    pick = (lambda v: v) if index is None else (lambda v: v[index])
+    ci = stat.get("ci95")
+    value = pick(stat["value"])
+    low, high = (pick(ci[0]), pick(ci[1])) if ci is not None else (None, None)
+    return tuple(np.nan if v is None else float(v) for v in (value, low, high))
+
+
+def _frame(rows: list[dict], columns: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class SharingResult(_Result):
+    """The sharing pass: `summary` as in sharing.json; `arrays` as in examples.npz (category_counts [E, K, L, 4],
+    activated [E, K, N, L], correct [E, N], predicted, gold_logprob, greedy_match, option_logprobs, ids,
+    thresholds, languages), read-only."""
+
+    arrays: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    PASS = "sharing"
+    FILE = "sharing.json"
+
+    def __post_init__(self):
+        for value in self.arrays.values():
+            value.flags.writeable = False
+
+    @property
+    def thresholds(self) -> list[float]:
+        return [float(t) for t in self.summary["thresholds"]]
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.summary["categories"])
+
+    @property
+    def per_layer(self) -> np.ndarray:
+        """[L, 4] mean % of each layer's neurons per category (tau = 0; order of `categories`)."""
+        return np.array([self.summary["per_layer"][c] for c in self.categories], np.float64).T
+
+    @property
+    def threshold_sweep(self) -> np.ndarray:
+        """[K, L, 4] mean % of each layer's neurons per category at every threshold."""
+        from jaxneurons.analysis.statistics import threshold_key
+
+        sweep = self.summary["threshold_sweep"]
+        return np.array([[sweep[threshold_key(t)][c] for c in self.categories] for t in self.thresholds],
+                        np.float64).transpose(0, 2, 1)
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return dict(self.summary.get("accuracy") or {})
+
+    def to_pandas(self):
+        """One row per threshold, layer and category: value (mean % of the layer's neurons over examples) and
+        its 95% bootstrap interval over examples (every threshold from the per-example counts; without them, or
+        with bootstrap 0, sharing.json's tau = 0 interval, NaN elsewhere)."""
+        values_klc, (low_klc, high_klc) = self.threshold_sweep, self._intervals()
+        rows = [{"threshold": t, "layer": l, "category": c, "value": values_klc[k, l, i],
+                 "ci_low": low_klc[k, l, i], "ci_high": high_klc[k, l, i]}
+                for k, t in enumerate(self.thresholds) for l in range(values_klc.shape[1])
+                for i, c in enumerate(self.categories)]
+        return _frame(rows, ["threshold", "layer", "category", "value", "ci_low", "ci_high"])
+
+    def _intervals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) [K, L, 4]: `statistics.share_intervals` at every threshold, the resamples of sharing.json."""
+        from jaxneurons.analysis.statistics import MAIN_THRESHOLD, share_intervals
+
+        shape = self.threshold_sweep.shape
+        low, high = np.full(shape, np.nan), np.full(shape, np.nan)
+        bootstrap = self.summary.get("bootstrap") or 0
+        counts = self.arrays.get("category_counts")
+        for k, tau in enumerate(self.thresholds):
+            if counts is not None and bootstrap:
+                percent_blc = 100.0 * counts[:, k].astype(np.float64) / self.summary["neurons_per_layer"]
+                ci = share_intervals(percent_blc, bootstrap)["per_layer_ci95"]
+            elif tau == MAIN_THRESHOLD:
+                ci = self.summary.get("per_layer_ci95")
+            else:
+                ci = None
+            if ci:
+                lo_hi_cl2 = np.array([ci[c] for c in self.categories], np.float64)
+                low[k], high[k] = lo_hi_cl2[..., 0].T, lo_hi_cl2[..., 1].T
+        return low, high
+
+    def accuracy_frame(self):
+        """One row per language: accuracy, its 95% interval, n, chance (1 / options; NaN for open answers), the
+        majority answer and its share of rows, and the warning of report.md's accuracy table (None when fine)."""
+        from jaxneurons.analysis.report import accuracy_warnings
+
+        warnings = accuracy_warnings(self.summary)
+        detail = self.summary.get("accuracy_detail") or {
+            lang: {"value": v, "ci95": None, "n": self.num_examples, "chance": None}
+            for lang, v in self.accuracy.items()}
+        rows = []
+        for lang, d in detail.items():
+            value, low, high = _ci(d)
+            rows.append({"language": lang, "accuracy": value, "ci_low": low, "ci_high": high, "n": d.get("n"),
+                         "chance": np.nan if d.get("chance") is None else d["chance"],
+                         "majority_answer": d.get("majority_answer"), "majority_rate": d.get("majority_rate"),
+                         "warning": warnings.get(lang)})
+        return _frame(rows, ["language", "accuracy", "ci_low", "ci_high", "n", "chance", "majority_answer",
+                             "majority_rate", "warning"])
+
+    def _figures(self) -> dict[str, Callable]:
+        from jaxneurons.analysis.figures import SHARING_FIGURES, sharing_figure_names
+
+        return {name: SHARING_FIGURES[name] for name in sharing_figure_names(self.summary)}
+
+    def save(self, directory: str | os.PathLike) -> str:
+        from jaxneurons.pipeline.outputs import write_sharing_files
+
+        summary = {k: v for k, v in self.summary.items() if k != "figures"}
+        write_sharing_files(directory, summary, dict(self.arrays))
+        return os.fspath(directory)
+
+    def _facts(self) -> dict:
+        return {**super()._facts(), "layers": self.summary.get("num_layers"),
+                "neurons per layer": self.summary.get("neurons_per_layer")}
+
+    def _headline_html(self) -> list[str]:
+        means, ci = self.summary["mean_over_layers"], self.summary.get("mean_over_layers_ci95") or {}
+        shares = ", ".join(f"{c.replace('_', '-')} {_interval({'value': means[c], 'ci95': ci.get(c)})}"
+                           for c in self.categories)
+        lines = [f"Neurons per category (mean over layers, tau = 0, 95% CI over examples): {shares}"]
+        detail = self.summary.get("accuracy_detail") or {}
+        if detail:
+            lines.append("Accuracy: " + ", ".join(
+                f"{html.escape(lang)} {_interval(d, '', 2)}" + ("" if d.get("chance") is None
+                                                                else f" (chance {d['chance']:.2f})")
+                for lang, d in detail.items()))
+        return lines
+
+    def warnings(self) -> list[str]:
+        from jaxneurons.analysis.report import accuracy_warnings
+
+        return [f"{lang}: {text}" for lang, text in accuracy_warnings(self.summary).items()]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class AttributionResult(_Result):
+    """The attribution pass: `summary` as in attribution.json."""
+
+    PASS = "attribution"
+    FILE = ATTRIBUTION_FILE
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.summary["methods"])
+
+    def to_pandas(self):
+        """One row per language, method, layer and neuron set: value (% of the layer's top-k neurons, mean over
+        examples) and its 95% bootstrap interval. The sets are the four categories and the |m|-matched nulls
+        ("null": among the neurons active in the row, "null_any": among all)."""
+        from jaxneurons.analysis.sharing import CATEGORIES
+
+        rows = []
+        for lang in self.languages:
+            for method in self.methods:
+                entry = self.summary["per_language"][lang][method]
+                series = {c: entry["top_k_share"][c]["per_layer"] for c in CATEGORIES}
+                series.update({null: entry[null]["top_k_share"]["per_layer"] for null in ("null", "null_any")})
+                for category, stat in series.items():
+                    for layer in range(len(stat["value"])):
+                        value, low, high = _ci(stat, layer)
+                        rows.append({"language": lang, "method": method, "layer": layer, "category": category,
+                                     "value": value, "ci_low": low, "ci_high": high})
+        return _frame(rows, ["language", "method", "layer", "category", "value", "ci_low", "ci_high"])
+
+    def _figures(self) -> dict[str, Callable]:
+        from jaxneurons.analysis.attribution_report import ATTRIBUTION_FIGURES
+
+        return {name: build for name, (build, _) in ATTRIBUTION_FIGURES.items()}
+
+    def save(self, directory: str | os.PathLike) -> str:
+        from jaxneurons.pipeline.attribution import write_attribution
+
+        write_attribution(os.fspath(directory), self.summary)
+        return os.fspath(directory)
+
+    def _headline_html(self) -> list[str]:
+        h = self.summary["headline"]
+        share = _interval({"value": h["all_shared_neuron_pct"],
+                           "ci95": (h.get("all_shared_neuron_pct_ci") or {}).get("ci95")})
+        lines = [f"Headline ({html.escape(h['language'])}, top-{self.summary['top_k']} of "
+                 f"{self.summary['neurons_per_layer']} neurons per layer; all-shared are {share} of the neurons):"]
+        lines += [f"{html.escape(m)}: all-shared {_interval(h['all_shared_top_k_share'][m])} of the top neurons vs "
+                  f"{_interval(h['null_top_k_share'][m])} for the |m|-matched null" for m in self.methods]
+        return lines
+
+    def warnings(self) -> list[str]:
+        from jaxneurons.analysis.attribution_report import _completeness_lines, _matching_warning
+
+        lines = _matching_warning(self.summary) + _completeness_lines(self.summary)
+        return [line.strip("*").removeprefix("Warning: ") for line in lines if line.startswith("**Warning")]
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class DeactivationResult(_Result):
+    """The deactivation pass: `summary` as in interventions.json."""
+
+    PASS = "deactivation"
+    FILE = INTERVENTIONS_FILE
+
+    @property
+    def model(self) -> str | None:
+        return self.summary["meta"].get("model")
+
+    @property
+    def task(self) -> str | None:
+        return self.summary["meta"].get("task")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.summary["meta"].get("languages") or self.summary["clean"])
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.summary["meta"]["num_examples"])
+
+    @property
+    def sets(self) -> list[str]:
+        return list(self.summary["sets"])
+
+    def to_pandas(self):
+        """One row per neuron set, language (and "mean" over languages) and statistic: "accuracy" (%) and
+        "delta" (its paired change from clean, percentage points), each with its 95% bootstrap interval."""
+        rows = []
+        for name, entry in self.summary["sets"].items():
+            for statistic in ("accuracy", "delta"):
+                for lang in [*self.languages, "mean"]:
+                    value, low, high = _ci(entry[statistic][lang])
+                    rows.append({"set": name, "language": lang, "statistic": statistic, "value": value,
+                                 "ci_low": low, "ci_high": high})
+        return _frame(rows, ["set", "language", "statistic", "value", "ci_low", "ci_high"])
+
+    def paired_tests_frame(self):
+        """One row per control and measure ("correct": percentage points, "gold_logprob": nats): control minus
+        all-shared-off, mean over languages, its 95% paired bootstrap interval and the exact sign test."""
+        rows = []
+        for control, tests in (self.summary.get("paired_tests") or {}).items():
+            for measure, test in tests.items():
+                value, low, high = _ci(test["difference"])
+                rows.append({"control": control, "measure": measure, "difference": value, "ci_low": low,
+                             "ci_high": high, "control_higher": test["control_higher"],
+                             "control_lower": test["control_lower"], "sign_test_p": test["sign_test_p"]})
+        return _frame(rows, ["control", "measure", "difference", "ci_low", "ci_high", "control_higher",
+                             "control_lower", "sign_test_p"])
+
+    def _figures(self) -> dict[str, Callable]:
+        from jaxneurons.analysis.deactivation_report import DEACTIVATION_FIGURES
+
+        return {name: build for name, (build, _) in DEACTIVATION_FIGURES.items()}
+
+    def save(self, directory: str | os.PathLike) -> str:
+        from jaxneurons.pipeline.interventions import write_deactivation
+
+        write_deactivation(os.fspath(directory), self.summary)
+        return os.fspath(directory)
+
+    def _headline_html(self) -> list[str]:
+        lines = [f"Deactivated at the {html.escape(self.summary['meta']['deactivated_at'])}; mean accuracy over "
+                 "languages (change from clean), 95% CI over examples:"]
+        lines += [f"{html.escape(name)}: {_interval(s['accuracy']['mean'])} ({_interval(s['delta']['mean'], ' pp')})"
+                  for name, s in self.summary["sets"].items()]
+        return lines
+
+
+RESULTS = {"sharing": SharingResult, "attribution": AttributionResult, "deactivation": DeactivationResult}
+
+
+def load_result(directory: str | os.PathLike, pass_name: str | None = None) -> _Result:
+    """The result a pass (or `save`) wrote into directory: "sharing" (sharing.json + examples.npz),
+    "attribution" (attribution.json) or "deactivation" (interventions.json); pass_name None: the one present
+    (a folder holding several needs pass_name)."""
+    from jaxneurons.pipeline.outputs import EXAMPLES_FILE, SCHEMA_VERSION
+
+    directory = os.fspath(directory)
+    present = [name for name, cls in RESULTS.items() if os.path.exists(os.path.join(directory, cls.FILE))]
+    if pass_name is None:
+        if len(present) != 1:
+            files = ", ".join(c.FILE for c in RESULTS.values())
+            found = f"holds {', '.join(present)}" if present else f"holds none of {files}"
+            raise FileNotFoundError(f"load_result: {directory} {found}; pass pass_name= one of {', '.join(PASSES)}")
+        pass_name = present[0]
+    if pass_name not in RESULTS:
+        raise ValueError(f"load_result: pass_name {pass_name!r} is not one of {', '.join(PASSES)}")
+    cls = RESULTS[pass_name]
+    path = os.path.join(directory, cls.FILE)
+    if pass_name not in present:
+        raise FileNotFoundError(f"load_result: no {path}; run the {pass_name} pass with output_dir={directory!r}")
+    with open(path, encoding="utf-8") as f:
+        summary = json.load(f)
+    if summary.get("schema_version", 0) > SCHEMA_VERSION:
+        raise ValueError(f"load_result: {path} has schema_version {summary['schema_version']}, newer than this "
+                         f"jaxneurons reads ({SCHEMA_VERSION}): upgrade jaxneurons")
+    if cls is not SharingResult:
+        return cls(summary)
+    npz = os.path.join(directory, EXAMPLES_FILE)
+    if not os.path.exists(npz):
+        raise FileNotFoundError(f"load_result: no {npz} beside {path}; a sharing result needs both files")
+    with np.load(npz, allow_pickle=False) as data:
+        return SharingResult(summary, {k: data[k] for k in data.files})
