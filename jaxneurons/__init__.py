@@ -7,6 +7,7 @@ from jaxneurons.loading.export import export_hf, to_hf_config
 from jaxneurons.models.config import ModelConfig, from_hf_config
 from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Record
 from jaxneurons.models.output import Output
+from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, make_examples
 
-__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES", "Decoder", "Intervention", "Patch", "Record", "Output"]
+__all__ = ["integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES", "Decoder", "Intervention", "Patch", "Record", "Output", "examples_from_dataset", "examples_from_files", "make_examples"]
 __version__ = "0.1.0"
