@@ -108,3 +108,14 @@ def test_environment_is_read_at_call_time(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "yes")
     assert hub.cache_dir() == str(tmp_path / "home" / "hub") and hub.offline()
+
+
+def test_every_hub_failure_is_one_line_naming_the_id():
+    """The online failures (no network here): each of the hub's errors, by name, gives its own advice."""
+    advice = {"RepositoryNotFoundError": "log in", "GatedRepoError": "gated/private", "HFValidationError": "not valid",
+              "RevisionNotFoundError": "has no revision 'v2'", "LocalEntryNotFoundError": "check the network"}
+    for name, expected in advice.items():
+        error = type(name, (Exception,), {})("first line\nsecond line")
+        message = hub._message(error, "org/name", "v2", "/cache", local_only=False)
+        assert expected in message and "'org/name'" in message and "\n" not in message, (name, message)
+        assert message.startswith("'org/name' at revision 'v2' is no local path or zoo model")

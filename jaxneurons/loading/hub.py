@@ -82,20 +82,21 @@ def _snapshot(repo_id: str, revision: str | None, cache: str, local_only: bool) 
 
 
 def _message(error: Exception, repo_id: str, revision: str | None, cache: str, local_only: bool) -> str:
-    """One line: what failed for which id, the cache folder, and what to do."""
+    """One line: what failed for which id (which may be a mistyped local path), the cache folder, what to do."""
     name = type(error).__name__
     at = f" at revision {revision!r}" if revision else ""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else name
+    head = f"{repo_id!r}{at} is no local path or zoo model, and as a Hugging Face hub id it"
     if name == "HFValidationError":
-        return f"{repo_id!r} is not a valid Hugging Face hub id ({detail}); give org/name or a local path"
+        return f"{head} is not valid ({detail}): give org/name or an existing path"
     if name in ("RepositoryNotFoundError", "GatedRepoError"):
-        return (f"Hugging Face hub model {repo_id!r} was not found or is gated/private ({name}): check the id, or "
-                "log in (huggingface-cli login, or set HF_TOKEN) for a model you have access to")
+        return (f"{head} was not found or is gated/private ({name}): check the id or path, or log in "
+                "(huggingface-cli login, or set HF_TOKEN) for a model you have access to")
     if name == "RevisionNotFoundError":
-        return f"Hugging Face hub model {repo_id!r} has no revision {revision!r}: check the branch, tag or commit"
+        return f"{head} has no revision {revision!r}: check the branch, tag or commit"
     if local_only:
-        return (f"{repo_id!r}{at} is no local path or zoo model, and as a Hugging Face hub id it is not in the cache "
-                f"{cache} while HF_HUB_OFFLINE=1 forbids downloading: download it once online (huggingface-cli "
-                f"download {repo_id}), point HF_HUB_CACHE at a cache that holds it, or pass a checkpoint folder")
-    return (f"Hugging Face hub model {repo_id!r}{at} could not be downloaded into {cache} ({name}: {detail}): check "
-            "the network, or download it elsewhere into that cache and set HF_HUB_OFFLINE=1")
+        return (f"{head} is not in the cache {cache} while HF_HUB_OFFLINE=1 forbids downloading: download it once "
+                f"online (huggingface-cli download {repo_id}), point HF_HUB_CACHE at a cache that holds it, or pass "
+                "a checkpoint folder")
+    return (f"{head} could not be downloaded into {cache} ({name}: {detail}): check the network and the id or "
+            "path, or download it elsewhere into that cache and set HF_HUB_OFFLINE=1")
