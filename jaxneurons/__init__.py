@@ -8,13 +8,14 @@ from jaxneurons.models.config import ModelConfig, from_hf_config
 from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Record
 from jaxneurons.models.output import Output
 from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, load_result
+from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, make_examples
 
 # Last: `jn.attribution` is the analysis (the function), not the subpackage jaxneurons.attribution, which is
 # imported above and stays importable by its full name.
 from jaxneurons.analyses import attribution, deactivation, sharing  # noqa: E402
 
 __all__ = ["sharing", "attribution", "deactivation", "load_result", "SharingResult", "AttributionResult",
-           "DeactivationResult", "integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf",
-           "to_hf_config", "ModelConfig", "from_hf_config", "NAMES", "Decoder", "Intervention", "Patch", "Record",
-           "Output"]
+           "DeactivationResult", "make_examples", "examples_from_files", "examples_from_dataset",
+           "integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config",
+           "ModelConfig", "from_hf_config", "NAMES", "Decoder", "Intervention", "Patch", "Record", "Output"]
 __version__ = "0.1.0"

@@ -17,9 +17,10 @@ import os
 from absl import app, flags, logging
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m", "Zoo name (smollm2-135m, gemma3-270m), a Hugging Face "
-                             "checkpoint directory, a .gguf file or a jaxneurons checkpoint directory.")
+                             "checkpoint directory, a .gguf file, a jaxneurons checkpoint directory, or a Hugging "
+                             "Face hub id org/name[@revision] (through the HF cache; HF_HUB_OFFLINE=1: cache only).")
 _TASK = flags.DEFINE_string("task", "builtin_nli", "Task name: xnli, pawsx, xcopa, mpararel, mzsre_en2all, "
-                            "mzsre_all2en, builtin_nli, builtin_facts.")
+                            "mzsre_all2en, builtin_nli, builtin_facts, or files (your own data: --data_files).")
 _LANGUAGES = flags.DEFINE_list("languages", "en,de,es,fr,ru,th,tr,vi,zh", "Comma-separated languages; every "
                                "example is analysed in all of them.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split (e.g. test, dev; see the task).")
@@ -48,6 +49,13 @@ _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"
                                 "files (default: env JAXNEURONS_DATA_DIR).")
 _DATA_SOURCE = flags.DEFINE_enum("data_source", "local", ["local", "hub"], "Read datasets from data_dir (local) "
                                  "or the Hugging Face hub.")
+_DATA_FILES = flags.DEFINE_list("data_files", [], "--task=files: one file per language as lang:path, row i of "
+                                "every file the same item (.tsv/.csv with a header line, or .jsonl), e.g. "
+                                "en:data/en.tsv,de:data/de.tsv.")
+_COLUMNS = flags.DEFINE_list("columns", [], "--task=files: field=column for prompt (default column prompt), answer "
+                             "(open answers; default column answer), options with gold (multiple choice: a column "
+                             "of lists, or a+b+c for one column per option; gold the right option's index) and id, "
+                             "e.g. prompt=premise,options=yes+no,gold=label.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "On a malformed data item: stop with a "
                               "message (raise) or skip and count it (skip).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue the run in output_dir (the same flags, weights and "
@@ -196,11 +204,17 @@ def load_data(task):
     """The data, loaded and checked before the (slow) model load: every example in every language, and (with the
     model's tokenizer) no longer than the model's context (--on_error=skip drops and counts such examples)."""
     from jaxneurons.cli import LONGER_THAN_CONTEXT, check_context
-    from jaxneurons.tasks import TaskDataError
+    from jaxneurons.tasks import FilesTask, TaskDataError
+    from jaxneurons.tasks.custom import parse_columns, parse_data_files
 
+    files = {}
+    if isinstance(task, FilesTask):
+        files = {"data_files": parse_data_files(_DATA_FILES.value), "columns": parse_columns(_COLUMNS.value)}
+    elif _DATA_FILES.value or _COLUMNS.value:
+        raise ValueError(f"--data_files and --columns are read by --task=files only, not --task={_TASK.value}")
     try:
         loaded = task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value, _DATA_SOURCE.value,
-                           _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix())
+                           _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix(), **files)
     except TaskDataError as e:  # the library's hint names the argument; here it is a flag
         raise TaskDataError(str(e).replace('pass on_error="skip"', "pass --on_error=skip")) from None
     check_examples(loaded.examples, _LANGUAGES.value)

@@ -1,4 +1,5 @@
-"""`load_model(source)`: a zoo name, a Hugging Face checkpoint directory, a .gguf file, or an orbax checkpoint."""
+"""`load_model(source)`: a zoo name, a Hugging Face checkpoint directory, a .gguf file, an orbax checkpoint, or a
+Hugging Face hub id ("org/name", through the shared HF cache; `loading/hub.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxneurons.lm import LanguageModel, as_dtype
-from jaxneurons.loading import hf_dir
+from jaxneurons.loading import hf_dir, hub
 from jaxneurons.loading.convert import CheckpointError, build_params, hf_targets
 from jaxneurons.models.config import ModelConfig, UnsupportedConfigError, from_hf_config
 
@@ -17,17 +18,20 @@ __all__ = ["load_model", "load_tokenizer", "read_model_config", "read_max_contex
 
 
 def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: bool = False,
-               tokenizer: str | None = None) -> LanguageModel:
-    """Load weights offline into a LanguageModel.
+               tokenizer: str | None = None, revision: str | None = None) -> LanguageModel:
+    """Load weights into a LanguageModel (offline, except a hub id not yet in the cache).
 
     source: a zoo name (see `jaxneurons.loading.zoo.zoo_names()`), a directory with config.json and
-    *.safetensors, a .gguf file, or a directory written by `jaxneurons.alignment` (orbax).
+    *.safetensors, a .gguf file, a directory written by `jaxneurons.alignment` (orbax), or, when it is none of
+    those, a Hugging Face hub id "org/name" (or "org/name@revision"): its config, tokenizer and safetensors
+    files from the shared HF cache, downloaded there first unless HF_HUB_OFFLINE=1.
     dtype: weight dtype ("float32" or "bfloat16"); compute_dtype: activation dtype (default: dtype).
     allow_pickle: permit pytorch_model.bin (a pickle runs code when loaded).
     tokenizer: where to take the tokenizer from instead (zoo name, .gguf, HF or orbax dir), e.g. for a
     checkpoint directory that ships no tokenizer files.
+    revision: of a hub id, the branch, tag or commit (default: main).
     """
-    lm = _load_weights(source, dtype, compute_dtype, allow_pickle)
+    lm = _load_weights(source, dtype, compute_dtype, allow_pickle, revision)
     if tokenizer is not None:
         lm.tokenizer = load_tokenizer(tokenizer)
         if lm.tokenizer is None:
@@ -35,9 +39,9 @@ def load_model(source: str, dtype="float32", compute_dtype=None, allow_pickle: b
     return lm
 
 
-def read_model_config(source: str) -> ModelConfig:
+def read_model_config(source: str, revision: str | None = None) -> ModelConfig:
     """The config of a model source without its weights (cheap: to check settings before the slow load)."""
-    source = _resolve(source)
+    source = _resolve(source, revision=revision)
     _check_not_a_weights_file(source)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
@@ -50,11 +54,11 @@ def read_model_config(source: str) -> ModelConfig:
     return _config_for(hf_dir.read_config(source), os.path.join(source, "config.json"))
 
 
-def read_max_context(source: str) -> int | None:
+def read_max_context(source: str, revision: str | None = None) -> int | None:
     """The longest sequence (tokens) the model's config states it was trained for, without its weights; None when
     it states none (BLOOM's ALiBi). A jaxneurons model directory has the context of the model it was saved from
     (its tokenizer_source)."""
-    source = _resolve(source)
+    source = _resolve(source, revision=revision)
     _check_not_a_weights_file(source)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
@@ -70,40 +74,64 @@ def read_max_context(source: str) -> int | None:
     return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def has_tokenizer(source: str) -> bool:
-    """False only for a checkpoint directory that ships no tokenizer files (nor names a tokenizer source)."""
+def has_tokenizer(source: str, revision: str | None = None) -> bool:
+    """False only for a checkpoint directory (or hub model) that ships no tokenizer files (nor names a tokenizer
+    source)."""
+    if _is_hub(source):
+        source = _resolve(source, revision=revision)
     if not os.path.isdir(source) or _is_saved(source):
         return True
     return any(os.path.exists(os.path.join(source, name)) for name in hf_dir.TOKENIZER_FILES)
 
 
-def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool) -> LanguageModel:
+def _load_weights(source: str, dtype, compute_dtype, allow_pickle: bool, revision: str | None) -> LanguageModel:
     param_dtype = as_dtype(dtype)
     compute = as_dtype(compute_dtype) if compute_dtype is not None else param_dtype
-    path = _resolve(source)
+    path = _resolve(source, revision=revision)  # a local path: the source itself
     if path.endswith(".gguf"):
         return _from_gguf(path, param_dtype, compute, name=source)
-    if source.endswith(".bin") and not allow_pickle:
-        raise CheckpointError(f"{source} is a pickled PyTorch checkpoint; loading a pickle runs arbitrary code. "
+    if path.endswith(".bin") and not allow_pickle:
+        raise CheckpointError(f"{path} is a pickled PyTorch checkpoint; loading a pickle runs arbitrary code. "
                               "Convert it to safetensors, or pass allow_pickle=True if you trust its origin.")
-    _check_not_a_weights_file(source)
-    if _is_saved(source):
+    _check_not_a_weights_file(path)
+    if _is_saved(path):
         from jaxneurons.loading.orbax_dir import load_orbax_model
 
-        return load_orbax_model(source, param_dtype, compute)
-    return _from_hf_dir(source, param_dtype, compute, allow_pickle)
+        return load_orbax_model(path, param_dtype, compute)
+    name = _hub_name(source, revision) if path != source else source
+    return _from_hf_dir(path, param_dtype, compute, allow_pickle, name)
 
 
-def _resolve(source: str, role: str = "") -> str:
-    """`source` when it exists, else the file of the zoo model it names; FileNotFoundError otherwise."""
-    if os.path.exists(source):
-        return source
+def _resolve(source: str, role: str = "", revision: str | None = None) -> str:
+    """`source` when it exists, else the file of the zoo model it names, else the cached snapshot folder of the
+    hub id it reads as; FileNotFoundError otherwise."""
     from jaxneurons.loading import zoo
 
-    if source not in zoo.zoo_names():
-        raise FileNotFoundError(f"{role}{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}) nor an "
-                                "existing path to a checkpoint directory or .gguf file.")
-    return zoo.resolve_zoo(source)
+    if revision is not None and not _is_hub(source):
+        raise ValueError(f"revision={revision!r} is for Hugging Face hub ids; {source!r} is a local path or zoo "
+                         "model")
+    if os.path.exists(source):
+        return source
+    if source in zoo.zoo_names():
+        return zoo.resolve_zoo(source)
+    if hub.is_hub_id(source):
+        return hub.snapshot(source, revision)
+    raise FileNotFoundError(f"{role}{source!r} is neither a zoo model ({', '.join(zoo.zoo_names())}), an existing "
+                            "path to a checkpoint directory or .gguf file, nor a Hugging Face hub id (org/name).")
+
+
+def _is_hub(source: str) -> bool:
+    """A source that reads as a hub id and is no local path or zoo name (those keep their meaning)."""
+    from jaxneurons.loading import zoo
+
+    return not os.path.exists(source) and source not in zoo.zoo_names() and hub.is_hub_id(source)
+
+
+def _hub_name(source: str, revision: str | None) -> str:
+    """What a hub model is called (LanguageModel.source): "org/name", with "@revision" when one was asked for,
+    so that it loads the same again (e.g. as a saved model's tokenizer source)."""
+    repo_id, revision = hub.split_revision(source, revision)
+    return f"{repo_id}@{revision}" if revision else repo_id
 
 
 def _check_not_a_weights_file(path: str) -> None:
@@ -121,13 +149,13 @@ def _is_saved(source: str) -> bool:
     return os.path.isdir(source) and os.path.exists(os.path.join(source, META))
 
 
-def _from_hf_dir(directory, param_dtype, compute, allow_pickle) -> LanguageModel:
+def _from_hf_dir(directory, param_dtype, compute, allow_pickle, name: str) -> LanguageModel:
     hf = hf_dir.read_config(directory)
     config = _config_for(hf, os.path.join(directory, "config.json"))
     files = hf_dir.shard_files(directory, allow_pickle)
     params = build_params(config, hf_targets(config, hf_dir.iter_tensors(files)), _numpy_dtype(param_dtype),
                           directory)
-    return LanguageModel(config, _to_device(params), hf_dir.load_tokenizer(directory), compute, directory)
+    return LanguageModel(config, _to_device(params), hf_dir.load_tokenizer(directory), compute, name)
 
 
 def _from_gguf(path, param_dtype, compute, name) -> LanguageModel:
@@ -156,10 +184,10 @@ def _to_device(params):
     return jax.tree.map(jax.numpy.asarray, params)
 
 
-def load_tokenizer(source: str):
-    """The tokenizer of a model source (zoo name, .gguf file, HF or orbax directory) without loading its
+def load_tokenizer(source: str, revision: str | None = None):
+    """The tokenizer of a model source (zoo name, .gguf file, HF or orbax directory, hub id) without loading its
     weights; None when the source has none."""
-    source = _resolve(source, "tokenizer source ")
+    source = _resolve(source, "tokenizer source ", revision)
     if source.endswith(".gguf"):
         from jaxneurons.loading.gguf_reader import read_gguf
 

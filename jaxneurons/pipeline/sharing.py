@@ -120,13 +120,8 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
     plan = plan_batches(rows, batch_size, config.neuron_position, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=placement.data_size)
     identity = pass_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
-<<<<<<< HEAD
                              batch_size_used=plan.batch_size, packing=repr(plan.packing))
-    state_dir, own_identity = merge.own_state_dir(output_dir, identity, process_index, process_count)
-=======
-                            batch_size_used=plan.batch_size, packing=repr(plan.packing))
     state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
->>>>>>> results
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
@@ -151,20 +146,12 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
 
 
 def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresholds: Sequence[float],
-<<<<<<< HEAD
-                    output_dir: str | os.PathLike, progress: bool = True, checkpoint_every: int = 10,
+                    output_dir: str | os.PathLike | None, progress: bool = True, checkpoint_every: int = 10,
                     on_batch_end: Callable[[int, int], None] | None = None,
                     placement: distributed.Placement | None = None, process_index: int = 0,
                     process_count: int = 1) -> RunState:
-    """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes.
-=======
-                output_dir: str | os.PathLike | None, progress: bool = True, checkpoint_every: int = 10,
-                on_batch_end: Callable[[int, int], None] | None = None,
-                placement: distributed.Placement | None = None, process_index: int = 0,
-                process_count: int = 1) -> RunState:
     """Run the plan's batches from state.next_batch on, recording into state and saving it as it goes (into
     output_dir; None: saved nowhere).
->>>>>>> results
 
     placement: where params and batches go (default: `distributed.placement()`, the default mesh's); each
       batch is split over its `data` axis, which plan.batch_size must divide.
