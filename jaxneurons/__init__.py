@@ -1,6 +1,7 @@
 """jaxneurons: how the FFN neurons of LLMs are shared across languages and tasks, in JAX/Flax."""
 
 from jaxneurons.attribution import integrated_gradients, static_scores
+from jaxneurons.lens import LogitLens, NeuronTokens, logit_lens, neuron_tokens, plot_logit_lens
 from jaxneurons.lm import LanguageModel
 from jaxneurons.loading import load_model
 from jaxneurons.loading.export import export_hf, to_hf_config
@@ -15,7 +16,8 @@ from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, 
 from jaxneurons.analyses import attribution, deactivation, sharing  # noqa: E402
 
 __all__ = ["sharing", "attribution", "deactivation", "load_result", "SharingResult", "AttributionResult",
-           "DeactivationResult", "make_examples", "examples_from_files", "examples_from_dataset",
-           "integrated_gradients", "static_scores", "LanguageModel", "load_model", "export_hf", "to_hf_config",
-           "ModelConfig", "from_hf_config", "NAMES", "Decoder", "Intervention", "Patch", "Record", "Output"]
+           "DeactivationResult", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
+           "plot_logit_lens", "LogitLens", "neuron_tokens", "NeuronTokens", "integrated_gradients", "static_scores",
+           "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES",
+           "Decoder", "Intervention", "Patch", "Record", "Output"]
 __version__ = "0.1.0"
