@@ -84,11 +84,14 @@ def main(argv: list[str]) -> None:
         result = measure(name)
         results.append(result)
         print(json.dumps(result), flush=True)
-    print("| run | devices | peak RSS (GB) | weights, float32 (GB) | peak / weights | wall (s) | load |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | devices | peak RSS (GB) | weights, float32 (GB) | peak / weights | wall (s) | load | exit |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['run']} | {r['devices']} | {r['peak_rss_gb']:.2f} | {r['weights_gb']:.2f} | "
-              f"{r['peak_over_weights']:.1f}x | {r['wall_s']:.0f} | {r['load_before']:.1f} |")
+              f"{r['peak_over_weights']:.1f}x | {r['wall_s']:.0f} | {r['load_before']:.1f} | {r['returncode']} |")
+    failed = [r["run"] for r in results if r["returncode"]]
+    if failed:  # a run that stopped early says nothing about its peak
+        raise SystemExit(f"failed: {', '.join(failed)} (see log_tail in the JSON lines above)")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(results, f, indent=2)
