@@ -183,7 +183,7 @@ def test_tokenizer_is_kept_on_the_checkpoint(ckpt):
 def test_gemma3_norms_are_shifted_back(ckpt):
     if ckpt.architecture != "gemma3":
         pytest.skip("gemma3 only")
-    raw = {t.name: np.array(t.data, dtype=np.float32) for t in ckpt._reader.tensors if t.name.endswith("norm.weight")}
+    raw = {t.name: np.array(t.data, dtype=np.float32) for t in ckpt._tensors if t.name.endswith("norm.weight")}
     assert len(raw) == 1 + 6 * ckpt.hf_config["num_hidden_layers"]
     n = 0
     for name, _, _, w in ckpt.targets():
@@ -296,7 +296,7 @@ def test_synthetic_llama_roundtrip(tmp_path):
     for key, arr in want.items():
         np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
     # the gguf-stored Q really was permuted (the test would be vacuous otherwise)
-    stored_q = next(t for t in ck._reader.tensors if t.name == "blk.0.attn_q.weight")
+    stored_q = next(t for t in ck._tensors if t.name == "blk.0.attn_q.weight")
     assert not np.array_equal(np.asarray(stored_q.data), expected["model.layers.0.self_attn.q_proj.weight"])
     # dtype is applied last
     _, path, layer, w16 = next(ck.targets(dtype=np.float16))

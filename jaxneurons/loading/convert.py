@@ -127,7 +127,7 @@ def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | No
             raise CheckpointError(f"{source}: tensor {name!r} gives {path!r} the shape {tuple(got)}, the config "
                                   f"implies {tuple(want.shape)}.")
         if layer is None:
-            flat[path] = value.astype(dtype)
+            flat[path] = np.asarray(value, dtype)  # fresh arrays (GGUF, safetensors, pickles): no second copy
         else:
             flat.setdefault(path, np.empty(want.shape, dtype))[layer] = value
         filled.setdefault(path, set()).add(layer)
