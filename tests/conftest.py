@@ -1,6 +1,19 @@
 """Fixtures shared by the test files: the zoo models, loaded once per session (a Gemma 3 load costs ~1 min)."""
 
+import gc
+
+import jax
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_code():
+    """Free each test module's compiled executables after it. XLA's CPU backend maps every executable's code into
+    memory (about 370 maps for a tiny model's init and forward); the whole suite in one process passed the kernel's
+    limit of 65,530 maps (vm.max_map_count), where the next compile segfaulted (test_scoring, rc 139)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
