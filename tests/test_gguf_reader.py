@@ -502,3 +502,17 @@ def test_zoo_gemma3_assembles_once_into_cache(tmp_path, monkeypatch):
         fh.seek(1000)
         assert fh.read(7) != b"garbage"
     assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no temp files left
+
+
+def test_dequantization_in_row_chunks_equals_the_whole_tensor(ckpt):
+    """_dequantize (a few rows at a time, into one array) gives gguf's dequantization of the whole tensor, for each
+    quantization type of the zoo file; a chunk of 5 rows leaves a shorter last chunk."""
+    first = {}
+    for t in ckpt._tensors:
+        first.setdefault(t.tensor_type, t)
+    assert len(first) > 1  # quantized types besides F32
+    for kind, t in first.items():
+        got = gr._dequantize(t, rows=5)
+        want = np.asarray(gguf.quants.dequantize(t.data, kind), np.float32)
+        np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=kind.name)
+        assert not np.shares_memory(got, t.data)  # a fresh array, never a view of the mapped file

@@ -180,8 +180,12 @@ def _numpy_dtype(dtype):
     return np.dtype(dtype)
 
 
-def _to_device(params):
-    return jax.tree.map(jax.numpy.asarray, params)
+def _to_device(params: dict) -> dict:
+    """The numpy tree on the default device, in place and leaf by leaf: each numpy array is dropped once its copy
+    is on the device, so the weights are never held twice (Gemma 3 270M: a 1.1 GB spike at the end of the load)."""
+    for key, value in params.items():
+        params[key] = _to_device(value) if isinstance(value, dict) else jax.device_put(value).block_until_ready()
+    return params
 
 
 def load_tokenizer(source: str, revision: str | None = None):

@@ -12,7 +12,7 @@ from jaxneurons.models.decoder import unembed, unembedding
 from jaxneurons.pipeline.batching import Batch
 
 
-LOGITS_CHUNK_BYTES = 2**28  # token_scores: float32 logits computed at once (256 MiB)
+LOGITS_CHUNK_BYTES = 2**26  # token_scores: float32 logits computed at once (64 MiB; log-softmax holds about 3 such)
 
 
 def token_log_probs(logits_pv: jax.Array, tokens_pc: jax.Array) -> tuple[jax.Array, jax.Array]:
