@@ -214,7 +214,7 @@ class GGUFCheckpoint:
     path: str
     architecture: str  # gguf general.architecture, e.g. "llama", "gemma3"
     hf_config: dict  # transformers config.json-style dict
-    # the file's tensors (memory-mapped); its metadata is dropped once read (Gemma 3's vocabulary: about 0.7 GB)
+    # the file's tensors (memory-mapped); its metadata is dropped once read (Gemma 3's vocabulary: about 0.6 GB)
     _tensors: list = dataclasses.field(default_factory=list, repr=False, compare=False)
     _kinds: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # name -> (kind, layer)
     _tokenizer: Any = dataclasses.field(default=None, repr=False, compare=False)
