@@ -82,6 +82,10 @@ _ATTRIBUTION = flags.DEFINE_list("attribution", [], "Attribution methods to spli
 _TOP_K = flags.DEFINE_integer("top_k", None, "Top neurons per layer for the category mix (default: the paper's "
                               "800 of 16,384, scaled to the model's layer width).", lower_bound=1)
 _IG_STEPS = flags.DEFINE_integer("ig_steps", 20, "Integrated-gradients steps (alphas).", lower_bound=1)
+_IG_MAX_STEPS = flags.DEFINE_integer("ig_max_steps", 160, "Adaptive IG: (example, layer) pairs whose completeness "
+                                     "error exceeds 5% at --ig_steps are recomputed with doubled steps up to this "
+                                     "many (--ig_max_steps=<ig_steps> or lower: --ig_steps everywhere). Pairs that "
+                                     "meet 5% keep their --ig_steps numbers.", lower_bound=1)
 _IG_RULE = flags.DEFINE_enum("ig_rule", "gauss_legendre", ["gauss_legendre", "trapezoid", "left"], "IG "
                              "integration rule (left: the Knowledge-Neurons Riemann sum, alpha_k = k/n, misses "
                              "completeness by up to 28% at 20 steps on gemma3-270m).")
@@ -153,7 +157,8 @@ def attribution_config():
         return None
     return build_config(AttributionConfig, methods=("attribution", _ATTRIBUTION.value), top_k=("top_k", _TOP_K.value),
                         batch_size=("attribution_batch_size", _ATTRIBUTION_BATCH.value),
-                        ig_steps=("ig_steps", _IG_STEPS.value), ig_rule=("ig_rule", _IG_RULE.value),
+                        ig_steps=("ig_steps", _IG_STEPS.value), ig_max_steps=("ig_max_steps", _IG_MAX_STEPS.value),
+                        ig_rule=("ig_rule", _IG_RULE.value),
                         ig_path=("ig_path", _IG_PATH.value), seeds=("random_seeds", _RANDOM_SEEDS.value),
                         bootstrap=("bootstrap", _BOOTSTRAP.value), ig_chunk_size=("ig_chunk_size", _IG_CHUNK.value),
                         ig_memory_gb=("ig_memory_gb", _IG_MEMORY.value))

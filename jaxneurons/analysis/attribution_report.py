@@ -144,14 +144,35 @@ def _matching_warning(attribution: dict) -> list[str]:
 
 
 def _completeness_lines(attribution: dict) -> list[str]:
-    """IG's completeness error per layer, and a plain warning when any layer misses the tolerance."""
+    """IG's completeness error per layer, the worst (example, language, layer) row, the nodes the adaptive IG
+    used, and a plain warning when a layer's pooled error or any row's error misses the tolerance."""
     ig = attribution.get("ig")
     if not ig:
         return []
     c = ig["completeness"]
+    tolerance = c["tolerance"]
     errors = ", ".join(num_text(v) for v in c["error_per_layer"])
     lines = [f"IG completeness error per layer ({c['definition']}): {errors}.", ""]
-    if not c["satisfied"]:
-        lines += [f"**Warning: IG does not satisfy completeness here (worst layer {num_text(c['max_error'])} > "
-                  f"{c['tolerance']:.0%}); its attributions are not a decomposition of the probability change.**", ""]
+    worst = c.get("worst_row")
+    if c.get("worst_row_relative_error") is not None:
+        lines += [f"Worst per-row completeness error per layer ({c['row_definition']}): "
+                  f"{', '.join(num_text(v) for v in c['worst_row_relative_error'])}.", ""]
+    nodes = c.get("nodes")
+    if nodes and nodes.get("max_used") is not None:
+        used = ", ".join(f"{level}: {count}" for level, count in zip(nodes["levels"], nodes["rows_per_level"]))
+        lines += [f"IG quadrature nodes per (example, language, layer) row, adaptive up to {nodes['levels'][-1]} "
+                  f"(nodes: rows): {used}; at most {nodes['max_used']} used.", ""]
+        if nodes.get("at_max_above_tolerance"):
+            lines += [f"**Warning: {nodes['at_max_above_tolerance']} row(s) reached the maximum of "
+                      f"{nodes['levels'][-1]} IG nodes without meeting the {tolerance:.0%} completeness tolerance "
+                      "(raise --ig_max_steps).**", ""]
+    max_error = c.get("max_error")
+    if max_error is None or max_error > tolerance:
+        lines += [f"**Warning: IG does not satisfy completeness here (worst layer {num_text(max_error)} > "
+                  f"{tolerance:.0%}); its attributions are not a decomposition of the probability change.**", ""]
+    if worst is not None and worst["error"] > tolerance:
+        lines += [f"**Warning: IG misses completeness by more than {tolerance:.0%} on "
+                  f"{c['rows_above_tolerance']} of {c['rows']} (example, language, layer) rows; the worst is "
+                  f"example {worst['example']} in {worst['language']} at layer {worst['layer']}, off by "
+                  f"{num_text(worst['error'])} (relative to the probability change).**", ""]
     return lines

@@ -38,6 +38,7 @@ from jaxneurons.models.output import Output, forward
 RULES = ("left", "trapezoid", "gauss_legendre")
 PATHS = ("frozen_norm", "knowledge_neurons")  # the default first; see the module docstring
 COMPLETENESS_FLOOR = 0.01  # completeness_error's smallest denominator, as a fraction of P(x)
+COMPLETENESS_TOLERANCE = 0.05  # integrated_gradients' adaptive mode: the completeness_error it aims for
 
 
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +61,9 @@ class IGResult:
     """attributions [B, L, F] (layers not asked for are 0); target_prob [B] = P(x);
     zeroed_prob [B, L] = the path's end point, P with that layer's m zeroed at the last position, NaN for
     layers not asked (completeness: attributions[:, l].sum(-1) ~ target_prob - zeroed_prob[:, l], see
-    `completeness_error`); neurons [B, L, F] = m; path: the path integrated along (one of PATHS)."""
+    `completeness_error`); neurons [B, L, F] = m; path: the path integrated along (one of PATHS); nodes [B, L]:
+    the quadrature nodes each (row, layer) was integrated with (`integrated_gradients`' adaptive mode may use
+    more for some), 0 for layers not asked."""
 
     attributions: np.ndarray
     target_prob: np.ndarray
@@ -68,6 +71,7 @@ class IGResult:
     neurons: np.ndarray
     layers: tuple[int, ...]
     path: str = PATHS[0]
+    nodes: np.ndarray | None = None  # [B, L] quadrature nodes each (row, layer) used (0: not asked); None: unknown
 
 
 def completeness_error(result: IGResult, floor: float = COMPLETENESS_FLOOR) -> np.ndarray:
@@ -112,7 +116,8 @@ def replay_plan(num_layers: int, layers, max_ratio: float = 1.25) -> list[tuple[
 
 def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mask=None, steps: int = 20,
                          layers=None, rule: str = "gauss_legendre", chunk_size: int | None = None,
-                         memory_gb: float = 2.0, path: str = PATHS[0], placement=None) -> IGResult:
+                         memory_gb: float = 2.0, path: str = PATHS[0], placement=None,
+                         max_steps: int | None = None, tolerance: float = COMPLETENESS_TOLERANCE) -> IGResult:
     """IG of every neuron of the chosen layers (all when None) toward target_ids [B] at the last token,
     along `path` (see the module docstring).
 
@@ -120,18 +125,58 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     smooth and 20 nodes meet completeness to about 1e-4 where the Knowledge-Neurons left Riemann sum
     ("left", first order) misses it by up to 28% on Gemma 3 270M (BUILD_NOTES.md, integrated gradients).
 
+    steps: nodes per (row, layer). max_steps None (or <= steps): exactly that many everywhere. Adaptive mode,
+    max_steps > steps: every (row, layer) starts at `steps`; those whose `completeness_error` exceeds
+    `tolerance` are recomputed with twice the nodes (the rows and layers concerned only; Gauss-Legendre nodes
+    are not nested, so all anew), and again, up to max_steps (the last doubling capped at it). A pair that
+    meets the tolerance keeps the numbers of the first node count that met it, so pairs that meet it at
+    `steps` are exactly the fixed-steps result. `IGResult.nodes` records the count each pair used; pairs
+    still above the tolerance at max_steps keep their max_steps numbers (check `completeness_error`).
+
     chunk_size bounds memory: that many (layer, alpha) replays of all B rows run at once. None: as many
     as fit in about memory_gb of activations (the replay's logits, [chunk, B, vocab], dominate).
     placement: a `distributed.Placement` for params and rows (default: the default device).
     """
     if path not in PATHS:
         raise ValueError(f"unknown IG path {path!r}; choose from {PATHS}")
+    if max_steps is not None and (isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
     ids, mask = left_padded(np.asarray(input_ids), attention_mask)
-    chunk_size = chunk_size or auto_chunk_size(lm.config, len(ids), memory_gb)
+    targets = np.asarray(target_ids, np.int32).reshape(-1)
     num_layers = lm.config.num_layers
     layers = tuple(range(num_layers)) if layers is None else tuple(int(l) for l in layers)
     if any(not 0 <= l < num_layers for l in layers):
         raise ValueError(f"layers must lie in 0..{num_layers - 1}, got {layers}")
+    run = functools.partial(_fixed_ig, lm, rule=rule, chunk_size=chunk_size, memory_gb=memory_gb, path=path,
+                            placement=placement)
+    result = run(ids, mask, targets, steps, layers)
+    nodes = np.zeros((len(ids), num_layers), np.int32)
+    nodes[:, list(layers)] = steps
+    current = steps
+    while max_steps is not None and current < max_steps:
+        with np.errstate(invalid="ignore"):
+            redo = (completeness_error(result) > tolerance) & (nodes == current)  # NaN (not asked): False
+        if not redo.any():
+            break
+        current = min(2 * current, int(max_steps))
+        rows, redo_layers = np.flatnonzero(redo.any(1)), tuple(int(l) for l in np.flatnonzero(redo.any(0)))
+        # the rows again, padded (repeating the first) to a multiple of the placement's data axis
+        size = len(rows) if placement is None else placement.round_batch_size(len(rows))
+        take = np.concatenate([rows, np.full(size - len(rows), rows[0])])
+        again = run(ids[take], mask[take], targets[take], current, redo_layers)
+        sub = redo[rows]
+        result.attributions[rows[:, None], np.arange(num_layers)] = np.where(
+            sub[..., None], again.attributions[:len(rows)], result.attributions[rows])
+        nodes[redo] = current
+    result.nodes = nodes
+    return result
+
+
+def _fixed_ig(lm: LanguageModel, ids, mask, targets, steps: int, layers, *, rule, chunk_size, memory_gb, path,
+              placement) -> IGResult:
+    """`integrated_gradients` with `steps` nodes everywhere (rows already left-padded)."""
+    chunk_size = chunk_size or auto_chunk_size(lm.config, len(ids), memory_gb)
+    num_layers = lm.config.num_layers
     plan = tuple(replay_plan(num_layers, layers))
     alphas, weights = quadrature(rule, steps)
     full = Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(("ffn_hidden",), "last", replay=True),
@@ -139,7 +184,7 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     replays = tuple(Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last", start)
                     for start, _ in plan)
     frozen_norm = path == "frozen_norm" and lm.config.sandwich_norms  # else the two paths are one
-    params, rows = lm.params, (ids, mask, np.asarray(target_ids, np.int32))
+    params, rows = lm.params, (ids, mask, targets)
     if placement is not None:
         params, rows = placement.params(params), placement.batch(rows)
     with contextlib.nullcontext() if placement is None else placement.context():
@@ -151,7 +196,7 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     attributions[:, asked] = np.einsum("lkbf,k->blf", per_layer, weights)
     zeroed = np.full((len(ids), num_layers), np.nan, np.float32)
     zeroed[:, asked] = np.asarray(zeroed_asked).T
-    return IGResult(attributions, np.asarray(clean), zeroed, np.asarray(m, np.float32), layers, path)
+    return IGResult(attributions, np.asarray(clean), zeroed, np.asarray(m, np.float32), tuple(layers), path)
 
 
 def auto_chunk_size(config, rows: int, memory_gb: float = 2.0) -> int:

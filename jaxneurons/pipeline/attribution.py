@@ -37,7 +37,7 @@ from jaxneurons.models.decoder import Decoder, Record
 from jaxneurons.models.output import forward
 from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
-from jaxneurons.attribution.ig import RULES
+from jaxneurons.attribution.ig import COMPLETENESS_FLOOR, RULES
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
@@ -51,7 +51,7 @@ ATTRIBUTION_STATE_FILE = "attribution_state.npz"
 SCORE_STATS = ("sum", "mean", "max", "min")  # per example, language, layer and category: the score table
 NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
 SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
-COMPLETENESS_TOLERANCE = 0.05
+COMPLETENESS_TOLERANCE = 0.05  # also integrated_gradients' adaptive target (attribution.ig)
 TARGET_TOKEN = ("the gold answer's first token (the notebook used the label word, e.g. ' entailment', as the "
                 "effective score's target)")
 
@@ -64,6 +64,9 @@ class AttributionConfig:
     top_k: int | None = None  # top neurons per layer (None: the paper's 800 of 16,384, scaled to the width)
     batch_size: int = 4  # examples per step
     ig_steps: int = 20  # integrated-gradients alphas
+    # adaptive IG: (row, layer) pairs above COMPLETENESS_TOLERANCE at ig_steps are recomputed with doubled
+    # nodes up to this many (None, or <= ig_steps: ig_steps everywhere); pairs that meet it keep their numbers
+    ig_max_steps: int | None = 160
     ig_rule: str = "gauss_legendre"  # quadrature rule (one of attribution.ig.RULES)
     ig_path: str = PATHS[0]  # path integrated along (one of attribution.PATHS)
     seeds: int = 3  # draws of the |m|-matched nulls
@@ -78,7 +81,7 @@ class AttributionConfig:
         check_choices("ig_rule", [self.ig_rule], RULES)
         check_choices("ig_path", [self.ig_path], PATHS)
         check_positive(top_k=self.top_k, batch_size=self.batch_size, ig_steps=self.ig_steps, seeds=self.seeds,
-                       ig_chunk_size=self.ig_chunk_size)
+                       ig_chunk_size=self.ig_chunk_size, ig_max_steps=self.ig_max_steps)
         check_at_least_zero(bootstrap=self.bootstrap)
         if not self.ig_memory_gb > 0:
             raise PipelineInputError(f"ig_memory_gb must be > 0, got {self.ig_memory_gb}")
@@ -155,7 +158,8 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
             if method == "ig":
                 ig = integrated_gradients(lm, ids, targets, mask, steps=config.ig_steps, rule=config.ig_rule,
                                           path=config.ig_path, chunk_size=config.ig_chunk_size,
-                                          memory_gb=config.ig_memory_gb, placement=placement)
+                                          memory_gb=config.ig_memory_gb, placement=placement,
+                                          max_steps=config.ig_max_steps, tolerance=COMPLETENESS_TOLERANCE)
                 scores["ig"] = ig.attributions
                 _accumulate_completeness(acc, rows, valid_b, ig, n)
             with placement.context():
@@ -179,8 +183,10 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap)
     result.update(target=TARGET_TOKEN, model=lm.source or lm.config.family, task=task.name)
     if "ig" in methods:
-        result["ig"] = {"steps": config.ig_steps, "rule": config.ig_rule, "path": config.ig_path,
-                        "completeness": ig_completeness(acc)}
+        result["ig"] = {"steps": config.ig_steps, "max_steps": config.ig_max_steps, "rule": config.ig_rule,
+                        "path": config.ig_path,
+                        "completeness": ig_completeness(acc, [ex.id for ex in examples], list(languages),
+                                                        config.ig_steps, config.ig_max_steps)}
     if process_index == 0 and output_dir is not None:
         write_attribution(output_dir, result, figures=figures)
     return result
@@ -231,7 +237,8 @@ def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np
                     **{f"{m}/{name}_positive_e": np.full((e, n, seeds), np.nan) for name in NULLS},
                     f"{m}/set_score_e": np.full((e, n, sets), np.nan)})
     if "ig" in methods:
-        acc.update({"ig/sum_e": np.full((e, n, layers), np.nan), "ig/change_e": np.full((e, n, layers), np.nan)})
+        acc.update({"ig/sum_e": np.full((e, n, layers), np.nan), "ig/change_e": np.full((e, n, layers), np.nan),
+                    "ig/prob_e": np.full((e, n), np.nan), "ig/nodes_e": np.full((e, n, layers), np.nan)})
     return acc
 
 
@@ -262,33 +269,78 @@ def _accumulate_sets(acc, rows, act_bnlf, m_bnlf, codes_blf, nulls: dict) -> Non
 
 
 def _accumulate_completeness(acc, rows, valid_b, ig, n) -> None:
-    """Per example, language and layer: sum_f IG and the change it should add up to, P(x) - P(m_l = 0)."""
+    """Per example, language and layer: sum_f IG, the change it should add up to, P(x) - P(m_l = 0), and the
+    quadrature nodes used; per example and language P(x) (completeness_error's floor)."""
     total = np.asarray(ig.attributions, np.float64).sum(-1)  # [B*N, L]
     change = np.asarray(ig.target_prob, np.float64)[:, None] - np.asarray(ig.zeroed_prob, np.float64)
     layers = total.shape[-1]
     acc["ig/sum_e"][rows] = total.reshape(-1, n, layers)[valid_b]
     acc["ig/change_e"][rows] = change.reshape(-1, n, layers)[valid_b]
+    acc["ig/prob_e"][rows] = np.asarray(ig.target_prob, np.float64).reshape(-1, n)[valid_b]
+    if ig.nodes is not None:
+        acc["ig/nodes_e"][rows] = np.asarray(ig.nodes, np.float64).reshape(-1, n, layers)[valid_b]
 
 
 def _accumulate_categories(acc, rows, codes_blf) -> None:
     acc["category_e"][rows] = (codes_blf[..., None] == np.arange(4)).sum(-2)  # [B, L, 4]
 
 
-def ig_completeness(acc) -> dict:
-    """Per layer: |sum over rows of (sum_f IG - (P - P0))| / sum |P - P0|, and the median per-row relative error."""
-    total, change = acc["ig/sum_e"].reshape(-1, acc["ig/sum_e"].shape[-1]), acc["ig/change_e"].reshape(
-        -1, acc["ig/change_e"].shape[-1])
+def ig_completeness(acc, example_ids=None, languages=None, steps: int | None = None,
+                    max_steps: int | None = None) -> dict:
+    """Per layer: |sum over rows of (sum_f IG - (P - P0))| / sum |P - P0| (pooled), and per (example, language,
+    layer) row the relative error of `attribution.ig.completeness_error` (relative to |P - P0|, floored at
+    COMPLETENESS_FLOOR x P(x) when acc holds P(x) as ig/prob_e): its median and worst per layer, the single
+    worst row (named by example_ids[e] and languages[n] when given, else by index), and how many rows exceed
+    the tolerance. satisfied: the pooled errors and every row's error within COMPLETENESS_TOLERANCE. With
+    ig/nodes_e (the adaptive IG's node counts): how many rows used each count (steps, 2 steps, ... max_steps)."""
+    sum_enl, change_enl = acc["ig/sum_e"], acc["ig/change_e"]
+    layers = sum_enl.shape[-1]
+    total, change = sum_enl.reshape(-1, layers), change_enl.reshape(-1, layers)
     gap = total - change
+    prob_en = acc.get("ig/prob_e")
+    prob = np.zeros(change_enl.shape[:2]) if prob_en is None else np.nan_to_num(np.abs(prob_en))
+    floor = np.maximum(COMPLETENESS_FLOOR * prob[..., None], 1e-12)  # [E, N, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(np.nansum(gap, 0)) / np.nansum(np.abs(change), 0)
-        row_error = np.where(np.abs(change) > 0, np.abs(gap) / np.abs(change), np.nan)
-    median = [float(np.nanmedian(col)) if np.isfinite(col).any() else None for col in row_error.T]
+        judged = np.abs(change_enl) > 0 if prob_en is None else np.isfinite(change_enl) & (prob > 0)[..., None]
+        row_enl = np.where(judged, np.abs(sum_enl - change_enl)
+                           / np.maximum(np.abs(change_enl), floor if prob_en is not None else 0), np.nan)
+    row_error = row_enl.reshape(-1, layers)
+    done = np.isfinite(row_error).any(0)
+    median = [float(np.nanmedian(col)) if ok else None for col, ok in zip(row_error.T, done)]
+    worst_row = [float(np.nanmax(col)) if ok else None for col, ok in zip(row_error.T, done)]
     worst = float(np.nanmax(error)) if np.isfinite(error).any() else None
-    return {"definition": "per layer: |sum over examples and languages of (sum_f IG - (P(x) - P(layer's m = 0)))| "
-                          "/ sum |P(x) - P(layer's m = 0)|",
-            "error_per_layer": finite(error), "median_row_relative_error": median, "max_error": worst,
-            "tolerance": COMPLETENESS_TOLERANCE,
-            "satisfied": worst is not None and worst <= COMPLETENESS_TOLERANCE}
+    finite_rows = np.isfinite(row_enl)
+    above = int((np.where(finite_rows, row_enl, 0) > COMPLETENESS_TOLERANCE).sum())
+    worst_entry = None
+    if finite_rows.any():
+        e, n, layer = np.unravel_index(np.argmax(np.where(finite_rows, row_enl, -np.inf)), row_enl.shape)
+        worst_entry = {"example": example_ids[e] if example_ids is not None else int(e),
+                       "language": languages[n] if languages is not None else int(n), "layer": int(layer),
+                       "error": float(row_enl[e, n, layer])}
+    out = {"definition": "per layer: |sum over examples and languages of (sum_f IG - (P(x) - P(layer's m = 0)))| "
+                         "/ sum |P(x) - P(layer's m = 0)|",
+           "row_definition": "per example, language and layer: |sum_f IG - (P(x) - P(layer's m = 0))| / "
+                             f"max(|P(x) - P(layer's m = 0)|, {COMPLETENESS_FLOOR} P(x))",
+           "error_per_layer": finite(error), "median_row_relative_error": median,
+           "worst_row_relative_error": worst_row, "max_error": worst, "worst_row": worst_entry,
+           "rows_above_tolerance": above, "rows": int(finite_rows.sum()), "tolerance": COMPLETENESS_TOLERANCE,
+           "satisfied": (worst is not None and worst <= COMPLETENESS_TOLERANCE
+                         and (worst_entry is None or worst_entry["error"] <= COMPLETENESS_TOLERANCE))}
+    nodes_enl = acc.get("ig/nodes_e")
+    if nodes_enl is not None and steps is not None:
+        levels = [int(steps)]
+        while max_steps is not None and levels[-1] < max_steps:
+            levels.append(min(2 * levels[-1], int(max_steps)))
+        used = nodes_enl[np.isfinite(nodes_enl) & finite_rows]
+        top = levels[-1]
+        out["nodes"] = {"levels": levels, "rows_per_level": [int((used == v).sum()) for v in levels],
+                        "max_used": int(used.max()) if used.size else None,
+                        "at_max_above_tolerance": int(((nodes_enl == top) & finite_rows
+                                                       & (np.where(finite_rows, row_enl, 0)
+                                                          > COMPLETENESS_TOLERANCE)).sum())
+                        if max_steps is not None and top > steps else 0}
+    return out
 
 
 def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
