@@ -1,10 +1,11 @@
 """docs/quickstart.ipynb executes without an error and shows what its text says (so it cannot rot).
 
-It runs in a fresh python3 kernel (nbclient) that imports jaxneurons from this checkout, in a temporary folder;
-the notebook file is not changed (docs/run_quickstart.py re-executes and saves it). About 30-60 s on 2 CPU cores.
+It runs through docs/run_quickstart.py's `execute`: a fresh python3 kernel (nbclient) that imports jaxneurons from
+this checkout, in a temporary folder; the notebook file is not changed (that script's main re-saves it). About
+30-60 s on 2 CPU cores.
 """
 
-import os
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,23 +15,17 @@ NOTEBOOK = REPO / "docs" / "quickstart.ipynb"
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def executed():
     from jaxneurons.loading import zoo
 
     try:
         zoo.resolve_zoo("smollm2-135m")
     except (ModuleNotFoundError, FileNotFoundError) as e:
         pytest.skip(f"zoo model smollm2-135m not installed: {e}")
-    import nbclient
-    import nbformat
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    cwd = tmp_path_factory.mktemp("quickstart")
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
-                                     resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=env)  # raises CellExecutionError, naming the cell, on the first error
-    return nb
+    spec = importlib.util.spec_from_file_location("run_quickstart", REPO / "docs" / "run_quickstart.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner.execute(NOTEBOOK)  # raises CellExecutionError, naming the cell, on the first error
 
 
 def _cell(nb, source_start: str):

@@ -80,9 +80,23 @@ def completeness_error(result: IGResult, floor: float = COMPLETENESS_FLOOR) -> n
     than floor (1%) of P(x) is judged against floor * P(x): its tiny gap would otherwise turn float32
     rounding into large relative errors."""
     gap = result.target_prob[:, None].astype(np.float64) - result.zeroed_prob
-    total = result.attributions.sum(-1, dtype=np.float64)
-    scale = np.maximum(np.abs(gap), np.maximum(floor * np.abs(result.target_prob[:, None]), 1e-12))
-    return np.abs(total - gap) / scale
+    return relative_gap(result.attributions.sum(-1, dtype=np.float64), gap, result.target_prob[:, None], floor)
+
+
+def relative_gap(total, change, prob, floor: float = COMPLETENESS_FLOOR) -> np.ndarray:
+    """`completeness_error` from its parts (broadcast): |total - change| / max(|change|, floor * |prob|), where
+    total = sum_f IG, change = P(x) - P(m zeroed) and prob = P(x); NaN where any part is NaN."""
+    scale = np.maximum(np.abs(change), np.maximum(floor * np.abs(prob), 1e-12))
+    return np.abs(total - change) / scale
+
+
+def node_levels(steps: int, max_steps: int | None) -> list[int]:
+    """The adaptive IG's node counts: steps, doubled until max_steps (the last doubling capped at it); [steps]
+    when max_steps is None or <= steps."""
+    levels = [int(steps)]
+    while max_steps is not None and levels[-1] < max_steps:
+        levels.append(min(2 * levels[-1], int(max_steps)))
+    return levels
 
 
 def replay_plan(num_layers: int, layers, max_ratio: float = 1.25) -> list[tuple[int, tuple[int, ...]]]:
@@ -152,13 +166,12 @@ def integrated_gradients(lm: LanguageModel, input_ids, target_ids, attention_mas
     result = run(ids, mask, targets, steps, layers)
     nodes = np.zeros((len(ids), num_layers), np.int32)
     nodes[:, list(layers)] = steps
-    current = steps
-    while max_steps is not None and current < max_steps:
+    levels = node_levels(steps, max_steps)
+    for previous, current in zip(levels, levels[1:]):
         with np.errstate(invalid="ignore"):
-            redo = (completeness_error(result) > tolerance) & (nodes == current)  # NaN (not asked): False
+            redo = (completeness_error(result) > tolerance) & (nodes == previous)  # NaN (not asked): False
         if not redo.any():
             break
-        current = min(2 * current, int(max_steps))
         rows, redo_layers = np.flatnonzero(redo.any(1)), tuple(int(l) for l in np.flatnonzero(redo.any(0)))
         # the rows again, padded (repeating the first) to a multiple of the placement's data axis
         size = len(rows) if placement is None else placement.round_batch_size(len(rows))

@@ -260,10 +260,8 @@ def _dequantize(tensor, rows: int = DEQUANTIZE_ROWS) -> np.ndarray:
     data, kind = tensor.data, tensor.tensor_type
     if kind in _UNQUANTIZED or data.ndim != 2:
         return np.array(gguf.quants.dequantize(data, kind), np.float32, copy=True)
-    first = gguf.quants.dequantize(data[:rows], kind)
-    out = np.empty((data.shape[0], first.shape[-1]), np.float32)
-    out[:rows] = first
-    for start in range(rows, data.shape[0], rows):
+    out = np.empty(gguf.quants.quant_shape_from_byte_shape(data.shape, kind), np.float32)
+    for start in range(0, data.shape[0], rows):
         out[start:start + rows] = gguf.quants.dequantize(data[start:start + rows], kind)
     return out
 

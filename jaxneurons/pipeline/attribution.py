@@ -37,7 +37,7 @@ from jaxneurons.models.decoder import Decoder, Record
 from jaxneurons.models.output import forward
 from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
-from jaxneurons.attribution.ig import COMPLETENESS_FLOOR, RULES
+from jaxneurons.attribution.ig import COMPLETENESS_FLOOR, COMPLETENESS_TOLERANCE, RULES, node_levels, relative_gap
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
@@ -51,7 +51,6 @@ ATTRIBUTION_STATE_FILE = "attribution_state.npz"
 SCORE_STATS = ("sum", "mean", "max", "min")  # per example, language, layer and category: the score table
 NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
 SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
-COMPLETENESS_TOLERANCE = 0.05  # also integrated_gradients' adaptive target (attribution.ig)
 TARGET_TOKEN = ("the gold answer's first token (the notebook used the label word, e.g. ' entailment', as the "
                 "effective score's target)")
 
@@ -288,33 +287,22 @@ def _accumulate_categories(acc, rows, codes_blf) -> None:
 def ig_completeness(acc, example_ids=None, languages=None, steps: int | None = None,
                     max_steps: int | None = None) -> dict:
     """Per layer: |sum over rows of (sum_f IG - (P - P0))| / sum |P - P0| (pooled), and per (example, language,
-    layer) row the relative error of `attribution.ig.completeness_error` (relative to |P - P0|, floored at
-    COMPLETENESS_FLOOR x P(x) when acc holds P(x) as ig/prob_e): its median and worst per layer, the single
-    worst row (named by example_ids[e] and languages[n] when given, else by index), and how many rows exceed
-    the tolerance. satisfied: the pooled errors and every row's error within COMPLETENESS_TOLERANCE. With
-    ig/nodes_e (the adaptive IG's node counts): how many rows used each count (steps, 2 steps, ... max_steps)."""
-    sum_enl, change_enl = acc["ig/sum_e"], acc["ig/change_e"]
-    layers = sum_enl.shape[-1]
-    total, change = sum_enl.reshape(-1, layers), change_enl.reshape(-1, layers)
-    gap = total - change
-    prob_en = acc.get("ig/prob_e")
-    prob = np.zeros(change_enl.shape[:2]) if prob_en is None else np.nan_to_num(np.abs(prob_en))
-    floor = np.maximum(COMPLETENESS_FLOOR * prob[..., None], 1e-12)  # [E, N, 1]
+    layer) row the error of `_row_errors`: its median and worst per layer, the single worst row (named by
+    example_ids[e] and languages[n] when given, else by index), and how many rows exceed the tolerance.
+    satisfied: the pooled errors and every row's error within COMPLETENESS_TOLERANCE. With ig/nodes_e (the
+    adaptive IG's node counts) and steps: how many rows used each count (`_node_counts`)."""
+    layers = acc["ig/sum_e"].shape[-1]
+    gap, change = (acc["ig/sum_e"] - acc["ig/change_e"]).reshape(-1, layers), acc["ig/change_e"].reshape(-1, layers)
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(np.nansum(gap, 0)) / np.nansum(np.abs(change), 0)
-        judged = np.abs(change_enl) > 0 if prob_en is None else np.isfinite(change_enl) & (prob > 0)[..., None]
-        row_enl = np.where(judged, np.abs(sum_enl - change_enl)
-                           / np.maximum(np.abs(change_enl), floor if prob_en is not None else 0), np.nan)
+    row_enl = _row_errors(acc)
     row_error = row_enl.reshape(-1, layers)
     done = np.isfinite(row_error).any(0)
-    median = [float(np.nanmedian(col)) if ok else None for col, ok in zip(row_error.T, done)]
-    worst_row = [float(np.nanmax(col)) if ok else None for col, ok in zip(row_error.T, done)]
     worst = float(np.nanmax(error)) if np.isfinite(error).any() else None
-    finite_rows = np.isfinite(row_enl)
-    above = int((np.where(finite_rows, row_enl, 0) > COMPLETENESS_TOLERANCE).sum())
+    judged = np.isfinite(row_enl)
     worst_entry = None
-    if finite_rows.any():
-        e, n, layer = np.unravel_index(np.argmax(np.where(finite_rows, row_enl, -np.inf)), row_enl.shape)
+    if judged.any():
+        e, n, layer = np.unravel_index(np.argmax(np.where(judged, row_enl, -np.inf)), row_enl.shape)
         worst_entry = {"example": example_ids[e] if example_ids is not None else int(e),
                        "language": languages[n] if languages is not None else int(n), "layer": int(layer),
                        "error": float(row_enl[e, n, layer])}
@@ -322,25 +310,43 @@ def ig_completeness(acc, example_ids=None, languages=None, steps: int | None = N
                          "/ sum |P(x) - P(layer's m = 0)|",
            "row_definition": "per example, language and layer: |sum_f IG - (P(x) - P(layer's m = 0))| / "
                              f"max(|P(x) - P(layer's m = 0)|, {COMPLETENESS_FLOOR} P(x))",
-           "error_per_layer": finite(error), "median_row_relative_error": median,
-           "worst_row_relative_error": worst_row, "max_error": worst, "worst_row": worst_entry,
-           "rows_above_tolerance": above, "rows": int(finite_rows.sum()), "tolerance": COMPLETENESS_TOLERANCE,
+           "error_per_layer": finite(error),
+           "median_row_relative_error": [float(np.nanmedian(c)) if ok else None for c, ok in zip(row_error.T, done)],
+           "worst_row_relative_error": [float(np.nanmax(c)) if ok else None for c, ok in zip(row_error.T, done)],
+           "max_error": worst, "worst_row": worst_entry,
+           "rows_above_tolerance": int(_above_tolerance(row_enl).sum()), "rows": int(judged.sum()),
+           "tolerance": COMPLETENESS_TOLERANCE,
            "satisfied": (worst is not None and worst <= COMPLETENESS_TOLERANCE
                          and (worst_entry is None or worst_entry["error"] <= COMPLETENESS_TOLERANCE))}
-    nodes_enl = acc.get("ig/nodes_e")
-    if nodes_enl is not None and steps is not None:
-        levels = [int(steps)]
-        while max_steps is not None and levels[-1] < max_steps:
-            levels.append(min(2 * levels[-1], int(max_steps)))
-        used = nodes_enl[np.isfinite(nodes_enl) & finite_rows]
-        top = levels[-1]
-        out["nodes"] = {"levels": levels, "rows_per_level": [int((used == v).sum()) for v in levels],
-                        "max_used": int(used.max()) if used.size else None,
-                        "at_max_above_tolerance": int(((nodes_enl == top) & finite_rows
-                                                       & (np.where(finite_rows, row_enl, 0)
-                                                          > COMPLETENESS_TOLERANCE)).sum())
-                        if max_steps is not None and top > steps else 0}
+    if acc.get("ig/nodes_e") is not None and steps is not None:
+        out["nodes"] = _node_counts(acc["ig/nodes_e"], row_enl, steps, max_steps)
     return out
+
+
+def _row_errors(acc) -> np.ndarray:
+    """[E, N, L] completeness error of each (example, language, layer) row: `attribution.ig.relative_gap`
+    (floored at COMPLETENESS_FLOOR x P(x)) when acc holds P(x) as ig/prob_e, else relative to |P - P0| alone
+    (states saved before P(x) was kept); NaN for rows not judged."""
+    total, change, prob = acc["ig/sum_e"], acc["ig/change_e"], acc.get("ig/prob_e")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if prob is None:
+            return np.where(np.abs(change) > 0, np.abs(total - change) / np.abs(change), np.nan)
+        return np.where((np.abs(prob) > 0)[..., None], relative_gap(total, change, prob[..., None]), np.nan)
+
+
+def _above_tolerance(row_enl: np.ndarray) -> np.ndarray:
+    return np.isfinite(row_enl) & (np.where(np.isfinite(row_enl), row_enl, 0) > COMPLETENESS_TOLERANCE)
+
+
+def _node_counts(nodes_enl, row_enl, steps: int, max_steps: int | None) -> dict:
+    """The rows judged per node count of the adaptive IG (`attribution.ig.node_levels`), the most used, and the
+    rows that reached the last count still above the tolerance."""
+    levels = node_levels(steps, max_steps)
+    used = nodes_enl[np.isfinite(nodes_enl) & np.isfinite(row_enl)]
+    at_max = (nodes_enl == levels[-1]) & _above_tolerance(row_enl)
+    return {"levels": levels, "rows_per_level": [int((used == v).sum()) for v in levels],
+            "max_used": int(used.max()) if used.size else None,
+            "at_max_above_tolerance": int(at_max.sum()) if len(levels) > 1 else 0}
 
 
 def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
