@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py                       # the README's demo, and XNLI on smollm2 on 1 and 8 devices
     python benchmarks/memory.py --runs=demo --json=memory.json
+    python benchmarks/memory.py --runs=load_gemma             # the model load alone (jn.load_model)
 
 Each run is `launchers/analyze.py` in a fresh process (so nothing is shared between runs), measured by the
 kernel's peak resident set size of that process (`os.wait4`'s `ru_maxrss`) and its wall time. The weights' size is the float32 size of the model's parameters. The
@@ -23,7 +24,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launchers", "analyze.py")
 
-# name -> (model, analyze.py flags, simulated CPU devices)
+# name -> (model, analyze.py flags, simulated CPU devices); LOADS: name -> model, a process that only loads it
 RUNS = {
     "demo": ("gemma3-270m", ["--flagfile=" + os.path.join(REPO, "launchers", "configs", "demo.flags")], 1),
     "xnli_smollm_1": ("smollm2-135m", ["--model=smollm2-135m", "--task=xnli", "--languages=en,de,fr,zh",
@@ -32,7 +33,10 @@ RUNS = {
                                        "--num_examples=16", "--mesh=data:8"], 8),
 }
 
-_RUNS = flags.DEFINE_list("runs", list(RUNS), f"Which runs, of {', '.join(RUNS)}.")
+LOADS = {"load_gemma": "gemma3-270m", "load_smollm": "smollm2-135m"}
+
+_RUNS = flags.DEFINE_list("runs", list(RUNS), f"Which runs, of {', '.join(RUNS)}, or model loads alone: "
+                          f"{', '.join(LOADS)}.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 _EXTRA = flags.DEFINE_list("extra_flags", [], "Flags appended to every run (e.g. --num_examples=8).")
 
@@ -49,14 +53,15 @@ def weights_gb(model: str) -> float:
 
 
 def measure(name: str) -> dict:
-    """Run one launcher job in a child process: its peak RSS (`os.wait4`'s rusage of that child), wall time and
+    """Run one launcher job (or one model load) in a child process: its peak RSS (`os.wait4`'s rusage of that child), wall time and
     exit code."""
-    model, args, devices = RUNS[name]
+    model, args, devices = RUNS[name] if name in RUNS else (LOADS[name], None, 1)
     env = dict(os.environ)
     if devices > 1:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     with tempfile.TemporaryDirectory() as out, open(os.path.join(out, "log.txt"), "w+") as log:
-        command = [sys.executable, LAUNCHER, *args, *_EXTRA.value, f"--output_dir={out}/run", "--noprogress"]
+        command = ([sys.executable, "-c", f"import jaxneurons as jn; jn.load_model({model!r})"] if args is None else
+                   [sys.executable, LAUNCHER, *args, *_EXTRA.value, f"--output_dir={out}/run", "--noprogress"])
         load = os.getloadavg()[0]
         start = time.perf_counter()
         child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -76,9 +81,9 @@ def measure(name: str) -> dict:
 
 def main(argv: list[str]) -> None:
     del argv
-    unknown = [r for r in _RUNS.value if r not in RUNS]
+    unknown = [r for r in _RUNS.value if r not in RUNS and r not in LOADS]
     if unknown:
-        raise app.UsageError(f"--runs: unknown {unknown}; choose from {list(RUNS)}")
+        raise app.UsageError(f"--runs: unknown {unknown}; choose from {list(RUNS) + list(LOADS)}")
     results = []
     for name in _RUNS.value:
         result = measure(name)
