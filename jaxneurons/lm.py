@@ -87,6 +87,14 @@ class LanguageModel:
         out = self.forward(ids, mask, record=record, intervention=intervention, patches=patches)
         return out.logits, out.activations
 
+    def generate(self, prompts, *, max_new_tokens: int, intervention: Intervention | None = None, **settings):
+        """Continue prompts (texts, or ids [B, T] with attention_mask=) under an intervention: a
+        `jaxneurons.generation.Generation` (.texts, .token_ids, .lengths); settings: see
+        `jaxneurons.generation.generate` (temperature, top_p, seed, stop, positions, batch_size, mesh)."""
+        from jaxneurons.generation import generate
+
+        return generate(self, prompts, max_new_tokens=max_new_tokens, intervention=intervention, **settings)
+
     def token_id(self, text: str) -> int:
         """The id of `text` as one token (no special tokens), e.g. token_id(" Paris"); raises if it is not one."""
         ids = self._tokenizer()(text, add_special_tokens=False)["input_ids"]

@@ -29,6 +29,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxneurons.models import layers as L
 from jaxneurons.models.config import ModelConfig
@@ -46,7 +47,8 @@ RECORD_AT = ("last", "every", "max")  # where a Record reads: the last real toke
 class Record:
     """Which quantities the model records (`NAMES`), where, and in which layers; nothing nobody asked for.
 
-    layers: a subset of layer indices (None: all); replay: also what a last-token replay needs (`Replay`).
+    layers: a subset of layer indices (None: all); replay: also what a last-token replay needs (`Replay`);
+    kv: also every token's keys and values in every layer (`KVCache`: a generation's prefill, or its new token).
     top_k: record each FFN quantity (`FFN_NAMES`) as (values, indices) of its k largest neurons per row,
     position and layer instead of all F (`jax.lax.top_k` order, largest first; all F when k > F); the other
     names are recorded whole.
@@ -57,6 +59,7 @@ class Record:
     layers: tuple[int, ...] | None = None
     replay: bool = False
     top_k: int | None = None
+    kv: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "names", tuple(self.names))
@@ -88,6 +91,72 @@ class Intervention:
     def identity(cls, config: ModelConfig, where_bt: jax.Array, dtype=jnp.float32) -> "Intervention":
         shape = (where_bt.shape[0], config.num_layers, config.intermediate_size)
         return cls(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), where_bt.astype(bool))
+
+    @classmethod
+    def on(cls, model, neurons, *, scale=1.0, shift=0.0) -> "Intervention":
+        """m <- m * scale + shift at the given neurons, in every row at every token (`where` is [1, 1]).
+
+        model: a LanguageModel or ModelConfig; neurons: {layer: [neuron indices]}, or a list of such maps, one
+        per row (scale and shift are then [rows, L, F]); scale, shift: a number, or {layer: values} aligned with
+        that layer's indices (e.g. a steering vector over all F neurons: {layer: range(F)} with its values).
+        """
+        config = getattr(model, "config", model)
+        rows = [neurons] if isinstance(neurons, dict) else list(neurons)
+        shape = (len(rows), config.num_layers, config.intermediate_size)
+        scale_rlf, shift_rlf = np.ones(shape, np.float32), np.zeros(shape, np.float32)
+        for r, row in enumerate(rows):
+            for layer, index in _neuron_sets(config, row).items():
+                scale_rlf[r, layer, index] = _values_at(scale, layer, len(index), "scale")
+                shift_rlf[r, layer, index] = _values_at(shift, layer, len(index), "shift")
+        return cls(jnp.asarray(scale_rlf), jnp.asarray(shift_rlf), jnp.ones((1, 1), bool))
+
+    @classmethod
+    def zero(cls, model, neurons) -> "Intervention":
+        """The given neurons ({layer: [indices]}, or one map per row) deactivated: m = 0 at every token."""
+        return cls.on(model, neurons, scale=0.0)
+
+    @classmethod
+    def multiply(cls, model, neurons, factor) -> "Intervention":
+        """The given neurons scaled by factor (a number, or {layer: values}) at every token."""
+        return cls.on(model, neurons, scale=factor)
+
+    @classmethod
+    def add(cls, model, neurons, value) -> "Intervention":
+        """value (a number, or {layer: values}) added to the given neurons at every token."""
+        return cls.on(model, neurons, shift=value)
+
+    @classmethod
+    def set(cls, model, neurons, value) -> "Intervention":
+        """The given neurons replaced by value (a number, or {layer: values}) at every token."""
+        return cls.on(model, neurons, scale=0.0, shift=value)
+
+
+def _neuron_sets(config: ModelConfig, neurons: dict) -> dict[int, np.ndarray]:
+    """{layer: int indices} of a {layer: [neuron indices]} map, each layer and neuron checked against config."""
+    checked = {}
+    for layer, index in neurons.items():
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < config.num_layers:
+            raise ValueError(f"intervention layer {layer!r} is not a layer of this model (0..{config.num_layers - 1})")
+        index = np.asarray(list(index) if not isinstance(index, np.ndarray) else index).astype(np.int64).reshape(-1)
+        bad = index[(index < 0) | (index >= config.intermediate_size)]
+        if bad.size:
+            raise ValueError(f"intervention neuron {int(bad[0])} in layer {layer} is out of range: this model has "
+                             f"{config.intermediate_size} neurons per layer (0..{config.intermediate_size - 1})")
+        checked[int(layer)] = index
+    return checked
+
+
+def _values_at(value, layer: int, count: int, name: str) -> np.ndarray | float:
+    """A number, or the values of `layer` in a {layer: values} map (as many as that layer's indices)."""
+    if not isinstance(value, dict):
+        return float(value)
+    if layer not in value:
+        raise ValueError(f"intervention {name}: no values for layer {layer} (give a number, or values for every "
+                         "layer of the neuron map)")
+    values = np.asarray(value[layer], np.float32).reshape(-1)
+    if values.size not in (1, count):
+        raise ValueError(f"intervention {name}: layer {layer} has {count} neurons but {values.size} values")
+    return values
 
 
 @flax.struct.dataclass
@@ -141,6 +210,35 @@ class Replay:
         return jax.tree.map(lambda x: x[start:], self)
 
 
+@flax.struct.dataclass
+class KVCache:
+    """Every layer's keys and values at `slots` token positions, for decoding one token a step.
+
+    keys, values: [L, B, S, kv_heads, head_dim]; mask: [B, S], 1 where a slot holds a real token; length: how
+    many slots are in use (the next token's slot). A left-padded prompt fills slots 0..T-1 (its padding with
+    mask 0), and each generated token the next slot, so slot distances are token distances (sliding windows).
+    Layer-first, like `Replay`: the layer scan consumes it.
+    """
+
+    keys: jax.Array
+    values: jax.Array
+    mask: jax.Array
+    length: jax.Array
+
+    def grow(self, slots: int) -> "KVCache":
+        """The same cache with `slots` more empty slots."""
+        pad = [(0, 0)] * 2 + [(0, slots)] + [(0, 0)] * 2
+        return KVCache(jnp.pad(self.keys, pad), jnp.pad(self.values, pad), jnp.pad(self.mask, ((0, 0), (0, slots))),
+                       self.length)
+
+    def append(self, new: "KVCache") -> "KVCache":
+        """The cache with one more token (new: the keys and values of a one-token step) in slot `length`."""
+        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=self.length, axis=2)
+        mask = jax.lax.dynamic_update_slice_in_dim(self.mask, jnp.ones_like(self.mask[:, :1]), self.length, axis=1)
+        return KVCache(put(self.keys, new.keys.astype(self.keys.dtype)),
+                       put(self.values, new.values.astype(self.values.dtype)), mask, self.length + 1)
+
+
 class Norm(nn.Module):
     kind: str
     eps: float
@@ -184,7 +282,7 @@ class Attention(nn.Module):
         if c.position == "rope":
             cos, sin = _select(is_local, ctx["rope_local"], ctx["rope"])
             q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
-        if self.record.replay:
+        if self.record.replay or self.record.kv:
             self.sow("intermediates", "keys", k)
             self.sow("intermediates", "values", v)
         mask = _select(is_local, ctx["mask_local"], ctx["mask"])
@@ -192,7 +290,7 @@ class Attention(nn.Module):
             out, probs_bths = attend(c, q, k, v, mask, ctx.get("alibi"))
             if "attn_pattern" in self.record.names:
                 self.sow("intermediates", "attn_pattern", _read_at(probs_bths, ctx, self.record.at))
-        else:  # one new token attending over the cached keys/values of the earlier ones
+        else:  # one new token attending over the cached keys/values of the earlier ones (a replay, or decoding)
             out = attend_after_prefix(c, q, k, v, prefix_kv[0].astype(k.dtype), prefix_kv[1].astype(v.dtype), mask,
                                       ctx.get("alibi"))
         return _dense(c.hidden_size, c.out_bias, self.dtype, self.param_dtype, "o")(out.reshape(b, t, -1))
@@ -309,9 +407,8 @@ class Block(nn.Module):
         if self.record.replay:
             self.sow("intermediates", "inputs", _read_at(h, ctx, "last"))
         h = see("resid_pre", h)
-        prefix = None if replay is None else (replay.prefix_k, replay.prefix_v)
         a = Attention(c, self.dtype, self.param_dtype, self.record, name="attn")(
-            norm("attn_norm")(h), ctx, xs["is_local"], prefix)
+            norm("attn_norm")(h), ctx, xs["is_local"], xs.get("prefix"))
         if c.sandwich_norms:
             a = norm("post_attn_norm")(a)
         h = h + see("attn_out", a)
@@ -375,7 +472,8 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids_bt, mask_bt, *, record_index=None, intervention: Intervention | None = None,
-                 patches: tuple[Patch, ...] = (), logit_index=None, replay: Replay | None = None):
+                 patches: tuple[Patch, ...] = (), logit_index=None, replay: Replay | None = None,
+                 cache: KVCache | None = None):
         """mask_bt: 1 for tokens, 0 for padding, or segment ids 1, 2, ... for rows that pack several sequences
         one after another (each attends only to itself, its positions restart at 0); then record_index is
         [B, Q], one recorded token per packed sequence, and Record.at "max" is not available.
@@ -383,15 +481,17 @@ class Decoder(nn.Module):
         replay: re-run only the last token of left-padded prompts from a cache (see `Replay`), through layers
         first_layer..L-1, with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask; the
         intervention's scale and shift then cover those layers only. Run it through
-        `jaxneurons.models.output.forward`, which returns its recordings in the public layout."""
+        `jaxneurons.models.output.forward`, which returns its recordings in the public layout.
+        cache: decode one new token per row (input_ids_bt [B, 1], mask_bt ignored) against the keys and values
+        of the earlier ones (`KVCache`); the intervention's `where` is then [B, 1] (or [1, 1])."""
         c = self.config
         if self.logits not in LOGITS:
             hint = f" ({self.logits!r} is now {RENAMED[self.logits]!r})" if self.logits in RENAMED else ""
             raise ValueError(f"unknown Decoder.logits {self.logits!r}{hint}; choose from {LOGITS}")
         if self.first_layer and replay is None:
             raise ValueError("first_layer > 0 needs a replay (the residual stream entering that layer)")
-        if patches and replay is not None:
-            raise ValueError("patches apply to full forwards, not to last-token replays")
+        if patches and (replay is not None or cache is not None):
+            raise ValueError("patches apply to full forwards, not to last-token replays or decoding steps")
         embed = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
         if replay is None:
@@ -402,10 +502,15 @@ class Decoder(nn.Module):
                 h = Norm(c.norm, c.norm_eps, self.param_dtype, name="embed_norm")(h)
         else:
             h = replay.inputs[0].astype(self.dtype)[:, None]
-        ctx = self._context(mask_bt, record_index, intervention, input_ids_bt.shape[1])
+        if cache is None:
+            ctx = self._context(mask_bt, record_index, intervention, input_ids_bt.shape[1])
+        else:
+            ctx = self._decode_context(cache, intervention)
         xs = {"is_local": jnp.asarray(c.is_local()[self.first_layer:])}
         if replay is not None:
-            xs["replay"] = replay
+            xs.update(replay=replay, prefix=(replay.prefix_k, replay.prefix_v))
+        if cache is not None:
+            xs["prefix"] = (cache.keys, cache.values)
         if intervention is not None:  # public [B, L, F], scanned over layers
             xs.update(scale=jnp.moveaxis(intervention.scale, 1, 0), shift=jnp.moveaxis(intervention.shift, 1, 0))
         if patches:
@@ -438,6 +543,30 @@ class Decoder(nn.Module):
         if c.position == "rope":
             ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions[:, -query_len:])
             ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions[:, -query_len:])
+        else:
+            ctx["alibi"] = L.alibi_bias(c.num_heads, positions)
+        if intervention is not None:
+            ctx["intervene"] = intervention.where
+        return ctx
+
+    def _decode_context(self, cache: KVCache, intervention):
+        """Masks and positions of one new token in slot `cache.length`: its keys are the cache's filled slots
+        (within the sliding window on local layers) and itself; its position counts the real tokens before it."""
+        c = self.config
+        filled = cache.mask != 0
+        itself = jnp.ones_like(filled[:, :1])
+        keys_bs = jnp.concatenate([filled, itself], axis=1)
+        mask = keys_bs[:, None, None, None, :]
+        mask_local = mask
+        if c.sliding_window is not None:
+            near = (cache.length - jnp.arange(filled.shape[1])) < c.sliding_window
+            mask_local = jnp.concatenate([filled & near, itself], axis=1)[:, None, None, None, :]
+        positions = L.positions_from_mask(keys_bs.astype(jnp.int32))
+        ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": itself,
+               "record_index": jnp.zeros(filled.shape[0], jnp.int32)}
+        if c.position == "rope":
+            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions[:, -1:])
+            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions[:, -1:])
         else:
             ctx["alibi"] = L.alibi_bias(c.num_heads, positions)
         if intervention is not None:

@@ -9,7 +9,7 @@ Batch first, then the token axis when there is one, then layers, then the quanti
   activations at one token per row (Record.at "last" or "max"): [B, L, F] or [B, L, D];
   at every token (Record.at "every"), or at Q packed sequences' recorded tokens: [B, T, L, F] or [B, Q, L, F];
   attn_pattern: [B, T, L, H, S] at every query token, [B, L, H, S] at one.
-`Replay` is the one exception, layer-first, because the layer scan consumes it.
+`Replay` and `KVCache` are the exceptions, layer-first, because the layer scan consumes them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxneurons.models.config import ModelConfig
-from jaxneurons.models.decoder import Decoder, Intervention, Patch, Replay
+from jaxneurons.models.decoder import Decoder, Intervention, KVCache, Patch, Replay
 
 @flax.struct.dataclass
 class Output:
@@ -30,20 +30,23 @@ class Output:
     hidden states [B, J, D] ("hidden", for a caller that unembeds them itself) or None ("none");
     activations: {name: array} in the public layout (module docstring), for an FFN quantity under
     `Record(top_k=k)` a (values, indices) pair with k in place of F; replay: the cache a last-token
-    replay needs, when the record asked for it."""
+    replay needs, when the record asked for it; cache: every token's keys and values (`Record(kv=True)`), in
+    slots 0..T-1 of a `KVCache` (mask: the forward's mask, length T)."""
 
     logits: jax.Array | None
     activations: dict[str, jax.Array]
     replay: Replay | None = None
+    cache: KVCache | None = None
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
 def forward(decoder: Decoder, params, input_ids, mask, *, record_index=None, intervention: Intervention | None = None,
-            patches: tuple[Patch, ...] = (), logit_index=None, replay: Replay | None = None) -> Output:
+            patches: tuple[Patch, ...] = (), logit_index=None, replay: Replay | None = None,
+            cache: KVCache | None = None) -> Output:
     """One jitted forward of `decoder` with `params` (see `Decoder.__call__` for the arguments)."""
     logits, state = decoder.apply({"params": params}, input_ids, mask, record_index=record_index,
                                   intervention=intervention, patches=patches, logit_index=logit_index,
-                                  replay=replay, mutable=["intermediates"])
+                                  replay=replay, cache=cache, mutable=["intermediates"])
     sown = _sown(state)  # {name: [L, B, ...]}
     per_token = decoder.record.at == "every" or (record_index is not None and np.ndim(record_index) == 2)
     layers = decoder.record.layers
@@ -54,7 +57,10 @@ def forward(decoder: Decoder, params, input_ids, mask, *, record_index=None, int
         picked = sown[name] if layers is None else jax.tree.map(
             lambda v: v[np.asarray(layers) - decoder.first_layer], sown[name])
         activations[name] = jax.tree.map(lambda v: jnp.moveaxis(v, 0, 2 if per_token else 1), picked)
-    return Output(logits, activations, _replay(sown) if decoder.record.replay else None)
+    kv = None
+    if decoder.record.kv:
+        kv = KVCache(sown["keys"], sown["values"], jnp.asarray(mask, jnp.int32), jnp.asarray(mask.shape[1], jnp.int32))
+    return Output(logits, activations, _replay(sown) if decoder.record.replay else None, kv)
 
 
 def _sown(state) -> dict:
