@@ -8,15 +8,17 @@ from jaxneurons.loading.export import export_hf, to_hf_config
 from jaxneurons.models.config import ModelConfig, from_hf_config
 from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Record
 from jaxneurons.models.output import Output
-from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, load_result
+from jaxneurons.generation import Generation, generate
+from jaxneurons.language_id import identify as identify_language
+from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, SteeringResult, load_result
 from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, make_examples
 
 # Last: `jn.attribution` is the analysis (the function), not the subpackage jaxneurons.attribution, which is
 # imported above and stays importable by its full name.
-from jaxneurons.analyses import attribution, deactivation, sharing  # noqa: E402
+from jaxneurons.analyses import attribution, deactivation, sharing, steering  # noqa: E402
 
-__all__ = ["sharing", "attribution", "deactivation", "load_result", "SharingResult", "AttributionResult",
-           "DeactivationResult", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
+__all__ = ["sharing", "attribution", "deactivation", "steering", "load_result", "SharingResult",
+           "AttributionResult", "DeactivationResult", "SteeringResult", "generate", "Generation", "identify_language", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
            "plot_logit_lens", "LogitLens", "neuron_tokens", "NeuronTokens", "integrated_gradients", "static_scores",
            "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES",
            "Decoder", "Intervention", "Patch", "Record", "Output"]

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from jaxneurons.lm import LanguageModel
 from jaxneurons.pipeline.outputs import with_provenance
-from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult
+from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, SteeringResult
 from jaxneurons.tasks.base import ParallelExample, Task
 
 CUSTOM_TASK = "custom"
@@ -102,6 +102,34 @@ def deactivation(lm: LanguageModel, examples, *, task: Task | None = None, langu
     summary = run_interventions(lm, task, examples, languages, _folder(output_dir), config, resume=resume,
                                 progress=progress, mesh=mesh)
     return DeactivationResult(with_provenance(summary))
+
+
+def steering(lm: LanguageModel, examples, *, task: Task | None = None, languages: Sequence[str] | None = None,
+             sets: dict | str | os.PathLike | None = None, output_dir: str | os.PathLike | None = None,
+             resume: bool = False, progress: bool = True, mesh: Mesh | None = None, **settings) -> SteeringResult:
+    """Language steering (`pipeline.run_steering`): the examples' prompts in each language generated with
+    nothing changed, with each language's neurons zeroed or boosted, and beside random and |m|-matched
+    controls; the language of every output, per prompt language and condition, with 95% intervals.
+
+    sets: {lang: {layer: [neuron indices]}}, or a JSON file of that shape (e.g. a LAPE selection); default:
+    the neurons most often specific to each language in these examples (`pipeline.steering.specific_sets`).
+    settings: `SteeringConfig` fields (actions, controls, boost, seeds, max_new_tokens, batch_size, set_size,
+    bootstrap). Other arguments as in `sharing`."""
+    from jaxneurons.pipeline.steering import SteeringConfig, read_sets, run_steering, specific_sets
+
+    examples, task, languages, _ = _inputs(examples, task, languages, None)
+    config = _config(SteeringConfig, "steering", settings)
+    if sets is None:
+        sets, origin = specific_sets(lm, examples, languages, config.set_size), "specific"
+    elif isinstance(sets, (str, os.PathLike)):
+        sets, origin = read_sets(os.fspath(sets), languages, lm.config), os.fspath(sets)
+    else:
+        origin = "given"
+    prompts = {lang: [ex.prompts[lang] for ex in examples] for lang in languages}
+    summary = run_steering(lm, prompts, sets, _folder(output_dir), config, resume=resume, progress=progress,
+                           mesh=mesh, identity_extra={"task": task.name, "sets_from": origin})
+    generations = summary.pop("generations")
+    return SteeringResult(with_provenance(summary), generations)
 
 
 def config_settings(config) -> dict:

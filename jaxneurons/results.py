@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-PASSES = ("sharing", "attribution", "deactivation")
+PASSES = ("sharing", "attribution", "deactivation", "steering")
 INTERVENTIONS_FILE = "interventions.json"  # pipeline.interventions' name, here without importing the pass
 ATTRIBUTION_FILE = "attribution.json"  # pipeline.attribution's
+STEERING_FILE = "steering.json"  # pipeline.steering's
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -379,7 +380,72 @@ class DeactivationResult(_Result):
         return lines
 
 
-RESULTS = {"sharing": SharingResult, "attribution": AttributionResult, "deactivation": DeactivationResult}
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class SteeringResult(_Result):
+    """The steering pass: `summary` as in steering.json; `generations` (one dict per prompt, condition and
+    generated text, as in generations.jsonl) when the run returned them."""
+
+    generations: list | None = None
+
+    PASS = "steering"
+    FILE = STEERING_FILE
+
+    @property
+    def model(self) -> str | None:
+        return self.summary["meta"].get("model")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.summary["meta"]["prompt_languages"])
+
+    @property
+    def num_examples(self) -> int:
+        return int(min(self.summary["meta"]["n_prompts"].values()))
+
+    def to_pandas(self):
+        """One row per prompt language, condition and output language ("off_target": identified and not the
+        prompt's), the share of outputs in % with its 95% bootstrap interval over prompts."""
+        rows = []
+        for lang, conditions in self.summary["per_language"].items():
+            for condition, entry in conditions.items():
+                for output, stat in [("off_target", entry["off_target"]), *entry["shares"].items()]:
+                    value, low, high = _ci(stat)
+                    rows.append({"prompt_language": lang, "condition": condition, "output": output, "value": value,
+                                 "ci_low": low, "ci_high": high})
+        return _frame(rows, ["prompt_language", "condition", "output", "value", "ci_low", "ci_high"])
+
+    def generations_frame(self):
+        """The generations (prompt language, condition, prompt, text, identified language and confidence)."""
+        if self.generations is None:
+            raise ValueError("this SteeringResult has no generations: read generations.jsonl of its run folder")
+        import pandas as pd
+
+        return pd.DataFrame(self.generations)
+
+    def _figures(self) -> dict[str, Callable]:
+        from jaxneurons.analysis.steering_report import steering_figure
+
+        return {"steering": steering_figure}
+
+    def save(self, directory: str | os.PathLike) -> str:
+        from jaxneurons.analysis.steering_report import write_steering
+
+        write_steering(os.fspath(directory), self.summary, self.generations or [])
+        return os.fspath(directory)
+
+    def _facts(self) -> dict:
+        return {"model": self.model, "languages": ", ".join(self.languages), "n": self.num_examples}
+
+    def _headline_html(self) -> list[str]:
+        lines = ["Off-target outputs (identified, not the prompt's language), 95% CI over prompts:"]
+        for lang, conditions in self.summary["per_language"].items():
+            shown = [f"{html.escape(c)} {_interval(e['off_target'])}" for c, e in conditions.items() if ":s" not in c]
+            lines.append(f"{html.escape(lang)} prompts: " + "; ".join(shown))
+        return lines
+
+
+RESULTS = {"sharing": SharingResult, "attribution": AttributionResult, "deactivation": DeactivationResult,
+           "steering": SteeringResult}
 
 
 def load_result(directory: str | os.PathLike, pass_name: str | None = None) -> _Result:

@@ -110,6 +110,23 @@ _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", None, "Deprecated 
 _RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds of every drawn set: the random, |m|-matched and "
                                      "count-matched deactivation controls, and the attribution's |m|-matched null.",
                                      lower_bound=1)
+_STEERING = flags.DEFINE_bool("steering", False, "Also generate from every language's prompts with each language's "
+                              "neurons zeroed or boosted, beside random and |m|-matched controls, and identify the "
+                              "language of every output. Writes steering.json and generations.jsonl.")
+_STEER_SETS = flags.DEFINE_string("steer_sets", None, "--steering: a JSON file {lang: {layer: [neuron indices]}} "
+                                  "(e.g. a LAPE selection); default: the neurons most often specific to each "
+                                  "language in these examples (--steer_set_size of each layer).")
+_STEER_SET_SIZE = flags.DEFINE_float("steer_set_size", 0.01, "--steering: share of each layer's neurons in a "
+                                     "language's computed set.")
+_STEER_ACTIONS = flags.DEFINE_list("steer_actions", "off,boost", "--steering: off (zeroed) and/or boost "
+                                   "(multiplied by --steer_boost).")
+_STEER_CONTROLS = flags.DEFINE_list("steer_controls", "random,matched", "--steering: controls beside each action: "
+                                    "random (count-matched) and/or matched (|m|-matched).")
+_STEER_BOOST = flags.DEFINE_float("steer_boost", 2.0, "--steering: the factor of boost.")
+_STEER_NEW_TOKENS = flags.DEFINE_integer("steer_new_tokens", 24, "--steering: tokens generated per prompt.",
+                                         lower_bound=1)
+_STEER_BATCH_SIZE = flags.DEFINE_integer("steer_batch_size", 32, "--steering: prompts generated together.",
+                                         lower_bound=1)
 
 
 # Flags of where and how a run executes, never of what it computes: a run resumed with other values is the same
@@ -124,8 +141,9 @@ def not_in_identity() -> set[str]:
     from jaxneurons.pipeline import SharingConfig
     from jaxneurons.pipeline.attribution import AttributionConfig
     from jaxneurons.pipeline.interventions import InterventionsConfig
+    from jaxneurons.pipeline.steering import SteeringConfig
 
-    return RUNTIME_FLAGS | identity_free(SharingConfig, AttributionConfig, InterventionsConfig)
+    return RUNTIME_FLAGS | identity_free(SharingConfig, AttributionConfig, InterventionsConfig, SteeringConfig)
 
 
 def parse_thresholds(values: list[str]) -> list[float]:
@@ -175,6 +193,23 @@ def interventions_config():
                         batch_size=("batch_size", _BATCH_SIZE.value),
                         every_token=("deactivate_every_token", _DEACTIVATE_EVERY_TOKEN.value),
                         seeds=("random_seeds", _RANDOM_SEEDS.value), bootstrap=("bootstrap", _BOOTSTRAP.value))
+
+
+def steering_config():
+    """The steering pass's config, None without --steering."""
+    from jaxneurons.cli import build_config
+    from jaxneurons.pipeline.steering import SteeringConfig
+
+    if not _STEERING.value:
+        return None
+    if _STEER_SETS.value is not None and not os.path.isfile(_STEER_SETS.value):
+        raise ValueError(f"--steer_sets={_STEER_SETS.value}: no such file")
+    return build_config(SteeringConfig, actions=("steer_actions", _STEER_ACTIONS.value),
+                        controls=("steer_controls", _STEER_CONTROLS.value), boost=("steer_boost", _STEER_BOOST.value),
+                        seeds=("random_seeds", _RANDOM_SEEDS.value),
+                        max_new_tokens=("steer_new_tokens", _STEER_NEW_TOKENS.value),
+                        batch_size=("steer_batch_size", _STEER_BATCH_SIZE.value),
+                        set_size=("steer_set_size", _STEER_SET_SIZE.value), bootstrap=("bootstrap", _BOOTSTRAP.value))
 
 
 def check_task():
@@ -259,7 +294,7 @@ def prompt_suffix() -> str:
     return _PROMPT_SUFFIX.value.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions):
+def run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions, steering=None):
     """The passes, as the library calls them (`jaxneurons.analyses`), each config's fields as its settings:
     sharing, then attribution.json / interventions.json when asked for. Each pass writes its files, figures
     and section of report.md; the passes split their examples over the processes, process 0 alone writes.
@@ -274,6 +309,8 @@ def run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions):
         analyses.attribution(lm, loaded.examples, **where, **analyses.config_settings(attribution))
     if interventions is not None:
         analyses.deactivation(lm, loaded.examples, **where, **analyses.config_settings(interventions))
+    if steering is not None:
+        analyses.steering(lm, loaded.examples, sets=_STEER_SETS.value, **where, **analyses.config_settings(steering))
     return sharing
 
 
@@ -319,6 +356,7 @@ def analyze() -> None:
     distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
     task = check_task()
     sharing_cfg, attribution, interventions = sharing_config(), attribution_config(), interventions_config()
+    steering = steering_config()
     loaded = load_data(task)
     logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples), ",".join(_LANGUAGES.value),
                  loaded.skipped or "none")
@@ -329,7 +367,7 @@ def analyze() -> None:
                           tokenizer=_TOKENIZER.value)
     if process_index == 0:
         write_flags(_OUTPUT_DIR.value, flags_text())
-    sharing = run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions)
+    sharing = run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions, steering)
     print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing.accuracy.items())}")
     print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
 

@@ -217,7 +217,7 @@ def _correctness_reading(sharing: dict) -> list[str]:
 
 
 SECTIONS_DIR = "sections"  # each pass's part of report.md, composed in SECTION_ORDER
-SECTION_ORDER = ("sharing", "attribution", "deactivation")
+SECTION_ORDER = ("sharing", "attribution", "deactivation", "steering")
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"  # every pass's PNGs, linked from report.md
 
