@@ -151,6 +151,7 @@ def markdown(lines, command, duration_s, warning) -> str:
                          f"{100 * gen['torch']['equal_row_share']:.0f}% of rows" if "torch" in gen else ""))
     loads = [x for r in lines for x in r.get("load_1min_before", []) + r.get("load_1min_after", [])]
     first = lines[0]
+    repeats = " or ".join(str(n) for n in sorted({r["repeats"] for r in lines}))
     out = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     out += ["| " + " | ".join(row) + " |" for row in table[1:]]
     out += ["", f"Command: `{command}`", f"Date: {time.strftime('%Y-%m-%d %H:%M')}, {duration_s / 60:.1f} minutes.",
@@ -158,8 +159,29 @@ def markdown(lines, command, duration_s, warning) -> str:
             + f"; JAX device {first['jax_device']}; {first['dtype']}.",
             f"1-minute load average around the timed runs: {min(loads):.2f} to {max(loads):.2f} "
             f"(median {sorted(loads)[len(loads) // 2]:.2f})." if loads else "No timed runs.",
-            f"Each side ran {first['repeats']} times, interleaved A B .. B A after a warm-up; medians, min-max in "
+            f"Each side ran {repeats} times, interleaved A B .. B A after a warm-up; medians, min-max in "
             "brackets; ratios are of the medians."] + checks
     if warning:
         out.append(warning)
     return "\n".join(out) + "\n"
+
+
+def main(argv) -> None:
+    """`python benchmarks/report.py perf.jsonl [minutes]`: the table of a JSON lines file (several runs'
+    lines together, e.g. benchmarks/gpu.sh's stages) on stdout."""
+    import json
+
+    if len(argv) not in (2, 3):
+        raise SystemExit("usage: python benchmarks/report.py PERF.jsonl [MINUTES]")
+    with open(argv[1]) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    if not lines:
+        raise SystemExit(f"{argv[1]}: no JSON lines (no measure finished)")
+    minutes = float(argv[2]) if len(argv) == 3 else 0.0
+    print(markdown(lines, f"the JSON lines of {argv[1]}", 60 * minutes, None), end="")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)
