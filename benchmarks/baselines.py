@@ -12,6 +12,10 @@ Integrated gradients (P(target) at the last position; left Riemann over `steps` 
            backward, but logits at the last position only and every parameter frozen;
   replay : the same last-token replay as jaxneurons: the prompt runs once (keys/values and the last token's
            residuals kept), then per layer l the alphas replay only the last token through layers l..L-1.
+Generation under a deactivation (greedy, a fixed set of neurons zeroed in every layer):
+  generate: transformers' `generate` (KV cache, SDPA, inference mode), prompts sorted by length and left-padded
+           in batches, EOS off so every row gets max_new_tokens, a forward pre-hook on every layer's down_proj
+           zeroing the neurons in place.
 The model's parameters must be frozen (`model.requires_grad_(False)`) before calling the IG functions.
 """
 
@@ -57,18 +61,23 @@ def paper_loop(model, rows, device):
 @torch.inference_mode()
 def _active_last(model, prompts, device):
     """[R, L, F] bool: act(gate) > 0 at each left-padded row's last token (one forward, hooks)."""
-    length = max(map(len, prompts))
-    ids = torch.zeros((len(prompts), length), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, length - len(p):], mask[i, length - len(p):] = torch.tensor(p), 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = _left_padded(prompts, device)
     seen = []
     handles = _act_hooks(model, lambda m, i, o: seen.append(o[:, -1] > 0))
     model.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     for h in handles:
         h.remove()
     return torch.stack(seen, 1)
+
+
+def _left_padded(prompts, device, pad_id=0):
+    """(ids, attention mask) [R, longest] on the device, each row's tokens at the right end."""
+    length = max(map(len, prompts))
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, length - len(p):], mask[i, length - len(p):] = torch.tensor(p), 1
+    return ids.to(device), mask.to(device)
 
 
 def batched(model, rows, batch_size, device):
@@ -101,6 +110,35 @@ def length_sorted(model, rows, batch_size, device):
 
 def _active_shape(model):
     return len(model.model.layers), model.config.intermediate_size
+
+
+@torch.inference_mode()
+def generate_zeroed(model, prompts, neurons, new_tokens, batch_size, device, pad_id=0):
+    """[R, new_tokens] greedy tokens of transformers' generate, in the prompts' order: prompts sorted by length,
+    left-padded batches of batch_size, no EOS stop, neurons ({layer: indices}) zeroed by forward pre-hooks."""
+    index = {layer: torch.as_tensor(np.asarray(i), dtype=torch.long, device=device) for layer, i in neurons.items()}
+
+    def zeroing(layer):
+        def hook(module, inputs):
+            inputs[0].index_fill_(-1, index[layer], 0)  # a temporary (act(gate) * up): nothing else reads it
+        return hook
+
+    handles = [model.model.layers[l].mlp.down_proj.register_forward_pre_hook(zeroing(l)) for l in index]
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    out = np.zeros((len(prompts), new_tokens), np.int64)
+    try:
+        for start in range(0, len(prompts), batch_size):
+            picked = order[start:start + batch_size]
+            ids, mask = _left_padded([prompts[i] for i in picked], device, pad_id)
+            tokens = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
+                                    use_cache=True, pad_token_id=pad_id, eos_token_id=None)
+            if tokens.shape[1] != ids.shape[1] + new_tokens:
+                raise RuntimeError(f"transformers generated {tokens.shape[1] - ids.shape[1]} tokens, not {new_tokens}")
+            out[picked] = tokens[:, ids.shape[1]:].cpu().numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return out
 
 
 def _clean_pass(model, ids, layers, cache=False):

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import time
 
-# (shape, on a GPU, dtype) -> {row key: (the ratio or share it must reach, "min" or "max")}
+# (shape, on a GPU, dtype) -> {row key: (the ratio or share it must reach, "min", "above" (strictly) or "max")}
 TARGETS = {
     ("smollm2", False, "float32"): {"sorted": (1.5, "min"), "ig_replay": (2.0, "min"), "ig_naive": (20.0, "min"),
-                                    "ig_flops": (1.3, "max")},
+                                    "ig_flops": (1.3, "max"), "generate": (1.0, "min")},
+    ("smollm2", True, "bfloat16"): {"generate": (1.0, "above")},
     ("llama2_7b", True, "bfloat16"): {"sorted": (2.0, "min"), "peak": (0.75, "min"), "ig_replay": (3.0, "min"),
                                       "ig_naive": (100.0, "min"), "ig_memory_gb": (40.0, "max"),
-                                      "ig_flops": (1.3, "max")},
+                                      "ig_flops": (1.3, "max"), "generate": (1.0, "above")},
 }
 NAMES = {"paper": "the paper's loop (one prompt at a time, hooks)",
          "batched": "batched hooks (whole examples, left-padded)",
          "sorted": "length-sorted batched hooks (rows sorted by length)",
          "naive": "Knowledge Neurons, lean (whole prompt per alpha; last-position logits, frozen parameters)",
-         "replay": "the same last-token replay in PyTorch"}
+         "replay": "the same last-token replay in PyTorch",
+         "torch": "transformers' generate (KV cache, SDPA, inference mode) with a pre-hook on down_proj"}
 
 
 def _spread(median, low, high, digits=3):
@@ -27,8 +29,8 @@ def _verdict(targets, key, value):
     if key not in targets:
         return ""
     bound, kind = targets[key]
-    met = value >= bound if kind == "min" else value <= bound
-    sign = ">=" if kind == "min" else "<="
+    met = {"min": value >= bound, "above": value > bound, "max": value <= bound}[kind]
+    sign = {"min": ">=", "above": ">", "max": "<="}[kind]
     shown = f"{100 * bound:g}%" if key == "peak" else f"{bound:g}" + (" GB" if key.endswith("_gb") else "x")
     return f"{sign} {shown}: {'met' if met else '**not met**'}"
 
@@ -102,6 +104,18 @@ def ig_rows(shape, sides, targets):
     return rows
 
 
+def generation_rows(shape, sides, targets):
+    ours, theirs = sides.get("jax"), sides.get("torch")
+    if ours is None or theirs is None:
+        return []
+    ratio = theirs["median_s"] / ours["median_s"]
+    what = (f"greedy generation, {ours['zeroed_per_layer']} of {ours['neurons_per_layer']} neurons zeroed in every "
+            f"layer; {ours['prompts']} prompts of {ours['prompt_len'][0]}-{ours['prompt_len'][1]} tokens, "
+            f"{ours['new_tokens']} new tokens each, batches of {ours['batch']}, prefill included; vs "
+            f"{NAMES['torch']} (tokens/s; JAX compile {ours['compile_s']:.3g} s apart)")
+    return [[shape, what, _rate(ours), _rate(theirs), f"{ratio:.3g}x", _verdict(targets, "generate", ratio)]]
+
+
 def memory_rows(shape, measure, sides, targets):
     rows = []
     for name, side in sides.items():
@@ -122,15 +136,22 @@ def markdown(lines, command, duration_s, warning) -> str:
         targets = TARGETS.get((shape, on_gpu, mine[0]["dtype"]), {})
         cat = {r["side"]: r for r in mine if r.get("measure") == "categorisation"}
         ig = {r["side"]: r for r in mine if r.get("measure") == "ig"}
+        gen = {r["side"]: r for r in mine if r.get("measure") == "generation"}
         table += categorisation_rows(shape, cat, targets) + ig_rows(shape, ig, targets)
+        table += generation_rows(shape, gen, targets)
         table += memory_rows(shape, "categorisation", cat, targets) + memory_rows(shape, "ig", ig, targets)
+        table += memory_rows(shape, "generation", gen, targets)
         checks.append(f"{shape}: category counts, largest difference to jaxneurons over all sides: "
                       f"{max(r['max_count_difference'] for r in cat.values()) if cat else '-'}; IG attributions, "
                       "largest difference relative to the largest attribution: "
                       + (f"{max(r['max_abs_difference_to_jax_relative'] or 0 for r in ig.values()):.2g}"
-                         if ig else "-"))
+                         if ig else "-")
+                      + (f"; generated tokens equal to jaxneurons' (greedy; float ties may differ): "
+                         f"{100 * gen['torch']['equal_token_share']:.1f}% of tokens, "
+                         f"{100 * gen['torch']['equal_row_share']:.0f}% of rows" if "torch" in gen else ""))
     loads = [x for r in lines for x in r.get("load_1min_before", []) + r.get("load_1min_after", [])]
     first = lines[0]
+    repeats = " or ".join(str(n) for n in sorted({r["repeats"] for r in lines}))
     out = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     out += ["| " + " | ".join(row) + " |" for row in table[1:]]
     out += ["", f"Command: `{command}`", f"Date: {time.strftime('%Y-%m-%d %H:%M')}, {duration_s / 60:.1f} minutes.",
@@ -138,8 +159,29 @@ def markdown(lines, command, duration_s, warning) -> str:
             + f"; JAX device {first['jax_device']}; {first['dtype']}.",
             f"1-minute load average around the timed runs: {min(loads):.2f} to {max(loads):.2f} "
             f"(median {sorted(loads)[len(loads) // 2]:.2f})." if loads else "No timed runs.",
-            f"Each side ran {first['repeats']} times, interleaved A B .. B A after a warm-up; medians, min-max in "
+            f"Each side ran {repeats} times, interleaved A B .. B A after a warm-up; medians, min-max in "
             "brackets; ratios are of the medians."] + checks
     if warning:
         out.append(warning)
     return "\n".join(out) + "\n"
+
+
+def main(argv) -> None:
+    """`python benchmarks/report.py perf.jsonl [minutes]`: the table of a JSON lines file (several runs'
+    lines together, e.g. benchmarks/gpu.sh's stages) on stdout."""
+    import json
+
+    if len(argv) not in (2, 3):
+        raise SystemExit("usage: python benchmarks/report.py PERF.jsonl [MINUTES]")
+    with open(argv[1]) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    if not lines:
+        raise SystemExit(f"{argv[1]}: no JSON lines (no measure finished)")
+    minutes = float(argv[2]) if len(argv) == 3 else 0.0
+    print(markdown(lines, f"the JSON lines of {argv[1]}", 60 * minutes, None), end="")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)

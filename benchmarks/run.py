@@ -3,13 +3,15 @@
     python benchmarks/run.py --shapes=tiny,smollm2 --markdown=perf.md                      # this CPU
     python benchmarks/run.py --shapes=smollm2,llama2_7b --dtype=bfloat16 --examples=256 \\
         --batch_size=32 --paper_examples=8 --ig_len=80 --markdown=perf_gpu.md              # a GPU
+    python benchmarks/run.py --shapes=smollm2 --rows=generation                             # one row alone
 
 Every measure runs each side `--repeats` times, interleaved A B .. B A, after a warm-up (JAX's compiles are
 reported as compile_s); the table gives the median with min-max and every JSON line the load average before
 and after each run, the CPU model, the accelerator and per-phase memory peaks. The baselines are named in
 `baselines.py`: categorisation against the paper's loop, batched hooks and length-sorted batched hooks;
-IG against lean Knowledge Neurons (naive) and the same last-token replay written in PyTorch. Both sides'
-category counts and IG attributions are compared in the run. IG FLOPs per example are counted from the
+IG against lean Knowledge Neurons (naive) and the same last-token replay written in PyTorch; greedy generation
+with neurons zeroed against transformers' generate with a pre-hook. Both sides' category counts, IG
+attributions and generated tokens are compared in the run. IG FLOPs per example are counted from the
 shape (`flops.py`). Runs refuse to start when the 1-minute load exceeds half the cores (`--force` runs
 anyway, and says so).
 """
@@ -37,13 +39,17 @@ from absl import app, flags  # noqa: E402
 
 import jaxneurons as jn  # noqa: E402
 from benchmarks import baselines, flops, report  # noqa: E402
-from benchmarks.weights import SHAPES, build  # noqa: E402
+from benchmarks.weights import SHAPES, build, without_eos  # noqa: E402
+from jaxneurons.lm import pad_rows  # noqa: E402
 from jaxneurons.pipeline.batching import TokenizedRow, plan_batches  # noqa: E402
 from jaxneurons.pipeline.sharing import sharing_batches  # noqa: E402
 from jaxneurons.pipeline.state import new_state  # noqa: E402
 
+ROWS = ("ig", "categorisation", "generation")  # IG first: see bench_shape
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["tiny", "smollm2"], f"model shapes, from {sorted(SHAPES)}")
+flags.DEFINE_list("rows", list(ROWS), f"measures to run, in this order, from {ROWS}")
 flags.DEFINE_integer("examples", 32, "parallel examples for the categorisation")
 flags.DEFINE_integer("languages", 9, "parallel rows per example")
 flags.DEFINE_integer("min_len", 60, "shortest prompt (tokens)")
@@ -54,6 +60,11 @@ flags.DEFINE_integer("ig_examples", 1, "example-languages for integrated gradien
 flags.DEFINE_integer("ig_steps", 20, "IG alphas")
 flags.DEFINE_integer("ig_layers", 4, "IG target layers, spread evenly from the first to the last (both sides)")
 flags.DEFINE_integer("ig_len", 64, "IG prompt length")
+flags.DEFINE_integer("gen_prompts", 16, "prompts for generation (random ids)")
+flags.DEFINE_integer("gen_batch", 8, "prompts generated together, both sides")
+flags.DEFINE_integer("gen_prompt_len", 64, "longest generation prompt (tokens); lengths drawn from half of it up")
+flags.DEFINE_integer("gen_new_tokens", 32, "tokens generated per prompt (EOS off on both sides)")
+flags.DEFINE_float("gen_zeroed", 0.01, "share of each layer's neurons zeroed during generation (a fixed random set)")
 flags.DEFINE_integer("repeats", 3, "timed runs of each side (interleaved A B .. B A); the median is reported")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "weights and activations, both sides")
 flags.DEFINE_string("json_out", None, "also append the JSON lines to this file")
@@ -196,21 +207,90 @@ def integrated_gradients(model, lm, shape, device, base, emit):
               "max_abs_difference_to_jax_relative": difference})
 
 
-def bench_shape(shape, device, emit):
+def generation_prompts(vocab, count, longest, rng):
+    """count random prompts of longest // 2 to longest tokens."""
+    return [rng.integers(3, vocab, size=int(rng.integers(max(1, longest // 2), longest + 1))).tolist()
+            for _ in range(count)]
+
+
+def zeroed_neurons(config, share, rng):
+    """{layer: sorted indices}: the same random `share` of the neurons (at least one) in every layer."""
+    k = max(1, int(round(share * config.intermediate_size)))
+    return {l: np.sort(rng.choice(config.intermediate_size, k, replace=False)) for l in range(config.num_layers)}
+
+
+def generation(model, lm, shape, device, base, emit):
+    """Greedy generation with neurons zeroed, jaxneurons against transformers' generate with a pre-hook,
+    interleaved; tokens per second (prefill included), the generated tokens compared."""
+    rng = np.random.default_rng(2)
+    lm = without_eos(lm)  # both sides make exactly gen_new_tokens per prompt
+    prompts = generation_prompts(SHAPES[shape]["vocab_size"], FLAGS.gen_prompts, FLAGS.gen_prompt_len, rng)
+    neurons = zeroed_neurons(lm.config, FLAGS.gen_zeroed, rng)
+    ids, mask = pad_rows(prompts, lm.pad_id, "left")
+    off, new, batch = jn.Intervention.zero(lm, neurons), FLAGS.gen_new_tokens, FLAGS.gen_batch
+
+    def ours():
+        out = lm.generate(ids, attention_mask=mask, max_new_tokens=new, intervention=off, batch_size=batch)
+        if not (out.lengths == new).all():
+            raise RuntimeError(f"jaxneurons stopped early: lengths {sorted(set(out.lengths.tolist()))}, not {new}")
+        return out.token_ids
+
+    def theirs():
+        return baselines.generate_zeroed(model, prompts, neurons, new, batch, device, lm.pad_id)
+
+    start = time.perf_counter()
+    ours()
+    compile_s = time.perf_counter() - start
+    baselines.generate_zeroed(model, prompts[:batch], neurons, 2, batch, device, lm.pad_id)  # warm up
+    timings = machine.interleaved({"jax": ours, "torch": theirs}, FLAGS.repeats, device)
+    reference, tokens = timings["jax"].output, len(prompts) * new
+    for name, timing in timings.items():
+        if timing.output.shape != reference.shape:
+            raise RuntimeError(f"{name} generated {timing.output.shape} tokens, jaxneurons {reference.shape}")
+        emit({**base, "measure": "generation", "side": name, "prompts": len(prompts), "batch": batch,
+              "new_tokens": new, "prompt_len": [min(map(len, prompts)), max(map(len, prompts))],
+              "zeroed_per_layer": len(neurons[0]), "neurons_per_layer": lm.config.intermediate_size,
+              "tokens_per_s": tokens / timing.median, **timing.summary(per=tokens),
+              "compile_s": compile_s - timing.median if name == "jax" else None,
+              "equal_token_share": float((timing.output == reference).mean()),
+              "equal_row_share": float((timing.output == reference).all(1).mean())})
+
+
+def bench_shape(shape, device, emit, measured):
+    """FLAGS.rows on one shape, one model build; `measured()` after each row (the report so far)."""
     model, lm = build(shape, FLAGS.dtype, device)
-    rows = token_rows(np.random.default_rng(0), SHAPES[shape]["vocab_size"], FLAGS.examples, FLAGS.languages,
-                      FLAGS.min_len, FLAGS.max_len)
     base = {"shape": shape, "dtype": FLAGS.dtype, **machine.describe(device), "languages": FLAGS.languages,
             "repeats": FLAGS.repeats}
-    if "ig" not in FLAGS.skip:  # first: JAX's device-memory peak cannot be reset, so it then covers IG alone
-        integrated_gradients(model, lm, shape, device, base, emit)
-    with tempfile.TemporaryDirectory() as out_dir:
-        categorisation(model, lm, rows, device, base, emit, out_dir)
+    for row in FLAGS.rows:
+        if row == "ig" and "ig" not in FLAGS.skip:  # first by default: JAX's device-memory peak cannot be
+            integrated_gradients(model, lm, shape, device, base, emit)  # reset, so it then covers IG alone
+        elif row == "categorisation":
+            rows = token_rows(np.random.default_rng(0), SHAPES[shape]["vocab_size"], FLAGS.examples,
+                              FLAGS.languages, FLAGS.min_len, FLAGS.max_len)
+            with tempfile.TemporaryDirectory() as out_dir:
+                categorisation(model, lm, rows, device, base, emit, out_dir)
+        elif row == "generation":
+            generation(model, lm, shape, device, base, emit)
+        measured()
     del model, lm
+
+
+def check_flags():
+    """One line naming the flag, before anything is built."""
+    if set(FLAGS.rows) - set(ROWS) or not FLAGS.rows:
+        raise app.UsageError(f"--rows: {','.join(FLAGS.rows)!r} is not a list from {ROWS}")
+    if set(FLAGS.shapes) - set(SHAPES):
+        raise app.UsageError(f"--shapes: choose from {sorted(SHAPES)}, got {FLAGS.shapes}")
+    for name in ("gen_prompts", "gen_batch", "gen_prompt_len", "gen_new_tokens", "repeats"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}")
+    if not 0 < FLAGS.gen_zeroed <= 1:
+        raise app.UsageError(f"--gen_zeroed must be a share in (0, 1], got {FLAGS.gen_zeroed}")
 
 
 def main(argv):
     del argv
+    check_flags()
     warning = machine.check_load(FLAGS.force)
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -227,13 +307,17 @@ def main(argv):
                 f.write(json.dumps(record) + "\n")
 
     start = time.perf_counter()
+
+    def measured():  # the table so far, rewritten after each row: a run stopped midway keeps what it measured
+        text = report.markdown(lines, " ".join(sys.argv), time.perf_counter() - start, warning) if lines else ""
+        if FLAGS.markdown and text:
+            with open(FLAGS.markdown, "w") as f:
+                f.write(text)
+        return text
+
     for shape in FLAGS.shapes:
-        bench_shape(shape, device, emit)
-    text = report.markdown(lines, " ".join(sys.argv), time.perf_counter() - start, warning)
-    print("\n" + text)
-    if FLAGS.markdown:
-        with open(FLAGS.markdown, "w") as f:
-            f.write(text)
+        bench_shape(shape, device, emit, measured)
+    print("\n" + measured())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ differ, by the checkpoint loader's own name table). Nothing is written to disk o
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import torch
@@ -42,6 +44,12 @@ def build(shape: str, dtype: str, device: str):
     model.requires_grad_(False)
     ours = from_hf_config(config.to_dict())
     return model, LanguageModel(ours, jax_params(model, ours), None, as_dtype(dtype), f"random {shape}")
+
+
+def without_eos(lm: LanguageModel) -> LanguageModel:
+    """The same model with no EOS token (a random model emits the config's EOS by chance): `generate` then
+    makes exactly max_new_tokens per row, as transformers' generate with eos_token_id=None."""
+    return dataclasses.replace(lm, config=dataclasses.replace(lm.config, eos_token_id=None))
 
 
 def jax_params(model, config) -> dict:

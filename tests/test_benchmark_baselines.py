@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from benchmarks import baselines, flops
-from benchmarks.weights import build
+from benchmarks.weights import build, without_eos
 
 import jaxneurons as jn
+from jaxneurons.lm import pad_rows
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,22 @@ def test_ig_baselines_equal_jaxneurons(models):
     scale = np.abs(naive).max()
     assert np.abs(replay - naive).max() <= 1e-5 * scale
     assert np.abs(ours - naive).max() <= 1e-5 * scale
+
+
+def test_generation_baseline_equals_jaxneurons(models):
+    model, lm = models
+    lm = without_eos(lm)
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(3, 1000, n).tolist() for n in (9, 4, 14, 6)]
+    neurons = {0: list(range(0, 176, 4)), 3: list(range(1, 176, 4))}
+    theirs = baselines.generate_zeroed(model, prompts, neurons, 6, 2, "cpu")
+    ids, mask = pad_rows(prompts, 0, "left")
+    ours = lm.generate(ids, attention_mask=mask, max_new_tokens=6, intervention=jn.Intervention.zero(lm, neurons),
+                       batch_size=2)
+    np.testing.assert_array_equal(ours.token_ids, theirs)
+    assert (ours.lengths == 6).all() and lm.config.eos_token_id is None
+    assert not np.array_equal(theirs, baselines.generate_zeroed(model, prompts, {}, 6, 2, "cpu")), \
+        "the zeroed neurons change nothing: the test would not see a hook that does not act"
 
 
 def test_ig_flops_count_the_layers_replayed(models):
