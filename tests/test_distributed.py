@@ -146,6 +146,20 @@ def free_port() -> int:
 # ---------------------------------------------------------------- tests
 
 
+def generate(out: str, batch_size: int = 3, **kwargs) -> None:
+    """Greedy and sampled generation of five prompts under an intervention, token ids saved to out."""
+    import jaxneurons as jn
+    from tests.fixtures import tiny_lm
+
+    lm = tiny_lm()
+    prompts = ["the cat", "a dog ran", "x", "one two three four", "it"]
+    off = jn.Intervention.zero(lm, {0: [1, 2], 1: [5]})
+    greedy = lm.generate(prompts, max_new_tokens=5, intervention=off, batch_size=batch_size, **kwargs)
+    sampled = lm.generate(prompts, max_new_tokens=5, temperature=1.0, seed=2, batch_size=batch_size, **kwargs)
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "generated.npy"), np.stack([greedy.token_ids, sampled.token_ids]))
+
+
 def test_mesh_spec():
     from jaxneurons.distributed import LayoutError, make_mesh, parse_mesh_spec, round_batch_size
 
@@ -164,13 +178,16 @@ def test_mesh_spec():
 def test_meshes_match_one_device(reference, tmp_path):
     """data:8 and data:4,fsdp:2 over 8 simulated devices: the numbers of one device; batch 6 rounds up to 8. The
     deactivation and attribution passes on data:4,fsdp:2 (batch 3 rounds up to 4, params split over fsdp, IG
-    too): the numbers of one device with batches of 4."""
-    finish(run_script("meshes", str(tmp_path), devices=8))
+    too): the numbers of one device with batches of 4; so are generation's tokens (greedy and sampled)."""
+    finish(run_script("meshes", str(tmp_path), devices=8), timeout=600)
     for name in ("data8", "data4_fsdp2"):
         assert_same(reference, str(tmp_path / name))
         with open(tmp_path / name / "sharing.json") as f:
             assert json.load(f)["batch_size"] == BATCH_SIZE
     deactivate(str(tmp_path / "one"), batch_size=4)
+    generate(str(tmp_path / "one"), batch_size=4)
+    np.testing.assert_array_equal(np.load(tmp_path / "data4_fsdp2" / "generated.npy"),
+                                  np.load(tmp_path / "one" / "generated.npy"))
     attribute(str(tmp_path / "one"), batch_size=4, ig=True)
     for name in ("interventions.json", "attribution.json"):
         got = numbers(json.loads((tmp_path / "data4_fsdp2" / name).read_text()))
@@ -243,6 +260,7 @@ def main(argv: list[str]) -> None:
         analyse(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"), batch_size=6)
         deactivate(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"))
         attribute(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"), ig=True)
+        generate(os.path.join(out, "data4_fsdp2"), mesh=make_mesh("data:4,fsdp:2"))
     elif argv[0] == "process":
         from jaxneurons import distributed
 
