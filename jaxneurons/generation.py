@@ -24,7 +24,8 @@ from jaxneurons import distributed
 from jaxneurons.models.decoder import Decoder, Intervention, KVCache, Record
 from jaxneurons.models.output import forward
 
-POSITIONS = ("all", "generated")  # where an intervention acts: prompt and generated tokens, or generated only
+POSITIONS = ("all", "generated", "last_prompt")  # where an intervention acts: every prompt and generated token,
+# generated tokens only, or the prompt's last token only (where the analysis passes read and deactivate)
 PROMPT_BUCKET = 16  # prompts are left-padded to a multiple of this many tokens (fewer compiled shapes)
 
 
@@ -64,7 +65,8 @@ def generate(lm, prompts, *, max_new_tokens: int, intervention: Intervention | N
 
     prompts: texts (tokenized with the model's special tokens), or token ids [B, T] with attention_mask
     (1 for tokens; any padding side); intervention: scale and shift [1 or B, L, F] (its `where` is ignored:
-    `positions` says where it acts, "all" prompt and generated tokens, or "generated" only);
+    `positions` says where it acts: "all" prompt and generated tokens, "generated" only, or "last_prompt", the
+    prompt's last token only, as the deactivation pass's teacher-forced scores);
     temperature 0: greedy (the argmax, first index on ties, as transformers); else sampling with the given
     temperature and nucleus top_p, reproducible by seed; stop: strings (the text is cut before the first one)
     or token ids, beside the model's EOS; batch_size: prompts decoded together (the last batch is padded to
@@ -94,7 +96,7 @@ def generate(lm, prompts, *, max_new_tokens: int, intervention: Intervention | N
             out = _generate(prefill, step, placement.params(lm.params), {**placement.batch(arrays), **change},
                             jnp.asarray(stop_ids, jnp.int32), lm.pad_id, jax.random.fold_in(key, start),
                             jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), max_new_tokens=max_new_tokens,
-                            sampling=temperature > 0, prompt_too=positions == "all")
+                            sampling=temperature > 0, positions=positions)
         new, count, done = (np.asarray(x)[:len(picked)] for x in out)
         tokens[picked], lengths[picked], stopped[picked] = new, count, done
     texts = []
@@ -109,15 +111,18 @@ def generate(lm, prompts, *, max_new_tokens: int, intervention: Intervention | N
     return Generation(shown, texts, tokens, lengths, stopped, settings)
 
 
-@functools.partial(jax.jit, static_argnames=("prefill", "step", "max_new_tokens", "sampling", "prompt_too"))
+@functools.partial(jax.jit, static_argnames=("prefill", "step", "max_new_tokens", "sampling", "positions"))
 def _generate(prefill: Decoder, step: Decoder, params, arrays: dict, stop_ids, pad_id, key, temperature, top_p, *,
-              max_new_tokens: int, sampling: bool, prompt_too: bool):
+              max_new_tokens: int, sampling: bool, positions: str):
     """(tokens [B, N], lengths [B], stopped [B]): the prompt prefilled, then one token a step."""
     ids, mask = arrays["ids"], arrays["mask"]
     b = ids.shape[0]
     changed = "scale" in arrays
-    prompt_iv = Intervention(arrays["scale"], arrays["shift"], jnp.full((1, 1), prompt_too)) if changed else None
-    step_iv = Intervention(arrays["scale"], arrays["shift"], jnp.ones((1, 1), bool)) if changed else None
+    prompt_where = {"all": jnp.ones((1, 1), bool), "generated": jnp.zeros((1, 1), bool),
+                    "last_prompt": (jnp.arange(ids.shape[1]) == ids.shape[1] - 1)[None]}[positions]
+    prompt_iv = Intervention(arrays["scale"], arrays["shift"], prompt_where) if changed else None
+    step_iv = Intervention(arrays["scale"], arrays["shift"], jnp.full((1, 1), positions != "last_prompt")) \
+        if changed else None
     out = forward(prefill, params, ids, mask, intervention=prompt_iv)
     first = _choose(out.logits, key, 0, temperature, top_p, sampling)
     tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)

@@ -37,8 +37,9 @@ def _hf_generate(model, rows, new, hook=None, pad_id=0):
     return out[:, ids.shape[1]:].numpy()
 
 
-def _zeroing_hook(model, neurons, generated_only=False):
-    """A forward pre-hook zeroing the neurons of `neurons` ({layer: indices}) in the down-projection input."""
+def _zeroing_hook(model, neurons, generated_only=False, last_only=False):
+    """A forward pre-hook zeroing the neurons of `neurons` ({layer: indices}) in the down-projection input (at
+    decoding steps only, or at the prompt's last position only)."""
     layer_of = {id(down): i for i, (_, down) in enumerate(hf_reference._mlp_modules(model))}
 
     def hook(module, inputs):
@@ -47,6 +48,10 @@ def _zeroing_hook(model, neurons, generated_only=False):
         if index is None or (generated_only and x.shape[1] > 1):
             return None
         x = x.clone()
+        if last_only:
+            if x.shape[1] > 1:  # the prefill: its last position is the prompt's last token (left padding)
+                x[:, -1, index] = 0.0
+            return (x,)
         x[..., index] = 0.0
         return (x,)
 
@@ -96,6 +101,15 @@ def test_generated_positions_only_and_per_row_sets(llama):
     ours = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW, intervention=jn.Intervention.zero(lm, OFF),
                        positions="generated")
     np.testing.assert_array_equal(ours.token_ids, _hf_generate(model, rows, NEW, _zeroing_hook(model, OFF, True)))
+    # the prompt's last token only: the first new token is each row's argmax under the deactivated forward
+    last = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW, intervention=jn.Intervention.zero(lm, OFF),
+                       positions="last_prompt")
+    where = np.zeros(ids.shape, bool)
+    where[:, -1] = True
+    off = jn.Intervention(jn.Intervention.zero(lm, OFF).scale, jn.Intervention.zero(lm, OFF).shift, where)
+    np.testing.assert_array_equal(last.token_ids[:, 0], np.asarray(lm.logits(ids, mask, intervention=off))[:, -1].argmax(-1))
+    hook = _zeroing_hook(model, OFF, last_only=True)
+    np.testing.assert_array_equal(last.token_ids, _hf_generate(model, rows, NEW, hook))
     # one neuron set per row: each row equals its own set applied to the whole batch
     sets = [OFF, {}, {1: [2, 4, 6]}]
     per_row = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW, intervention=jn.Intervention.zero(lm, sets))
