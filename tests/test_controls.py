@@ -108,31 +108,30 @@ def test_control_intervals_are_paired_over_items_and_reproducible():
 # ---------------------------------------------------------------- frequency across items
 
 
-def ref_frequency(flags_elf, weights_e):
-    """Per layer: % of the ever-all-shared neurons all-shared in every drawn item / in at least half of them."""
-    drawn = np.repeat(np.arange(len(weights_e)), weights_e.astype(int))
-    frequency_lf = flags_elf[drawn].mean(axis=0)
+def ref_frequency(flags_elf):
+    """Per layer: % of the ever-all-shared neurons all-shared in every item / in at least half of them."""
+    frequency_lf = flags_elf.mean(axis=0)
     ever = frequency_lf > 0
     return {name: np.array([100.0 * np.sum(frequency_lf[l][ever[l]] >= share) / ever[l].sum() if ever[l].any()
                             else np.nan for l in range(flags_elf.shape[1])])
             for name, share in (("every", 1.0), ("half", 0.5))}
 
 
-def test_frequency_matches_numpy_with_item_bootstrap():
+def test_frequency_matches_numpy_with_item_jackknife():
     rng = np.random.default_rng(2)
     flags = rng.random((9, 3, 40)) < np.linspace(0.05, 0.95, 40)  # E, L, F: neurons from rare to frequent
     flags[:, :, :5] = True
     packed = np.packbits(flags, axis=-1)
-    got = frequency_summary(packed, 40, bootstrap=100)
-    point = ref_frequency(flags, np.ones(9))
-    counts = resample_counts(9, 100)
+    got = frequency_summary(packed, 40)
+    point = ref_frequency(flags)
     for name in ("every", "half"):
         np.testing.assert_allclose(got[name]["per_layer"]["value"], point[name])
-        reps = np.stack([ref_frequency(flags, w)[name] for w in counts])
-        lo, hi = interval(reps)
-        np.testing.assert_allclose(got[name]["per_layer"]["ci95"], [lo, hi])
-        lo_m, hi_m = interval(np.nanmean(reps, axis=1))
-        assert got[name]["mean_over_layers"]["ci95"] == pytest.approx([lo_m, hi_m])
+        loo = np.stack([ref_frequency(np.delete(flags, i, axis=0))[name] for i in range(9)])  # [E, L]
+        for values, value, ci in ((loo, point[name], got[name]["per_layer"]["ci95"]),
+                                  (loo.mean(1), point[name].mean(), got[name]["mean_over_layers"]["ci95"])):
+            se = np.sqrt(8 / 9 * np.sum((values - values.mean(0)) ** 2, axis=0))
+            np.testing.assert_allclose(ci, [value - 1.959964 * se, value + 1.959964 * se], rtol=1e-6)
+    assert frequency_summary(packed, 40, intervals=False)["every"]["per_layer"]["ci95"] is None
     np.testing.assert_allclose(got["ever_per_layer"], 100.0 * flags.any(0).mean(-1))
     frequency = flags.mean(0)
     np.testing.assert_allclose(got["histogram"]["per_layer"][0], 100.0 * np.histogram(

@@ -135,7 +135,7 @@ def overlap_frequency_figure(sharing: dict) -> Figure:
         _estimate_line(ax, freq[name]["per_layer"], label, "-", color)
     ax.set(title="All-shared in ...", xlabel="layer", ylabel="% of the neurons all-shared in >= 1 item")
     ax.set_ylim(0, 100)
-    ax.legend(title=f"band = 95% CI over {freq['num_items']} items", fontsize="small")
+    ax.legend(title=f"band = 95% CI (jackknife) over {freq['num_items']} items", fontsize="small")
     ax.grid(alpha=0.3)
     edges = np.asarray(freq["histogram"]["bin_edges"])
     hist.bar(100 * edges[:-1], freq["histogram"]["pooled"], width=100 * np.diff(edges), align="edge",

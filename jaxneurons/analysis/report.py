@@ -141,7 +141,7 @@ def _frequency_section(sharing: dict) -> list[str]:
     every, half = (freq[k]["mean_over_layers"] for k in ("every", "half"))
     lines = [f"## How often each neuron is all-shared (tau = 0, {freq['num_items']} items)", "",
              f"Of the neurons all-shared in at least one item, {ci_text(every)} are all-shared in every item and "
-             f"{ci_text(half)} in at least half of the items (mean over layers, 95% interval over items). The "
+             f"{ci_text(half)} in at least half of the items (mean over layers, 95% jackknife interval over items). The "
              "lower the first, the more the all-shared neurons change from item to item.", "",
              "| layer | all-shared in >= 1 item (% of neurons) | ... in every item (% of those) | ... in >= half |",
              "|---:|---:|---:|---:|"]

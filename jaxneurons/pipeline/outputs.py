@@ -97,7 +97,7 @@ def summarize_sharing(state: RunState, *, task, examples: Sequence, languages: S
     sharing["controls"] = None if not len(state.control_unit_enlf) else control_summary(
         state.control_bits_enlb, state.control_unit_enlf, draws=control_draws, seed=control_seed,
         bootstrap=bootstrap, num_items_run=len(examples))
-    sharing["overlap_frequency"] = frequency_summary(state.all_shared_elb, neurons_per_layer, bootstrap)
+    sharing["overlap_frequency"] = frequency_summary(state.all_shared_elb, neurons_per_layer, bool(bootstrap))
     mark_uninformative(sharing, sharing["accuracy_detail"])
     return sharing
 
