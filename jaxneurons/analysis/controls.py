@@ -80,16 +80,18 @@ def group_statistics(active_bits_enlb: np.ndarray, unit_enlf: np.ndarray, items_
                      languages_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(% of the layer's neurons per category [G, L, 4], mean pair cosine [G, L]) of the groups: slot n of group g
     is row (items_gn[g, n], languages_n[n])."""
-    neurons = unit_enlf.shape[-1]
+    neurons, num_groups = unit_enlf.shape[-1], len(items_gn)
+    padded = -(-num_groups // CHUNK_GROUPS) * CHUNK_GROUPS  # one chunk shape: one compilation
+    items_gn = np.concatenate([items_gn, np.repeat(items_gn[-1:], padded - num_groups, axis=0)])
     percent, cosine = [], []
-    for start in range(0, len(items_gn), CHUNK_GROUPS):
+    for start in range(0, padded, CHUNK_GROUPS):
         items = items_gn[start:start + CHUNK_GROUPS]
         bits = active_bits_enlb[items, languages_n[None, :]]
         active = np.unpackbits(bits, axis=-1, count=neurons).astype(bool)
         counts, cos = jax.device_get(_group_statistics(active, unit_enlf[items, languages_n[None, :]]))
         percent.append(100.0 * counts.astype(np.float64) / neurons)
         cosine.append(cos.astype(np.float64))
-    return np.concatenate(percent), np.concatenate(cosine)
+    return np.concatenate(percent)[:num_groups], np.concatenate(cosine)[:num_groups]
 
 
 def per_item(values_g: np.ndarray, items_gn: np.ndarray, num_items: int) -> tuple[np.ndarray, np.ndarray]:
