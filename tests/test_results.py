@@ -134,6 +134,8 @@ def test_sharing_plot_returns_the_cli_figures(on_disk):
     frequency = result.overlap_frequency_to_pandas()
     assert frequency["every"].tolist() == result.summary["overlap_frequency"]["every"]["per_layer"]["value"]
     assert len(result.plot("overlap_frequency").axes) == 2
+    report = (out / "report.md").read_text()
+    assert "## Grouping controls" in report and "the parallel excess is" in report and "## How often each" in report
     assert len(result.plot("threshold_sweep").axes) == 4
     with pytest.raises(ValueError, match="no figure 'nope'; choose from categories_per_layer"):
         result.plot("nope")

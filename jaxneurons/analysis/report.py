@@ -113,10 +113,16 @@ def _controls_reading(cats: dict) -> str:
         text += f", {100 * excess['value'] / par['value']:.0f} % of the parallel share"
     ci = excess.get("ci95")
     if ci and ci[0] is not None and ci[0] <= 0 <= ci[1]:
-        return text + ". Its interval includes 0: at this read-out, all-shared neurons do not tell parallel items " \
-                      "from unrelated ones."
-    return text + (". The rest is shared by any prompts of this format (e.g. the same last token), not by the "
-                   "item's meaning.")
+        text += (". Its interval includes 0: at this read-out, all-shared neurons do not tell parallel items from "
+                 "unrelated ones.")
+    else:
+        text += (". The rest is shared as much by N unrelated prompts of this format (the same template or final "
+                 "tokens), so it does not reflect the item's meaning.")
+    same = cats["same_language_excess"]["all_shared"]["mean_over_layers"]
+    if same.get("ci95") and same["ci95"][1] is not None and same["ci95"][1] < 0:
+        text += (f" N different items in one language share more ({ci_text(cats['same_language']['all_shared']['mean_over_layers'])}) "
+                 "than one item in N languages: the prompts' language weighs more than their content here.")
+    return text
 
 
 def _at(stat: dict, layer: int) -> dict:
