@@ -197,6 +197,40 @@ class SharingResult(_Result):
                 low[k], high[k] = lo_hi_cl2[..., 0].T, lo_hi_cl2[..., 1].T
         return low, high
 
+    def controls_to_pandas(self, mean: bool = False):
+        """The grouping controls (sharing.json "controls", tau = 0): one row per measure (a category, % of the
+        layer's neurons, or "cosine", the mean cosine of the grouped rows), grouping (parallel, non_parallel,
+        same_language, and the paired differences parallel_excess = parallel - non_parallel, same_language_excess
+        = parallel - same_language) and layer, with value and its 95% interval over items; mean=True: one row per
+        measure and grouping, the mean over layers (layer -1). Empty when the run has no controls."""
+        controls = self.summary.get("controls") or {}
+        rows = []
+        if controls.get("categories"):
+            series = {(c, g): stat for g, by_category in controls["categories"].items()
+                      for c, stat in by_category.items()}
+            series.update({("cosine", g): stat for g, stat in controls["cosine"].items()})
+            for (measure, grouping), stat in series.items():
+                layers = [-1] if mean else range(len(stat["per_layer"]["value"]))
+                for layer in layers:
+                    value, low, high = (_ci(stat["mean_over_layers"]) if mean else _ci(stat["per_layer"], layer))
+                    rows.append({"measure": measure, "grouping": grouping, "layer": layer, "value": value,
+                                 "ci_low": low, "ci_high": high, "n": controls["num_items"]})
+        return _frame(rows, ["measure", "grouping", "layer", "value", "ci_low", "ci_high", "n"])
+
+    def overlap_frequency_to_pandas(self):
+        """Per layer (sharing.json "overlap_frequency", tau = 0): ever (% of the layer's neurons all-shared in at
+        least one item) and, of those, the % all-shared in every item and in at least half the items, with 95%
+        intervals over items."""
+        freq = self.summary.get("overlap_frequency")
+        rows = []
+        for layer, ever in enumerate(freq["ever_per_layer"] if freq else []):
+            row = {"layer": layer, "ever": ever, "n": freq["num_items"]}
+            for name in ("every", "half"):
+                row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = _ci(freq[name]["per_layer"], layer)
+            rows.append(row)
+        return _frame(rows, ["layer", "ever", "every", "every_ci_low", "every_ci_high", "half", "half_ci_low",
+                             "half_ci_high", "n"])
+
     def accuracy_frame(self):
         """One row per language: accuracy, its 95% interval, n, chance (1 / options; NaN for open answers), the
         majority answer and its share of rows, and the warning of report.md's accuracy table (None when fine)."""
@@ -237,6 +271,11 @@ class SharingResult(_Result):
         shares = ", ".join(f"{c.replace('_', '-')} {_interval({'value': means[c], 'ci95': ci.get(c)})}"
                            for c in self.categories)
         lines = [f"Neurons per category (mean over layers, tau = 0, 95% CI over examples): {shares}"]
+        excess = self._parallel_excess()
+        if excess is not None:
+            non = self.summary["controls"]["categories"]["non_parallel"]["all_shared"]["mean_over_layers"]
+            lines.append(f"All-shared in the non-parallel control: {_interval(non)}; parallel excess "
+                         f"{_interval(excess, ' pp')}")
         detail = self.summary.get("accuracy_detail") or {}
         if detail:
             lines.append("Accuracy: " + ", ".join(
@@ -245,10 +284,20 @@ class SharingResult(_Result):
                 for lang, d in detail.items()))
         return lines
 
+    def _parallel_excess(self) -> dict | None:
+        """The all-shared parallel excess over layers ({"value", "ci95"}); None without controls."""
+        categories = (self.summary.get("controls") or {}).get("categories")
+        return categories["parallel_excess"]["all_shared"]["mean_over_layers"] if categories else None
+
     def warnings(self) -> list[str]:
         from jaxneurons.analysis.report import accuracy_warnings
 
-        return [f"{lang}: {text}" for lang, text in accuracy_warnings(self.summary).items()]
+        lines = [f"{lang}: {text}" for lang, text in accuracy_warnings(self.summary).items()]
+        excess = self._parallel_excess()
+        if excess is not None and excess.get("ci95") and excess["ci95"][0] is not None and excess["ci95"][0] <= 0:
+            lines.append("all-shared: the parallel groups do not share more neurons than the non-parallel control "
+                         f"(parallel excess {_interval(excess, ' pp')}); see controls_to_pandas()")
+        return lines
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)

@@ -30,6 +30,11 @@ _PROMPT_SUFFIX = flags.DEFINE_string("prompt_suffix", "", "Text appended to ever
                                      "newline (e.g. --prompt_suffix='\\nAnswer:').")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the examples for the 95% intervals "
                                   "of every headline number (seeded; 0: no intervals).", lower_bound=0)
+_CONTROL_ITEMS = flags.DEFINE_integer("control_items", 200, "Grouping controls (non-parallel, same-language; "
+                                      "README 'Grouping controls') on the first N examples; 0: none.", lower_bound=0)
+_CONTROL_DRAWS = flags.DEFINE_integer("control_draws", 5, "Random regroupings of the items per control.",
+                                      lower_bound=1)
+_CONTROL_SEED = flags.DEFINE_integer("control_seed", 0, "Seed of the controls' regroupings.", lower_bound=0)
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", None, "Use the first N parallel examples (default: all).",
                                      lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per step; each brings one row per language.",
@@ -163,7 +168,10 @@ def sharing_config():
                         pack=("pack", _PACK.value and _NEURON_POSITION.value == "last"),
                         bootstrap=("bootstrap", _BOOTSTRAP.value),
                         prompt_format=("prompt_format", _PROMPT_FORMAT.value),
-                        prompt_suffix=("prompt_suffix", prompt_suffix()))
+                        prompt_suffix=("prompt_suffix", prompt_suffix()),
+                        control_items=("control_items", _CONTROL_ITEMS.value),
+                        control_draws=("control_draws", _CONTROL_DRAWS.value),
+                        control_seed=("control_seed", _CONTROL_SEED.value))
 
 
 def attribution_config():

@@ -15,8 +15,10 @@ SHARING_KEYS = {
     "model", "task", "languages", "num_examples", "num_layers", "neurons_per_layer", "neuron_position", "accuracy",
     "skipped", "padding_ratio", "examples_per_second", "per_layer", "per_layer_min", "per_layer_max",
     "threshold_sweep", "activated_per_language", "overlap", "by_correctness", "mean_over_layers", "thresholds",
+    "controls", "overlap_frequency",
 }
-FIGURES = {"categories_per_layer.png", "activated_per_language.png", "threshold_sweep.png", "overlap.png"}
+FIGURES = {"categories_per_layer.png", "activated_per_language.png", "threshold_sweep.png", "overlap.png",
+           "overlap_frequency.png"}
 
 
 def analyze(*flags: str, timeout: int = 300) -> subprocess.CompletedProcess:

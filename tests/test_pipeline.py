@@ -151,6 +151,29 @@ def test_overlap_matches_numpy_over_direct_neurons(lm, nli, last_run):
         np.testing.assert_allclose(sharing["overlap"][name], expected_l, atol=1e-4)
 
 
+def test_controls_match_numpy_over_direct_neurons(lm, nli, last_run):
+    from jaxneurons.analysis.controls import window_groups
+    from tests.test_controls import ref_grouping
+
+    task, examples = nli
+    _, sharing, _ = last_run
+    acts_enlf = np.stack([direct_acts(lm, example, LANGS) for example in examples])
+    controls = sharing["controls"]
+    assert (controls["num_items"], controls["draws"], controls["group_size"]) == (NUM_EXAMPLES, 5, len(LANGS))
+    items_dgn = window_groups(NUM_EXAMPLES, len(LANGS), controls["draws"], controls["seed"])
+    for grouping in ("parallel", "non_parallel", "same_language"):
+        percent, cosine = ref_grouping(acts_enlf, grouping, items_dgn)
+        got = controls["categories"][grouping]["all_shared"]["per_layer"]["value"]
+        np.testing.assert_allclose(got, percent[..., 0].mean(0), atol=1e-9, err_msg=grouping)
+        np.testing.assert_allclose(controls["cosine"][grouping]["per_layer"]["value"], cosine.mean(0), atol=2e-3)
+    assert controls["categories"]["parallel"]["all_shared"]["per_layer"]["value"] == \
+        pytest.approx(sharing["per_layer"]["all_shared"])
+    every_lf = (acts_enlf > 0).all(axis=1).all(axis=0)
+    ever_lf = (acts_enlf > 0).all(axis=1).any(axis=0)
+    np.testing.assert_allclose(sharing["overlap_frequency"]["every"]["per_layer"]["value"],
+                               100.0 * every_lf.sum(-1) / ever_lf.sum(-1))
+
+
 # ---------------------------------------------------------------- scoring
 
 
@@ -190,7 +213,13 @@ def test_packing_padding_side_and_batch_size_do_not_change_results(lm, nli, last
     for key in ("category_counts", "activated", "correct", "greedy_match", "ids"):
         np.testing.assert_array_equal(other[key], npz[key], err_msg=key)
     np.testing.assert_allclose(other["option_logprobs"], npz["option_logprobs"], rtol=1e-5, atol=1e-5)
-    assert other_sharing["overlap"] == sharing["overlap"]
+    for key in ("overlap", "overlap_frequency"):
+        assert other_sharing[key] == sharing[key], key
+    controls, other_controls = sharing["controls"], other_sharing["controls"]  # regrouped over the whole run
+    assert other_controls["categories"] == controls["categories"]
+    for grouping, stat in controls["cosine"].items():  # float16 vectors of activations equal to float32 rounding
+        np.testing.assert_allclose(other_controls["cosine"][grouping]["per_layer"]["value"],
+                                   stat["per_layer"]["value"], atol=1e-5)
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(lm, nli, last_run, tmp_path):
@@ -215,7 +244,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(lm, nli, last_run, t
     for key, value in full.items():
         np.testing.assert_array_equal(resumed[key], value, err_msg=key)
     for key in ("per_layer", "per_layer_min", "per_layer_max", "threshold_sweep", "overlap", "accuracy",
-                "padding_ratio", "by_correctness"):
+                "padding_ratio", "by_correctness", "controls", "overlap_frequency"):
         assert sharing[key] == full_sharing[key], key
     with np.load(os.path.join(full_dir, STATE_FILE)) as a, np.load(os.path.join(out, STATE_FILE)) as b:
         for key in set(a.files) - {"elapsed_s"}:  # overlap state, position, token counts, identity

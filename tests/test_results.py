@@ -109,14 +109,33 @@ def test_sharing_frame_holds_the_json_numbers(on_disk):
 
 def test_sharing_plot_returns_the_cli_figures(on_disk):
     out, result = on_disk
-    assert result.figure_names == ["categories_per_layer", "activated_per_language", "threshold_sweep", "overlap"]
+    assert result.figure_names == ["categories_per_layer", "activated_per_language", "threshold_sweep", "overlap",
+                                   "similarity", "overlap_frequency"]
     assert {f"{name}.png" for name in result.figure_names} == set(os.listdir(out / "figures"))
     fig = result.plot()
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
     assert ax.get_xlabel() == "layer" and ax.get_ylabel() == "% of the layer's neurons"
-    assert [line.get_label() for line in ax.get_lines()] == list(result.categories)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == list(result.categories) + ["all_shared, non-parallel control", "all_shared, same-language control"]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), result.per_layer[:, 0])
+    controls = result.controls_to_pandas().set_index(["measure", "grouping", "layer"])
+    assert ax.get_lines()[4].get_linestyle() == "--"
+    np.testing.assert_allclose(ax.get_lines()[4].get_ydata(), controls.loc[("all_shared", "non_parallel"), "value"])
+    saved = json.loads((out / "sharing.json").read_text())["controls"]
+    for (measure, grouping), stat in [(("cosine", "parallel_excess"), saved["cosine"]["parallel_excess"]),
+                                      (("specific", "same_language"), saved["categories"]["same_language"]["specific"])]:
+        rows = controls.loc[(measure, grouping)]
+        assert rows["value"].tolist() == stat["per_layer"]["value"]
+        assert rows["ci_low"].tolist() == stat["per_layer"]["ci95"][0]
+        means = result.controls_to_pandas(mean=True).set_index(["measure", "grouping"]).loc[(measure, grouping)]
+        assert [means["value"], means["ci_low"]] == [stat["mean_over_layers"]["value"],
+                                                     stat["mean_over_layers"]["ci95"][0]]
+    frequency = result.overlap_frequency_to_pandas()
+    assert frequency["every"].tolist() == result.summary["overlap_frequency"]["every"]["per_layer"]["value"]
+    assert len(result.plot("overlap_frequency").axes) == 2
+    report = (out / "report.md").read_text()
+    assert "## Grouping controls" in report and "the parallel excess is" in report and "## How often each" in report
     assert len(result.plot("threshold_sweep").axes) == 4
     with pytest.raises(ValueError, match="no figure 'nope'; choose from categories_per_layer"):
         result.plot("nope")

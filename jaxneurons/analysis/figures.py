@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from jaxneurons.analysis.intervals import floats
 from jaxneurons.analysis.io import atomic_path
 from jaxneurons.analysis.sharing import CATEGORIES
 
@@ -76,11 +77,73 @@ def categories_per_layer_figure(sharing: dict) -> Figure:
         if ci:
             lo_hi_l2 = np.asarray(ci[name], np.float64)
             ax.fill_between(layers, lo_hi_l2[:, 0], lo_hi_l2[:, 1], color=color, alpha=0.4)
+    _control_lines(ax, sharing.get("controls"))
     ax.set(title=_title(sharing, "Neuron categories per layer"), xlabel="layer", ylabel="% of the layer's neurons")
     ax.set_ylim(0, 100)
     band = "dark band = 95% CI of the mean, light = min-max over examples" if ci else "band = min-max over examples"
     ax.legend(title=f"mean; {band}", fontsize="small")
     ax.grid(alpha=0.3)
+    return _finish(fig)
+
+
+CONTROL_STYLES = {"non_parallel": "--", "same_language": ":"}  # the controls' lines beside the parallel grouping
+
+
+def _control_lines(ax, controls: dict | None) -> None:
+    """The grouping controls' all-shared % per layer (sharing.json "controls"), dashed / dotted."""
+    if not controls or not controls.get("categories"):
+        return
+    for grouping, style in CONTROL_STYLES.items():
+        values_l = floats(controls["categories"][grouping]["all_shared"]["per_layer"]["value"])
+        ax.plot(np.arange(len(values_l)), values_l, style, color=CATEGORY_COLORS["all_shared"],
+                label=f"all_shared, {grouping.replace('_', '-')} control")
+
+
+def _estimate_line(ax, stat: dict, label: str, style: str = "-", color=None) -> None:
+    """A per-layer estimate ({"value": [L], "ci95": [[L], [L]]}) as a line with its 95% interval as a band."""
+    values_l = floats(stat["value"])
+    layers = np.arange(len(values_l))
+    (line,) = ax.plot(layers, values_l, style, color=color, label=label, marker=".")
+    if stat.get("ci95"):
+        ax.fill_between(layers, floats(stat["ci95"][0]), floats(stat["ci95"][1]), color=line.get_color(), alpha=0.2)
+
+
+def similarity_figure(sharing: dict) -> Figure:
+    """Mean cosine of the grouped rows' activation vectors per layer: parallel vs the grouping controls."""
+    controls = sharing.get("controls") or {}
+    if not controls.get("cosine"):
+        raise ValueError("the summary has no grouping controls (sharing.json 'controls')")
+    fig, (ax,) = _new_figure()
+    for grouping, style in (("parallel", "-"), *CONTROL_STYLES.items()):
+        _estimate_line(ax, controls["cosine"][grouping]["per_layer"], grouping.replace("_", "-"), style)
+    ax.set(title=_title(sharing, "Similarity of the grouped rows"), xlabel="layer",
+           ylabel="mean cosine of the activation vectors")
+    ax.legend(title=f"band = 95% CI over {controls['num_items']} items", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _finish(fig)
+
+
+def overlap_frequency_figure(sharing: dict) -> Figure:
+    """Of the neurons all-shared in at least one item: per layer, the % all-shared in every item / in at least half
+    of them (95% CI over items); and how the items in which each is all-shared are spread (pooled over layers)."""
+    freq = sharing.get("overlap_frequency")
+    if not freq:
+        raise ValueError("the summary has no overlap_frequency statistics")
+    fig, (ax, hist) = _new_figure(2)
+    for name, label, color in (("every", "in every item", CATEGORY_COLORS["all_shared"]),
+                               ("half", "in >= half the items", "tab:purple")):
+        _estimate_line(ax, freq[name]["per_layer"], label, "-", color)
+    ax.set(title="All-shared in ...", xlabel="layer", ylabel="% of the neurons all-shared in >= 1 item")
+    ax.set_ylim(0, 100)
+    ax.legend(title=f"band = 95% CI (jackknife) over {freq['num_items']} items", fontsize="small")
+    ax.grid(alpha=0.3)
+    edges = np.asarray(freq["histogram"]["bin_edges"])
+    hist.bar(100 * edges[:-1], freq["histogram"]["pooled"], width=100 * np.diff(edges), align="edge",
+             color=CATEGORY_COLORS["all_shared"], edgecolor="white")
+    hist.set(title="Per neuron, pooled over layers", xlabel="% of the items in which the neuron is all-shared",
+             ylabel="% of the neurons all-shared in >= 1 item")
+    hist.grid(alpha=0.3)
+    fig.suptitle(_title(sharing, "How often each neuron is all-shared"))
     return _finish(fig)
 
 
@@ -155,12 +218,16 @@ SHARING_FIGURES = {  # name (the PNG is figures/<name>.png) -> builder; the firs
     "activated_per_language": activated_per_language_figure,
     "threshold_sweep": threshold_sweep_figure,
     "overlap": overlap_figure,
+    "similarity": similarity_figure,
+    "overlap_frequency": overlap_frequency_figure,
 }
+_NEEDS = {"overlap": lambda s: s.get("overlap"), "overlap_frequency": lambda s: s.get("overlap_frequency"),
+          "similarity": lambda s: (s.get("controls") or {}).get("cosine")}
 
 
 def sharing_figure_names(sharing: dict) -> list[str]:
-    """The figures the summary supports (overlap only when it has the overlap statistics)."""
-    return [name for name in SHARING_FIGURES if name != "overlap" or sharing.get("overlap")]
+    """The figures the summary supports (overlap, similarity, overlap_frequency only with their statistics)."""
+    return [name for name in SHARING_FIGURES if name not in _NEEDS or _NEEDS[name](sharing)]
 
 
 def plot_categories_per_layer(sharing: dict, path: str | os.PathLike) -> str:

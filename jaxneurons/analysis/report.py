@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxneurons.analysis.controls import GROUPINGS
+from jaxneurons.analysis.intervals import ci_text
 from jaxneurons.analysis.io import write_text_atomic
 from jaxneurons.analysis.sharing import CATEGORIES
 
@@ -64,6 +66,94 @@ def _category_table(sharing: dict) -> list[str]:
         lines += ["", "Mean over layers with its 95% bootstrap interval over examples: " + ", ".join(
             f"{name.replace('_', '-')} {sharing['mean_over_layers'][name]:.1f} % [{ci[name][0]:.1f}, {ci[name][1]:.1f}]"
             for name in CATEGORIES) + "."]
+    return lines + [""]
+
+
+CONTROL_ROWS = (("parallel", "parallel (the paper's groups)"), ("non_parallel", "non-parallel control"),
+                ("same_language", "same-language control"), ("parallel_excess", "parallel excess (parallel - non-parallel)"),
+                ("same_language_excess", "parallel - same-language"))
+
+
+def _controls_section(sharing: dict) -> list[str]:
+    """The grouping controls: all-shared % and the mean cosine of each grouping, the excesses, per layer."""
+    controls = sharing.get("controls")
+    if not controls:
+        return []
+    head = (f"## Grouping controls (tau = 0, the first {controls['num_items']} of {controls['of_items']} items, "
+            f"{controls['draws']} draws, seed {controls['seed']})")
+    if not controls.get("categories"):
+        return [head, "", f"Not computed: {controls['note']}.", ""]
+    cats, cos = controls["categories"], controls["cosine"]
+    lines = [head, "", "Each control regroups the recorded rows (README 'Grouping controls'): non-parallel takes each "
+             "language from a different item, same-language takes N different items of one language. The parallel "
+             "excess is what the paper's grouping shares beyond any N prompts of this format; 95% intervals over "
+             "items, paired.", "",
+             "| grouping | all-shared % (mean over layers) | mean cosine |", "|---|---:|---:|"]
+    for key, label in CONTROL_ROWS:
+        unit = " pp" if key.endswith("excess") else "%"
+        lines.append(f"| {label} | {ci_text(cats[key]['all_shared']['mean_over_layers'], unit)} | "
+                     f"{_cos_text(cos[key]['mean_over_layers'])} |")
+    lines += ["", "| layer | parallel % | non-parallel % | same-language % | parallel excess pp | cosine parallel | "
+              "cosine non-parallel |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for layer in range(len(cats["parallel"]["all_shared"]["per_layer"]["value"])):
+        cells = [ci_text(_at(cats[g]["all_shared"]["per_layer"], layer), "%") for g in GROUPINGS]
+        cells.append(ci_text(_at(cats["parallel_excess"]["all_shared"]["per_layer"], layer), ""))
+        cells += [_cos_text(_at(cos[g]["per_layer"], layer)) for g in ("parallel", "non_parallel")]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return lines + ["", _controls_reading(cats), ""]
+
+
+def _controls_reading(cats: dict) -> str:
+    """What the parallel excess says about the all-shared share."""
+    par, excess = (cats[k]["all_shared"]["mean_over_layers"] for k in ("parallel", "parallel_excess"))
+    non = cats["non_parallel"]["all_shared"]["mean_over_layers"]
+    text = (f"The non-parallel control has {non['value']:.1f} % all-shared neurons against {par['value']:.1f} % for "
+            f"the parallel groups: the parallel excess is {ci_text(excess, ' points')}")
+    if par["value"]:
+        text += f", {100 * excess['value'] / par['value']:.0f} % of the parallel share"
+    ci = excess.get("ci95")
+    if ci and ci[0] is not None and ci[0] <= 0 <= ci[1]:
+        text += (". Its interval includes 0: at this read-out, all-shared neurons do not tell parallel items from "
+                 "unrelated ones.")
+    else:
+        text += (". The rest is shared as much by N unrelated prompts of this format (the same template or final "
+                 "tokens), so it does not reflect the item's meaning.")
+    same = cats["same_language_excess"]["all_shared"]["mean_over_layers"]
+    if same.get("ci95") and same["ci95"][1] is not None and same["ci95"][1] < 0:
+        text += (f" N different items in one language share more ({ci_text(cats['same_language']['all_shared']['mean_over_layers'])}) "
+                 "than one item in N languages: the prompts' language weighs more than their content here.")
+    return text
+
+
+def _at(stat: dict, layer: int) -> dict:
+    """Element `layer` of a per-layer estimate."""
+    ci = stat.get("ci95")
+    return {"value": stat["value"][layer], "ci95": None if not ci else [ci[0][layer], ci[1][layer]]}
+
+
+def _cos_text(stat: dict) -> str:
+    """'0.912 [0.900, 0.925]'."""
+    if stat is None or stat["value"] is None:
+        return "n/a"
+    ci = stat.get("ci95")
+    return f"{stat['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
+
+
+def _frequency_section(sharing: dict) -> list[str]:
+    """How often the all-shared neurons are all-shared across items, with intervals over items."""
+    freq = sharing.get("overlap_frequency")
+    if not freq:
+        return []
+    every, half = (freq[k]["mean_over_layers"] for k in ("every", "half"))
+    lines = [f"## How often each neuron is all-shared (tau = 0, {freq['num_items']} items)", "",
+             f"Of the neurons all-shared in at least one item, {ci_text(every)} are all-shared in every item and "
+             f"{ci_text(half)} in at least half of the items (mean over layers, 95% jackknife interval over items). The "
+             "lower the first, the more the all-shared neurons change from item to item.", "",
+             "| layer | all-shared in >= 1 item (% of neurons) | ... in every item (% of those) | ... in >= half |",
+             "|---:|---:|---:|---:|"]
+    for layer, ever in enumerate(freq["ever_per_layer"]):
+        lines.append(f"| {layer} | {ever:.1f} | {ci_text(_at(freq['every']['per_layer'], layer))} | "
+                     f"{ci_text(_at(freq['half']['per_layer'], layer))} |")
     return lines + [""]
 
 
@@ -224,7 +314,8 @@ FIGURES_DIR = "figures"  # every pass's PNGs, linked from report.md
 
 def sharing_section(sharing: dict, figures: dict[str, str], output_dir: str | os.PathLike) -> str:
     """The sharing pass's part of report.md, from a `summarize` dict plus run facts; figures: name -> path."""
-    lines = _header(sharing) + _category_table(sharing) + _accuracy_table(sharing)
+    lines = _header(sharing) + _category_table(sharing) + _controls_section(sharing) + _frequency_section(sharing)
+    lines += _accuracy_table(sharing)
     lines += _reading(sharing) + _figures(figures, os.fspath(output_dir))
     return "\n".join(lines).rstrip() + "\n"
 

@@ -54,6 +54,15 @@ def example_owners(plan, process_count: int) -> np.ndarray:
     return owners
 
 
+PER_EXAMPLE_SUFFIXES = ("_eklc", "_eknl", "_eno", "_en", "_elb", "_enlb", "_enlf")  # RunState's example-first arrays
+
+
+def _from_owners(parts: Sequence[np.ndarray], owners_e: np.ndarray) -> np.ndarray:
+    """Each example's row from the process that ran it (an array over the first C <= E examples: theirs)."""
+    rows = len(parts[0])
+    return np.stack(parts)[owners_e[:rows], np.arange(rows)]
+
+
 def merge_states(states: Sequence[RunState], owners_e: np.ndarray, identity: dict) -> RunState:
     """The state of a one-process run, from the finished partial states of processes 0..P-1.
 
@@ -61,9 +70,8 @@ def merge_states(states: Sequence[RunState], owners_e: np.ndarray, identity: dic
     one of the process that saw the first batch (process 0); a neuron stays consistent only if it is
     consistent in every process that saw examples and all their reference categories agree.
     """
-    arange_e = np.arange(len(owners_e))
-    per_example = {f.name: np.stack([getattr(s, f.name) for s in states])[owners_e, arange_e]
-                   for f in dataclasses.fields(RunState) if f.name.endswith(("_eklc", "_eknl", "_eno", "_en"))}
+    per_example = {f.name: _from_owners([getattr(s, f.name) for s in states], owners_e)
+                   for f in dataclasses.fields(RunState) if f.name.endswith(PER_EXAMPLE_SUFFIXES)}
     seen = [int(s.overlap.seen) for s in states]
     ref = next((s.overlap.first_code for s, n in zip(states, seen) if n > 0), states[0].overlap.first_code)
     consistent = np.ones_like(states[0].overlap.consistent)

@@ -19,6 +19,8 @@ from jaxneurons.analysis import (
     write_text_atomic,
 )
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES
+from jaxneurons.analysis.controls import DEFAULT_DRAWS, control_summary
+from jaxneurons.analysis.frequency import frequency_summary
 from jaxneurons.analysis.report import FIGURES_DIR, sharing_section, write_section
 from jaxneurons.analysis.statistics import accuracy_detail, mark_uninformative, predicted_options
 from jaxneurons.pipeline.scoring import accuracy_per_language, judge
@@ -66,11 +68,13 @@ def write_flags(output_dir: str | os.PathLike, flags_text: str) -> str:
 
 
 def summarize_sharing(state: RunState, *, task, examples: Sequence, languages: Sequence[str],
-                      thresholds: Sequence[float], run_facts: dict, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+                      thresholds: Sequence[float], run_facts: dict, bootstrap: int = DEFAULT_RESAMPLES,
+                      control_draws: int = DEFAULT_DRAWS, control_seed: int = 0) -> dict:
     """The sharing dict of sharing.json from a finished state (pure: judges the answers, writes nothing).
 
     run_facts: the keys sharing.json carries besides the statistics (model, task, neuron position, ...).
-    bootstrap: resamples for the 95% intervals (0: none).
+    bootstrap: resamples for the 95% intervals (0: none). control_draws, control_seed: the grouping controls'
+    regroupings ("controls", from the state's first examples; None when it kept none).
     """
     correct_en, predicted_en = judge_state(state, task, examples, languages)
     neurons_per_layer = state.overlap.first_code.shape[-1]
@@ -90,6 +94,10 @@ def summarize_sharing(state: RunState, *, task, examples: Sequence, languages: S
         padding_ratio=state.padding_ratio,
         examples_per_second=len(examples) / state.elapsed_s if state.elapsed_s > 0 else None,
     )
+    sharing["controls"] = None if not len(state.control_unit_enlf) else control_summary(
+        state.control_bits_enlb, state.control_unit_enlf, draws=control_draws, seed=control_seed,
+        bootstrap=bootstrap, num_items_run=len(examples))
+    sharing["overlap_frequency"] = frequency_summary(state.all_shared_elb, neurons_per_layer, bool(bootstrap))
     mark_uninformative(sharing, sharing["accuracy_detail"])
     return sharing
 

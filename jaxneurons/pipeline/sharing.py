@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 
 from jaxneurons import distributed
 from jaxneurons.analysis import OverlapState
+from jaxneurons.analysis.frequency import all_shared_bits
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Record
 from jaxneurons.pipeline import merge
@@ -49,6 +50,9 @@ class SharingConfig:
     bootstrap: int = 1000  # resamples for the 95% intervals over examples (0: none), seeded
     prompt_format: str | None = None  # the task formulation the examples were loaded with (recorded)
     prompt_suffix: str = ""  # text appended to every prompt when loading (recorded)
+    control_items: int = 200  # grouping controls (analysis.controls) on the first this many examples (0: none)
+    control_draws: int = 5  # random regroupings of the items per control
+    control_seed: int = 0  # seeds the regroupings
     checkpoint_every: int = dataclasses.field(default=10, metadata={"identity": False})  # batches per save
 
     def __post_init__(self):
@@ -56,8 +60,8 @@ class SharingConfig:
         if self.pack is None:
             object.__setattr__(self, "pack", self.neuron_position == "last")
         check_layout(self.batch_size, self.neuron_position, self.padding_side, self.pack)
-        check_positive(checkpoint_every=self.checkpoint_every)
-        check_at_least_zero(bootstrap=self.bootstrap)
+        check_positive(checkpoint_every=self.checkpoint_every, control_draws=self.control_draws)
+        check_at_least_zero(bootstrap=self.bootstrap, control_items=self.control_items, control_seed=self.control_seed)
 
 
 def run_sharing_analysis(
@@ -125,7 +129,7 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
-                          lm.config.num_layers, lm.config.intermediate_size, plan.num_slots)
+                          lm.config.num_layers, lm.config.intermediate_size, plan.num_slots, config.control_items)
     if flags_text is not None and process_index == 0 and output_dir is not None:
         write_flags(output_dir, flags_text)
     state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every,
@@ -138,7 +142,8 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
              "packing": dataclasses.asdict(plan.packing) if plan.packing else None,
              "prompt_format": config.prompt_format, "prompt_suffix": config.prompt_suffix}
     sharing = summarize_sharing(state, task=task, examples=examples, languages=languages, thresholds=thresholds,
-                                run_facts=facts, bootstrap=config.bootstrap)
+                                run_facts=facts, bootstrap=config.bootstrap, control_draws=config.control_draws,
+                                control_seed=config.control_seed)
     arrays = example_arrays(state, examples, languages, thresholds, *judge_state(state, task, examples, languages))
     if process_index != 0 or output_dir is None:  # every process returns the summary; process 0 alone writes
         return with_provenance(sharing), arrays
@@ -200,6 +205,10 @@ def record_batch(state: RunState, batch: Batch, scores: list, stats: dict, num_l
     e_v = batch.example_index_b[valid_b]
     state.category_counts_eklc[e_v] = stats["category_counts"][valid_b]
     state.activated_eknl[e_v] = stats["activated"][valid_b]
+    state.all_shared_elb[e_v] = all_shared_bits(stats["active_bits"][valid_b])
+    kept_b = valid_b & (batch.example_index_b < len(state.control_unit_enlf))  # the controls' first C examples
+    state.control_bits_enlb[batch.example_index_b[kept_b]] = stats["active_bits"][kept_b]
+    state.control_unit_enlf[batch.example_index_b[kept_b]] = stats["unit"][kept_b]
     record_scores(batch, scores, num_languages, state.option_logprobs_eno, state.greedy_match_en,
                   state.gold_logprob_en)
     state.real_tokens += sum(f.real_tokens for f in batch.all_inputs)

@@ -28,6 +28,9 @@ class RunState:
     option_logprobs_eno: np.ndarray  # float32 [E, N, O] summed log-prob of each option (NaN: not scored)
     gold_logprob_en: np.ndarray  # float32 [E, N] summed log-prob of the gold answer
     greedy_match_en: np.ndarray  # bool [E, N] every gold-answer token is the argmax
+    all_shared_elb: np.ndarray  # uint8 [E, L, ceil(F / 8)] all-shared at tau = 0, packed (analysis.frequency)
+    control_bits_enlb: np.ndarray  # uint8 [C, N, L, ceil(F / 8)] activated at tau = 0, packed, first C examples
+    control_unit_enlf: np.ndarray  # float16 [C, N, L, F] unit activation vectors of the first C examples
     overlap: OverlapState  # numpy arrays
     next_batch: int = 0
     real_tokens: int = 0
@@ -41,8 +44,10 @@ class RunState:
 
 
 def new_state(identity: dict, num_examples: int, num_thresholds: int, num_languages: int, num_layers: int,
-              neurons_per_layer: int, num_options: int) -> RunState:
+              neurons_per_layer: int, num_options: int, control_items: int = 0) -> RunState:
+    """An empty state; the grouping controls keep the rows of the first min(control_items, E) examples."""
     e, k, n, l = num_examples, num_thresholds, num_languages, num_layers
+    c, packed = min(control_items, num_examples), -(-neurons_per_layer // 8)
     overlap = overlap_init(k, l, neurons_per_layer)
     return RunState(
         identity=identity,
@@ -51,6 +56,9 @@ def new_state(identity: dict, num_examples: int, num_thresholds: int, num_langua
         option_logprobs_eno=np.full((e, n, num_options), np.nan, np.float32),
         gold_logprob_en=np.full((e, n), np.nan, np.float32),
         greedy_match_en=np.zeros((e, n), bool),
+        all_shared_elb=np.zeros((e, l, packed), np.uint8),
+        control_bits_enlb=np.zeros((c, n, l, packed), np.uint8),
+        control_unit_enlf=np.zeros((c, n, l, neurons_per_layer), np.float16),
         overlap=OverlapState(*(np.asarray(x) for x in overlap)),
     )
 

@@ -1,4 +1,5 @@
-"""The jitted per-batch steps: only counts and scores leave the device, never the activations.
+"""The jitted per-batch steps: counts and scores leave the device, and of the activations only what the grouping
+controls need (`analysis.controls.control_readout`: activated bits at tau = 0 and unit vectors, in float16).
 
 Both steps are compiled once per (rows, length, continuation length) shape; the plan's length buckets keep
 those few. Thresholds are an array argument, so a new sweep does not recompile.
@@ -11,6 +12,7 @@ import functools
 import jax
 
 from jaxneurons.analysis import OverlapState, example_statistics, overlap_update
+from jaxneurons.analysis.controls import control_readout
 from jaxneurons.models.decoder import Decoder
 from jaxneurons.models.output import forward
 from jaxneurons.pipeline.scoring import hidden_scores, sum_continuation, token_scores
@@ -24,13 +26,14 @@ def sharing_step(decoder: Decoder, params, overlap: OverlapState, inputs: dict, 
     inputs: the arrays of a `batching.Inputs` over R = B * N rows (example-major); first_tokens_rs: the
     first token of each slot's continuation, scored from the logits at the prompt's last token.
     Returns the new overlap state and {category_counts [B, K, L, 4], activated [B, K, N, L],
-    logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S]}.
+    logprob [R], greedy [R] (the forward's own continuation), first_logprob [R, S], first_greedy [R, S],
+    active_bits [B, N, L, ceil(F / 8)] (activated at tau = 0, packed), unit [B, N, L, F] (float16)}.
     """
     hidden, activations = forward_rows(decoder, params, inputs)
     rows, num_layers, neurons = activations["act"].shape
     acts_bnlf = activations["act"].reshape(rows // num_languages, num_languages, num_layers, neurons)
     counts_bklc, activated_bknl = example_statistics(acts_bnlf, thresholds_k)
-    out = {"category_counts": counts_bklc, "activated": activated_bknl,
+    out = {"category_counts": counts_bklc, "activated": activated_bknl, **control_readout(acts_bnlf),
            **hidden_scores(decoder.config, params, hidden, inputs["targets_rj"], inputs["target_mask_rj"],
                            first_tokens_rs, decoder.dtype)}
     return overlap_update(overlap, acts_bnlf, thresholds_k, valid_b), out
