@@ -42,7 +42,8 @@ def steering_figure(steering: dict) -> Figure:
                ylabel="prompt language",
                title="off-target outputs (%)" if action == "off" else "outputs in the boosted language (%)")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(f"Steering: {meta.get('model', '')}, {min(meta['n_prompts'].values())}+ prompts a language")
+    low, high = min(meta["n_prompts"].values()), max(meta["n_prompts"].values())
+    fig.suptitle(f"Steering: {meta.get('model', '')}, {low if low == high else f'{low} to {high}'} prompts a language")
     return _finish(fig)
 
 
@@ -59,16 +60,17 @@ def steering_section(steering: dict, figure: str | None, output_dir: str) -> str
         for name, entry in conditions.items():
             if ":s" in name:
                 continue
-            target = name.split(":")[1] if ":" in name else lang
+            in_set = ci_text(entry["shares"][name.split(":")[1]]) if ":" in name else "-"
             versus = [_versus(entry, c, "off_target" if name.startswith("off") else "in_set_language")
                       for c in ("random", "matched")]
             lines.append(f"| {lang} | {name} | {ci_text(entry['off_target'])} | {ci_text(entry['shares'][lang])} | "
-                         f"{ci_text(entry['shares'][target])} | {versus[0]} | {versus[1]} |")
-    ratios = [m["mean_abs_m_ratio"] for m in steering["matching"].values()
-              if m["mean_abs_m_ratio"] is not None and m["size"]]
-    if ratios:
-        lines += ["", f"Controls' mean |m| / their set's: {num_text(min(ratios))} to {num_text(max(ratios))} "
-                      "(random sets are count-matched only; |m|-matched ones should be near 1)."]
+                         f"{in_set} | {versus[0]} | {versus[1]} |")
+    for control, what in (("random", "count-matched only"), ("matched", "|m|-matched: near 1 when matched")):
+        ratios = [m["mean_abs_m_ratio"] for name, m in steering["matching"].items()
+                  if name.startswith(control) and m["mean_abs_m_ratio"] is not None and m["size"]]
+        if ratios:
+            lines += ["", f"{control} controls' mean |m| / their set's: {num_text(min(ratios))} to "
+                          f"{num_text(max(ratios))} ({what})."]
     lines += ["", "The 'vs' columns: the action minus its control in percentage points (off: off-target rate; "
                   "boost: share in the boosted language), paired over prompts, 95% interval, sign-test p."]
     if figure:
