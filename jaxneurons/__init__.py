@@ -10,6 +10,8 @@ from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Recor
 from jaxneurons.models.output import Output
 from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, load_result
 from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, make_examples
+from jaxneurons.lape import (ActivationStats, activation_stats, dataset_corpus, files_corpus, lape_neurons,
+                             load_lape_neurons, read_lape_masks, save_lape_neurons, write_lape_masks, xnli_corpus)
 
 # Last: `jn.attribution` is the analysis (the function), not the subpackage jaxneurons.attribution, which is
 # imported above and stays importable by its full name.
@@ -19,5 +21,7 @@ __all__ = ["sharing", "attribution", "deactivation", "load_result", "SharingResu
            "DeactivationResult", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
            "plot_logit_lens", "LogitLens", "neuron_tokens", "NeuronTokens", "integrated_gradients", "static_scores",
            "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES",
-           "Decoder", "Intervention", "Patch", "Record", "Output"]
+           "Decoder", "Intervention", "Patch", "Record", "Output",
+           "ActivationStats", "activation_stats", "lape_neurons", "load_lape_neurons", "save_lape_neurons",
+           "read_lape_masks", "write_lape_masks", "xnli_corpus", "files_corpus", "dataset_corpus"]
 __version__ = "0.1.0"

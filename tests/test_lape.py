@@ -1,0 +1,166 @@
+"""LAPE (Tang et al., ACL 2024): activation counts against PyTorch forward hooks, the selection against a NumPy
+transcription of the published identify.py, LAPE's .pth format, masked perplexity and the category relation."""
+
+import os
+
+import numpy as np
+import pytest
+
+import jaxneurons as jn
+from jaxneurons.lape import corpus as lape_corpus
+from jaxneurons.lape.select import kth_smallest
+
+torch = pytest.importorskip("torch")
+hf_reference = pytest.importorskip("tests.hf_reference")
+
+
+def hook_counts(model, rows_by_lang):
+    """{lang: (over_zero [L, F], n)} from forward hooks on each layer's act_fn, LAPE's way (batched rows)."""
+    out = {}
+    for lang, rows in rows_by_lang.items():
+        seen = {}
+
+        def keep(k):
+            return lambda m, i, o: seen.__setitem__(k, seen.get(k, 0) + (o > 0).sum((0, 1)).numpy())
+        base = model.model
+        handles = [layer.mlp.act_fn.register_forward_hook(keep(k)) for k, layer in enumerate(base.layers)]
+        with torch.inference_mode():
+            model(torch.tensor(rows, dtype=torch.long))
+        for h in handles:
+            h.remove()
+        out[lang] = (np.stack([seen[k] for k in range(len(base.layers))]), rows.size)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    model = hf_reference.make_model("llama_gqa_tied")
+    directory = tmp_path_factory.mktemp("lape_tiny")
+    model.save_pretrained(directory)
+    return model, jn.load_model(str(directory), dtype="float32")
+
+
+def test_activation_counts_equal_pytorch_hooks_on_a_tiny_llama(tiny_pair):
+    model, lm = tiny_pair
+    rng = np.random.default_rng(0)
+    corpus = {"aa": rng.integers(1, 97, 5 * 16 + 7), "bb": rng.integers(1, 97, 3 * 16)}
+    stats = jn.activation_stats(lm, corpus, max_length=16, batch_size=2, progress=False)
+    rows = {lang: lape_corpus.cut_rows(ids, 16) for lang, ids in corpus.items()}
+    assert rows["aa"].shape == (5, 16)  # the partial row dropped
+    reference = hook_counts(model, rows)
+    for i, lang in enumerate(stats.languages):
+        np.testing.assert_array_equal(stats.over_zero[i], reference[lang][0])
+        assert stats.n[i] == reference[lang][1]
+    acts = np.asarray(lm.neurons(rows["aa"], at="every"))  # [B, T, L, F]
+    np.testing.assert_allclose(stats.mean[0], acts.mean((0, 1)), atol=1e-5)
+    np.testing.assert_allclose(stats.variance[0], acts.var((0, 1)), atol=1e-5)
+
+
+def test_activation_counts_equal_pytorch_hooks_on_smollm2(zoo_lm):
+    transformers = pytest.importorskip("transformers")
+    from jaxneurons.loading import zoo
+
+    lm = zoo_lm("smollm2-135m")
+    corpus = {"en": ["The cat sat on the mat and looked at the door.", "It rained all day in the city."],
+              "de": ["Die Katze saß auf der Matte und sah zur Tür.", "Es regnete den ganzen Tag in der Stadt."]}
+    stats = jn.activation_stats(lm, corpus, max_length=8, batch_size=4, progress=False)
+    directory, basename = os.path.split(zoo.resolve_zoo("smollm2-135m"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=basename,
+                                                              dtype=torch.float32).eval()
+    rows = lape_corpus.corpus_rows(lm.tokenizer, corpus, 8)
+    reference = hook_counts(model, rows)
+    for i, lang in enumerate(stats.languages):
+        # float32 on both sides: a neuron within rounding of 0 may flip; allow a handful in 30 x 1536 x 16 tokens
+        assert np.abs(stats.over_zero[i] - reference[lang][0]).sum() <= 5
+        assert stats.n[i] == reference[lang][1]
+
+
+# ---------------------------------------------------------------- the selection
+
+
+def published_identify(probs_lfn, top_rate, filter_rate, bar_ratio):
+    """identify.py, line for line in NumPy (stable order for ties; every language kept)."""
+    L, F, N = probs_lfn.shape
+    with np.errstate(invalid="ignore"):
+        normed = probs_lfn / probs_lfn.sum(-1, keepdims=True)
+    normed[np.isnan(normed)] = 0
+    log_probs = np.where(normed > 0, np.log(np.where(normed > 0, normed, 1)), 0)
+    entropy = -np.sum(normed * log_probs, -1)
+    flattened = probs_lfn.flatten()
+    top_prob_value = np.sort(flattened)[round(len(flattened) * filter_rate) - 1]
+    top_position = (probs_lfn > top_prob_value).sum(-1)
+    entropy[top_position == 0] = np.inf
+    index = np.argsort(entropy.flatten(), kind="stable")[:round(entropy.size * top_rate)]
+    row_index, col_index = index // F, index % F
+    selected = probs_lfn[row_index, col_index].T  # lang x n
+    bar = np.sort(flattened)[round(len(flattened) * bar_ratio) - 1]
+    out = []
+    for lang in range(N):
+        pairs = sorted(zip(row_index[selected[lang] > bar].tolist(), col_index[selected[lang] > bar].tolist()))
+        out.append({l: [h for ll, h in pairs if ll == l] for l in range(L)})
+    return out
+
+
+def random_probs(seed, L=3, F=50, N=4):
+    rng = np.random.default_rng(seed)
+    n = rng.integers(200, 400, N)
+    over_zero = (rng.beta(0.5, 2.0, (N, L, F)) * n[:, None, None]).astype(np.int64)
+    over_zero[:, 0, 0] = 0  # never fires
+    over_zero[:, 1, :5] = over_zero[0, 1, 0]  # ties
+    over_zero[2, 2, 7] = n[2]  # fires always in one language
+    return over_zero, n
+
+
+@pytest.mark.parametrize("seed,rates", [(0, (0.01, 0.95, 0.95)), (1, (0.05, 0.9, 0.8)), (2, (0.2, 0.5, 0.99))])
+def test_selection_equals_the_published_algorithm(seed, rates):
+    over_zero, n = random_probs(seed)
+    languages = ("en", "de", "fr", "zh")
+    stats = jn.ActivationStats(languages, over_zero, n)
+    ours = jn.lape_neurons(stats, *rates)
+    theirs = published_identify(np.moveaxis(over_zero / n[:, None, None], 0, -1), *rates)
+    assert list(ours) == list(languages)
+    for i, lang in enumerate(languages):
+        assert ours[lang] == theirs[i]
+    assert all(0 not in ours[lang][0] for lang in languages)  # the never-firing neuron is filtered out
+
+
+def test_a_language_with_no_neuron_above_the_bar_keeps_an_empty_entry():
+    over_zero, n = random_probs(3)
+    over_zero[3] = 1  # the last language barely fires: nothing above the bar
+    stats = jn.ActivationStats(("en", "de", "fr", "zh"), over_zero, n)
+    neurons = jn.lape_neurons(stats, 0.1, 0.9, 0.9)
+    assert list(neurons) == ["en", "de", "fr", "zh"] and all(v == [] for v in neurons["zh"].values())
+    assert sum(map(len, neurons["en"].values())) > 0
+
+
+def test_kth_smallest_is_torch_kthvalue_and_bad_rates_are_refused():
+    values = np.random.default_rng(0).random(101)
+    assert kth_smallest(values, 0.95, "r") == torch.tensor(values).kthvalue(round(101 * 0.95)).values.item()
+    with pytest.raises(ValueError, match="top_rate"):
+        jn.lape_neurons(jn.ActivationStats(("a", "b"), np.ones((2, 1, 10), np.int64), np.array([5, 5])), 0.01)
+
+
+def test_pth_and_json_round_trips(tmp_path):
+    over_zero, n = random_probs(0)
+    neurons = jn.lape_neurons(jn.ActivationStats(("en", "de", "fr", "zh"), over_zero, n), 0.1, 0.9, 0.9)
+    order = jn.write_lape_masks(tmp_path / "x.neuron.pth", neurons, num_layers=3)
+    raw = torch.load(tmp_path / "x.neuron.pth", weights_only=True)
+    assert len(raw) == 4 and len(raw[0]) == 3 and raw[0][1].dtype == torch.long
+    assert jn.read_lape_masks(tmp_path / "x.neuron.pth", languages=order) == neurons
+    with pytest.raises(ValueError, match="languages= names 2"):
+        jn.read_lape_masks(tmp_path / "x.neuron.pth", languages=["en", "de"])
+    jn.save_lape_neurons(tmp_path / "n.json", neurons, top_rate=0.1)
+    assert jn.load_lape_neurons(tmp_path / "n.json") == neurons
+
+
+def test_corpus_rows_cut_like_lape(tiny_pair):
+    rows = lape_corpus.cut_rows(np.arange(23), 5)
+    np.testing.assert_array_equal(rows, np.arange(20).reshape(4, 5))
+    with pytest.raises(ValueError, match="fewer than max_length"):
+        lape_corpus.corpus_rows(None, {"en": np.arange(3)}, 5)
+
+
+def test_xnli_corpus_is_deduplicated_premises_and_hypotheses():
+    corpus = lape_corpus.xnli_corpus(["en"], ["dev"])["en"]
+    assert len(corpus) == len(set(corpus))
+    assert 2490 < len(corpus) < 2 * 2490  # each premise once, beside its hypotheses
