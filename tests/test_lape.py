@@ -164,3 +164,41 @@ def test_xnli_corpus_is_deduplicated_premises_and_hypotheses():
     corpus = lape_corpus.xnli_corpus(["en"], ["dev"])["en"]
     assert len(corpus) == len(set(corpus))
     assert 2490 < len(corpus) < 2 * 2490  # each premise once, beside its hypotheses
+
+
+# ---------------------------------------------------------------- perplexity under masks
+
+
+def torch_row_nll(model, rows, neurons_of_lang):
+    """[R] mean next-token NLL with act_fn's output zeroed at the neurons (ppl.py's index_fill), in PyTorch."""
+    handles = []
+    for k, layer in enumerate(model.model.layers):
+        index = torch.tensor(neurons_of_lang.get(k, []), dtype=torch.long)
+        handles.append(layer.mlp.act_fn.register_forward_hook(lambda m, i, o, index=index: o.index_fill(2, index, 0)))
+    with torch.inference_mode():
+        ids = torch.tensor(rows, dtype=torch.long)
+        logprobs = torch.log_softmax(model(ids).logits.double(), -1)[:, :-1]
+    for h in handles:
+        h.remove()
+    return -logprobs.gather(-1, ids[:, 1:, None])[..., 0].mean(-1).numpy()
+
+
+def test_masked_perplexity_equals_pytorch_with_zeroed_activations(tiny_pair):
+    from jaxneurons.lape.perplexity import masked_perplexity
+
+    model, lm = tiny_pair
+    rng = np.random.default_rng(1)
+    rows = {"aa": rng.integers(1, 97, (5, 12)), "bb": rng.integers(1, 97, (3, 12))}
+    neurons = {"aa": {0: [1, 5, 7], 1: [], 2: [0, 39]}, "bb": {0: [], 1: list(range(20)), 2: []}}
+    result = masked_perplexity(lm, rows, neurons, batch_size=2, bootstrap=200, progress=False)
+    assert result.conditions == ["none", "aa", "bb", "random(aa)", "random(bb)"]
+    assert result.neurons_zeroed["random(bb)"] == 20
+    for condition, per in (("none", {}), ("aa", neurons["aa"]), ("bb", neurons["bb"])):
+        for lang, r in rows.items():
+            np.testing.assert_allclose(result.nll[condition][lang], torch_row_nll(model, r, per), atol=2e-5)
+    assert not np.allclose(result.nll["bb"]["aa"], result.nll["none"]["aa"])  # the mask changes something
+    table = result.to_pandas()
+    entry = table[(table.condition == "bb") & (table.language == "aa")].iloc[0]
+    assert entry.nll_ci_low <= entry.nll <= entry.nll_ci_high and entry.rows == 5
+    assert np.isclose(entry.delta_nll, (result.nll["bb"]["aa"] - result.nll["none"]["aa"]).mean())
+    assert result.plot().axes
