@@ -202,3 +202,33 @@ def test_masked_perplexity_equals_pytorch_with_zeroed_activations(tiny_pair):
     assert entry.nll_ci_low <= entry.nll <= entry.nll_ci_high and entry.rows == 5
     assert np.isclose(entry.delta_nll, (result.nll["bb"]["aa"] - result.nll["none"]["aa"]).mean())
     assert result.plot().axes
+
+
+# ---------------------------------------------------------------- relation to the paper's categories
+
+
+def test_neuron_categories_equal_numpy_and_the_sharing_run():
+    from jaxneurons.analysis.sharing import CATEGORIES
+    from jaxneurons.lape.relation import check_against_sharing, neuron_categories, relation_summary
+    from jaxneurons.tasks import get_task
+    from tests.fixtures import LANGS, direct_acts, tiny_lm
+
+    lm, task = tiny_lm(seed=3), get_task("builtin_nli")
+    examples = task.load(LANGS, num_examples=6, prompt_format="paper").examples
+    neurons = {"en": {0: [1, 2, 3], 1: [4]}, "de": {0: [], 1: [0, 5, 23]}, "ru": {0: [], 1: []}}
+    cats = neuron_categories(lm, task, examples, LANGS, neurons, batch_size=4, progress=False)
+    active_enlf = np.stack([direct_acts(lm, ex, LANGS) for ex in examples]) > 0
+    s_elf = active_enlf.sum(1)
+    code_elf = np.select([s_elf == 3, s_elf >= 2, s_elf == 1], [0, 1, 2], 3)
+    np.testing.assert_array_equal(cats.per_neuron, np.stack([(code_elf == c).sum(0) for c in range(4)], -1))
+    np.testing.assert_array_equal(cats.specific_to, (active_enlf & (code_elf == 2)[:, None]).sum(0))
+    en = np.array([[code_elf[e, l, j] for l, per in neurons["en"].items() for j in per] for e in range(6)])
+    np.testing.assert_array_equal(cats.per_set[:, cats.set_names.index("en")],
+                                  np.stack([(en == c).sum(1) for c in range(4)], -1))
+    sharing = jn.sharing(lm, examples, task=task, languages=LANGS, progress=False, bootstrap=0)
+    check_against_sharing(cats, sharing)
+    summary = relation_summary(cats, neurons, bootstrap=100)
+    assert "ru" not in summary["distribution"] and summary["distribution"]["en"]["neurons"] == 4
+    assert np.isclose(sum(summary["distribution"]["en"][c]["value"] for c in CATEGORIES), 100.0)
+    overlap = summary["overlap"]["de"]
+    assert overlap["lape"] == 3 and 0 <= overlap["jaccard"] <= 1
