@@ -53,9 +53,11 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight 
 _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"), "Dataset folder.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/lape", "Directory for the results.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace another run's files in --output_dir.")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue a run of the same flags in --output_dir: its activation "
+                            "stats and neurons are reused when the corpus and weights are the same.")
 _DEBUG = flags.DEFINE_bool("debug", False, "Tracebacks instead of one-line errors.")
 
-RUNTIME_FLAGS = {"overwrite", "debug", "output_dir", "batch_size"}
+RUNTIME_FLAGS = {"overwrite", "resume", "debug", "output_dir", "batch_size"}
 
 
 def lang_paths(values: list[str], flag: str) -> dict[str, str]:
@@ -134,7 +136,7 @@ def run() -> None:
     from jaxneurons.lape.corpus import corpus_rows
     from jaxneurons.lape.perplexity import masked_perplexity
     from jaxneurons.lape.relation import check_against_sharing, neuron_categories, relation_summary
-    from jaxneurons.lape.report import token_counts, write_lape_run
+    from jaxneurons.lape.report import saved_identification, token_counts, write_identification, write_lape_run
     from jaxneurons.lape.stats import stats_of_rows
     from jaxneurons.pipeline.identity import corpus_fields, weights_fingerprint
     from jaxneurons.pipeline.output_dir import claim_output_dir
@@ -146,20 +148,26 @@ def run() -> None:
     sharing = jn.load_result(_SHARING_DIR.value, "sharing") if _SHARING_DIR.value else None
     check_model(_MODEL.value, None)
     module = launcher_module("top_rate")
-    claim_output_dir(_OUTPUT_DIR.value, folder_identity(module, RUNTIME_FLAGS), overwrite=_OVERWRITE.value)
+    claim_output_dir(_OUTPUT_DIR.value, folder_identity(module, RUNTIME_FLAGS), _RESUME.value, _OVERWRITE.value)
     write_flags(_OUTPUT_DIR.value, flags_text(module))
     lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value)
     rows = corpus_rows(lm.tokenizer, corpus, _MAX_LENGTH.value, _MAX_TOKENS.value)
     held_rows = corpus_rows(lm.tokenizer, heldout, _MAX_LENGTH.value, _HELDOUT_TOKENS.value) if heldout else None
-    stats = stats_of_rows(lm, rows, batch_size=_BATCH_SIZE.value)
     settings = {"top_rate": _TOP_RATE.value, "filter_rate": _FILTER_RATE.value,
                 "activation_bar_ratio": _BAR_RATIO.value}
-    neurons = given_neurons(lm.config.num_layers) or jn.lape_neurons(stats, **settings)
     facts = {"model": _MODEL.value, "languages": list(rows), "corpus": described, "max_length": _MAX_LENGTH.value,
              "settings": settings, "neurons_from": _NEURON_MASKS.value or "identified",
              "heldout_tokens": token_counts(held_rows) if held_rows else {},
              "identity": {"pass": "lape", "weights": weights_fingerprint(lm.params), "model_config": repr(lm.config),
                           "compute_dtype": str(lm.compute_dtype), **corpus_fields(rows)}}
+    saved = saved_identification(_OUTPUT_DIR.value, facts["identity"]) if _RESUME.value else None
+    if saved is not None:
+        logging.info("--resume: activation stats and neurons of %s reused", _OUTPUT_DIR.value)
+        stats, neurons = saved[:2]
+    else:
+        stats = stats_of_rows(lm, rows, batch_size=_BATCH_SIZE.value)
+        neurons = given_neurons(lm.config.num_layers) or jn.lape_neurons(stats, **settings)
+        write_identification(_OUTPUT_DIR.value, facts, stats, neurons)
     ppl = masked_perplexity(lm, held_rows, neurons, batch_size=_BATCH_SIZE.value, bootstrap=_BOOTSTRAP.value,
                             random_controls=_RANDOM_CONTROLS.value) if held_rows else None
     relation = None

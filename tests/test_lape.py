@@ -232,3 +232,16 @@ def test_neuron_categories_equal_numpy_and_the_sharing_run():
     assert np.isclose(sum(summary["distribution"]["en"][c]["value"] for c in CATEGORIES), 100.0)
     overlap = summary["overlap"]["de"]
     assert overlap["lape"] == 3 and 0 <= overlap["jaccard"] <= 1
+
+
+def test_launcher_refuses_held_out_text_that_is_identification_text(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(repo, "launchers", "lape.py"), "--corpus_splits=test,dev",
+                           "--heldout_split=dev", f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": repo}, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --heldout_split=dev is also in --corpus_splits")
+    assert not os.path.exists(tmp_path / "out")  # refused before the output folder is claimed

@@ -75,16 +75,40 @@ def relation_lines(relation: dict) -> list[str]:
     return lines + [""]
 
 
+def write_identification(output_dir: str, facts: dict, stats, neurons: dict) -> dict[str, str]:
+    """activation_stats.npz and lape_neurons.json, written as soon as they exist (a later stage can fail)."""
+    from jaxneurons.lape.select import NEURONS_FILE, save_lape_neurons
+    from jaxneurons.lape.stats import STATS_FILE
+
+    return {"stats": stats.save(os.path.join(output_dir, STATS_FILE)),
+            "neurons": save_lape_neurons(os.path.join(output_dir, NEURONS_FILE), neurons, **facts)}
+
+
+def saved_identification(output_dir: str, identity: dict):
+    """(stats, neurons, settings) of an earlier run of this identity in output_dir, or None when it has none;
+    ResumeMismatchError when it belongs to another corpus or model."""
+    import json
+
+    from jaxneurons.lape.select import NEURONS_FILE, load_lape_neurons
+    from jaxneurons.lape.stats import STATS_FILE, ActivationStats
+    from jaxneurons.pipeline.identity import check_identity
+
+    neurons_path, stats_path = os.path.join(output_dir, NEURONS_FILE), os.path.join(output_dir, STATS_FILE)
+    if not (os.path.exists(neurons_path) and os.path.exists(stats_path)):
+        return None
+    with open(neurons_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    check_identity(neurons_path, saved.get("identity", {}), identity)
+    return ActivationStats.load(stats_path), load_lape_neurons(neurons_path), saved.get("settings")
+
+
 def write_lape_run(output_dir: str, facts: dict, stats, neurons: dict, ppl=None, relation: dict | None = None
                    ) -> dict[str, str]:
     """Every file of a LAPE run; returns {name: path}."""
     from jaxneurons.lape.figures import category_bars
-    from jaxneurons.lape.select import save_lape_neurons
-    from jaxneurons.lape.stats import STATS_FILE
 
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
-    paths = {"stats": stats.save(os.path.join(output_dir, STATS_FILE)),
-             "neurons": save_lape_neurons(os.path.join(output_dir, "lape_neurons.json"), neurons, **facts)}
+    paths = write_identification(output_dir, facts, stats, neurons)
     lines = [f"# LAPE: {facts['model']}", "", "Language-specific neurons by LAPE (Tang et al., ACL 2024): activation "
              "probabilities over monolingual text, the lowest-entropy neurons kept.", ""]
     lines += corpus_lines(facts) + neuron_lines(neurons, facts["settings"])
