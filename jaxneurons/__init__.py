@@ -10,8 +10,9 @@ from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Recor
 from jaxneurons.models.output import Output
 from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, load_result
 from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, make_examples
-from jaxneurons.lape import (ActivationStats, activation_stats, dataset_corpus, files_corpus, lape_neurons,
-                             load_lape_neurons, read_lape_masks, save_lape_neurons, write_lape_masks, xnli_corpus)
+from jaxneurons.lape import (ActivationStats, NeuronCategories, PerplexityResult, activation_stats, dataset_corpus,
+                             files_corpus, lape_neurons, load_lape_neurons, masked_perplexity, neuron_categories,
+                             read_lape_masks, relation_summary, save_lape_neurons, write_lape_masks, xnli_corpus)
 
 # Last: `jn.attribution` is the analysis (the function), not the subpackage jaxneurons.attribution, which is
 # imported above and stays importable by its full name.
@@ -23,5 +24,6 @@ __all__ = ["sharing", "attribution", "deactivation", "load_result", "SharingResu
            "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES",
            "Decoder", "Intervention", "Patch", "Record", "Output",
            "ActivationStats", "activation_stats", "lape_neurons", "load_lape_neurons", "save_lape_neurons",
-           "read_lape_masks", "write_lape_masks", "xnli_corpus", "files_corpus", "dataset_corpus"]
+           "read_lape_masks", "write_lape_masks", "xnli_corpus", "files_corpus", "dataset_corpus", "masked_perplexity",
+           "PerplexityResult", "neuron_categories", "NeuronCategories", "relation_summary"]
 __version__ = "0.1.0"
