@@ -10,12 +10,14 @@ import numpy as np
 from jaxneurons.analysis.figures import save_figure
 from jaxneurons.analysis.io import write_text_atomic
 from jaxneurons.analysis.sharing import CATEGORIES
+from jaxneurons.lape.perplexity import PPL_FILE
+from jaxneurons.lape.relation import RELATION_FILE
 from jaxneurons.pipeline.outputs import write_result_json
 
 
-def _ci(stat: dict, digits: int = 3) -> str:
+def _ci(stat: dict, digits: int = 3, sign: str = "") -> str:
     ci = stat.get("ci95")
-    text = f"{stat['value']:.{digits}f}"
+    text = f"{stat['value']:{sign}.{digits}f}"
     return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci and ci[0] is not None else "")
 
 
@@ -49,7 +51,7 @@ def ppl_lines(summary: dict) -> list[str]:
     lines.append("| none (NLL) | " + " | ".join(_ci(matrix["none"][l]["nll"], 2) for l in langs) + " |")
     for condition in summary["conditions"][1:]:
         lines.append(f"| {condition} ({summary['neurons_zeroed'][condition]}) | "
-                     + " | ".join("+" + _ci(matrix[condition][l]["delta_nll"], 2) for l in langs) + " |")
+                     + " | ".join(_ci(matrix[condition][l]["delta_nll"], 2, "+") for l in langs) + " |")
     rows = ", ".join(f"{l} {matrix['none'][l]['rows']}" for l in langs)
     return lines + ["", f"Rows per language: {rows}.", ""]
 
@@ -57,7 +59,8 @@ def ppl_lines(summary: dict) -> list[str]:
 def relation_lines(relation: dict) -> list[str]:
     lines = ["## LAPE neurons in the paper's categories", "",
              f"{relation['task']}, {relation['num_examples']} parallel items in {', '.join(relation['languages'])}, "
-             "act at the prompt's last token > 0 (tau = 0). Mean % of each set's neurons in each category over items, "
+             "act > 0 (tau = 0) at the read-out token (the prompt's last, or the gold answer's end for a format "
+             "that reads there, as the sharing pass). Mean % of each set's neurons in each category over items, "
              f"95% bootstrap interval over items ({relation['bootstrap']} resamples).", "",
              "| set | neurons | " + " | ".join(c.replace("_", "-") for c in CATEGORIES) + " |",
              "|---|---|" + "---|" * len(CATEGORIES)]
@@ -109,21 +112,49 @@ def write_lape_run(output_dir: str, facts: dict, stats, neurons: dict, ppl=None,
 
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
     paths = write_identification(output_dir, facts, stats, neurons)
+    summary = ppl.summary() if ppl is not None else None
+    if ppl is not None:
+        write_result_json(os.path.join(output_dir, PPL_FILE), {**summary, "model": facts["model"]})
+        paths["ppl_figure"] = save_figure(ppl.plot(), os.path.join(output_dir, "figures", "ppl_delta.png"))
+    if relation is not None:
+        write_result_json(os.path.join(output_dir, RELATION_FILE), relation)
+        paths["relation_figure"] = save_figure(category_bars(relation),
+                                               os.path.join(output_dir, "figures", "lape_categories.png"))
+    paths["report"] = write_text_atomic(os.path.join(output_dir, "report.md"),
+                                        report_text(facts, neurons, summary, relation))
+    return paths
+
+
+def report_text(facts: dict, neurons: dict, ppl_summary: dict | None, relation: dict | None) -> str:
     lines = [f"# LAPE: {facts['model']}", "", "Language-specific neurons by LAPE (Tang et al., ACL 2024): activation "
              "probabilities over monolingual text, the lowest-entropy neurons kept.", ""]
     lines += corpus_lines(facts) + neuron_lines(neurons, facts["settings"])
-    if ppl is not None:
-        summary = ppl.summary()
-        write_result_json(os.path.join(output_dir, "ppl.json"), {**summary, "model": facts["model"]})
-        paths["ppl_figure"] = save_figure(ppl.plot(), os.path.join(output_dir, "figures", "ppl_delta.png"))
-        lines += ppl_lines(summary) + ["![NLL change](figures/ppl_delta.png)", ""]
+    if ppl_summary is not None:
+        lines += ppl_lines(ppl_summary) + ["![NLL change](figures/ppl_delta.png)", ""]
     if relation is not None:
-        write_result_json(os.path.join(output_dir, "lape_categories.json"), relation)
-        paths["relation_figure"] = save_figure(category_bars(relation),
-                                               os.path.join(output_dir, "figures", "lape_categories.png"))
         lines += relation_lines(relation) + ["![categories](figures/lape_categories.png)", ""]
-    paths["report"] = write_text_atomic(os.path.join(output_dir, "report.md"), "\n".join(lines))
-    return paths
+    return "\n".join(lines)
+
+
+def rebuild_report(output_dir: str) -> str:
+    """report.md again from a LAPE run's JSON files (e.g. after a change of its layout); returns its path."""
+    import json
+
+    from jaxneurons.lape.select import NEURONS_FILE, load_lape_neurons
+
+    def read(name):
+        path = os.path.join(output_dir, name)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    facts = read(NEURONS_FILE)
+    if facts is None:
+        raise FileNotFoundError(f"{output_dir} has no {NEURONS_FILE}: not a LAPE run")
+    text = report_text(facts, load_lape_neurons(os.path.join(output_dir, NEURONS_FILE)), read(PPL_FILE),
+                       read(RELATION_FILE))
+    return write_text_atomic(os.path.join(output_dir, "report.md"), text)
 
 
 def token_counts(rows: dict) -> dict[str, int]:
