@@ -73,3 +73,12 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def corpus_fields(rows_by_lang) -> dict:
+    """A monolingual corpus as the model reads it ({language: [R, T] token ids}): its digest and tokens per
+    language, as `corpus.*` identity fields."""
+    from jaxneurons.lape.corpus import rows_digest
+
+    return {"corpus.digest": rows_digest(rows_by_lang),
+            **{f"corpus.tokens.{lang}": int(np.asarray(r).size) for lang, r in rows_by_lang.items()}}
