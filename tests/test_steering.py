@@ -99,6 +99,11 @@ def test_read_sets_checks_the_file(lm, tmp_path):
         read_sets(str(path), ["en", "fr"], lm.config)
     path.write_text(json.dumps({"en": {"0": [1, 2]}, "de": {"1": [3]}}))
     assert read_sets(str(path), LANGS, lm.config) == {"en": {0: [1, 2]}, "de": {1: [3]}}
+    from jaxneurons.lape.select import save_lape_neurons
+
+    save_lape_neurons(tmp_path / "lape_neurons.json", {"en": {0: [1, 2], 1: []}, "de": {1: [3]}}, model="tiny")
+    assert read_sets(str(tmp_path / "lape_neurons.json"), LANGS, lm.config) == {"en": {0: [1, 2], 1: []},
+                                                                              "de": {1: [3]}}
 
 
 def test_language_id_names_the_language_and_refuses_short_text():

@@ -89,13 +89,15 @@ def specific_sets(lm: LanguageModel, examples: Sequence, languages: Sequence[str
 
 
 def read_sets(path: str, languages: Sequence[str], config) -> dict[str, dict[int, list[int]]]:
-    """{lang: {layer: [indices]}} from a JSON file of that shape (e.g. `lape_neurons.json`), checked against
-    the model and the languages."""
+    """{lang: {layer: [indices]}} from a JSON file of that shape, or the "neurons" of a LAPE selection
+    (`lape_neurons.json`), checked against the model and the languages."""
     try:
         with open(path) as f:
             raw = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise PipelineInputError(f"--steer_sets={path}: cannot read it as JSON ({e})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("neurons"), dict):  # a LAPE selection and its facts
+        raw = raw["neurons"]
     missing = [lang for lang in languages if lang not in raw]
     if missing:
         raise PipelineInputError(f"--steer_sets={path} has no neuron set for {', '.join(missing)}; it has "
