@@ -34,11 +34,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset` narrows them; XLA's CPU thread pool follows the same mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def describe(device: str) -> dict[str, Any]:
     """The hardware both sides ran on: CPU model and cores, and the accelerator's name when there is one."""
     import jax
 
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "jax_device": jax.devices()[0].device_kind}
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "cores_used": usable_cores(),
+            "jax_device": jax.devices()[0].device_kind}
     if device == "cuda":
         import torch
 

@@ -155,7 +155,9 @@ def markdown(lines, command, duration_s, warning) -> str:
     out = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
     out += ["| " + " | ".join(row) + " |" for row in table[1:]]
     out += ["", f"Command: `{command}`", f"Date: {time.strftime('%Y-%m-%d %H:%M')}, {duration_s / 60:.1f} minutes.",
-            f"Machine: {first['cpu']} ({first['cores']} cores)" + (f", {first['gpu']}" if "gpu" in first else "")
+            f"Machine: {first['cpu']} ({first['cores']} cores"
+            + (f", {first['cores_used']} used" if first.get("cores_used", first["cores"]) != first["cores"] else "")
+            + ")" + (f", {first['gpu']}" if "gpu" in first else "")
             + f"; JAX device {first['jax_device']}; {first['dtype']}.",
             f"1-minute load average around the timed runs: {min(loads):.2f} to {max(loads):.2f} "
             f"(median {sorted(loads)[len(loads) // 2]:.2f})." if loads else "No timed runs.",

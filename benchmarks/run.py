@@ -295,7 +295,7 @@ def main(argv):
     if warning:
         print(warning, file=sys.stderr, flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(machine.usable_cores())
     lines = []
 
     def emit(record):
