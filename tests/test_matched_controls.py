@@ -5,7 +5,8 @@ import pytest
 from scipy import stats
 
 from jaxneurons.analysis import ALL_SHARED, PARTIAL_SHARED, SPECIFIC
-from jaxneurons.attribution.matched import count_matched, magnitude_matched
+from jaxneurons.attribution.matched import (count_matched, magnitude_matched, mass_matched, match_ratios,
+                                            off_by_more, top_magnitude)
 from jaxneurons.pipeline.attribution import ig_completeness, matched_nulls
 from jaxneurons.analysis.bootstrap import paired_test, sign_test
 from jaxneurons.pipeline.interventions import off_mask
@@ -35,17 +36,101 @@ def test_magnitude_matched_has_the_targets_count_and_magnitude():
     assert stats.ks_2samp(abs_m[uniform], abs_m[target]).statistic > 0.2
 
 
-def test_magnitude_matched_passes_a_short_top_bin_down_and_is_seeded():
-    abs_m, target, pool = _population(seed=2)
-    pool &= (abs_m < np.quantile(abs_m[target], 0.5)) & (np.random.default_rng(4).random(pool.shape) < 0.3)
-    null = magnitude_matched(abs_m, target, pool, np.random.default_rng(3))
-    low = np.where(target, abs_m, np.inf).min(-1, keepdims=True)
-    high = np.where(target, abs_m, -np.inf).max(-1, keepdims=True)
-    in_range = (pool & (abs_m >= low) & (abs_m <= high)).sum(-1)  # only these can be drawn
-    np.testing.assert_array_equal(null.sum(-1), np.minimum(target.sum(-1), in_range))
-    assert (in_range < target.sum(-1)).all()  # every row short: the quota still fills what it can
-    again = magnitude_matched(abs_m, target, pool, np.random.default_rng(3))
-    np.testing.assert_array_equal(null, again)
+def _previous_draw(abs_m, target, pool, rng, bins=50):
+    """The draw before issue 26, one row at a time: closed bins of the target's sorted |m|, a bin's shortfall passed
+    down as extra quota drawn uniformly within the lower bins (what the lowest cannot take goes back up)."""
+    out = np.zeros(abs_m.shape, bool)
+    for x in range(len(abs_m)):
+        t = np.sort(abs_m[x][target[x]])
+        w = -(-len(t) // bins)
+        starts = t[::w]
+        cand = np.flatnonzero(pool[x] & ~target[x] & (abs_m[x] >= t[0]) & (abs_m[x] <= t[-1]))
+        g_of = np.maximum(np.searchsorted(starts, abs_m[x][cand], side="left") - 1, 0)
+        quota = [min(w, len(t) - g * w) for g in range(len(starts))]
+        avail = [rng.permutation(cand[g_of == g]) for g in range(len(starts))]
+        take, carry = np.zeros(len(starts), int), 0
+        for g in range(len(starts) - 1, -1, -1):
+            take[g] = min(quota[g] + carry, len(avail[g]))
+            carry = quota[g] + carry - take[g]
+        for g in range(len(starts)):
+            extra = min(carry, len(avail[g]) - take[g])
+            take[g], carry = take[g] + extra, carry - extra
+        for g in range(len(starts)):
+            out[x, avail[g][:take[g]]] = True
+    return out
+
+
+def _thin_top(seed=0, rows=30):
+    """Per row 100 targets (90 in [1, 2], 10 strong ones in [5, 10]); a pool dense below 3, with only 10 neurons
+    in [4, 10]: the top bins fall short, and the lower bin they pass down to is dense with weak neurons."""
+    rng = np.random.default_rng(seed)
+    targets = np.concatenate([rng.uniform(1, 2, (rows, 90)), rng.uniform(5, 10, (rows, 10))], 1)
+    pool = np.concatenate([rng.uniform(0, 2, (rows, 800)), rng.uniform(2, 3, (rows, 300)),
+                           rng.uniform(4, 5, (rows, 5)), rng.uniform(5, 10, (rows, 5))], 1)
+    abs_m = np.concatenate([targets, pool], 1)
+    perm = np.argsort(rng.random(abs_m.shape), -1)  # each row in its own order
+    target = np.take_along_axis(np.arange(abs_m.shape[1])[None] < 100, perm, -1)
+    return np.take_along_axis(abs_m, perm, -1), target, ~target
+
+
+def test_magnitude_matched_fills_a_short_top_bin_with_the_nearest_neurons():
+    abs_m, target, pool = _thin_top()
+    before = match_ratios(abs_m, _previous_draw(abs_m, target, pool, np.random.default_rng(1)), target)
+    null = magnitude_matched(abs_m, target, pool, np.random.default_rng(1))
+    after = match_ratios(abs_m, null, target)
+    assert off_by_more(before["mean_abs_m_ratio"]) and off_by_more(before["mass_ratio"])  # 0.86: the top under-filled
+    assert not off_by_more(after["mean_abs_m_ratio"]) and not off_by_more(after["mass_ratio"])
+    np.testing.assert_array_equal(null.sum(-1), target.sum(-1))
+    assert not (null & ~pool).any() and not (null & target).any()
+    assert (null & (abs_m >= 4)).sum(-1).min() >= 9  # the strong pool neurons serve the strong targets
+    np.testing.assert_array_equal(null, magnitude_matched(abs_m, target, pool, np.random.default_rng(1)))
+
+
+def test_magnitude_matched_with_no_pool_in_range_is_the_greedy_nearest_match():
+    rng = np.random.default_rng(5)
+    abs_m = np.concatenate([rng.uniform(5, 9, (6, 8)), rng.uniform(0, 4, (6, 30)), rng.uniform(9.5, 12, (6, 4))], 1)
+    target = np.arange(42)[None].repeat(6, 0) < 8
+    null = magnitude_matched(abs_m, target, ~target, np.random.default_rng(0))
+    for x in range(6):  # every target unserved in its bin: largest first, the free neuron nearest in |m|
+        free, expected = set(range(8, 42)), set()
+        for value in sorted(abs_m[x, :8], reverse=True):
+            pick = min(sorted(free), key=lambda f: abs(abs_m[x, f] - value))
+            expected.add(pick)
+            free.remove(pick)
+        assert set(np.flatnonzero(null[x])) == expected
+    small = magnitude_matched(abs_m[:, :12], target[:, :12], ~target[:, :12], np.random.default_rng(0))
+    np.testing.assert_array_equal(small, ~target[:, :12])  # a pool smaller than the target: taken whole
+
+
+def test_top_magnitude_and_mass_matched_against_plain_numpy():
+    rng = np.random.default_rng(0)
+    value = rng.lognormal(0, 1, (7, 90))
+    pool = rng.random((7, 90)) < 0.6
+    count = rng.integers(0, 30, 7)
+    top = top_magnitude(value, count, pool)
+    for x in range(7):
+        ranked = sorted(np.flatnonzero(pool[x]), key=lambda f: -value[x, f])[:count[x]]
+        assert set(np.flatnonzero(top[x])) == set(ranked)
+    target = rng.uniform(20, 60, 7)
+    target[0] = 1e6  # more than the whole pool holds
+    drawn = mass_matched(value, target, pool, np.random.default_rng(1))
+    assert not (drawn & ~pool).any()
+    assert drawn[0].sum() == pool[0].sum()
+    got = (value * drawn).sum(-1)[1:]
+    assert (np.abs(got - target[1:]) <= value.max(-1)[1:] / 2 + 1e-12).all()  # within half a neuron
+    assert np.abs(got / target[1:] - 1).max() < 0.1
+    assert not np.array_equal(drawn, mass_matched(value, target, pool, np.random.default_rng(2)))
+
+
+def test_match_ratios_is_the_plain_ratio():
+    rng = np.random.default_rng(3)
+    abs_m, contribution = rng.random((4, 50)), rng.random((4, 50))
+    a, b = rng.random((4, 50)) < 0.3, rng.random((4, 50)) < 0.2
+    got = match_ratios(abs_m, a, b, contribution)
+    assert got["count_ratio"] == pytest.approx(a.sum() / b.sum())
+    assert got["mean_abs_m_ratio"] == pytest.approx(abs_m[a].mean() / abs_m[b].mean())
+    assert got["mass_ratio"] == pytest.approx(contribution[a].sum() / contribution[b].sum())
+    assert match_ratios(abs_m, a, np.zeros_like(b))["mass_ratio"] is None
 
 
 def test_count_matched_draws_within_the_pool():
