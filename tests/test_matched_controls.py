@@ -168,6 +168,50 @@ def test_deactivation_sets_are_count_matched_to_all_shared(run):
     np.testing.assert_array_equal(off, off_mask(run, codes, abs_m, batch_index=5))  # seeded: resume redraws it
 
 
+def test_new_controls_and_dose_sets_against_plain_numpy():
+    codes, abs_m = _codes_and_m()
+    contribution = abs_m * np.random.default_rng(7).uniform(0.5, 2.0, abs_m.shape[-1])
+    shared, count = codes == ALL_SHARED, (codes == ALL_SHARED).sum(-1)
+    mean_m = abs_m.mean(1)
+    top = off_mask("top_magnitude", codes, abs_m, 0, contribution)
+    ranked = off_mask("ranked@0.5", codes, abs_m, 0, contribution)
+    for b, layer in np.ndindex(count.shape):
+        order = np.argsort(-np.where(shared[b, layer], -np.inf, mean_m[b, layer]), kind="stable")
+        assert set(np.flatnonzero(top[b, layer])) == set(order[:count[b, layer]])
+        half = int(np.round(0.5 * count[b, layer]))
+        assert set(np.flatnonzero(ranked[b, layer])) == set(np.argsort(-mean_m[b, layer], kind="stable")[:half])
+    mass = off_mask("mass/0", codes, abs_m, 3, contribution)
+    per_layer = contribution.mean(1)
+    assert not (mass & shared).any()
+    got, want = (per_layer * mass).sum(-1), (per_layer * shared).sum(-1)
+    assert np.abs(got / want - 1).max() < 0.05  # many small neurons: within a few percent per example and layer
+    for name, pool in (("random", np.ones_like(shared)), ("all_shared", shared)):
+        half, whole = off_mask(f"{name}@0.5/1", codes, abs_m, 2), off_mask(f"{name}@1/1", codes, abs_m, 2)
+        np.testing.assert_array_equal(half.sum(-1), np.round(0.5 * count))
+        assert not (half & ~whole).any() and not (half & ~pool).any()  # nested across sizes, within its pool
+    np.testing.assert_array_equal(off_mask("random@1/1", codes, abs_m, 2), off_mask("random/1", codes, abs_m, 2))
+    double = off_mask("random@2/0", codes, abs_m, 0)
+    np.testing.assert_array_equal(double.sum(-1), np.minimum(2 * count, codes.shape[-1]))
+
+
+def test_condition_names_with_seed_lists_and_doses():
+    from jaxneurons.pipeline.interventions import InterventionsConfig, condition_names
+
+    names = condition_names(["all_shared", "magnitude", "top_magnitude"], (4, 9), (0.5, 1, 2))
+    assert names[:3] == ["clean", "all_shared", "top_magnitude"]
+    assert {"magnitude/4", "magnitude/9", "random/4", "random/9", "random@0.5/4", "random@2/9", "ranked@1",
+            "ranked@2", "all_shared@0.5/9"} <= set(names)
+    assert not any(n.startswith("all_shared@2") or n.startswith("all_shared@1") for n in names)
+    assert len(names) == len(set(names))
+    assert InterventionsConfig(seeds=[0, 1, 2]).seeds == 3  # the same identity as seeds=3
+    assert InterventionsConfig(seeds="4,7".split(",")).seeds == (4, 7)
+    for bad in ([], [1, 1], [-1], 0, ["x"]):
+        with pytest.raises(ValueError, match="seeds"):
+            InterventionsConfig(seeds=bad)
+    with pytest.raises(ValueError, match="dose_fractions"):
+        InterventionsConfig(dose_fractions=(0.5, 0))
+
+
 def test_full_category_runs_take_the_whole_category():
     codes, abs_m = _codes_and_m()
     np.testing.assert_array_equal(off_mask("specific", codes, abs_m, 0), codes == SPECIFIC)
@@ -191,10 +235,16 @@ def test_attribution_null_is_active_in_its_language_and_matches_all_shared():
     np.testing.assert_array_equal(anywhere.sum(-1), shared.sum(-1))
 
 
-@pytest.mark.parametrize("higher,lower", [(0, 0), (3, 0), (7, 2), (5, 5), (1, 12)])
+@pytest.mark.parametrize("higher,lower", [(0, 0), (3, 0), (7, 2), (5, 5), (1, 12), (4, 0)])
 def test_sign_test_is_the_exact_binomial_test(higher, lower):
     expected = 1.0 if higher + lower == 0 else stats.binomtest(higher, higher + lower, 0.5).pvalue
     assert sign_test(higher, lower) == pytest.approx(expected, rel=1e-9)
+    greater = 1.0 if higher + lower == 0 else stats.binomtest(higher, higher + lower, 0.5, "greater").pvalue
+    assert sign_test(higher, lower, alternative="greater") == pytest.approx(greater, rel=1e-9)
+    # by hand: P(X >= higher), X ~ Binomial(higher + lower, 1/2)
+    m = higher + lower
+    assert sign_test(higher, lower, "greater") == pytest.approx(sum(stats.binom.pmf(range(higher, m + 1), m, 0.5))
+                                                                if m else 1.0)
 
 
 def test_paired_test_against_a_plain_computation():
@@ -214,6 +264,14 @@ def test_paired_test_against_a_plain_computation():
         np.testing.assert_allclose(entry["difference"]["ci95"], np.percentile(boot, [2.5, 97.5]), rtol=1e-9)
         lo, hi = entry["difference"]["ci95"]
         assert lo <= entry["difference"]["value"] <= hi
+        assert entry["significant"] == (lo > 0 or hi < 0)  # the primary criterion
+        higher, lower = (diff > 0).sum(), (diff < 0).sum()
+        assert entry["sign_test_p_one_sided"] == pytest.approx(stats.binomtest(higher, higher + lower, 0.5,
+                                                                               "greater").pvalue)
+        assert entry["discordant"] == higher + lower and entry["few_discordant"] == (higher + lower < 10)
+    few = paired_test({k: v[:6] for k, v in shared.items()}, {k: v[:6] for k, v in control.items()},
+                      resample_counts(6, 50, seed=0))
+    assert few["correct"]["few_discordant"]
 
 
 def test_ig_completeness_against_a_plain_computation():
