@@ -373,7 +373,8 @@ class DeactivationResult(_Result):
                 for key in ("removed_mass", "accuracy", "gold_logprob_change"):
                     row[key], row[f"{key}_low"], row[f"{key}_high"] = _ci(curve[key][i])
                 rows.append(row)
-        keys = [f"{k}{end}" for k in ("removed_mass", "accuracy", "gold_logprob_change") for end in ("", "_low", "_high")]
+        keys = [f"{k}{end}" for k in ("removed_mass", "accuracy", "gold_logprob_change")
+                for end in ("", "_low", "_high")]
         return _frame(rows, ["kind", "fraction", "neurons_per_layer", *keys])
 
     def warnings(self) -> list[str]:

@@ -109,7 +109,7 @@ def test_attribution_json_matches_direct_computation(setup, tmp_path):
         assert table["min"][layer] == pytest.approx(min(v.min() for v in found), rel=1e-3, abs=1e-6)
         assert table["mean"][layer] == pytest.approx(np.mean([v.mean() for v in found]), rel=1e-3, abs=1e-6)
         assert table["sum"][layer] == pytest.approx(sum(v.sum() for v in per_example) / NUM, rel=1e-3, abs=1e-6)
-    for n, lang in enumerate(LANGS):  # the base rates: all-shared's share of the active neurons, and of the active top-k
+    for n, lang in enumerate(LANGS):  # base rates: all-shared's share of the active neurons and of the active top-k
         rates = got["per_language"][lang]["base_rates"]
         assert rates["all_shared_pct_of_active"]["value"] == pytest.approx(active[n, 0] / active[n, 1] * 100)
         for method in top:

@@ -99,7 +99,8 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
              f"**Headline ({h['language']})**: {h['statistic']}. All-shared neurons are "
              f"{pct_text(h['all_shared_neuron_pct'])} of the neurons{_active_text(h)}.", ""]
     lines += _active_top_lines(h, attribution["methods"])
-    nulls = [n for n in NULLS if all(n in attribution["per_language"][h["language"]][m] for m in attribution["methods"])]
+    headline_entry = attribution["per_language"][h["language"]]
+    nulls = [n for n in NULLS if all(n in headline_entry[m] for m in attribution["methods"])]
     off = {n for n in nulls if any(line.startswith(NULL_LABELS[n]) for line in matching_warnings(attribution))}
     lines += ["| method | statistic | all-shared | " + " | ".join(NULL_LABELS[n] + (" NOT matched" if n in off else "")
                                                          for n in nulls) + " |", "|---" * (3 + len(nulls)) + "|"]

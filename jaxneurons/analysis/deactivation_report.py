@@ -108,7 +108,8 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
         lines.append(f"| {_label(name, s, meta)} | {s['neurons_per_layer']:.0f} | {num_text(s['mean_abs_m'])} | "
                      f"{_ratio_text(s.get('match'))} | {ci_text(s['removed_mass'])} | "
                      f"{ci_text(s['accuracy']['mean'])} | {ci_text(s['delta']['mean'], ' pp')} | "
-                     f"{ci_text(s.get('gold_logprob_change'), '')} | {_test_text(tests.get(name, {}).get('correct'))} |")
+                     f"{ci_text(s.get('gold_logprob_change'), '')} | "
+                     f"{_test_text(tests.get(name, {}).get('correct'))} |")
     lines += _seed_lines(sets) + _clean_test_lines(vs_clean) + _dose_lines(interventions.get("dose_response"))
     lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",
               "|---" * (len(languages) + 1) + "|"]

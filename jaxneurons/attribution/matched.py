@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 MATCH_BINS = 50  # bins per row: 124 all-shared neurons -> 3 targets a bin
+DRAWS_VERSION = 2  # in the passes' identity: 2 = the nearest fill and the issue-26 sets (1: carry-down), so a
+# checkpoint drawn the old way is refused instead of mixed
 MATCH_TOLERANCE = 0.1  # a control whose mean |m| or mass ratio is off by more than this is not "matched"
 
 

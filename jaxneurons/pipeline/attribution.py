@@ -37,7 +37,7 @@ from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, finite, resample_counts, spread
 from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
-from jaxneurons.attribution.matched import MATCH_TOLERANCE, magnitude_matched, mass_matched, off_by_more, top_magnitude
+from jaxneurons.attribution.matched import DRAWS_VERSION, magnitude_matched, mass_matched, off_by_more, top_magnitude
 from jaxneurons.attribution.static import static_scores
 from jaxneurons.lm import LanguageModel, pad_rows
 from jaxneurons.models.decoder import Decoder, Record
@@ -143,7 +143,8 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     placement = distributed.placement(mesh)
     plan = plan_batches(token_rows, placement.round_batch_size(batch_size), "last", "left", lm.pad_id)
     identity = pass_identity("attribution", config, lm, examples, token_rows, task=task.name,
-                            languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size)
+                            languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size,
+                            draws=DRAWS_VERSION, nulls=list(NULLS))
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
     progress_path = None if state_dir is None else os.path.join(state_dir, ATTRIBUTION_STATE_FILE)

@@ -54,7 +54,8 @@ def check_seeds(seeds) -> int | tuple[int, ...]:
     try:
         values = tuple(int(s) for s in seeds)
     except (TypeError, ValueError):
-        raise PipelineInputError(f"seeds must be a count (e.g. 3) or a list of ints (e.g. 0,1,2), got {seeds!r}") from None
+        raise PipelineInputError(f"seeds must be a count (e.g. 3) or a list of ints (e.g. 0,1,2), "
+                                 f"got {seeds!r}") from None
     if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
         raise PipelineInputError(f"seeds must be distinct ints >= 0, at least one, got {list(values)}")
     return len(values) if values == tuple(range(len(values))) else values

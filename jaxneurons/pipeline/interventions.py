@@ -48,8 +48,8 @@ from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
 from jaxneurons.analysis.bootstrap import (CRITERION, DEFAULT_RESAMPLES, estimate, paired_test, resample_counts,
                                            spread)
-from jaxneurons.attribution.matched import (MATCH_TOLERANCE, count_matched, magnitude_matched, mass_matched,
-                                            off_by_more, top_magnitude)
+from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, count_matched, magnitude_matched,
+                                            mass_matched, off_by_more, top_magnitude)
 from jaxneurons.attribution.static import down_rows
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Decoder, Intervention, Record
@@ -214,7 +214,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     plan = plan_batches(rows, placement.round_batch_size(config.batch_size), "last", "right", lm.pad_id)
     conditions = condition_names(config.kinds, seeds, config.dose_fractions)
     identity = pass_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
-                            batch_size_used=plan.batch_size)
+                            batch_size_used=plan.batch_size, draws=DRAWS_VERSION)
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
     path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
