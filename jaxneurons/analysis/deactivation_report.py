@@ -9,6 +9,7 @@ import numpy as np
 
 from matplotlib.figure import Figure
 
+from jaxneurons.analysis.bootstrap import MIN_DISCORDANT, excludes_zero
 from jaxneurons.analysis.figures import CATEGORY_COLORS, _finish, _new_figure, save_figure
 from jaxneurons.analysis.intervals import ci_text, error_bars, num_text, or_zero
 
@@ -31,7 +32,7 @@ def interventions_figure(interventions: dict) -> Figure:
         ax.set(ylabel=label)
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Neurons deactivated at the {interventions['meta']['deactivated_at']} "
+    fig.suptitle(f"Neurons deactivated at the {_where(interventions['meta'])} "
                  "(error bars: 95% bootstrap over examples)")
     return _finish(fig)
 
@@ -87,7 +88,7 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
     languages = list(interventions["clean"])
     tests, vs_clean = interventions.get("paired_tests", {}), interventions.get("paired_tests_vs_clean", {})
     lines = ["## Deactivation", "",
-             f"Each example's neurons of a set are zeroed at the {meta['deactivated_at']}. `*_count`, "
+             f"Each example's neurons of a set are zeroed at the {_where(meta)}. `*_count`, "
              "`random`, `magnitude` and `top_magnitude` zero as many neurons per layer as the example has "
              "all-shared ones (within the category; uniformly; among activated neurons with all-shared's |m| "
              "distribution, a short top bin served by the nearest neurons; the largest-|m| neurons that are not "
@@ -119,6 +120,13 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
     return "\n".join(lines) + "\n"
 
 
+def _where(meta: dict) -> str:
+    """Where the sets were zeroed (results before 'deactivated_at' named it 'positions')."""
+    if meta.get("deactivated_at"):
+        return meta["deactivated_at"]
+    return {"all": "every token"}.get(meta.get("positions"), "last token")
+
+
 def _label(name: str, entry: dict, meta: dict) -> str:
     """The set's name; a control whose name promises a match it misses is marked NOT matched."""
     from jaxneurons.pipeline.interventions import MATCHED  # the promise lives with the sets
@@ -139,11 +147,12 @@ def _test_text(test: dict | None) -> str:
     """'diff [lo, hi] | yes/no | p (n)' for a paired accuracy test; blank cells without one."""
     if not test:
         return " | | "
-    significant = {True: "yes", False: "no", None: "n/a"}[test.get("significant")]
-    p = test.get("sign_test_p_one_sided", test["sign_test_p"])
-    few = " (< 10)" if test.get("few_discordant") else ""
-    return (f"{ci_text(test['difference'], '')} | {significant} | {p:.3g} "
-            f"({test.get('discordant', test['control_higher'] + test['control_lower'])}{few})")
+    significant = {True: "yes", False: "no", None: "n/a"}[test.get("significant", excludes_zero(test["difference"]))]
+    one_sided = test.get("sign_test_p_one_sided")
+    p = f"{one_sided:.3g}" if one_sided is not None else f"{test['sign_test_p']:.3g} (two-sided)"  # older results
+    discordant = test["control_higher"] + test["control_lower"]
+    few = f", < {MIN_DISCORDANT}" if discordant < MIN_DISCORDANT else ""
+    return f"{ci_text(test['difference'], '')} | {significant} | {p} ({discordant} differ{few})"
 
 
 def _seed_lines(sets: dict) -> list[str]:
