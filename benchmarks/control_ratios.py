@@ -1,6 +1,6 @@
 """The deactivation controls' achieved ratios to all-shared on a zoo model, the previous |m| draw beside the new one.
 
-    python benchmarks/control_ratios.py --model=smollm2-135m --task=builtin_facts \
+    PYTHONPATH=. python benchmarks/control_ratios.py --model=smollm2-135m --task=builtin_facts \
         --languages=en,de,es,fr,ru,th,tr,vi,zh
 
 Runs the deactivation pass's own clean forward (`interventions.example_neurons`, its batches) and draws every
