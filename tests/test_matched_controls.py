@@ -7,7 +7,7 @@ from scipy import stats
 from jaxneurons.analysis import ALL_SHARED, PARTIAL_SHARED, SPECIFIC
 from jaxneurons.attribution.matched import (count_matched, magnitude_matched, mass_matched, match_ratios,
                                             off_by_more, top_magnitude)
-from jaxneurons.pipeline.attribution import ig_completeness, matched_nulls
+from jaxneurons.pipeline.attribution import ig_completeness, matched_nulls, null_sets
 from jaxneurons.analysis.bootstrap import paired_test, sign_test
 from jaxneurons.pipeline.interventions import off_mask
 
@@ -233,6 +233,21 @@ def test_attribution_null_is_active_in_its_language_and_matches_all_shared():
     anywhere = matched_nulls(act, m, codes, seeds=1, batch_index=0, active_only=False)[0]
     assert not (anywhere & shared).any() and (anywhere & (act <= 0)).any()  # inactive neurons may be drawn
     np.testing.assert_array_equal(anywhere.sum(-1), shared.sum(-1))
+
+
+def test_attribution_top_and_mass_nulls_against_plain_numpy():
+    codes, abs_m = _codes_and_m(seed=4, width=200)
+    rng = np.random.default_rng(1)
+    act = np.where(rng.random(abs_m.shape) < 0.6, 1.0, -1.0)
+    nulls = null_sets(act, abs_m * rng.choice([-1, 1], abs_m.shape), codes, seeds=(3, 5), batch_index=1)
+    shared = np.broadcast_to((codes == ALL_SHARED)[:, None], abs_m.shape)
+    for index in np.ndindex(abs_m.shape[:-1]):
+        order = np.argsort(-np.where(shared[index], -np.inf, abs_m[index]), kind="stable")
+        assert set(np.flatnonzero(nulls["null_top"][(0,) + index])) == set(order[:shared[index].sum()])
+    got, want = (abs_m * nulls["null_mass"]).sum(-1), (abs_m * shared).sum(-1)  # [S, B, N, L]
+    assert (np.abs(got - want) <= np.where(shared, 0, abs_m).max(-1) / 2 + 1e-9).all()  # within half a neuron
+    assert abs(np.median(got / want) - 1) < 0.02 and not (nulls["null_mass"] & shared).any()
+    assert not np.array_equal(nulls["null_mass"][0], nulls["null_mass"][1])  # the seeds 3 and 5 differ
 
 
 @pytest.mark.parametrize("higher,lower", [(0, 0), (3, 0), (7, 2), (5, 5), (1, 12), (4, 0)])

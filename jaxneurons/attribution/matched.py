@@ -14,8 +14,8 @@ resumed run draws the same sets):
   the lower bins, which under-filled the top: on smollm2-135m the control held 0.71x the all-shared set's
   mean |m| (BUILD_NOTES "Controls that are what their names say").
 - `top_magnitude`: the pool's `count` largest-|m| neurons (the strongest control a pool allows).
-- `mass_matched`: pool neurons in a random order, added until their summed value (contribution mass
-  |m| * ||v||) is nearest the target's.
+- `mass_matched`: pool neurons in a random order, each kept while it brings the summed value (contribution
+  mass |m| * ||v||) nearer the target's.
 
 No draw can match a target whose |m| the pool does not have: `match_ratios` gives the achieved count, mean
 and mass ratios (control / target), and callers warn when a ratio is off by more than MATCH_TOLERANCE.
@@ -111,21 +111,25 @@ def top_magnitude(abs_m_xf, count_x, pool_xf) -> np.ndarray:
 
 
 def mass_matched(value_xf, target_mass_x, pool_xf, rng: np.random.Generator) -> np.ndarray:
-    """bool [..., F]: per leading index, pool neurons in a uniformly random order, added while the running sum of
-    value (>= 0) stays below target_mass; the neuron that crosses it is kept when that lands nearer the target.
-    A pool whose whole sum is below the target is taken whole."""
+    """bool [..., F]: per leading index, pool neurons in a uniformly random order, each kept when it brings the
+    running sum of value (>= 0) nearer target_mass (value / 2 below what is missing), so the sum ends within half
+    a neuron of the target, a large neuron that would overshoot skipped for the smaller ones after it. A pool
+    whose whole sum is below the target is taken whole."""
     value = np.asarray(value_xf, np.float64)
-    pool = np.broadcast_to(np.asarray(pool_xf, bool), value.shape)
-    order = np.argsort(np.where(pool, rng.random(value.shape), np.inf), axis=-1)
-    in_pool = np.take_along_axis(pool, order, -1)
+    shape = value.shape
+    pool = np.broadcast_to(np.asarray(pool_xf, bool), shape).reshape(-1, shape[-1])
+    value = value.reshape(pool.shape)
+    order = np.argsort(np.where(pool, rng.random(pool.shape), np.inf), axis=-1)
     step = np.take_along_axis(np.where(pool, value, 0.0), order, -1)
-    after = np.cumsum(step, -1)
-    before = after - step
-    target = np.asarray(target_mass_x, np.float64)[..., None]
-    keep = in_pool & ((after <= target) | ((before < target) & (after - target <= target - before)))
-    out = np.zeros(value.shape, bool)
+    in_pool = np.take_along_axis(pool, order, -1)
+    target = np.broadcast_to(np.asarray(target_mass_x, np.float64), shape[:-1]).reshape(-1)
+    total, keep = np.zeros(len(pool)), np.zeros(pool.shape, bool)
+    for j in range(int(in_pool.sum(-1).max(initial=0))):  # the pool comes first in the order
+        keep[:, j] = in_pool[:, j] & (total + step[:, j] / 2 < target)
+        total += np.where(keep[:, j], step[:, j], 0.0)
+    out = np.zeros(pool.shape, bool)
     np.put_along_axis(out, order, keep, axis=-1)
-    return out
+    return out.reshape(shape)
 
 
 def match_ratios(abs_m_xf, control_xf, target_xf, contribution_xf=None) -> dict:

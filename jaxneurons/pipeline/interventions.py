@@ -71,7 +71,6 @@ UNSEEDED = ("top_magnitude",)  # drawn sets without a seed
 STREAMS = {"random": 0, "magnitude": 1, "partial_shared_count": 2, "specific_count": 3, "mass": 4,
            "all_shared": 5}  # a seeded NumPy draw's stream (the first four: the draws before issue 26)
 MATCHED = {"magnitude": ("mean_abs_m_ratio", "mass_ratio"), "mass": ("mass_ratio",)}  # the ratios a name promises
-DOSE_KINDS = ("random", "ranked", "all_shared")
 logger = logging.getLogger(__name__)
 INTERVENTIONS_FILE = "interventions.json"
 INTERVENTIONS_STATE_FILE = "interventions_state.npz"
