@@ -263,7 +263,7 @@ class AttributionResult(_Result):
 
     def to_pandas(self):
         """One row per language, method, layer and neuron set: value (% of the layer's top-k neurons, mean over
-        examples) and its 95% bootstrap interval. The sets are the four categories and the |m|-matched nulls
+        examples) and its 95% bootstrap interval. The sets are the four categories and the |m|-drawn nulls
         ("null": among the neurons active in the row, "null_any": among all)."""
         from jaxneurons.analysis.sharing import CATEGORIES
 
@@ -296,9 +296,11 @@ class AttributionResult(_Result):
         share = _interval({"value": h["all_shared_neuron_pct"],
                            "ci95": (h.get("all_shared_neuron_pct_ci") or {}).get("ci95")})
         lines = [f"Headline ({html.escape(h['language'])}, top-{self.summary['top_k']} of "
-                 f"{self.summary['neurons_per_layer']} neurons per layer; all-shared are {share} of the neurons):"]
+                 f"{self.summary['neurons_per_layer']} neurons per layer; all-shared are {share} of the neurons"
+                 + (f", {_interval(h['all_shared_active_pct'])} of those active" if h.get("all_shared_active_pct") else "")
+                 + "):"]
         lines += [f"{html.escape(m)}: all-shared {_interval(h['all_shared_top_k_share'][m])} of the top neurons vs "
-                  f"{_interval(h['null_top_k_share'][m])} for the |m|-matched null" for m in self.methods]
+                  f"{_interval(h['null_top_k_share'][m])} for the |m|-drawn null" for m in self.methods]
         return lines
 
     def warnings(self) -> list[str]:

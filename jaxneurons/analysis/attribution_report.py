@@ -20,7 +20,7 @@ ANY_NULL_COLOR = "tab:brown"  # not another grey: non-activated is grey already
 
 def top_share_figure(attribution: dict) -> Figure:
     """Per method: % of the top-k neurons of each layer in each category (the headline language), 95% band,
-    and the |m|-matched null's share (dashed)."""
+    and the |m|-drawn null's share (dashed)."""
     lang = attribution["headline"]["language"]
     methods = attribution["methods"]
     fig, axes = _new_figure(len(methods))
@@ -46,7 +46,7 @@ def top_share_figure(attribution: dict) -> Figure:
 
 def attribution_share_figure(attribution: dict) -> Figure:
     """Per method and language: all-shared's top-k share and pooled positive share, each beside the
-    |m|-matched null's, with 95% error bars."""
+    |m|-drawn null's, with 95% error bars."""
     languages, methods = attribution["languages"], attribution["methods"]
     fig, axes = _new_figure(len(methods))
     x = np.arange(len(languages))
@@ -113,8 +113,8 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
               "all-shared set's count and |m| distribution (bins of the all-shared set's own sorted |m|, a short "
               "bin served by the nearest neurons; mean of the seeds) among the neurons active in that language "
               "(act > 0; `null (active)`) or among all (`null (any)`); the all-shared count of largest-|m| "
-              "neurons (`null (top |m|)`); random neurons until their summed |m| is nearest all-shared's "
-              "(`null (|m| mass)`). A null is only matched where its ratios are within 10% (NOT matched "
+              "neurons (`null (top abs m)`); random neurons until their summed |m| is nearest all-shared's "
+              "(`null (abs m mass)`). A null is only matched where its ratios are within 10% (NOT matched "
               "otherwise). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the top-k "
               "share. Matching check (mean neurons per layer; mean |m| per neuron):", "",
               "| language | " + " | ".join(_SET_NAMES.get(s, s) for s in
@@ -137,8 +137,8 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
     return "\n".join(lines) + "\n"
 
 
-_SET_NAMES = {"matched_null": "null (active)", "matched_any": "null (any)", "top_null": "null (top |m|)",
-              "mass_null": "null (|m| mass)", "other_active": "other active", "all": "all neurons",
+_SET_NAMES = {"matched_null": "null (active)", "matched_any": "null (any)", "top_null": "null (top abs m)",
+              "mass_null": "null (abs m mass)", "other_active": "other active", "all": "all neurons",
               "all_shared": "all-shared"}
 
 

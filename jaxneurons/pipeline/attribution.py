@@ -426,15 +426,15 @@ def matching_warnings(result: dict) -> list[str]:
             match = result["per_language"][lang]["matching"]
             ratios = {k: match.get(f"{name}_{k}") for k in promised}
             if any(v is None or (v < 0.95 if k == "count_ratio" else off_by_more(v)) for k, v in ratios.items()):
-                off.append(f"{lang} (" + ", ".join(f"{_ratio_name(k)} {_num(v)}x" for k, v in ratios.items()) + ")")
+                off.append(f"{lang} (" + ", ".join(f"{_ratio_name(k)} {_num(v)}" for k, v in ratios.items()) + ")")
         if off and all(f"{name}_{promised[0]}" in result["per_language"][l]["matching"] for l in result["languages"]):
             lines.append(f"{NULL_LABELS[name]} is not matched to all-shared in {', '.join(off)}: its pool lacks "
                          "neurons of all-shared's |m|, so it cannot tell sharing from activation strength there")
     return lines
 
 
-NULL_LABELS = {"null": "null (active)", "null_any": "null (any)", "null_top": "null (top |m|)",
-               "null_mass": "null (|m| mass)"}
+NULL_LABELS = {"null": "null (active)", "null_any": "null (any)", "null_top": "null (top abs m)",
+               "null_mass": "null (abs m mass)"}  # no "|" in a label: the report's tables use it
 
 
 def _ratio_name(key: str) -> str:
@@ -442,7 +442,7 @@ def _ratio_name(key: str) -> str:
 
 
 def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+    return "n/a" if value is None else f"{value:.3g}x"
 
 
 def _method_summary(acc, m, n, done, top_k, ci) -> dict:
@@ -508,7 +508,7 @@ def _matching_summary(acc, n, done, methods) -> dict:
 
 def headline(result: dict) -> dict:
     """German (else the first non-English language): the notebook's top-k share of all-shared neurons (mean
-    over examples, then layers) next to the |m|-matched null, and the pooled positive share as a second number."""
+    over examples, then layers) next to the |m|-drawn null, and the pooled positive share as a second number."""
     langs = result["languages"]
     lang = "de" if "de" in langs else next((l for l in langs if l != "en"), langs[0])
     entry = result["per_language"][lang]
