@@ -77,7 +77,7 @@ def attribution(lm: LanguageModel, examples, *, task: Task | None = None, langua
                 output_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
                 mesh: Mesh | None = None, **settings) -> AttributionResult:
     """Attribution x category (`pipeline.run_attribution_analysis`): the share of each layer's top-k neurons,
-    by contribution, effective score and integrated gradients, that each category holds, beside |m|-matched
+    by contribution, effective score and integrated gradients, that each category holds, beside |m|-drawn
     nulls. Arguments as in `sharing`; settings: `AttributionConfig` fields (methods, top_k, ig_steps, seeds, ...).
     """
     from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis

@@ -313,7 +313,7 @@ class AttributionResult(_Result):
 
     def to_pandas(self):
         """One row per language, method, layer and neuron set: value (% of the layer's top-k neurons, mean over
-        examples) and its 95% bootstrap interval. The sets are the four categories and the |m|-matched nulls
+        examples) and its 95% bootstrap interval. The sets are the four categories and the |m|-drawn nulls
         ("null": among the neurons active in the row, "null_any": among all)."""
         from jaxneurons.analysis.sharing import CATEGORIES
 
@@ -346,9 +346,11 @@ class AttributionResult(_Result):
         share = _interval({"value": h["all_shared_neuron_pct"],
                            "ci95": (h.get("all_shared_neuron_pct_ci") or {}).get("ci95")})
         lines = [f"Headline ({html.escape(h['language'])}, top-{self.summary['top_k']} of "
-                 f"{self.summary['neurons_per_layer']} neurons per layer; all-shared are {share} of the neurons):"]
+                 f"{self.summary['neurons_per_layer']} neurons per layer; all-shared are {share} of the neurons"
+                 + (f", {_interval(h['all_shared_active_pct'])} of those active" if h.get("all_shared_active_pct") else "")
+                 + "):"]
         lines += [f"{html.escape(m)}: all-shared {_interval(h['all_shared_top_k_share'][m])} of the top neurons vs "
-                  f"{_interval(h['null_top_k_share'][m])} for the |m|-matched null" for m in self.methods]
+                  f"{_interval(h['null_top_k_share'][m])} for the |m|-drawn null" for m in self.methods]
         return lines
 
     def warnings(self) -> list[str]:
@@ -405,15 +407,35 @@ class DeactivationResult(_Result):
             for measure, test in tests.items():
                 value, low, high = _ci(test["difference"])
                 rows.append({"control": control, "measure": measure, "difference": value, "ci_low": low,
-                             "ci_high": high, "control_higher": test["control_higher"],
-                             "control_lower": test["control_lower"], "sign_test_p": test["sign_test_p"]})
-        return _frame(rows, ["control", "measure", "difference", "ci_low", "ci_high", "control_higher",
-                             "control_lower", "sign_test_p"])
+                             "ci_high": high, "significant": test.get("significant"),
+                             "control_higher": test["control_higher"], "control_lower": test["control_lower"],
+                             "sign_test_p": test["sign_test_p"],
+                             "sign_test_p_one_sided": test.get("sign_test_p_one_sided", np.nan)})
+        return _frame(rows, ["control", "measure", "difference", "ci_low", "ci_high", "significant", "control_higher",
+                             "control_lower", "sign_test_p", "sign_test_p_one_sided"])
+
+    def dose_response_frame(self):
+        """One row per dose kind (random, ranked, all_shared) and fraction of the all-shared count: the removed
+        contribution mass (%), mean accuracy (%) and gold log-prob change (nats), each with its 95% interval
+        (empty without dose_response)."""
+        rows = []
+        for kind, curve in ((self.summary.get("dose_response") or {}).get("curves") or {}).items():
+            for i, fraction in enumerate(curve["fraction"]):
+                row = {"kind": kind, "fraction": fraction, "neurons_per_layer": curve["neurons_per_layer"][i]}
+                for key in ("removed_mass", "accuracy", "gold_logprob_change"):
+                    row[key], row[f"{key}_low"], row[f"{key}_high"] = _ci(curve[key][i])
+                rows.append(row)
+        keys = [f"{k}{end}" for k in ("removed_mass", "accuracy", "gold_logprob_change")
+                for end in ("", "_low", "_high")]
+        return _frame(rows, ["kind", "fraction", "neurons_per_layer", *keys])
+
+    def warnings(self) -> list[str]:
+        return list(self.summary.get("warnings", []))
 
     def _figures(self) -> dict[str, Callable]:
-        from jaxneurons.analysis.deactivation_report import DEACTIVATION_FIGURES
+        from jaxneurons.analysis.deactivation_report import DEACTIVATION_FIGURES, available_figures
 
-        return {name: build for name, (build, _) in DEACTIVATION_FIGURES.items()}
+        return {name: DEACTIVATION_FIGURES[name][0] for name in available_figures(self.summary)}
 
     def save(self, directory: str | os.PathLike) -> str:
         from jaxneurons.pipeline.interventions import write_deactivation

@@ -112,9 +112,14 @@ _DEACTIVATE_EVERY_TOKEN = flags.DEFINE_bool("deactivate_every_token", False, "De
                                             "instead of the prompt's last token.")
 _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", None, "Deprecated spelling of "
                                    "--deactivate_every_token; removed in the next release.")
-_RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "Seeds of every drawn set: the random, |m|-matched and "
-                                     "count-matched deactivation controls, and the attribution's |m|-matched null.",
-                                     lower_bound=1)
+_RANDOM_SEEDS = flags.DEFINE_integer("random_seeds", 3, "How many seeds (0..N-1) every drawn set takes: the "
+                                     "deactivation controls (random, magnitude, mass, count-matched) and the "
+                                     "attribution's nulls. --seeds names them instead.", lower_bound=1)
+_SEEDS = flags.DEFINE_list("seeds", None, "The seeds of every drawn set, e.g. 0,1,2 (a single value is one seed; "
+                           "default: 0..--random_seeds-1). Results give the spread over them.")
+_DOSE_FRACTIONS = flags.DEFINE_list("dose_fractions", [], "With --interventions: a dose-response curve, random, "
+                                    "|m|-ranked and all-shared sets of these sizes x the all-shared count (e.g. "
+                                    "0.25,0.5,1,2), accuracy and gold log-prob against the mass removed.")
 _STEERING = flags.DEFINE_bool("steering", False, "Also generate from every language's prompts with each language's "
                               "neurons zeroed or boosted, beside random and |m|-matched controls, and identify the "
                               "language of every output. Writes steering.json and generations.jsonl.")
@@ -152,10 +157,27 @@ def not_in_identity() -> set[str]:
 
 
 def parse_thresholds(values: list[str]) -> list[float]:
+    return parse_numbers("thresholds", values)
+
+
+def parse_numbers(flag: str, values: list[str]) -> list[float]:
     try:
         return [float(v) for v in values]
     except ValueError:
-        raise ValueError(f"--thresholds must be numbers, got {','.join(values)}") from None
+        raise ValueError(f"--{flag} must be numbers, got {','.join(values)}") from None
+
+
+def seeds_setting() -> tuple[str, object]:
+    """(flag, value) of the drawn sets' seeds: --seeds as a list of ints, else --random_seeds as a count."""
+    if _SEEDS.value is None:
+        return "random_seeds", _RANDOM_SEEDS.value
+    if flags.FLAGS["random_seeds"].present:
+        raise ValueError("--seeds and --random_seeds both given: keep one (--seeds=0,1,2 names the seeds, "
+                         "--random_seeds=3 counts them)")
+    try:
+        return "seeds", tuple(int(v) for v in _SEEDS.value)
+    except ValueError:
+        raise ValueError(f"--seeds must be ints, e.g. --seeds=0,1,2, got {','.join(_SEEDS.value)}") from None
 
 
 def sharing_config():
@@ -185,7 +207,7 @@ def attribution_config():
                         batch_size=("attribution_batch_size", _ATTRIBUTION_BATCH.value),
                         ig_steps=("ig_steps", _IG_STEPS.value), ig_max_steps=("ig_max_steps", _IG_MAX_STEPS.value),
                         ig_rule=("ig_rule", _IG_RULE.value),
-                        ig_path=("ig_path", _IG_PATH.value), seeds=("random_seeds", _RANDOM_SEEDS.value),
+                        ig_path=("ig_path", _IG_PATH.value), seeds=seeds_setting(),
                         bootstrap=("bootstrap", _BOOTSTRAP.value), ig_chunk_size=("ig_chunk_size", _IG_CHUNK.value),
                         ig_memory_gb=("ig_memory_gb", _IG_MEMORY.value))
 
@@ -200,7 +222,8 @@ def interventions_config():
     return build_config(InterventionsConfig, kinds=("interventions", _INTERVENTIONS.value),
                         batch_size=("batch_size", _BATCH_SIZE.value),
                         every_token=("deactivate_every_token", _DEACTIVATE_EVERY_TOKEN.value),
-                        seeds=("random_seeds", _RANDOM_SEEDS.value), bootstrap=("bootstrap", _BOOTSTRAP.value))
+                        seeds=seeds_setting(), bootstrap=("bootstrap", _BOOTSTRAP.value),
+                        dose_fractions=("dose_fractions", parse_numbers("dose_fractions", _DOSE_FRACTIONS.value)))
 
 
 def steering_config():

@@ -14,7 +14,8 @@ import jaxneurons as jn
 from jaxneurons.pipeline import attribution as attribution_module, interventions as interventions_module
 from jaxneurons.pipeline import ResumeMismatchError
 from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
-from jaxneurons.pipeline.interventions import InterventionsConfig, run_interventions
+from jaxneurons.pipeline.interventions import MATCHED, InterventionsConfig, run_interventions
+from jaxneurons.attribution.matched import off_by_more
 from jaxneurons.tasks import get_task
 from tests.fixtures import LANGS, direct_acts, tiny_lm
 
@@ -57,9 +58,13 @@ def test_attribution_json_matches_direct_computation(setup, tmp_path):
     ids_all, mask_all = lm.encode([ex.prompts[lang] for ex in examples for lang in LANGS], padding_side="left")
     ig_all = jn.integrated_gradients(lm, ids_all, [_target(lm, ex, lang) for ex in examples for lang in LANGS],
                                      mask_all, steps=3)
+    active = np.zeros((len(LANGS), 2))  # per language: all-shared neurons, active neurons (summed)
+    active_top = {m: np.zeros((len(LANGS), 2)) for m in top}  # the same among the top-k
     for e, ex in enumerate(examples):
-        codes = _codes(direct_acts(lm, ex, LANGS))  # [L, F]
+        acts = direct_acts(lm, ex, LANGS)
+        codes = _codes(acts)  # [L, F]
         for n, lang in enumerate(LANGS):
+            active[n] += [(codes == 0).sum(), (acts[n] > 0).sum()]
             ids, row = _prompt(lm, ex.prompts[lang]), e * len(LANGS) + n
             m = np.asarray(lm.neurons(ids, quantity="ffn_hidden"))[0]
             attributions = np.asarray(ig_all.attributions[row])
@@ -70,6 +75,7 @@ def test_attribution_json_matches_direct_computation(setup, tmp_path):
                 for layer in range(lm.config.num_layers):
                     best = np.argsort(-s[layer], kind="stable")[:4]
                     top[method][n, layer] += np.bincount(codes[layer, best], minlength=4)
+                    active_top[method][n] += [(codes[layer, best] == 0).sum(), (acts[n, layer, best] > 0).sum()]
                     for c in range(4):
                         positive[method][n, c] += np.clip(s[layer][codes[layer] == c], 0, None).sum()
                         if method == "contribution":
@@ -103,7 +109,15 @@ def test_attribution_json_matches_direct_computation(setup, tmp_path):
         assert table["min"][layer] == pytest.approx(min(v.min() for v in found), rel=1e-3, abs=1e-6)
         assert table["mean"][layer] == pytest.approx(np.mean([v.mean() for v in found]), rel=1e-3, abs=1e-6)
         assert table["sum"][layer] == pytest.approx(sum(v.sum() for v in per_example) / NUM, rel=1e-3, abs=1e-6)
+    for n, lang in enumerate(LANGS):  # base rates: all-shared's share of the active neurons and of the active top-k
+        rates = got["per_language"][lang]["base_rates"]
+        assert rates["all_shared_pct_of_active"]["value"] == pytest.approx(active[n, 0] / active[n, 1] * 100)
+        for method in top:
+            stat = got["per_language"][lang][method]["all_shared_pct_of_active_top_k"]
+            assert stat["value"] == pytest.approx(active_top[method][n, 0] / active_top[method][n, 1] * 100)
+            _assert_covers(stat)
     head = got["headline"]
+    assert head["all_shared_active_pct"] == got["per_language"]["de"]["base_rates"]["all_shared_pct_of_active"]
     assert head["all_shared_top_k_share"]["ig"] == got["per_language"]["de"]["ig"]["top_k_share"]["all_shared"]["mean"]
     for stat in (head["null_top_k_share"]["contribution"], head["null_pooled_positive_share"]["ig"]):
         _assert_covers(stat)
@@ -211,7 +225,8 @@ def test_two_processes_equal_one(setup, tmp_path, run, config, name):
 
 
 def _accuracy_with(lm, task, examples, scale_fn):
-    """Option log-likelihood accuracy per language, m <- m * scale at the prompt's last token, one row at a time."""
+    """Option log-likelihood accuracy per language, m <- m * scale_fn(codes, example index) at the prompt's last
+    token, one row at a time."""
     correct = np.zeros((len(examples), len(LANGS)), bool)
     for e, ex in enumerate(examples):
         codes = _codes(direct_acts(lm, ex, LANGS))
@@ -223,7 +238,7 @@ def _accuracy_with(lm, task, examples, scale_fn):
                 ids = np.array([prompt + cont])
                 where = np.zeros(ids.shape, bool)
                 where[0, len(prompt) - 1] = True
-                scale = jnp.asarray(scale_fn(codes))[None]
+                scale = jnp.asarray(scale_fn(codes, e))[None]
                 change = jn.Intervention(scale, jnp.zeros_like(scale), jnp.asarray(where))
                 logp = jax.nn.log_softmax(np.asarray(lm.logits(ids, intervention=change))[0], -1)
                 scores.append(sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(cont)))
@@ -236,9 +251,10 @@ def test_interventions_match_direct_computation(setup, tmp_path):
     got = run_interventions(lm, task, examples, LANGS, str(tmp_path),
                             InterventionsConfig(kinds=["all_shared", "specific", "random"], batch_size=2, seeds=2),
                             progress=False)
-    assert set(got) == {"clean", "all_shared", "specific", "specific_count", "random", "sets", "paired_tests", "meta"}
-    assert got["clean"] == _accuracy_with(lm, task, examples, lambda codes: np.ones(codes.shape))
-    assert got["all_shared"] == _accuracy_with(lm, task, examples, lambda codes: (codes != 0).astype(np.float32))
+    assert set(got) == {"clean", "all_shared", "specific", "specific_count", "random", "sets", "paired_tests",
+                        "paired_tests_vs_clean", "warnings", "meta"}
+    assert got["clean"] == _accuracy_with(lm, task, examples, lambda codes, e: np.ones(codes.shape))
+    assert got["all_shared"] == _accuracy_with(lm, task, examples, lambda codes, e: (codes != 0).astype(np.float32))
     deactivated = np.array(got["meta"]["mean_deactivated_per_layer"]["all_shared"])
     assert deactivated.sum() > 0
     mass, matched = np.zeros((NUM, len(LANGS))), np.zeros((NUM, lm.config.num_layers))
@@ -262,6 +278,48 @@ def test_interventions_match_direct_computation(setup, tmp_path):
     assert sets["all_shared"]["delta"]["en"]["value"] == pytest.approx(off - clean)
     assert set(got["paired_tests"]) == {"specific", "specific_count", "random"}
     assert os.path.exists(tmp_path / "interventions.json")
+
+
+def test_dose_response_and_controls_match_direct_computation(setup, tmp_path):
+    """ranked@0.5's accuracy and removed mass recomputed row by row; the new controls' fields; seeds as a list."""
+    lm, task, examples = setup
+    config = InterventionsConfig(kinds=["all_shared", "magnitude", "top_magnitude", "mass"], batch_size=4,
+                                 seeds=(0, 2), bootstrap=50, dose_fractions=(0.5,))
+    got = run_interventions(lm, task, examples, LANGS, str(tmp_path), config, progress=False)
+    curves = got["dose_response"]["curves"]
+    assert curves["ranked"]["set"] == ["ranked@0.5"] and curves["random"]["set"] == ["random@0.5"]
+    down_norm = np.linalg.norm(np.asarray(lm.params["layers"]["mlp"]["down"]["kernel"]), axis=-1)
+    ranked, mass, sizes = [], np.zeros((NUM, len(LANGS))), np.zeros(2)
+    for e, ex in enumerate(examples):
+        codes = _codes(direct_acts(lm, ex, LANGS))
+        count = (codes == 0).sum(-1)
+        sizes += [np.minimum(count, codes.shape[-1] - count).sum(), count.sum()]  # top_magnitude: capped by its pool
+        abs_m = np.abs(np.stack([np.asarray(lm.neurons(_prompt(lm, ex.prompts[lang]), quantity="ffn_hidden"))[0]
+                                 for lang in LANGS]))  # [N, L, F]
+        half = np.round(0.5 * (codes == 0).sum(-1)).astype(int)
+        order = np.argsort(-abs_m.mean(0), -1, kind="stable")
+        ranked.append(np.argsort(order, -1) < half[:, None])  # the half-count largest mean |m| per layer
+        contribution = abs_m * down_norm
+        mass[e] = (contribution * ranked[-1]).sum((-1, -2)) / contribution.sum((-1, -2))
+    accuracy = _accuracy_with(lm, task, examples, lambda codes, e: (~ranked[e]).astype(np.float32))
+    assert curves["ranked"]["accuracy"][0]["value"] == pytest.approx(np.mean(list(accuracy.values())) * 100)
+    assert curves["ranked"]["removed_mass"][0]["value"] == pytest.approx(mass.mean() * 100, rel=1e-3)
+    sets = got["sets"]
+    assert sets["magnitude"]["per_seed"]["seeds"] == ["0", "2"] and got["meta"]["seeds"] == [0, 2]
+    spread = sets["magnitude"]["seed_spread"]["accuracy"]
+    assert spread["min"] <= sets["magnitude"]["accuracy"]["mean"]["value"] <= spread["max"]
+    assert set(sets["mass"]["match"]) == {"count_ratio", "mean_abs_m_ratio", "mass_ratio"}
+    assert sets["top_magnitude"]["match"]["count_ratio"] == pytest.approx(sizes[0] / sizes[1])
+    for name in ("magnitude", "mass"):  # a random tiny model: all-shared holds most of the |m|; said, not hidden
+        if any(off_by_more(sets[name]["match"][k]) for k in MATCHED[name]):
+            assert any(w.startswith(f"the {name} control is not matched") for w in got["warnings"])
+            assert f"| {name} (NOT matched) |" in (tmp_path / "report.md").read_text()
+    assert {"all_shared", "magnitude", "ranked@0.5"} <= set(got["paired_tests_vs_clean"])
+    result = jn.load_result(tmp_path, "deactivation")
+    assert len(result.dose_response_frame()) == 3 and result.warnings() == got["warnings"]
+    assert "dose_response" in result.figure_names and result.plot("dose_response").axes
+    report = (tmp_path / "report.md").read_text()
+    assert "Dose-response" in report and (tmp_path / "figures" / "dose_response.png").exists()
 
 
 def test_each_pass_writes_its_own_files_and_report_section(setup, tmp_path):

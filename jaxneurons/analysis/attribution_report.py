@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from jaxneurons.analysis.figures import CATEGORY_COLORS, _finish, _new_figure, save_figure
 from jaxneurons.analysis.intervals import ci_text, error_bars, floats, num_text, or_zero, pct_text
 from jaxneurons.analysis.sharing import CATEGORIES
+from jaxneurons.pipeline.attribution import NULL_LABELS, NULLS, matching_warnings
 
 NULL_COLOR = "black"
 ANY_NULL_COLOR = "tab:brown"  # not another grey: non-activated is grey already
@@ -19,15 +20,15 @@ ANY_NULL_COLOR = "tab:brown"  # not another grey: non-activated is grey already
 
 def top_share_figure(attribution: dict) -> Figure:
     """Per method: % of the top-k neurons of each layer in each category (the headline language), 95% band,
-    and the |m|-matched null's share (dashed)."""
+    and the |m|-drawn null's share (dashed)."""
     lang = attribution["headline"]["language"]
     methods = attribution["methods"]
     fig, axes = _new_figure(len(methods))
     for ax, method in zip(axes, methods):
         entry = attribution["per_language"][lang][method]
         lines = [(name, entry["top_k_share"][name]["per_layer"], CATEGORY_COLORS[name], "-") for name in CATEGORIES]
-        lines.append(("|m|-matched null (active)", entry["null"]["top_k_share"]["per_layer"], NULL_COLOR, "--"))
-        lines.append(("|m|-matched null (any)", entry["null_any"]["top_k_share"]["per_layer"], ANY_NULL_COLOR, ":"))
+        lines.append(("|m|-drawn null (active)", entry["null"]["top_k_share"]["per_layer"], NULL_COLOR, "--"))
+        lines.append(("|m|-drawn null (any)", entry["null_any"]["top_k_share"]["per_layer"], ANY_NULL_COLOR, ":"))
         for name, series, color, style in lines:
             values = np.asarray(series["value"], float)
             layers = np.arange(len(values))
@@ -45,7 +46,7 @@ def top_share_figure(attribution: dict) -> Figure:
 
 def attribution_share_figure(attribution: dict) -> Figure:
     """Per method and language: all-shared's top-k share and pooled positive share, each beside the
-    |m|-matched null's, with 95% error bars."""
+    |m|-drawn null's, with 95% error bars."""
     languages, methods = attribution["languages"], attribution["methods"]
     fig, axes = _new_figure(len(methods))
     x = np.arange(len(languages))
@@ -96,24 +97,34 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
              f"800 of 16,384 scaled to this width); scores toward {attribution.get('target', 'the gold token')}. "
              f"Intervals: 95% bootstrap over the {attribution['num_examples']} examples.", "",
              f"**Headline ({h['language']})**: {h['statistic']}. All-shared neurons are "
-             f"{pct_text(h['all_shared_neuron_pct'])} of the neurons.", "",
-             "| method | statistic | all-shared | null (active) | null (any) |", "|---|---|---|---|---|"]
+             f"{pct_text(h['all_shared_neuron_pct'])} of the neurons{_active_text(h)}.", ""]
+    lines += _active_top_lines(h, attribution["methods"])
+    headline_entry = attribution["per_language"][h["language"]]
+    nulls = [n for n in NULLS if all(n in headline_entry[m] for m in attribution["methods"])]
+    off = {n for n in nulls if any(line.startswith(NULL_LABELS[n]) for line in matching_warnings(attribution))}
+    lines += ["| method | statistic | all-shared | " + " | ".join(NULL_LABELS[n] + (" NOT matched" if n in off else "")
+                                                         for n in nulls) + " |", "|---" * (3 + len(nulls)) + "|"]
     for m in attribution["methods"]:
+        entry = attribution["per_language"][h["language"]][m]
         for label, key in (("top-k share", "top_k_share"), ("pooled positive share", "pooled_positive_share")):
-            lines.append(f"| {m} | {label} | {ci_text(h[f'all_shared_{key}'][m])} | {ci_text(h[f'null_{key}'][m])} | "
-                         f"{ci_text(h[f'null_any_{key}'][m])} |")
-    lines += ["", "The nulls: per example, language and layer, neurons that are not all-shared, drawn to match the "
-              "all-shared set's count and |m| distribution (bins of the all-shared set's own sorted |m|; mean of "
-              "the seeds), among the neurons active in that language (act > 0; `null (active)`) or among all "
-              "(`null (any)`). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the top-k "
+            cells = [ci_text(entry[n][key]["mean"] if key == "top_k_share" else entry[n][key]) for n in nulls]
+            lines.append(f"| {m} | {label} | {ci_text(h[f'all_shared_{key}'][m])} | " + " | ".join(cells) + " |")
+    lines += ["", "The nulls: per example, language and layer, neurons that are not all-shared: drawn for the "
+              "all-shared set's count and |m| distribution (bins of the all-shared set's own sorted |m|, a short "
+              "bin served by the nearest neurons; mean of the seeds) among the neurons active in that language "
+              "(act > 0; `null (active)`) or among all (`null (any)`); the all-shared count of largest-|m| "
+              "neurons (`null (top abs m)`); random neurons until their summed |m| is nearest all-shared's "
+              "(`null (abs m mass)`). A null is only matched where its ratios are within 10% (NOT matched "
+              "otherwise). The paper's figure (91.6% of the contribution, German XNLI, BLOOMZ) is the top-k "
               "share. Matching check (mean neurons per layer; mean |m| per neuron):", "",
-              "| language | all-shared | null (active) | null (any) | other active | all neurons |",
-              "|---|---|---|---|---|---|"]
+              "| language | " + " | ".join(_SET_NAMES.get(s, s) for s in
+                                            attribution["per_language"][h["language"]]["matching"]["sets"]) + " |",
+              "|---" * (1 + len(attribution["per_language"][h["language"]]["matching"]["sets"])) + "|"]
     for lang in attribution["languages"]:
         match = attribution["per_language"][lang]["matching"]
         lines.append(f"| {lang} | " + " | ".join(f"{match['count_per_layer'][s]:.0f}; {num_text(match['mean_abs_m'][s])}"
                                                  for s in match["sets"]) + " |")
-    lines += [""] + _matching_warning(attribution)
+    lines += [""] + _ratio_lines(attribution) + _matching_warning(attribution)
     for method in attribution["methods"]:
         lines += [f"**{method}**: top-k share (mean over layers) per category, per language", "",
                   "| language | " + " | ".join(CATEGORIES) + " |", "|---" * (len(CATEGORIES) + 1) + "|"]
@@ -126,21 +137,42 @@ def attribution_section(attribution: dict, figures: dict[str, str], output_dir: 
     return "\n".join(lines) + "\n"
 
 
+_SET_NAMES = {"matched_null": "null (active)", "matched_any": "null (any)", "top_null": "null (top abs m)",
+              "mass_null": "null (abs m mass)", "other_active": "other active", "all": "all neurons",
+              "all_shared": "all-shared"}
+
+
+def _active_text(h: dict) -> str:
+    active = h.get("all_shared_active_pct")
+    return "" if not active else f", {ci_text(active)} of the neurons active in {h['language']}"
+
+
+def _active_top_lines(h: dict, methods) -> list[str]:
+    """The base rate of the top-k share: all-shared's share of the active neurons among the top-k."""
+    top = h.get("all_shared_active_top_k_pct") or {}
+    if not any(top.get(m) for m in methods):
+        return []
+    return [f"All-shared share of the top-k neurons that are active in {h['language']}: " +
+            ", ".join(f"{m} {ci_text(top[m])}" for m in methods if top.get(m)) + ".", ""]
+
+
+def _ratio_lines(attribution: dict) -> list[str]:
+    """Per language, each null's count; mean |m|; |m| mass ratio to all-shared."""
+    first = attribution["per_language"][attribution["languages"][0]]["matching"]
+    nulls = [n for n in NULLS if f"{n}_count_ratio" in first]
+    lines = ["Ratios to all-shared (neurons; mean |m|; |m| mass):", "",
+             "| language | " + " | ".join(NULL_LABELS[n] for n in nulls) + " |", "|---" * (1 + len(nulls)) + "|"]
+    for lang in attribution["languages"]:
+        match = attribution["per_language"][lang]["matching"]
+        lines.append(f"| {lang} | " + " | ".join("; ".join(num_text(match.get(f"{n}_{k}")) for k in
+                                                          ("count_ratio", "abs_m_ratio", "mass_ratio"))
+                                                for n in nulls) + " |")
+    return lines + [""]
+
+
 def _matching_warning(attribution: dict) -> list[str]:
-    """A plain warning when the null could not match all-shared's size (95%) or mean |m| (within 10%)."""
-    lines = []
-    for name, label in (("null", "null (active)"), ("null_any", "null (any)")):
-        off = []
-        for lang in attribution["languages"]:
-            match = attribution["per_language"][lang]["matching"]
-            count, size = match.get(f"{name}_count_ratio"), match.get(f"{name}_abs_m_ratio")
-            if count is None or size is None or count < 0.95 or abs(size - 1) > 0.1:
-                off.append(f"{lang} ({num_text(count)}x the neurons, {num_text(size)}x the mean |m|)")
-        if off:
-            lines += [f"**Warning: the {label} does not match all-shared in {', '.join(off)}: its pool has too "
-                      "few neurons of all-shared's |m|, so it cannot tell sharing from activation strength "
-                      "there.**", ""]
-    return lines
+    """Each null that misses what its name promises (`pipeline.attribution.matching_warnings`), as report lines."""
+    return [line for w in matching_warnings(attribution) for line in (f"**Warning: {w}.**", "")]
 
 
 def _completeness_lines(attribution: dict) -> list[str]:

@@ -98,26 +98,60 @@ def estimate(values, denominator=None, counts=None, scale: float = 100.0) -> dic
     return point_and_ci(values, denominator, scale=scale, counts_re=counts)
 
 
+MIN_DISCORDANT = 10  # fewer examples that differ: the sign test cannot reach small p-values, say so
+CRITERION = ("primary: the 95% paired bootstrap interval of the difference excludes 0; secondary: the exact sign "
+             "test over the examples that differ (one-sided where the direction is fixed in advance)")
+
+
 def paired_test(shared: dict, control: dict, counts) -> dict:
     """A condition against a control, per example (mean over languages) for the keys "correct" (percentage
-    points) and "gold_logprob" (nats): control minus condition, each with a paired bootstrap interval and an
-    exact two-sided sign test over the examples where they differ."""
+    points) and "gold_logprob" (nats): control minus condition, each with a paired bootstrap interval (the
+    primary criterion: `significant` when it excludes 0), and the exact sign test over the examples where they
+    differ, two-sided and one-sided for "control higher" (the direction fixed in advance: the condition lowers
+    the score more), with `few_discordant` when fewer than MIN_DISCORDANT examples differ."""
     out = {}
     for key, scale in (("correct", 100.0), ("gold_logprob", 1.0)):
         diff_e = (control[key] - shared[key]).mean(-1)
         higher, lower = int((diff_e > 0).sum()), int((diff_e < 0).sum())
-        out[key] = {"difference": estimate(diff_e, counts=counts, scale=scale), "control_higher": higher,
-                    "control_lower": lower, "sign_test_p": sign_test(higher, lower)}
+        difference = estimate(diff_e, counts=counts, scale=scale)
+        out[key] = {"difference": difference, "control_higher": higher, "control_lower": lower,
+                    "sign_test_p": sign_test(higher, lower),
+                    "sign_test_p_one_sided": sign_test(higher, lower, alternative="greater"),
+                    "discordant": higher + lower, "few_discordant": higher + lower < MIN_DISCORDANT,
+                    "significant": excludes_zero(difference)}
     return out
 
 
-def sign_test(higher: int, lower: int) -> float:
-    """Exact two-sided sign test: P(a split at least this uneven | each nonzero difference is +/- with p = 1/2)."""
+def excludes_zero(stat: dict) -> bool | None:
+    """Whether an estimate's 95% interval lies wholly above or below 0 (None without an interval)."""
+    ci = stat.get("ci95")
+    if not ci or ci[0] is None or ci[1] is None:
+        return None
+    return bool(ci[0] > 0 or ci[1] < 0)
+
+
+def sign_test(higher: int, lower: int, alternative: str = "two-sided") -> float:
+    """Exact sign test over the nonzero differences (each +/- with p = 1/2 under the null): "two-sided",
+    P(a split at least this uneven); "greater", P(at least `higher` positive differences)."""
     m = higher + lower
     if m == 0:
         return 1.0
+    if alternative == "greater":
+        return float(sum(math.comb(m, i) for i in range(higher, m + 1)) / 2.0 ** m)
+    if alternative != "two-sided":
+        raise ValueError(f"sign_test: alternative must be 'two-sided' or 'greater', got {alternative!r}")
     tail = sum(math.comb(m, i) for i in range(min(higher, lower) + 1)) / 2.0 ** m
     return float(min(1.0, 2.0 * tail))
+
+
+def spread(values) -> dict:
+    """min, max and sample sd (ddof 1; None for one value) of per-seed values, NaN/None left out."""
+    v = np.array([np.nan if x is None else x for x in values], np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return {"min": None, "max": None, "sd": None, "seeds": 0}
+    return {"min": float(v.min()), "max": float(v.max()), "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "seeds": int(len(v))}
 
 
 def finite(values) -> list:

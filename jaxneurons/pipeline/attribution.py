@@ -6,18 +6,25 @@ its languages), then each method's score of every neuron toward the gold answer'
 max / mean / min / sum of the score, and the share of the positive attribution each category carries.
 
 The headline is the authors' notebook statistic: per language and layer, the share of the top-k neurons (by
-score, per example) that are all-shared, averaged over examples (and over layers for one number). Beside it,
-a magnitude-matched null: per example, language and layer, neurons active in that language (act > 0), not
-all-shared, drawn to match the all-shared set's count and |m| distribution (`attribution.matched`), several
-seeds; and a second null drawn the same way from every neuron that is not all-shared, whatever its
-activation (`null_any`). Per-example values are kept (and saved for resume) so that every number gets a
-95% bootstrap interval over examples.
+score, per example) that are all-shared, averaged over examples (and over layers for one number), beside
+the base rates it must beat: all-shared's share of all neurons, of the neurons active in the language (act >
+0) and of the active top-k neurons. Beside it, nulls per example, language and layer, of neurons that are not
+all-shared (`attribution.matched`, several seeds):
+- `null`: active in that language, drawn for the all-shared set's count and |m| distribution;
+- `null_any`: the same draw from every neuron, whatever its activation;
+- `null_top`: the all-shared count of largest-|m| neurons (no seed);
+- `null_mass`: random neurons added until their summed |m| is nearest all-shared's.
+`matching` gives each null's count, mean |m| and |m|-mass ratio to all-shared; a null off by more than 10% is
+reported as not matched (the active pool usually holds far less |m| than all-shared: no draw can match it).
+Per-example values are kept (and saved for resume) so that every number gets a 95% bootstrap interval over
+examples.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections.abc import Sequence
 
@@ -28,9 +35,9 @@ from jax.sharding import Mesh
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
-from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, finite, resample_counts
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, finite, resample_counts, spread
 from jaxneurons.attribution import PATHS, attribution_statistics, integrated_gradients, scaled_top_k, top_mask
-from jaxneurons.attribution.matched import magnitude_matched
+from jaxneurons.attribution.matched import DRAWS_VERSION, magnitude_matched, mass_matched, off_by_more, top_magnitude
 from jaxneurons.attribution.static import static_scores
 from jaxneurons.lm import LanguageModel, pad_rows
 from jaxneurons.models.decoder import Decoder, Record
@@ -39,7 +46,7 @@ from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.attribution.ig import COMPLETENESS_FLOOR, COMPLETENESS_TOLERANCE, RULES, node_levels, relative_gap
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
-from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
+from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive, check_seeds, seed_list
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
 from jaxneurons.pipeline.outputs import write_result_json
@@ -49,8 +56,12 @@ METHODS = ("contribution", "effective", "ig")
 ATTRIBUTION_FILE = "attribution.json"
 ATTRIBUTION_STATE_FILE = "attribution_state.npz"
 SCORE_STATS = ("sum", "mean", "max", "min")  # per example, language, layer and category: the score table
-NULLS = ("null", "null_any")  # |m|-matched to all-shared among: neurons active in the row; any other neuron
-SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all")  # neuron sets compared per row
+NULLS = ("null", "null_any", "null_top", "null_mass")  # see the module docstring
+SETS = ("all_shared", "matched_null", "matched_any", "other_active", "all", "top_null", "mass_null")  # per row
+NULL_SETS = dict(zip(NULLS, ("matched_null", "matched_any", "top_null", "mass_null")))  # null -> its SETS entry
+NULL_PROMISES = {"null": ("count_ratio", "abs_m_ratio"), "null_any": ("count_ratio", "abs_m_ratio"),
+                 "null_top": ("count_ratio",), "null_mass": ("mass_ratio",)}  # what each null's name promises
+logger = logging.getLogger(__name__)
 TARGET_TOKEN = ("the gold answer's first token (the notebook used the label word, e.g. ' entailment', as the "
                 "effective score's target)")
 
@@ -68,7 +79,7 @@ class AttributionConfig:
     ig_max_steps: int | None = 160
     ig_rule: str = "gauss_legendre"  # quadrature rule (one of attribution.ig.RULES)
     ig_path: str = PATHS[0]  # path integrated along (one of attribution.PATHS)
-    seeds: int = 3  # draws of the |m|-matched nulls
+    seeds: int | tuple[int, ...] = 3  # the nulls' seeds: n (0..n-1) or a list
     bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
     # how IG's replays are chunked: memory, not results, so a resume may change them
     ig_chunk_size: int | None = dataclasses.field(default=None, metadata={"identity": False})
@@ -76,10 +87,11 @@ class AttributionConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "seeds", check_seeds(self.seeds))
         check_choices("methods", self.methods, METHODS)
         check_choices("ig_rule", [self.ig_rule], RULES)
         check_choices("ig_path", [self.ig_path], PATHS)
-        check_positive(top_k=self.top_k, batch_size=self.batch_size, ig_steps=self.ig_steps, seeds=self.seeds,
+        check_positive(top_k=self.top_k, batch_size=self.batch_size, ig_steps=self.ig_steps,
                        ig_chunk_size=self.ig_chunk_size, ig_max_steps=self.ig_max_steps)
         check_at_least_zero(bootstrap=self.bootstrap)
         if not self.ig_memory_gb > 0:
@@ -131,13 +143,14 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     placement = distributed.placement(mesh)
     plan = plan_batches(token_rows, placement.round_batch_size(batch_size), "last", "left", lm.pad_id)
     identity = pass_identity("attribution", config, lm, examples, token_rows, task=task.name,
-                            languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size)
+                            languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size,
+                            draws=DRAWS_VERSION, nulls=list(NULLS))
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
     progress_path = None if state_dir is None else os.path.join(state_dir, ATTRIBUTION_STATE_FILE)
     saved = load_checkpoint(progress_path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
-    acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, seeds)
+    acc = saved if saved else _empty_accumulators(methods, len(examples), n, layers, len(seed_list(seeds)))
     decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     params = placement.params(lm.params)
 
@@ -150,8 +163,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
         act_v = np.asarray(act).reshape(-1, n, layers, width)[valid_b]
         m_v = np.asarray(m).reshape(-1, n, layers, width)[valid_b]
         codes_v = np.asarray(codes)[valid_b]
-        nulls = {name: matched_nulls(act_v, m_v, codes_v, seeds, index, active_only=name == "null")
-                 for name in NULLS}
+        nulls = null_sets(act_v, m_v, codes_v, seeds, index)
         _accumulate_sets(acc, rows, act_v, m_v, codes_v, nulls)
         for method in methods:
             if method == "ig":
@@ -168,6 +180,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
             _accumulate(acc, method, rows, stats, valid_b)
             _accumulate_examples(acc, method, rows, stats, valid_b, np.asarray(s)[valid_b], in_top, act_v, codes_v,
                                  nulls)
+            acc[f"{method}/top_active_e"][rows] = (in_top & (act_v > 0)).sum(-1)
         _accumulate_categories(acc, rows, codes_v)
 
     def save(next_batch: int) -> None:
@@ -179,7 +192,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     if process_count > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, ATTRIBUTION_STATE_FILE, process_index,
                                         process_count)
-    result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap)
+    result = summarize_attribution(acc, methods, languages, k, width, config.bootstrap, seed_list(seeds))
     result.update(target=TARGET_TOKEN, model=lm.source or lm.config.family, task=task.name)
     if "ig" in methods:
         result["ig"] = {"steps": config.ig_steps, "max_steps": config.ig_max_steps, "rule": config.ig_rule,
@@ -202,7 +215,7 @@ def write_attribution(output_dir: str, result: dict, figures: bool = True) -> di
     return result
 
 
-def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
+def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds, batch_index: int,
                   active_only: bool = True) -> np.ndarray:
     """bool [S, B, N, L, F]: per seed, per example, language and layer, neurons that are not all-shared
     (active in that language, act > 0, unless active_only is False), drawn to match the all-shared set's
@@ -212,15 +225,30 @@ def matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds: int, batch_index: int,
     abs_m = np.abs(m_bnlf)
     stream = [] if active_only else [1]
     return np.stack([magnitude_matched(abs_m, target, pool, np.random.default_rng([seed, batch_index] + stream))
-                     for seed in range(seeds)])
+                     for seed in seed_list(seeds)])
+
+
+def null_sets(act_bnlf, m_bnlf, codes_blf, seeds, batch_index: int) -> dict[str, np.ndarray]:
+    """NULLS as bool [S, B, N, L, F] (seeds: an int n or a list): the two |m|-distribution draws
+    (`matched_nulls`), the largest-|m| neurons that are not all-shared (the same for every seed), and random
+    neurons that are not all-shared added until their summed |m| is nearest all-shared's (per row)."""
+    shared = np.broadcast_to((codes_blf == ALL_SHARED)[:, None], act_bnlf.shape)
+    abs_m = np.abs(m_bnlf)
+    seeds = seed_list(seeds)
+    top = top_magnitude(abs_m, shared.sum(-1), ~shared)
+    target_mass = (abs_m * shared).sum(-1)
+    mass = [mass_matched(abs_m, target_mass, ~shared, np.random.default_rng([seed, batch_index, 2])) for seed in seeds]
+    return {"null": matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds, batch_index),
+            "null_any": matched_nulls(act_bnlf, m_bnlf, codes_blf, seeds, batch_index, active_only=False),
+            "null_top": np.broadcast_to(top, (len(seeds),) + top.shape), "null_mass": np.stack(mass)}
 
 
 def _set_masks(act_bnlf, codes_blf, nulls: dict) -> list[np.ndarray]:
     """SETS as float masks [B, N, L, F] (the nulls: mean over seeds)."""
     shared = np.broadcast_to((codes_blf == ALL_SHARED)[:, None], act_bnlf.shape)
-    return [shared.astype(np.float32), nulls["null"].mean(0, dtype=np.float32),
-            nulls["null_any"].mean(0, dtype=np.float32),
-            ((act_bnlf > 0) & ~shared).astype(np.float32), np.ones(act_bnlf.shape, np.float32)]
+    mean = {name: nulls[name].mean(0, dtype=np.float32) for name in NULLS}
+    return [shared.astype(np.float32), mean["null"], mean["null_any"], ((act_bnlf > 0) & ~shared).astype(np.float32),
+            np.ones(act_bnlf.shape, np.float32), mean["null_top"], mean["null_mass"]]
 
 
 def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np.ndarray]:
@@ -234,7 +262,8 @@ def _empty_accumulators(methods, num_examples, n, layers, seeds) -> dict[str, np
                     f"{m}/top_e": np.full((e, n, layers, 4), np.nan), f"{m}/positive_e": np.full((e, n, 4), np.nan),
                     **{f"{m}/{name}_top_e": np.full((e, n, layers, seeds), np.nan) for name in NULLS},
                     **{f"{m}/{name}_positive_e": np.full((e, n, seeds), np.nan) for name in NULLS},
-                    f"{m}/set_score_e": np.full((e, n, sets), np.nan)})
+                    f"{m}/set_score_e": np.full((e, n, sets), np.nan),
+                    f"{m}/top_active_e": np.full((e, n, layers), np.nan)})
     if "ig" in methods:
         acc.update({"ig/sum_e": np.full((e, n, layers), np.nan), "ig/change_e": np.full((e, n, layers), np.nan),
                     "ig/prob_e": np.full((e, n), np.nan), "ig/nodes_e": np.full((e, n, layers), np.nan)})
@@ -349,9 +378,11 @@ def _node_counts(nodes_enl, row_enl, steps: int, max_steps: int | None) -> dict:
             "at_max_above_tolerance": int(at_max.sum()) if len(levels) > 1 else 0}
 
 
-def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int = DEFAULT_RESAMPLES,
+                          seeds=None) -> dict:
     """attribution.json: per language and method, top-k category shares per layer (the paper's statistic),
-    pooled positive shares, the |m|-matched null beside all-shared, each with its 95% bootstrap interval."""
+    pooled positive shares, the nulls beside all-shared, the base rates (all-shared's share of all, of the
+    active and of the active top-k neurons), each with its 95% bootstrap interval; "warnings"."""
     done = ~np.isnan(acc["category_e"][:, 0, 0])
     e = int(done.sum())
     layers = acc["category_e"].shape[1]
@@ -364,11 +395,54 @@ def summarize_attribution(acc, methods, languages, top_k, width, bootstrap: int 
            "neuron_share": {c: float(neuron_share[:, i].mean() * 100) for i, c in enumerate(CATEGORIES)},
            "neuron_share_ci": {c: ci(neuron_share[:, i]) for i, c in enumerate(CATEGORIES)},
            "per_language": {}}
+    if seeds is not None:
+        out["seeds"] = list(seeds)
     for n, lang in enumerate(languages):
         out["per_language"][lang] = {m: _method_summary(acc, m, n, done, top_k, ci) for m in methods}
         out["per_language"][lang]["matching"] = _matching_summary(acc, n, done, methods)
+        out["per_language"][lang]["base_rates"] = _base_rates(acc, n, done, ci)
     out["headline"] = headline(out)
+    out["warnings"] = matching_warnings(out)
+    for line in out["warnings"]:
+        logger.warning("attribution: %s", line)
     return out
+
+
+def _base_rates(acc, n, done, ci) -> dict:
+    """All-shared's share (%) of the neurons active in the language (act > 0; all-shared neurons are active in
+    every language) and of all neurons, pooled over layers per example."""
+    count = acc["set_count_e"][done, n].sum(1)  # [E, sets]
+    shared, other, every = (count[:, SETS.index(s)] for s in ("all_shared", "other_active", "all"))
+    return {"all_shared_pct_of_active": ci(shared, shared + other), "all_shared_pct_of_neurons": ci(shared, every)}
+
+
+def matching_warnings(result: dict) -> list[str]:
+    """A sentence per null that misses what its name promises (NULL_PROMISES) by more than MATCH_TOLERANCE (a
+    count below 95% for the count), naming the languages and the achieved ratios."""
+    lines = []
+    for name, promised in NULL_PROMISES.items():
+        off = []
+        for lang in result["languages"]:
+            match = result["per_language"][lang]["matching"]
+            ratios = {k: match.get(f"{name}_{k}") for k in promised}
+            if any(v is None or (v < 0.95 if k == "count_ratio" else off_by_more(v)) for k, v in ratios.items()):
+                off.append(f"{lang} (" + ", ".join(f"{_ratio_name(k)} {_num(v)}" for k, v in ratios.items()) + ")")
+        if off and all(f"{name}_{promised[0]}" in result["per_language"][l]["matching"] for l in result["languages"]):
+            lines.append(f"{NULL_LABELS[name]} is not matched to all-shared in {', '.join(off)}: its pool lacks "
+                         "neurons of all-shared's |m|, so it cannot tell sharing from activation strength there")
+    return lines
+
+
+NULL_LABELS = {"null": "null (active)", "null_any": "null (any)", "null_top": "null (top abs m)",
+               "null_mass": "null (abs m mass)"}  # no "|" in a label: the report's tables use it
+
+
+def _ratio_name(key: str) -> str:
+    return {"count_ratio": "neurons", "abs_m_ratio": "mean |m|", "mass_ratio": "|m| mass"}[key]
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}x"
 
 
 def _method_summary(acc, m, n, done, top_k, ci) -> dict:
@@ -389,7 +463,11 @@ def _method_summary(acc, m, n, done, top_k, ci) -> dict:
                          "pooled_positive_share": ci(acc[f"{m}/{name}_positive_e"][done, n].mean(-1), total_e),
                          "top_k_share_per_seed": (acc[f"{m}/{name}_top_e"][done, n].mean((0, 1)) / top_k
                                                   * 100).tolist()}
+        summary[name]["top_k_share_seed_spread"] = spread(summary[name]["top_k_share_per_seed"])
         summary[f"all_shared_minus_{name}"] = {"top_k_share": ci(shared_top_el.mean(-1) - null_top_el.mean(-1))}
+    if acc.get(f"{m}/top_active_e") is not None:  # all-shared neurons are active: their share of the active top-k
+        summary["all_shared_pct_of_active_top_k"] = ci(acc[f"{m}/top_e"][done, n, :, ALL_SHARED].sum(-1),
+                                                       acc[f"{m}/top_active_e"][done, n].sum(-1))
     summary["score"] = _score_table(acc, m, n, done)
     counts = acc["set_count_e"][done, n].sum((0, 1))
     score = acc[f"{m}/set_score_e"][done, n].sum(0)
@@ -411,7 +489,8 @@ def _score_table(acc, m, n, done) -> dict:
 
 
 def _matching_summary(acc, n, done, methods) -> dict:
-    """Mean size per layer and mean |m| per neuron of each set: the null should match all-shared on both."""
+    """Mean size per layer and mean |m| per neuron of each set; per null its count, mean |m| and summed |m| (mass)
+    divided by all-shared's."""
     count_els = acc["set_count_e"][done, n]
     abs_m = acc["set_abs_m_e"][done, n].sum((0, 1))
     total = count_els.sum((0, 1))
@@ -419,16 +498,17 @@ def _matching_summary(acc, n, done, methods) -> dict:
     shared = SETS.index("all_shared")
     out = {"sets": list(SETS), "count_per_layer": {s: float(count_els[..., i].mean()) for i, s in enumerate(SETS)},
            "mean_abs_m": dict(zip(SETS, mean_abs_m))}
-    for name, null in zip(NULLS, (SETS.index("matched_null"), SETS.index("matched_any"))):
+    for name, null in ((name, SETS.index(s)) for name, s in NULL_SETS.items()):
         out[f"{name}_count_ratio"] = float(total[null] / total[shared]) if total[shared] else None
         out[f"{name}_abs_m_ratio"] = (mean_abs_m[null] / mean_abs_m[shared] if mean_abs_m[null] and
                                       mean_abs_m[shared] else None)
+        out[f"{name}_mass_ratio"] = float(abs_m[null] / abs_m[shared]) if abs_m[shared] else None
     return out
 
 
 def headline(result: dict) -> dict:
     """German (else the first non-English language): the notebook's top-k share of all-shared neurons (mean
-    over examples, then layers) next to the |m|-matched null, and the pooled positive share as a second number."""
+    over examples, then layers) next to the |m|-drawn null, and the pooled positive share as a second number."""
     langs = result["languages"]
     lang = "de" if "de" in langs else next((l for l in langs if l != "en"), langs[0])
     entry = result["per_language"][lang]
@@ -443,6 +523,8 @@ def headline(result: dict) -> dict:
             "null_any_top_k_share": {m: entry[m]["null_any"]["top_k_share"]["mean"] for m in methods},
             "null_any_pooled_positive_share": {m: entry[m]["null_any"]["pooled_positive_share"] for m in methods},
             "all_shared_neuron_pct": result["neuron_share"]["all_shared"],
+            "all_shared_active_pct": entry["base_rates"]["all_shared_pct_of_active"],
+            "all_shared_active_top_k_pct": {m: entry[m].get("all_shared_pct_of_active_top_k") for m in methods},
             "all_shared_neuron_pct_ci": result["neuron_share_ci"]["all_shared"],
             "all_shared_attribution_pct": {m: entry[m]["attribution_share"]["all_shared"] for m in methods}}
 

@@ -43,3 +43,24 @@ def check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> None
     if unknown or not given:
         raise PipelineInputError(f"{name}: unknown {', '.join(unknown) or '(none given)'}; choose from "
                                  f"{', '.join(known)}")
+
+
+def check_seeds(seeds) -> int | tuple[int, ...]:
+    """A pass's seeds: an int n (seeds 0..n-1, as before) or a list of distinct ints >= 0; a list equal to 0..n-1
+    becomes n, so a run keeps its identity however its seeds were written. PipelineInputError otherwise."""
+    if isinstance(seeds, (int, float)) and not isinstance(seeds, bool):
+        check_positive(seeds=seeds)
+        return int(seeds)
+    try:
+        values = tuple(int(s) for s in seeds)
+    except (TypeError, ValueError):
+        raise PipelineInputError(f"seeds must be a count (e.g. 3) or a list of ints (e.g. 0,1,2), "
+                                 f"got {seeds!r}") from None
+    if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
+        raise PipelineInputError(f"seeds must be distinct ints >= 0, at least one, got {list(values)}")
+    return len(values) if values == tuple(range(len(values))) else values
+
+
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """The seeds a pass draws with: 0..n-1 for an int n, else the list."""
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)

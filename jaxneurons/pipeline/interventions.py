@@ -9,12 +9,23 @@ with every_token, at every token of the row), the same neurons in all the exampl
   example has all-shared ones there, drawn uniformly within the category (several seeds);
 - `random`: as many uniformly drawn neurons of the layer (mostly inactive ones; several seeds);
 - `magnitude`: as many activated neurons (partial-shared or specific: act > 0 in some language) with the
-  all-shared set's |m| distribution (|m| averaged over the languages; quantile bins, `attribution.matched`).
+  all-shared set's |m| distribution (|m| averaged over the languages; quantile bins, a short top bin served by
+  the nearest neurons, `attribution.matched`); it is only called matched where its mean |m| and mass ratios
+  to all-shared are within 10% (`sets.<name>.match`, a warning otherwise);
+- `top_magnitude`: as many neurons that are not all-shared, the largest |m| ones (no seed);
+- `mass`: neurons that are not all-shared, in a random order, added until their contribution mass in the
+  layer is nearest all-shared's (several seeds; usually many more neurons than all-shared).
+
+With dose_fractions (e.g. 0.25, 0.5, 1, 2): a dose-response curve, accuracy and gold log-probability against
+the contribution mass removed, for `random@f` (f x the all-shared count, uniformly), `ranked@f` (the f x count
+largest-|m| neurons, any category) and `all_shared@f` (a uniform f-subset of all-shared, f <= 1); draws of one
+seed are nested across f. f = 1 reuses `random` and `all_shared`.
 
 For every condition: accuracy per language, its change from clean (paired), the contribution mass it removes
 (sum over its neurons of |m| * ||v|| at the last token / the row's total over all neurons, from the clean
-forward), its size and mean |m| per neuron (so the reader sees the matching worked), and a paired test of
-all-shared-off against each control (exact sign test over examples, paired bootstrap of the difference).
+forward), its size and mean |m| per neuron, its count, mean |m| and mass ratios to all-shared, the spread over
+seeds, and a paired test of all-shared-off against each control and of each set against clean (the primary
+criterion: the paired bootstrap interval; the exact sign test, one-sided, as secondary; `analysis.bootstrap`).
 The answers are scored exactly as in the sharing run (same batches, same option scoring).
 """
 
@@ -22,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -33,8 +46,10 @@ from jax.sharding import Mesh
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
-from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, estimate, paired_test, resample_counts
-from jaxneurons.attribution.matched import count_matched, magnitude_matched
+from jaxneurons.analysis.bootstrap import (CRITERION, DEFAULT_RESAMPLES, estimate, paired_test, resample_counts,
+                                           spread)
+from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, count_matched, magnitude_matched,
+                                            mass_matched, off_by_more, top_magnitude)
 from jaxneurons.attribution.static import down_rows
 from jaxneurons.lm import LanguageModel
 from jaxneurons.models.decoder import Decoder, Intervention, Record
@@ -42,16 +57,21 @@ from jaxneurons.models.output import forward
 from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
-from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
+from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive, check_seeds, seed_list
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
 from jaxneurons.pipeline.outputs import write_result_json
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
 
-KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude")
+KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude", "top_magnitude", "mass")
 SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
-          "specific": "specific_count"}  # kind -> its seeded, all-shared-sized condition
+          "specific": "specific_count", "mass": "mass"}  # kind -> its seeded, all-shared-sized condition
+UNSEEDED = ("top_magnitude",)  # drawn sets without a seed
+STREAMS = {"random": 0, "magnitude": 1, "partial_shared_count": 2, "specific_count": 3, "mass": 4,
+           "all_shared": 5}  # a seeded NumPy draw's stream (the first four: the draws before issue 26)
+MATCHED = {"magnitude": ("mean_abs_m_ratio", "mass_ratio"), "mass": ("mass_ratio",)}  # the ratios a name promises
+logger = logging.getLogger(__name__)
 INTERVENTIONS_FILE = "interventions.json"
 INTERVENTIONS_STATE_FILE = "interventions_state.npz"
 
@@ -69,30 +89,55 @@ def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
     return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
 
 
-def condition_names(kinds: Sequence[str], seeds: int) -> list[str]:
-    """'clean', the full-category conditions, then each seeded condition as 'name/seed'."""
-    conditions = ["clean"] + [k for k in kinds if k in CATEGORIES]
-    return conditions + [f"{SEEDED[k]}/{s}" for k in kinds if k in SEEDED for s in range(seeds)]
+def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float] = ()) -> list[str]:
+    """'clean', the full-category and unseeded conditions, each seeded condition as 'name/seed', then the dose
+    points' conditions not already there ('random@0.5/seed', 'ranked@0.5', ...)."""
+    seeds = seed_list(seeds)
+    conditions = ["clean"] + [k for k in kinds if k in CATEGORIES or k in UNSEEDED]
+    conditions += [f"{SEEDED[k]}/{s}" for k in kinds if k in SEEDED for s in seeds]
+    for points in dose_groups(dose_fractions).values():
+        for _, group in points:
+            seeded = not (group in CATEGORIES or group.startswith("ranked@"))
+            conditions += [c for c in ([f"{group}/{s}" for s in seeds] if seeded else [group]) if c not in conditions]
+    return conditions
 
 
-def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int) -> np.ndarray:
+def dose_groups(fractions: Sequence[float]) -> dict[str, list[tuple[float, str]]]:
+    """Per dose kind, (fraction of the all-shared count, condition group): f = 1 is `random` / `all_shared`
+    themselves; all-shared has no point above 1."""
+    name = {f: f"{f:g}" for f in fractions}
+    return {"random": [(f, "random" if f == 1 else f"random@{name[f]}") for f in fractions],
+            "ranked": [(f, f"ranked@{name[f]}") for f in fractions],
+            "all_shared": [(f, "all_shared" if f == 1 else f"all_shared@{name[f]}") for f in fractions if f <= 1]}
+
+
+def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int, contribution_bnlf=None) -> np.ndarray:
     """bool [B, L, F]: the neurons a condition deactivates in each example (all its languages)."""
     codes = np.asarray(codes_blf)
     shared = codes == ALL_SHARED
+    group, _, seed = condition.partition("/")
+    name, _, fraction = group.partition("@")
     if condition == "clean":
         return np.zeros(codes.shape, bool)
-    if "/" not in condition:
-        return codes == CATEGORIES.index(condition)
-    name, seed = condition.split("/")
+    if name in CATEGORIES and not seed and not fraction:
+        return codes == CATEGORIES.index(name)
     count_bl = shared.sum(-1)
+    if fraction:
+        count_bl = np.minimum(np.round(float(fraction) * count_bl).astype(np.int64), codes.shape[-1])
+    if name in ("top_magnitude", "ranked"):  # no seed: the largest mean |m| over the languages
+        pool = ~shared if name == "top_magnitude" else np.ones(codes.shape, bool)
+        return top_magnitude(np.asarray(abs_m_bnlf).mean(1), count_bl, pool)
     if name == "random":  # today's uniform draw, on the device
         key = jax.random.fold_in(jax.random.key(int(seed)), batch_index)
         rank_blf = jnp.argsort(jnp.argsort(jax.random.uniform(key, codes.shape), -1), -1)
         return np.asarray(rank_blf < count_bl[..., None])
-    rng = np.random.default_rng([int(seed), batch_index, list(SEEDED.values()).index(name)])
+    rng = np.random.default_rng([int(seed), batch_index, STREAMS[name]])
     if name == "magnitude":
         pool = (codes == PARTIAL_SHARED) | (codes == SPECIFIC)
         return magnitude_matched(np.asarray(abs_m_bnlf).mean(1), shared, pool, rng)
+    if name == "mass":
+        contribution = np.asarray(contribution_bnlf).mean(1)
+        return mass_matched(contribution, (contribution * shared).sum(-1), ~shared, rng)
     return count_matched(count_bl, codes == CATEGORIES.index(name.removesuffix("_count")), rng)
 
 
@@ -128,14 +173,19 @@ class InterventionsConfig:
     kinds: tuple[str, ...] = KINDS  # neuron sets to deactivate, each measured separately (see the module)
     batch_size: int = 8  # examples per step
     every_token: bool = False  # deactivate at every token instead of the prompt's last token
-    seeds: int = 3  # draws of every seeded control
+    seeds: int | tuple[int, ...] = 3  # the seeded controls' seeds: n (0..n-1) or a list
     bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
+    dose_fractions: tuple[float, ...] = ()  # dose-response sizes, x the all-shared count (e.g. 0.25, 0.5, 1, 2)
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        object.__setattr__(self, "dose_fractions", tuple(float(f) for f in self.dose_fractions))
         check_choices("kinds", self.kinds, KINDS)
-        check_positive(batch_size=self.batch_size, seeds=self.seeds)
+        check_positive(batch_size=self.batch_size)
         check_at_least_zero(bootstrap=self.bootstrap)
+        if any(not (math.isfinite(f) and f > 0) for f in self.dose_fractions):
+            raise PipelineInputError(f"dose_fractions must be finite numbers > 0, got {list(self.dose_fractions)}")
 
 
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str | None,
@@ -161,9 +211,9 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
     plan = plan_batches(rows, placement.round_batch_size(config.batch_size), "last", "right", lm.pad_id)
-    conditions = condition_names(config.kinds, seeds)
+    conditions = condition_names(config.kinds, seeds, config.dose_fractions)
     identity = pass_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
-                            batch_size_used=plan.batch_size)
+                            batch_size_used=plan.batch_size, draws=DRAWS_VERSION)
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
     path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
@@ -182,7 +232,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
-            off = off_mask(condition, codes, abs_m, index)
+            off = off_mask(condition, codes, abs_m, index, contribution)
             _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():
@@ -205,7 +255,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     if process_count > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
                                         process_count)
-    result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap)
+    result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap,
+                                     config.dose_fractions)
     result["meta"].update(model=lm.source or lm.config.family, task=task.name, languages=list(languages))
     if process_index == 0 and output_dir is not None:
         write_deactivation(output_dir, result, figures=figures)
@@ -250,32 +301,127 @@ def _groups(conditions: Sequence[str]) -> dict[str, list[str]]:
 
 
 def summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds,
-                            bootstrap: int = DEFAULT_RESAMPLES) -> dict:
+                            bootstrap: int = DEFAULT_RESAMPLES, dose_fractions: Sequence[float] = ()) -> dict:
     """interventions.json: accuracy per condition group and language (old flat keys kept), and under "sets" each
-    group's accuracy, paired change from clean, contribution mass removed and size, all with 95% intervals;
-    "paired_tests": all-shared-off against each other group."""
+    group's accuracy, paired change from clean, contribution mass removed, size and ratios to all-shared (with
+    the spread over seeds), all with 95% intervals; "paired_tests": all-shared-off against each other group,
+    "paired_tests_vs_clean": each group against clean; "dose_response" with dose_fractions; "warnings"."""
     done = ~np.isnan(acc["total_contribution"][:, 0])
     kept = [ex for ex, d in zip(examples, done) if d]
     counts = resample_counts(int(done.sum()), bootstrap, seed=0) if bootstrap and done.any() else None
     per_condition = {condition: _per_example(acc, condition, done, task, kept, languages) for condition in conditions}
-    groups = {g: {key: np.mean([per_condition[r][key] for r in members], 0) for key in per_condition[members[0]]}
-              for g, members in _groups(conditions).items()}
+    members = _groups(conditions)
+    groups = {g: {key: np.mean([per_condition[r][key] for r in rs], 0) for key in per_condition[rs[0]]}
+              for g, rs in members.items()}
     result = {g: accuracy_per_language(v["correct"], languages) for g, v in groups.items()}
     result["sets"] = {g: _set_summary(v, groups["clean"], languages, counts) for g, v in groups.items()}
-    if "all_shared" in groups:
-        result["paired_tests"] = {g: paired_test(groups["all_shared"], v, counts) for g, v in groups.items()
+    target = groups.get("all_shared")
+    for g, entry in result["sets"].items():
+        if target is not None and g != "clean":
+            entry["match"] = _ratios(groups[g], target)
+        if len(members[g]) > 1:
+            entry["per_seed"] = _per_seed([per_condition[c] for c in members[g]], groups["clean"], target)
+            entry["per_seed"]["seeds"] = [c.split("/")[1] for c in members[g]]
+            entry["seed_spread"] = {k: spread(v) for k, v in entry["per_seed"].items() if k != "seeds"}
+    if target is not None:
+        result["paired_tests"] = {g: paired_test(target, v, counts) for g, v in groups.items()
                                   if g not in ("clean", "all_shared")}
+    result["paired_tests_vs_clean"] = {g: paired_test(v, groups["clean"], counts) for g, v in groups.items()
+                                       if g != "clean"}
+    if dose_fractions:
+        result["dose_response"] = dose_response(result["sets"], dose_fractions)
+    result["warnings"] = matching_warnings(result["sets"]) + discordance_warnings(result)
+    for line in result["warnings"]:
+        logger.warning("deactivation: %s", line)
+    seeds = seed_list(seeds)
     result["meta"] = {
-        "deactivated_at": "every token" if every_token else "last token", "random_seeds": seeds,
-        "num_examples": int(done.sum()),
+        "deactivated_at": "every token" if every_token else "last token", "random_seeds": len(seeds),
+        "seeds": seeds, "num_examples": int(done.sum()),
         "mean_deactivated_per_layer": {g: v["count"].mean(0).tolist() for g, v in groups.items() if g != "clean"},
         "random_per_seed": {c.split("/")[1]: accuracy_per_language(per_condition[c]["correct"], languages)
                             for c in conditions if c.startswith("random/")},
         "bootstrap": {"resamples": int(bootstrap), "seed": 0, "unit": "example"},
+        "criterion": CRITERION, "match_tolerance": MATCH_TOLERANCE,
         "removed_mass": "sum over the deactivated neurons of |m| * ||v|| at the prompt's last token (clean "
                         "forward) / the same sum over all neurons of all layers, per row; mean over languages "
                         "and examples, in %"}
     return result
+
+
+def _ratios(values: dict, target: dict) -> dict:
+    """A set's size, mean |m| per neuron and summed contribution (pooled over examples, languages and layers)
+    divided by the all-shared set's."""
+    def ratio(a, b):
+        return float(a / b) if b else None
+
+    size, target_size = values["count"].sum(), target["count"].sum()
+    mean = ratio(values["abs_m"].sum(), size)
+    target_mean = ratio(target["abs_m"].sum(), target_size)
+    return {"count_ratio": ratio(size, target_size),
+            "mean_abs_m_ratio": ratio(mean, target_mean) if mean is not None and target_mean else None,
+            "mass_ratio": ratio(values["contribution"].sum(), target["contribution"].sum())}
+
+
+def _per_seed(values: list[dict], clean: dict, target: dict | None) -> dict[str, list]:
+    """Per seed of a group: mean accuracy (%), its change from clean (pp), the gold log-prob change (nats) and,
+    beside all-shared, the mean |m| and mass ratios."""
+    out = {"accuracy": [float(v["correct"].mean() * 100) for v in values],
+           "delta": [float((v["correct"] - clean["correct"]).mean() * 100) for v in values],
+           "gold_logprob_change": [float((v["gold_logprob"] - clean["gold_logprob"]).mean()) for v in values]}
+    if target is not None:
+        ratios = [_ratios(v, target) for v in values]
+        out.update({k: [r[k] for r in ratios] for k in ("mean_abs_m_ratio", "mass_ratio")})
+    return out
+
+
+def matching_warnings(sets: dict) -> list[str]:
+    """A sentence for each control whose name promises a match to all-shared (MATCHED) that it misses by more
+    than MATCH_TOLERANCE."""
+    lines = []
+    for name, promised in MATCHED.items():
+        match = sets.get(name, {}).get("match")
+        if match is None:
+            continue
+        off = [f"{key.removesuffix('_ratio').replace('_', ' ')} {_num(match[key])}x" for key in promised
+               if off_by_more(match[key])]
+        if off:
+            lines.append(f"the {name} control is not matched to all-shared ({', '.join(off)} all-shared's; "
+                         f"tolerance {MATCH_TOLERANCE:.0%}): its pool lacks neurons of all-shared's size, so it "
+                         "cannot tell sharing from magnitude")
+    return lines
+
+
+def discordance_warnings(result: dict) -> list[str]:
+    """A sentence naming the paired accuracy tests with fewer than MIN_DISCORDANT differing examples."""
+    few = [f"{kind} {name} ({test['correct']['discordant']})"
+           for kind, tests in (("all-shared vs", result.get("paired_tests", {})),
+                               ("clean vs", result.get("paired_tests_vs_clean", {})))
+           for name, test in tests.items() if test["correct"]["few_discordant"]]
+    if not few:
+        return []
+    return [f"fewer than 10 examples differ in accuracy for: {', '.join(few)}; the sign test cannot reach a small "
+            "p-value there, judge by the bootstrap interval and the gold log-probability"]
+
+
+def dose_response(sets: dict, fractions: Sequence[float]) -> dict:
+    """Per dose kind and fraction: the set's removed mass, accuracy, its change from clean and the gold
+    log-probability change (each {"value", "ci95"}), and its size: arrays in fraction order."""
+    curves = {}
+    for kind, points in dose_groups(fractions).items():
+        entries = [sets[g] for _, g in points]
+        curves[kind] = {"fraction": [f for f, _ in points], "set": [g for _, g in points],
+                        "removed_mass": [e["removed_mass"] for e in entries],
+                        "accuracy": [e["accuracy"]["mean"] for e in entries],
+                        "delta": [e["delta"]["mean"] for e in entries],
+                        "gold_logprob_change": [e["gold_logprob_change"] for e in entries],
+                        "neurons_per_layer": [e["neurons_per_layer"] for e in entries]}
+    return {"fractions": list(fractions), "kinds": list(curves), "curves": curves,
+            "definition": "x the all-shared count per example and layer: random@f uniform neurons, ranked@f the "
+                          "largest mean-|m| neurons (any category), all_shared@f a uniform subset of all-shared"}
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _per_example(acc, condition, done, task, examples, languages) -> dict[str, np.ndarray]:
