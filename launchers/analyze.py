@@ -108,6 +108,9 @@ _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivat
                                    "category also runs count-matched to all-shared; random and magnitude draw "
                                    "as many neurons as all-shared (magnitude: activated ones with its |m|). "
                                    "Writes interventions.json.")
+_DEACTIVATE_GENERATED = flags.DEFINE_bool("deactivate_generated", False, "With --interventions on an open-answer task "
+                                          "(mpararel, mzsre_*, builtin_facts): also score each set on greedy "
+                                          "generations (prefix and first-token match) beside teacher forcing.")
 _DEACTIVATE_EVERY_TOKEN = flags.DEFINE_bool("deactivate_every_token", False, "Deactivate at every token "
                                             "instead of the prompt's last token.")
 _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", None, "Deprecated spelling of "
@@ -223,7 +226,8 @@ def interventions_config():
                         batch_size=("batch_size", _BATCH_SIZE.value),
                         every_token=("deactivate_every_token", _DEACTIVATE_EVERY_TOKEN.value),
                         seeds=seeds_setting(), bootstrap=("bootstrap", _BOOTSTRAP.value),
-                        dose_fractions=("dose_fractions", parse_numbers("dose_fractions", _DOSE_FRACTIONS.value)))
+                        dose_fractions=("dose_fractions", parse_numbers("dose_fractions", _DOSE_FRACTIONS.value)),
+                        generated=("deactivate_generated", _DEACTIVATE_GENERATED.value))
 
 
 def steering_config():
@@ -290,6 +294,10 @@ def load_data(task):
         raise TaskDataError(str(e).replace('pass on_error="skip"', "pass --on_error=skip")) from None
     check_examples(loaded.examples, _LANGUAGES.value)
     check_readout(loaded.examples)
+    if _DEACTIVATE_GENERATED.value and (not _INTERVENTIONS.value or task.scoring != "greedy"):
+        raise ValueError(f"--deactivate_generated scores open answers under --interventions: it needs "
+                         f"--interventions and an open-answer task (mpararel, mzsre_*, builtin_facts), not "
+                         f"--task={_TASK.value}")
     loaded.examples, dropped = check_context(loaded.examples, _LANGUAGES.value, _MODEL.value, _TOKENIZER.value,
                                              skip=_ON_ERROR.value == "skip")
     if dropped:

@@ -112,12 +112,28 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
                      f"{ci_text(s.get('gold_logprob_change'), '')} | "
                      f"{_test_text(tests.get(name, {}).get('correct'))} |")
     lines += _seed_lines(sets) + _clean_test_lines(vs_clean) + _dose_lines(interventions.get("dose_response"))
+    lines += _generated_lines(sets, meta)
     lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",
               "|---" * (len(languages) + 1) + "|"]
     for name, s in sets.items():
         lines.append(f"| {name} | " + " | ".join(ci_text(s["accuracy"][l], "") for l in languages) + " |")
     lines += [""] + [f"![{name}]({os.path.relpath(path, output_dir)})" for name, path in figures.items()]
     return "\n".join(lines) + "\n"
+
+
+def _generated_lines(sets: dict, meta: dict) -> list[str]:
+    """Teacher-forced accuracy beside the generated answers' matches, per set (mean over languages)."""
+    rows = [(name, s) for name, s in sets.items() if "generated" in s]
+    if not rows:
+        return []
+    lines = ["", f"Generated answers ({meta.get('generated', 'greedy generation')}); means over languages, %:", "",
+             "| set | teacher-forced accuracy | generated: prefix match | change from clean (pp) | first token |",
+             "|---|---|---|---|---|"]
+    for name, s in rows:
+        g = s["generated"]
+        lines.append(f"| {name} | {ci_text(s['accuracy']['mean'])} | {ci_text(g['prefix_match']['mean'])} | "
+                     f"{ci_text(g['prefix_change'], ' pp')} | {ci_text(g['first_token']['mean'])} |")
+    return lines
 
 
 def _where(meta: dict) -> str:

@@ -19,6 +19,9 @@ from jaxneurons.generation import generate
 from jaxneurons.models.decoder import Intervention
 
 EXTRA_TOKENS = 2  # generated beyond the longest gold answer, so a tokenization that differs by a token can match
+SCORING = ("greedy generation (the longest gold answer's tokens + 2) under each set; prefix match: the generation, "
+           "normalised (NFKC, case folded, whitespace collapsed and stripped), starts with the normalised gold "
+           "answer; first token: the first generated token is the gold answer's first")
 
 
 def normalize(text: str) -> str:

@@ -59,6 +59,7 @@ from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
 from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_checkpoint
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive, check_seeds, seed_list
 from jaxneurons.pipeline.errors import PipelineInputError
+from jaxneurons.pipeline.generated_answers import SCORING, generated_matches
 from jaxneurons.pipeline.identity import pass_identity
 from jaxneurons.pipeline.outputs import write_result_json
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
@@ -176,6 +177,7 @@ class InterventionsConfig:
     seeds: int | tuple[int, ...] = 3  # the seeded controls' seeds: n (0..n-1) or a list
     bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
     dose_fractions: tuple[float, ...] = ()  # dose-response sizes, x the all-shared count (e.g. 0.25, 0.5, 1, 2)
+    generated: bool = False  # also score greedy generations (open answers; `generated_answers`), dose points aside
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -207,6 +209,9 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         raise PipelineInputError("these examples read the neurons at the gold answer's end, where deactivating them "
                                  "cannot change the scored answer: load them with a prompt-end format "
                                  "(e.g. prompt_format='paper') or deactivate at every token")
+    if config.generated and task.scoring != "greedy":
+        raise PipelineInputError(f"generated answers are scored for open-answer tasks (mpararel, mzsre_*, "
+                                 f"builtin_facts), not {task.name!r}, whose answers are options")
     n = len(languages)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
@@ -219,7 +224,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
     saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
-    acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers)
+    acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers,
+                                     config.generated)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params = placement.params(lm.params)
@@ -245,6 +251,9 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             stats, full = jax.device_get((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{condition}/option_logprobs"],
                           acc[f"{condition}/greedy"], acc[f"{condition}/gold_logprob"])
+            if f"{condition}/gen_prefix" in acc:
+                scale_rlf = None if condition == "clean" else deactivation_scale(off, n)[np.repeat(batch.valid_b, n)]
+                _record_generated(acc, condition, lm, rows, examples, languages, e_v, scale_rlf, every_token, mesh)
 
     def save(next_batch: int) -> None:
         if path is not None:
@@ -258,6 +267,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap,
                                      config.dose_fractions)
     result["meta"].update(model=lm.source or lm.config.family, task=task.name, languages=list(languages))
+    if config.generated:
+        result["meta"]["generated"] = SCORING
     if process_index == 0 and output_dir is not None:
         write_deactivation(output_dir, result, figures=figures)
     return result
@@ -274,15 +285,32 @@ def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> d
     return result
 
 
-def _empty(conditions, e, n, slots, layers) -> dict[str, np.ndarray]:
-    """Per-example arrays (NaN until filled): scores, and what each condition deactivates."""
+def _empty(conditions, e, n, slots, layers, generated: bool = False) -> dict[str, np.ndarray]:
+    """Per-example arrays (NaN until filled): scores, and what each condition deactivates; with generated, the
+    generated answers' first-token and prefix matches of every condition but the dose points."""
     acc = {"total_contribution": np.full((e, n), np.nan)}
     for condition in conditions:
         acc.update({f"{condition}/option_logprobs": np.full((e, n, slots), np.nan, np.float32),
                     f"{condition}/greedy": np.zeros((e, n), bool), f"{condition}/gold_logprob": np.full((e, n), np.nan),
                     f"{condition}/count": np.full((e, layers), np.nan), f"{condition}/abs_m": np.full((e, n), np.nan),
                     f"{condition}/contribution": np.full((e, n), np.nan)})
+    if generated:
+        for condition in conditions:
+            if "@" not in condition:
+                acc.update({f"{condition}/gen_first": np.full((e, n), np.nan),
+                            f"{condition}/gen_prefix": np.full((e, n), np.nan)})
     return acc
+
+
+def _record_generated(acc, condition, lm, rows, examples, languages, e_v, scale_rlf, every_token, mesh) -> None:
+    """The batch's valid rows generated under the condition (scale_rlf [R, L, F]; None: clean), scored against
+    their gold answers (`generated_answers.generated_matches`)."""
+    pairs = [(e, i) for e in e_v for i in range(len(languages))]
+    first, prefix = generated_matches(lm, [rows[e][i].prompt for e, i in pairs],
+                                      [examples[e].answers[languages[i]] for e, i in pairs],
+                                      [rows[e][i].continuations[0] for e, i in pairs], scale_rlf, every_token, mesh)
+    acc[f"{condition}/gen_first"][e_v] = first.reshape(len(e_v), -1)
+    acc[f"{condition}/gen_prefix"][e_v] = prefix.reshape(len(e_v), -1)
 
 
 def _record_set(acc, condition, e_v, off_blf, abs_m_bnlf, contribution_bnlf) -> None:
@@ -429,10 +457,14 @@ def _per_example(acc, condition, done, task, examples, languages) -> dict[str, n
     per layer [E, L], summed |m| and contribution of those neurons [E, N]."""
     correct = judge(task, acc[f"{condition}/option_logprobs"][done], acc[f"{condition}/greedy"][done], examples,
                     languages)
-    return {"correct": correct.astype(np.float64), "gold_logprob": acc[f"{condition}/gold_logprob"][done],
-            "mass": acc[f"{condition}/contribution"][done] / acc["total_contribution"][done],
-            "count": acc[f"{condition}/count"][done], "abs_m": acc[f"{condition}/abs_m"][done],
-            "contribution": acc[f"{condition}/contribution"][done]}
+    values = {"correct": correct.astype(np.float64), "gold_logprob": acc[f"{condition}/gold_logprob"][done],
+              "mass": acc[f"{condition}/contribution"][done] / acc["total_contribution"][done],
+              "count": acc[f"{condition}/count"][done], "abs_m": acc[f"{condition}/abs_m"][done],
+              "contribution": acc[f"{condition}/contribution"][done]}
+    for key in ("gen_first", "gen_prefix"):
+        if f"{condition}/{key}" in acc:
+            values[key] = acc[f"{condition}/{key}"][done]
+    return values
 
 
 def _set_summary(values: dict, clean: dict, languages, counts) -> dict:
@@ -448,4 +480,15 @@ def _set_summary(values: dict, clean: dict, languages, counts) -> dict:
             "removed_mass": ci(values["mass"].mean(-1)),
             "neurons_per_layer": float(values["count"].mean()),
             "mean_abs_m": float(values["abs_m"].sum() / neurons) if neurons else None,
-            "mean_contribution": float(values["contribution"].sum() / neurons) if neurons else None}
+            "mean_contribution": float(values["contribution"].sum() / neurons) if neurons else None,
+            **({"generated": _generated_summary(values, clean, languages, ci)} if "gen_prefix" in values else {})}
+
+
+def _generated_summary(values: dict, clean: dict, languages, ci) -> dict:
+    """The generated answers' prefix and first-token match (%) per language and mean, and the prefix match's
+    paired change from clean (percentage points), 95% intervals over examples."""
+    out = {}
+    for key, name in (("gen_prefix", "prefix_match"), ("gen_first", "first_token")):
+        out[name] = {**{l: ci(values[key][:, i]) for i, l in enumerate(languages)}, "mean": ci(values[key].mean(-1))}
+    out["prefix_change"] = ci((values["gen_prefix"] - clean["gen_prefix"]).mean(-1))
+    return out
