@@ -349,8 +349,23 @@ def run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions, stee
     if interventions is not None:
         analyses.deactivation(lm, loaded.examples, **where, **analyses.config_settings(interventions))
     if steering is not None:
-        analyses.steering(lm, loaded.examples, sets=_STEER_SETS.value, **where, **analyses.config_settings(steering))
+        steered = analyses.steering(lm, loaded.examples, sets=_STEER_SETS.value, **where,
+                                    **analyses.config_settings(steering))
+        if _DEBUG.value:
+            show_generations(steered.generations)
     return sharing
+
+
+def show_generations(rows: list[dict], per_condition: int = 2) -> None:
+    """--debug: the first generations of every prompt language and condition (seeded controls aside)."""
+    shown = {}
+    for row in rows:
+        key = (row["prompt_language"], row["condition"])
+        if ":s" in row["condition"] or shown.get(key, 0) >= per_condition:
+            continue
+        shown[key] = shown.get(key, 0) + 1
+        print(f"[{row['prompt_language']} | {row['condition']}] {row['prompt']!r} -> {row['text']!r} "
+              f"({row['language']}, {row['confidence']:.2f})")
 
 
 def own_module() -> str:
