@@ -31,13 +31,14 @@ if [ "$SMOKE" = 1 ]; then
     SMALL_SIZES="--examples=2 --languages=3 --min_len=8 --max_len=12 --batch_size=2 --paper_examples=1
         --ig_examples=1 --ig_len=8 --ig_steps=2 --ig_layers=2 --repeats=1
         --gen_prompts=2 --gen_batch=2 --gen_prompt_len=8 --gen_new_tokens=2"
-    BIG_SIZES=$SMALL_SIZES
+    BIG_SIZES=$SMALL_SIZES COUNT_SIZES="--rows=4 --length=16 --batch_size=2 --repeats=1"
 else
     SMALL=smollm2 BIG=llama2_7b BUDGET_S=${BUDGET_S:-390} STRETCH=1
     SMALL_SIZES="--examples=64 --batch_size=16 --paper_examples=4 --ig_examples=2 --ig_len=80 --repeats=3
         --gen_prompts=64 --gen_batch=32 --gen_prompt_len=128 --gen_new_tokens=64"
     BIG_SIZES="--examples=32 --batch_size=8 --paper_examples=2 --ig_examples=1 --ig_len=80 --repeats=2
         --gen_prompts=32 --gen_batch=16 --gen_prompt_len=128 --gen_new_tokens=32"
+    COUNT_SIZES="--rows=128 --length=512 --batch_size=16 --repeats=2"
 fi
 
 echo "== python packages and devices"
@@ -62,6 +63,12 @@ if sys.argv[1] != "1":
 EOF
 
 stage() {  # stage NAME CAP_S run.py-flags...: one run.py process, its timeout the cap or the budget left
+    local name=$1 cap=$2; shift 2
+    timed "$name" "$cap" benchmarks/run.py --dtype=bfloat16 --force --json_out="$OUT/perf_gpu.jsonl" \
+        --markdown="$OUT/$name.md" "$@"
+}
+
+timed() {  # timed NAME CAP_S script flags...: one python process, its timeout the cap or the budget left
     local name=$1 cap=$(( $2 * STRETCH )); shift 2
     local left=$(( BUDGET_S - SECONDS ))
     local limit=$(( cap < left ? cap : left ))
@@ -69,8 +76,7 @@ stage() {  # stage NAME CAP_S run.py-flags...: one run.py process, its timeout t
     echo "== $name: timeout ${limit}s, at ${SECONDS}s, load $(cut -d' ' -f1-3 /proc/loadavg)"
     local start=$SECONDS
     # shellcheck disable=SC2068
-    timeout -k 10 "$limit" python benchmarks/run.py --dtype=bfloat16 --force --json_out="$OUT/perf_gpu.jsonl" \
-        --markdown="$OUT/$name.md" $@ 2>&1 | grep -v -E "^I[0-9]{4} |Unable to initialize backend 'tpu'"
+    timeout -k 10 "$limit" python "$@" 2>&1 | grep -v -E "^I[0-9]{4} |Unable to initialize backend 'tpu'"
     local rc=${PIPESTATUS[0]}
     case $rc in
         0) echo "== $name: done in $((SECONDS - start))s" ;;
@@ -85,6 +91,9 @@ done
 for row in generation categorisation ig; do
     stage "${BIG}_$row" 110 --shapes="$BIG" --rows="$row" $BIG_SIZES
 done
+# LAPE's counting pass (the activation statistics) against PyTorch act_fn hooks, both shapes
+timed activation_stats 60 benchmarks/activation_stats.py --dtype=bfloat16 --force \
+    --json_out="$OUT/activation_stats.jsonl" --shapes="$SMALL,$BIG" $COUNT_SIZES
 
 echo "== all rows: $OUT/perf_gpu.md"
 if [ -s "$OUT/perf_gpu.jsonl" ]; then

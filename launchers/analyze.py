@@ -67,7 +67,8 @@ _RESUME = flags.DEFINE_bool("resume", False, "Continue the run in output_dir (th
                             "examples; anything else is refused, naming what differs).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "output_dir holds another run's results: remove all of them "
                                "first (without it, such a folder is refused).")
-_DEBUG = flags.DEFINE_bool("debug", False, "On a bad input, show the traceback instead of one line.")
+_DEBUG = flags.DEFINE_bool("debug", False, "On a bad input, show the traceback instead of one line; with "
+                            "--steering, also print the first generations of every language and condition.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Take the tokenizer from here (zoo name, .gguf file, HF or "
                                  "jaxneurons folder), e.g. for a checkpoint folder without tokenizer files.")
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading pytorch_model.bin (a pickle runs code).")
