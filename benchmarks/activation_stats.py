@@ -15,7 +15,6 @@ records the load before and after every run. Refuses to start when the 1-minute 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -115,15 +114,7 @@ def main(argv):
         print(warning, file=sys.stderr, flush=True)
     device = FLAGS.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(os.cpu_count() or 1)
-    lines = []
-
-    def emit(record):
-        record = {"date": time.strftime("%Y-%m-%d %H:%M"), **record}
-        lines.append(record)
-        print(json.dumps(record), flush=True)
-        if FLAGS.json_out:
-            with open(FLAGS.json_out, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    lines, emit = machine.json_lines(FLAGS.json_out)
 
     for shape in FLAGS.shapes:
         bench_shape(shape, device, emit)

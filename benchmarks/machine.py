@@ -8,11 +8,28 @@ Nothing here imports jax at module level: `memory_shares` must set XLA's environ
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import statistics
 import time
 from typing import Any, Callable
+
+
+def json_lines(json_out: str | None) -> tuple[list[dict], Callable[[dict], None]]:
+    """(the records so far, emit): emit dates a record, keeps it, prints it as a JSON line and appends it to
+    json_out (when given) at once, so a run stopped midway keeps what it measured."""
+    lines: list[dict] = []
+
+    def emit(record: dict) -> None:
+        record = {"date": time.strftime("%Y-%m-%d %H:%M"), **record}
+        lines.append(record)
+        print(json.dumps(record), flush=True)
+        if json_out:
+            with open(json_out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    return lines, emit
 
 
 def memory_shares(jax_fraction: float = 0.45) -> None:

@@ -18,7 +18,6 @@ anyway, and says so).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -296,15 +295,7 @@ def main(argv):
         print(warning, file=sys.stderr, flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(machine.usable_cores())
-    lines = []
-
-    def emit(record):
-        record = {"date": time.strftime("%Y-%m-%d %H:%M"), **record}
-        lines.append(record)
-        print(json.dumps(record), flush=True)
-        if FLAGS.json_out:
-            with open(FLAGS.json_out, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    lines, emit = machine.json_lines(FLAGS.json_out)
 
     start = time.perf_counter()
 

@@ -51,6 +51,15 @@ def make_model(variant: str, seed: int = 0):
     return model
 
 
+def saved_pair(variant: str, directory):
+    """(the random transformers model of `variant`, jaxneurons' float32 load of it saved into directory)."""
+    import jaxneurons as jn
+
+    model = make_model(variant)
+    model.save_pretrained(directory)
+    return model, jn.load_model(str(directory), dtype="float32")
+
+
 def _mlp_modules(model):
     base = model.transformer if hasattr(model, "transformer") else model.model
     layers = base.h if hasattr(base, "h") else base.layers

@@ -60,10 +60,7 @@ def _zeroing_hook(model, neurons, generated_only=False, last_only=False):
 
 @pytest.fixture(scope="module", params=sorted(hf_reference.VARIANTS))
 def pair(request, tmp_path_factory):
-    model = hf_reference.make_model(request.param)
-    directory = tmp_path_factory.mktemp(request.param)
-    model.save_pretrained(directory)
-    return request.param, model, jn.load_model(str(directory), dtype="float32")
+    return request.param, *hf_reference.saved_pair(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def test_greedy_equals_transformers(pair):
@@ -88,10 +85,7 @@ def test_zeroed_neurons_equal_a_pytorch_hook(pair):
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    model = hf_reference.make_model("llama_gqa_tied")
-    directory = tmp_path_factory.mktemp("llama")
-    model.save_pretrained(directory)
-    return model, jn.load_model(str(directory), dtype="float32")
+    return hf_reference.saved_pair("llama_gqa_tied", tmp_path_factory.mktemp("llama"))
 
 
 def test_generated_positions_only_and_per_row_sets(llama):

@@ -34,10 +34,7 @@ def hook_counts(model, rows_by_lang):
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
-    model = hf_reference.make_model("llama_gqa_tied")
-    directory = tmp_path_factory.mktemp("lape_tiny")
-    model.save_pretrained(directory)
-    return model, jn.load_model(str(directory), dtype="float32")
+    return hf_reference.saved_pair("llama_gqa_tied", tmp_path_factory.mktemp("lape_tiny"))
 
 
 def test_activation_counts_equal_pytorch_hooks_on_a_tiny_llama(tiny_pair):
