@@ -115,7 +115,8 @@ def steering(lm: LanguageModel, examples, *, task: Task | None = None, languages
     the neurons most often specific to each language in these examples (`pipeline.steering.specific_sets`).
     settings: `SteeringConfig` fields (actions, controls, boost, seeds, max_new_tokens, batch_size, set_size,
     bootstrap). Other arguments as in `sharing`."""
-    from jaxneurons.pipeline.steering import SteeringConfig, read_sets, run_steering, specific_sets
+    from jaxneurons.pipeline.neuron_sets import read_sets
+    from jaxneurons.pipeline.steering import SteeringConfig, run_steering, specific_sets
 
     examples, task, languages, _ = _inputs(examples, task, languages, None)
     config = _config(SteeringConfig, "steering", settings)

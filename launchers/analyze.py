@@ -112,6 +112,9 @@ _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivat
 _DEACTIVATE_GENERATED = flags.DEFINE_bool("deactivate_generated", False, "With --interventions on an open-answer task "
                                           "(mpararel, mzsre_*, builtin_facts): also score each set on greedy "
                                           "generations (prefix and first-token match) beside teacher forcing.")
+_DEACTIVATE_SETS = flags.DEFINE_string("deactivate_sets", None, "With --interventions: also deactivate each "
+                                       "language's neurons of this JSON file {lang: {layer: [neurons]}} (e.g. "
+                                       "LAPE's lape_neurons.json), in every language, as a set 'set:<lang>'.")
 _DEACTIVATE_EVERY_TOKEN = flags.DEFINE_bool("deactivate_every_token", False, "Deactivate at every token "
                                             "instead of the prompt's last token.")
 _INTERVENE_ALL = flags.DEFINE_bool("intervene_all_positions", None, "Deprecated spelling of "
@@ -222,13 +225,19 @@ def interventions_config():
     from jaxneurons.pipeline.interventions import InterventionsConfig
 
     if not _INTERVENTIONS.value:
+        if _DEACTIVATE_SETS.value or _DEACTIVATE_GENERATED.value:
+            raise ValueError("--deactivate_sets and --deactivate_generated need --interventions (e.g. "
+                             "--interventions=all_shared,random)")
         return None
+    if _DEACTIVATE_SETS.value is not None and not os.path.isfile(_DEACTIVATE_SETS.value):
+        raise ValueError(f"--deactivate_sets={_DEACTIVATE_SETS.value}: no such file")
     return build_config(InterventionsConfig, kinds=("interventions", _INTERVENTIONS.value),
                         batch_size=("batch_size", _BATCH_SIZE.value),
                         every_token=("deactivate_every_token", _DEACTIVATE_EVERY_TOKEN.value),
                         seeds=seeds_setting(), bootstrap=("bootstrap", _BOOTSTRAP.value),
                         dose_fractions=("dose_fractions", parse_numbers("dose_fractions", _DOSE_FRACTIONS.value)),
-                        generated=("deactivate_generated", _DEACTIVATE_GENERATED.value))
+                        generated=("deactivate_generated", _DEACTIVATE_GENERATED.value),
+                        neuron_sets=("deactivate_sets", _DEACTIVATE_SETS.value))
 
 
 def steering_config():

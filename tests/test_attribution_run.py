@@ -341,3 +341,23 @@ def test_each_pass_writes_its_own_files_and_report_section(setup, tmp_path):
     starts = [report.index(h) for h in ("# Neuron sharing across languages", "## Attribution", "## Deactivation")]
     assert starts == sorted(starts)
     assert "![top_share](figures/attribution_top_share.png)" in report
+
+
+def test_a_files_neuron_sets_are_deactivated_as_sets(setup, tmp_path):
+    """--deactivate_sets: each language's set of the file (here a LAPE selection) zeroed in every row, accuracy
+    as recomputed row by row."""
+    from jaxneurons.lape.select import save_lape_neurons
+
+    lm, task, examples = setup
+    neurons = {"en": {0: [1, 2, 5], 1: [0]}, "de": {1: [3, 4, 7, 8]}, "ru": {0: [9]}}
+    save_lape_neurons(tmp_path / "lape_neurons.json", neurons, model="tiny")
+    config = InterventionsConfig(kinds=["all_shared"], batch_size=2, seeds=1, bootstrap=20,
+                                 neuron_sets=str(tmp_path / "lape_neurons.json"))
+    got = run_interventions(lm, task, examples, LANGS, None, config, progress=False)
+    for lang, sets in neurons.items():
+        off = np.ones((lm.config.num_layers, lm.config.intermediate_size), np.float32)
+        for layer, index in sets.items():
+            off[layer, index] = 0.0
+        assert got[f"set:{lang}"] == _accuracy_with(lm, task, examples, lambda codes, e, off=off: off)
+        assert got["sets"][f"set:{lang}"]["neurons_per_layer"] == pytest.approx(
+            sum(map(len, sets.values())) / lm.config.num_layers)

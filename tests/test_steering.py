@@ -9,7 +9,8 @@ import pytest
 import jaxneurons as jn
 from jaxneurons.language_id import UNKNOWN, identify
 from jaxneurons.pipeline.errors import PipelineInputError, ResumeMismatchError
-from jaxneurons.pipeline.steering import SteeringConfig, condition_sets, read_sets, run_steering, specific_sets
+from jaxneurons.pipeline.neuron_sets import read_sets
+from jaxneurons.pipeline.steering import SteeringConfig, condition_sets, run_steering, specific_sets
 from tests.fixtures import direct_acts, tiny_lm
 
 LANGS = ["en", "de"]

@@ -61,6 +61,7 @@ from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.generated_answers import SCORING, generated_matches
 from jaxneurons.pipeline.identity import pass_identity
+from jaxneurons.pipeline.neuron_sets import read_sets, set_mask
 from jaxneurons.pipeline.outputs import write_result_json
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
@@ -69,6 +70,7 @@ KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude", "top
 SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
           "specific": "specific_count", "mass": "mass"}  # kind -> its seeded, all-shared-sized condition
 UNSEEDED = ("top_magnitude",)  # drawn sets without a seed
+SET_PREFIX = "set:"  # a condition of a file's neuron set: set:<lang>
 STREAMS = {"random": 0, "magnitude": 1, "partial_shared_count": 2, "specific_count": 3, "mass": 4,
            "all_shared": 5}  # a seeded NumPy draw's stream (the first four: the draws before issue 26)
 MATCHED = {"magnitude": ("mean_abs_m_ratio", "mass_ratio"), "mass": ("mass_ratio",)}  # the ratios a name promises
@@ -90,9 +92,10 @@ def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
     return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
 
 
-def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float] = ()) -> list[str]:
-    """'clean', the full-category and unseeded conditions, each seeded condition as 'name/seed', then the dose
-    points' conditions not already there ('random@0.5/seed', 'ranked@0.5', ...)."""
+def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float] = (),
+                    set_languages: Sequence[str] = ()) -> list[str]:
+    """'clean', the full-category and unseeded conditions, each seeded condition as 'name/seed', the dose
+    points' conditions not already there ('random@0.5/seed', 'ranked@0.5', ...), then a file's sets ('set:de')."""
     seeds = seed_list(seeds)
     conditions = ["clean"] + [k for k in kinds if k in CATEGORIES or k in UNSEEDED]
     conditions += [f"{SEEDED[k]}/{s}" for k in kinds if k in SEEDED for s in seeds]
@@ -100,7 +103,7 @@ def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float]
         for _, group in points:
             seeded = not (group in CATEGORIES or group.startswith("ranked@"))
             conditions += [c for c in ([f"{group}/{s}" for s in seeds] if seeded else [group]) if c not in conditions]
-    return conditions
+    return conditions + [f"{SET_PREFIX}{lang}" for lang in set_languages]
 
 
 def dose_groups(fractions: Sequence[float]) -> dict[str, list[tuple[float, str]]]:
@@ -112,9 +115,13 @@ def dose_groups(fractions: Sequence[float]) -> dict[str, list[tuple[float, str]]
             "all_shared": [(f, "all_shared" if f == 1 else f"all_shared@{name[f]}") for f in fractions if f <= 1]}
 
 
-def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int, contribution_bnlf=None) -> np.ndarray:
-    """bool [B, L, F]: the neurons a condition deactivates in each example (all its languages)."""
+def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int, contribution_bnlf=None,
+             sets_lf: dict | None = None) -> np.ndarray:
+    """bool [B, L, F]: the neurons a condition deactivates in each example (all its languages); `set:<lang>`
+    takes sets_lf[lang] ([L, F], a file's set) in every example."""
     codes = np.asarray(codes_blf)
+    if condition.startswith(SET_PREFIX):
+        return np.broadcast_to(sets_lf[condition.removeprefix(SET_PREFIX)], codes.shape).copy()
     shared = codes == ALL_SHARED
     group, _, seed = condition.partition("/")
     name, _, fraction = group.partition("@")
@@ -178,6 +185,7 @@ class InterventionsConfig:
     bootstrap: int = DEFAULT_RESAMPLES  # resamples of the examples for the 95% intervals (0: none)
     dose_fractions: tuple[float, ...] = ()  # dose-response sizes, x the all-shared count (e.g. 0.25, 0.5, 1, 2)
     generated: bool = False  # also score greedy generations (open answers; `generated_answers`), dose points aside
+    neuron_sets: str | None = None  # a JSON file of per-language sets (e.g. a LAPE selection): each one a condition
 
     def __post_init__(self):
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -216,9 +224,13 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
     plan = plan_batches(rows, placement.round_batch_size(config.batch_size), "last", "right", lm.pad_id)
-    conditions = condition_names(config.kinds, seeds, config.dose_fractions)
+    sets = {} if config.neuron_sets is None else read_sets(config.neuron_sets, languages, lm.config,
+                                                             "--deactivate_sets")
+    sets_lf = {lang: set_mask(neurons, lm.config) for lang, neurons in sets.items()}
+    conditions = condition_names(config.kinds, seeds, config.dose_fractions, list(sets))
     identity = pass_identity("interventions", config, lm, examples, rows, task=task.name, languages=list(languages),
-                            batch_size_used=plan.batch_size, draws=DRAWS_VERSION)
+                            batch_size_used=plan.batch_size, draws=DRAWS_VERSION,
+                            **({"sets": {k: {str(l): v for l, v in s.items()} for k, s in sets.items()}} if sets else {}))
     process_index, process_count = distributed.process_layout(process_index, process_count)
     state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
     path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
@@ -238,7 +250,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
-            off = off_mask(condition, codes, abs_m, index, contribution)
+            off = off_mask(condition, codes, abs_m, index, contribution, sets_lf)
             _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():

@@ -17,7 +17,6 @@ neurons most often specific to each language (`specific_sets`), or come from a f
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from jaxneurons.pipeline.checkpoint import NEXT_BATCH, load_checkpoint, save_che
 from jaxneurons.pipeline.checks import check_at_least_zero, check_choices, check_positive
 from jaxneurons.pipeline.errors import PipelineInputError
 from jaxneurons.pipeline.identity import pass_identity
+from jaxneurons.pipeline.neuron_sets import set_mask
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 
 ACTIONS = ("off", "boost")
@@ -88,29 +88,6 @@ def specific_sets(lm: LanguageModel, examples: Sequence, languages: Sequence[str
     return sets
 
 
-def read_sets(path: str, languages: Sequence[str], config) -> dict[str, dict[int, list[int]]]:
-    """{lang: {layer: [indices]}} from a JSON file of that shape, or the "neurons" of a LAPE selection
-    (`lape_neurons.json`), checked against the model and the languages."""
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise PipelineInputError(f"--steer_sets={path}: cannot read it as JSON ({e})") from None
-    if isinstance(raw, dict) and isinstance(raw.get("neurons"), dict):  # a LAPE selection and its facts
-        raw = raw["neurons"]
-    missing = [lang for lang in languages if lang not in raw]
-    if missing:
-        raise PipelineInputError(f"--steer_sets={path} has no neuron set for {', '.join(missing)}; it has "
-                                 f"{', '.join(raw)}")
-    try:
-        sets = {lang: {int(layer): [int(i) for i in index] for layer, index in raw[lang].items()} for lang in languages}
-        for lang in languages:
-            Intervention.zero(config, sets[lang])  # checks layers and indices against the model
-    except (ValueError, TypeError, AttributeError) as e:
-        raise PipelineInputError(f"--steer_sets={path}: {e}") from None
-    return sets
-
-
 def condition_names(languages: Sequence[str], config: SteeringConfig) -> list[str]:
     names = ["clean"]
     for lang in languages:
@@ -122,12 +99,9 @@ def condition_names(languages: Sequence[str], config: SteeringConfig) -> list[st
 
 def condition_sets(lm: LanguageModel, sets: dict, abs_m_lf: np.ndarray, config: SteeringConfig) -> dict:
     """{condition: (bool [L, F] neurons, scale)} of every condition but clean."""
-    shape = (lm.config.num_layers, lm.config.intermediate_size)
     out = {}
     for n, lang in enumerate(sets):
-        target = np.zeros(shape, bool)
-        for layer, index in sets[lang].items():
-            target[layer, index] = True
+        target = set_mask(sets[lang], lm.config)
         for action in config.actions:
             scale = 0.0 if action == "off" else config.boost
             out[f"{action}:{lang}"] = (target, scale)
