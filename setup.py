@@ -29,7 +29,7 @@ setup(
         "tqdm>=4.60",
         "pandas>=2.0",  # the results' tidy tables (to_pandas); no core dependency pulls it in (only datasets)
         "huggingface_hub>=1.0",  # models by hub id: snapshot_download into the shared HF cache (transformers needs it too)
-        "py3langid>=0.3",  # the language of generated text (steering); its model ships in the wheel: works offline
+        "py3langid>=0.4",  # the language of generated text (steering); its model ships in the wheel: works offline
     ],
     extras_require={
         "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10", "datasets>=2.18",
