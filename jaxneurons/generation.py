@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxneurons import distributed
+from jaxneurons.lm import pad_rows
 from jaxneurons.models.decoder import Decoder, Intervention, KVCache, Record
 from jaxneurons.models.output import forward
 
@@ -80,20 +81,19 @@ def generate(lm, prompts, *, max_new_tokens: int, intervention: Intervention | N
     order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths decode together
     tokens = np.zeros((len(rows), max_new_tokens), np.int32)
     lengths, stopped = np.zeros(len(rows), np.int32), np.zeros(len(rows), bool)
-    prefill = lm.decoder(Record(kv=True), logits="last")
-    step = lm.decoder(Record(kv=True), logits="last")
+    decoder = lm.decoder(Record(kv=True), logits="last")  # the prefill and every step
     key = jax.random.key(seed)
     for start in tqdm(range(0, len(rows), batch_size), disable=not progress, desc="generate", unit="batch"):
         picked = order[start:start + batch_size]
-        ids, mask = _left_padded([rows[i] for i in picked], lm.pad_id, batch_size)
-        arrays, change = {"ids": ids, "mask": mask}, {}
-        if scale is not None:
+        filled = [rows[i] for i in picked] + [rows[picked[-1]]] * (batch_size - len(picked))  # missing: the last
+        ids, mask = pad_rows(filled, lm.pad_id, "left", PROMPT_BUCKET)
+        arrays, shared = {"ids": ids, "mask": mask}, {}
+        if scale is not None:  # per-prompt rows split over the batch, one shared row replicated
             change = {"scale": _rows(scale, picked, batch_size), "shift": _rows(shift, picked, batch_size)}
-            if scale.shape[0] > 1:
-                arrays.update(change)
+            (arrays if scale.shape[0] > 1 else shared).update(change)
         with placement.context():
-            change = placement.replicate(change) if scale is not None and scale.shape[0] == 1 else {}
-            out = _generate(prefill, step, placement.params(lm.params), {**placement.batch(arrays), **change},
+            out = _generate(decoder, placement.params(lm.params), {**placement.batch(arrays),
+                                                                   **placement.replicate(shared)},
                             jnp.asarray(stop_ids, jnp.int32), lm.pad_id, jax.random.fold_in(key, start),
                             jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), max_new_tokens=max_new_tokens,
                             sampling=temperature > 0, positions=positions)
@@ -111,8 +111,8 @@ def generate(lm, prompts, *, max_new_tokens: int, intervention: Intervention | N
     return Generation(shown, texts, tokens, lengths, stopped, settings)
 
 
-@functools.partial(jax.jit, static_argnames=("prefill", "step", "max_new_tokens", "sampling", "positions"))
-def _generate(prefill: Decoder, step: Decoder, params, arrays: dict, stop_ids, pad_id, key, temperature, top_p, *,
+@functools.partial(jax.jit, static_argnames=("decoder", "max_new_tokens", "sampling", "positions"))
+def _generate(decoder: Decoder, params, arrays: dict, stop_ids, pad_id, key, temperature, top_p, *,
               max_new_tokens: int, sampling: bool, positions: str):
     """(tokens [B, N], lengths [B], stopped [B]): the prompt prefilled, then one token a step."""
     ids, mask = arrays["ids"], arrays["mask"]
@@ -123,7 +123,7 @@ def _generate(prefill: Decoder, step: Decoder, params, arrays: dict, stop_ids, p
     prompt_iv = Intervention(arrays["scale"], arrays["shift"], prompt_where) if changed else None
     step_iv = Intervention(arrays["scale"], arrays["shift"], jnp.full((1, 1), positions != "last_prompt")) \
         if changed else None
-    out = forward(prefill, params, ids, mask, intervention=prompt_iv)
+    out = forward(decoder, params, ids, mask, intervention=prompt_iv)
     first = _choose(out.logits, key, 0, temperature, top_p, sampling)
     tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, stop_ids)
@@ -135,7 +135,7 @@ def _generate(prefill: Decoder, step: Decoder, params, arrays: dict, stop_ids, p
 
     def one_token(carry):
         i, cache, tokens, done, lengths, last = carry
-        out = forward(step, params, last[:, None], jnp.ones((b, 1), jnp.int32), intervention=step_iv, cache=cache)
+        out = forward(decoder, params, last[:, None], jnp.ones((b, 1), jnp.int32), intervention=step_iv, cache=cache)
         new = jnp.where(done, pad_id, _choose(out.logits, key, i, temperature, top_p, sampling))
         tokens = jax.lax.dynamic_update_slice_in_dim(tokens, new[:, None], i, axis=1)
         lengths = jnp.where(done, lengths, i + 1)
@@ -186,9 +186,8 @@ def _stop(lm, stop) -> tuple[list[int], list[str]]:
     """(stop token ids: EOS and the given ids, stop strings)."""
     stop = [stop] if isinstance(stop, (str, int)) else list(stop or [])
     eos = lm.config.eos_token_id
-    if lm.tokenizer is not None and getattr(lm.tokenizer, "eos_token_id", None) is not None:
-        eos = [lm.tokenizer.eos_token_id] + (list(eos) if isinstance(eos, (list, tuple)) else [eos])
-    eos = [e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+    eos = [*(eos if isinstance(eos, (list, tuple)) else [eos]), getattr(lm.tokenizer, "eos_token_id", None)]
+    eos = [e for e in eos if e is not None]
     for s in stop:
         if not isinstance(s, (str, int, np.integer)) or isinstance(s, bool) or s == "":
             raise ValueError(f"stop: {s!r} is neither a non-empty string nor a token id")
@@ -236,17 +235,6 @@ def _max_context(lm) -> int | None:
         return read_max_context(lm.source) if lm.source else None
     except (OSError, ValueError):
         return None
-
-
-def _left_padded(rows, pad_id: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """[batch_size, T] ids and mask, left-padded to a multiple of PROMPT_BUCKET; missing rows repeat the last."""
-    rows = list(rows) + [rows[-1]] * (batch_size - len(rows))
-    length = -(-max(len(r) for r in rows) // PROMPT_BUCKET) * PROMPT_BUCKET
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        ids[i, length - len(row):], mask[i, length - len(row):] = row, 1
-    return ids, mask
 
 
 def _rows(value_rlf: np.ndarray, picked: np.ndarray, batch_size: int) -> np.ndarray:

@@ -43,6 +43,11 @@ def test_zoo_model_matches_transformers_gguf(pair):
         np.testing.assert_allclose(ours, theirs, atol=2e-3 * np.abs(theirs).max(), err_msg=prompt)
 
 
+def _stop_ids(lm) -> list[int]:
+    """The model's EOS ids (config and tokenizer), given to transformers' generate as ours stops at them."""
+    return sorted({int(i) for i in np.atleast_1d(lm.config.eos_token_id)} | {lm.tokenizer.eos_token_id})
+
+
 def test_zoo_generation_matches_transformers(pair):
     """Greedy generation of prompts of different lengths in four scripts, batched and left-padded on both sides,
     with transformers' KV cache: the same tokens, except after a step where transformers' two best logits tie
@@ -52,7 +57,7 @@ def test_zoo_generation_matches_transformers(pair):
     ours = lm.generate(PROMPTS, max_new_tokens=new)
     rows = [lm.tokenizer(p)["input_ids"] for p in PROMPTS]
     ids, mask = pad_rows(rows, lm.pad_id, "left")
-    stop = sorted({int(i) for i in np.atleast_1d(lm.config.eos_token_id)} | {lm.tokenizer.eos_token_id})
+    stop = _stop_ids(lm)
     with torch.no_grad():
         out = ref.generate(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask), do_sample=False,
                            max_new_tokens=new, pad_token_id=lm.pad_id, eos_token_id=stop,
@@ -85,7 +90,7 @@ def test_zoo_generation_under_zeroed_neurons_matches_a_hook(pair):
         return (x,)
 
     handles = [layer.mlp.down_proj.register_forward_pre_hook(hook) for layer in ref.model.layers]
-    stop = sorted({int(i) for i in np.atleast_1d(lm.config.eos_token_id)} | {lm.tokenizer.eos_token_id})
+    stop = _stop_ids(lm)
     try:
         with torch.no_grad():
             theirs = ref.generate(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),

@@ -540,14 +540,7 @@ class Decoder(nn.Module):
         query_mask = mask_bt[:, -query_len:]
         ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": query_mask.astype(bool),
                "record_index": L.last_token_index(query_mask) if record_index_b is None else record_index_b}
-        if c.position == "rope":
-            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions[:, -query_len:])
-            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions[:, -query_len:])
-        else:
-            ctx["alibi"] = L.alibi_bias(c.num_heads, positions)
-        if intervention is not None:
-            ctx["intervene"] = intervention.where
-        return ctx
+        return self._with_positions(ctx, positions, query_len, intervention)
 
     def _decode_context(self, cache: KVCache, intervention):
         """Masks and positions of one new token in slot `cache.length`: its keys are the cache's filled slots
@@ -564,11 +557,17 @@ class Decoder(nn.Module):
         positions = L.positions_from_mask(keys_bs.astype(jnp.int32))
         ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": itself,
                "record_index": jnp.zeros(filled.shape[0], jnp.int32)}
+        return self._with_positions(ctx, positions, 1, intervention)
+
+    def _with_positions(self, ctx: dict, positions_bs, query_len: int, intervention) -> dict:
+        """ctx with the queries' rotary tables (the last query_len of the key positions) or the keys' ALiBi
+        bias, and the intervention's tokens."""
+        c = self.config
         if c.position == "rope":
-            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions[:, -1:])
-            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions[:, -1:])
+            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions_bs[:, -query_len:])
+            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions_bs[:, -query_len:])
         else:
-            ctx["alibi"] = L.alibi_bias(c.num_heads, positions)
+            ctx["alibi"] = L.alibi_bias(c.num_heads, positions_bs)
         if intervention is not None:
             ctx["intervene"] = intervention.where
         return ctx

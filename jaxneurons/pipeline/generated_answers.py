@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxneurons.generation import generate
+from jaxneurons.lm import pad_rows
 from jaxneurons.models.decoder import Intervention
 
 EXTRA_TOKENS = 2  # generated beyond the longest gold answer, so a tokenization that differs by a token can match
@@ -41,11 +42,7 @@ def generated_matches(lm, prompts: Sequence[Sequence[int]], golds: Sequence[str]
                       scale_rlf: np.ndarray | None, every_token: bool, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     """Greedy generation from the prompt token ids (one row each) with m scaled by scale_rlf ([R, L, F], None:
     clean) at the prompt's last token (or at every token), scored by `answer_matches`."""
-    width = max(len(p) for p in prompts)
-    ids = np.full((len(prompts), width), lm.pad_id, np.int32)
-    mask = np.zeros_like(ids)
-    for r, row in enumerate(prompts):
-        ids[r, :len(row)], mask[r, :len(row)] = row, 1
+    ids, mask = pad_rows(prompts, lm.pad_id)
     intervention = None
     if scale_rlf is not None:
         scale = np.asarray(scale_rlf, np.float32)
