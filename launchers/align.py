@@ -42,6 +42,9 @@ flags.DEFINE_bool("resume", False, "Continue both runs from their latest checkpo
 flags.DEFINE_bool("overwrite", False, "output_dir holds another run's results: remove all of them first.")
 flags.DEFINE_bool("debug", False, "On a bad input, show the traceback instead of one line.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter dtype.")
+flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
+                  "Activation dtype (default: --dtype); bfloat16 multiplies in bfloat16 with float32 "
+                  "accumulation, norms, softmax and logits.")
 flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"), "Data folder (default: env "
                     "JAXNEURONS_DATA_DIR).")
 flags.DEFINE_string("prompt_format", None, "Task formulation, as in analyze.py (default: the task's paper "
@@ -149,7 +152,8 @@ def align() -> None:
     except ValueError as e:
         raise ValueError(f"--layers: {e}") from None
     claim_output_dir(FLAGS.output_dir, folder_identity(own_module(), not_in_identity()), FLAGS.resume, FLAGS.overwrite)
-    lm = load_model_timed(FLAGS.model, dtype=FLAGS.dtype, tokenizer=FLAGS.tokenizer)
+    lm = load_model_timed(FLAGS.model, dtype=FLAGS.dtype, compute_dtype=FLAGS.compute_dtype,
+                          tokenizer=FLAGS.tokenizer)
     facts = {"model": FLAGS.model, "task": task.name, "train_split": FLAGS.train_split,
              "eval_split": FLAGS.eval_split, "dtype": FLAGS.dtype, "prompt_format": FLAGS.prompt_format,
              "prompt_suffix": prompt_suffix()}

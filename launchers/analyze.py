@@ -48,7 +48,11 @@ _PACK = flags.DEFINE_bool("pack", True, "Lay each batch's rows one after another
                           "(--neuron_position=last only).")
 _THRESHOLDS = flags.DEFINE_list("thresholds", "0,0.1,0.2,0.3,0.4,0.5", "Activation thresholds tau (must "
                                 "include 0, the paper's).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight and activation dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight dtype (and activation dtype, "
+                           "unless --compute_dtype).")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
+                                   "Activation dtype (default: --dtype); bfloat16 multiplies in bfloat16 with float32 "
+                                   "accumulation, norms, softmax and logits.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/analyze", "Directory for the results.")
 _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"), "Folder with the dataset "
                                 "files (default: env JAXNEURONS_DATA_DIR).")
@@ -427,8 +431,8 @@ def analyze() -> None:
     check_model(_MODEL.value, _TOKENIZER.value)
     process_index = distributed.process_layout()[0]
     claim_output_dir(process_index, started)
-    lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value,
-                          tokenizer=_TOKENIZER.value)
+    lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value, compute_dtype=_COMPUTE_DTYPE.value,
+                          allow_pickle=_ALLOW_PICKLE.value, tokenizer=_TOKENIZER.value)
     if process_index == 0:
         write_flags(_OUTPUT_DIR.value, flags_text())
     sharing = run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions, steering)

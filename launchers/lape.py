@@ -49,7 +49,11 @@ _RELATION_FORMAT = flags.DEFINE_string("relation_format", None, "Prompt format o
 _SHARING_DIR = flags.DEFINE_string("sharing_dir", None, "A sharing run of the same model, task, items and "
                                    "languages: its per-layer counts are checked against the relation pass's.")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the 95% intervals.", lower_bound=0)
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight and activation dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weight dtype (and activation dtype, "
+                           "unless --compute_dtype).")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
+                                   "Activation dtype (default: --dtype); bfloat16 multiplies in bfloat16 with float32 "
+                                   "accumulation, norms, softmax and logits.")
 _DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get("JAXNEURONS_DATA_DIR"), "Dataset folder.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/lape", "Directory for the results.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace another run's files in --output_dir.")
@@ -150,7 +154,7 @@ def run() -> None:
     module = launcher_module("top_rate")
     claim_output_dir(_OUTPUT_DIR.value, folder_identity(module, RUNTIME_FLAGS), _RESUME.value, _OVERWRITE.value)
     write_flags(_OUTPUT_DIR.value, flags_text(module))
-    lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value)
+    lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value, compute_dtype=_COMPUTE_DTYPE.value)
     rows = corpus_rows(lm.tokenizer, corpus, _MAX_LENGTH.value, _MAX_TOKENS.value)
     held_rows = corpus_rows(lm.tokenizer, heldout, _MAX_LENGTH.value, _HELDOUT_TOKENS.value) if heldout else None
     settings = {"top_rate": _TOP_RATE.value, "filter_rate": _FILTER_RATE.value,

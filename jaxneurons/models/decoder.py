@@ -286,7 +286,9 @@ class Attention(nn.Module):
             self.sow("intermediates", "keys", k)
             self.sow("intermediates", "values", v)
         mask = _select(is_local, ctx["mask_local"], ctx["mask"])
-        if prefix_kv is None:
+        if prefix_kv is None and fusable(c, self.record):
+            out = attend_unrecorded(c, q, k, v, mask, ctx.get("alibi"))
+        elif prefix_kv is None:
             out, probs_bths = attend(c, q, k, v, mask, ctx.get("alibi"))
             if "attn_pattern" in self.record.names:
                 self.sow("intermediates", "attn_pattern", _read_at(probs_bths, ctx, self.record.at))
@@ -298,6 +300,51 @@ class Attention(nn.Module):
 
 def _select(flag, if_true, if_false):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), if_true, if_false)
+
+
+QUERY_BLOCK = 256  # queries per block of `attend_chunked` off GPU (SmolLM2-135M shapes, 2,048 tokens: see BUILD_NOTES)
+
+
+def fusable(c: ModelConfig, record: Record) -> bool:
+    """Whether a full forward's attention can skip `attend`'s probabilities: not when the pattern is recorded,
+    nor with attention-logit soft-capping (jax.nn.dot_product_attention has no hook for it)."""
+    return "attn_pattern" not in record.names and getattr(c, "attn_logit_softcap", None) is None
+
+
+def attend_unrecorded(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
+    """Attention output [B, T, H, d] (or [B, T, kv, groups, d]) when nobody reads the probabilities: fused on GPU;
+    on CPU and TPU, where XLA's fused attention still forms every score (and more temporaries than `attend`),
+    by query blocks for inputs longer than one block."""
+    if jax.default_backend() == "gpu":
+        return attend_fused(c, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s)
+    if q_bthd.shape[1] > QUERY_BLOCK:
+        return attend_chunked(c, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s, QUERY_BLOCK)
+    return attend(c, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s)[0]
+
+
+def attend_fused(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
+    """`attend`'s output [B, T, H, d] through `jax.nn.dot_product_attention` (grouped-query heads natively, ALiBi
+    as its bias [B, H, 1, S], the boolean mask as is: causal, padding, sliding window, packed rows). Scores and
+    softmax in float32; masked scores are a large finite negative, so padding queries give no NaN, even under
+    jax.grad. implementation=None: XLA in jax 0.10 (cuDNN is chosen explicitly, bfloat16/float16 only)."""
+    with jax.default_matmul_precision("highest"):  # float32 products as exact as `attend`'s (not TF32 on GPU)
+        return jax.nn.dot_product_attention(q_bthd, k_bskd, v_bskd, bias=alibi_bh1s, mask=mask[:, :, 0],
+                                            scale=c.scale)
+
+
+def attend_chunked(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None, block: int = QUERY_BLOCK):
+    """`attend`'s output [B, T, kv, groups, d] one block of `block` queries after another (`lax.map`), each with
+    its exact softmax over all keys: scores [B, H, block, S] at a time instead of [B, H, T, S]. Queries are
+    padded to a multiple of `block` (the padding sees no key and is dropped)."""
+    b, t = q_bthd.shape[:2]
+    n = -(-t // block)
+    q = jnp.pad(q_bthd, ((0, 0), (0, n * block - t), (0, 0), (0, 0)))
+    mask = jnp.broadcast_to(mask, (b, 1, 1, t, k_bskd.shape[1]))
+    mask = jnp.pad(mask, ((0, 0),) * 3 + ((0, n * block - t), (0, 0)))
+    q_nbthd = q.reshape(b, n, block, *q.shape[2:]).swapaxes(0, 1)
+    mask_n = jnp.moveaxis(mask.reshape(b, 1, 1, n, block, -1), 3, 0)
+    out = jax.lax.map(lambda qm: attend(c, qm[0], k_bskd, v_bskd, qm[1], alibi_bh1s)[0], (q_nbthd, mask_n))
+    return out.swapaxes(0, 1).reshape(b, n * block, *out.shape[3:])[:, :t]
 
 
 def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
@@ -452,9 +499,10 @@ def unembedding(config: ModelConfig, params) -> jax.Array:
 
 
 def unembed(config: ModelConfig, h, weight_dv, dtype=jnp.float32) -> jax.Array:
-    """Float32 logits [..., V] of final-normed hidden states h [..., D] (Gemma's final soft cap applied)."""
-    logits = jnp.matmul(h.astype(dtype), weight_dv.astype(dtype), precision=jax.lax.Precision.HIGHEST)
-    logits = logits.astype(jnp.float32)
+    """Float32 logits [..., V] of final-normed hidden states h [..., D] (Gemma's final soft cap applied); a
+    bfloat16 `dtype` multiplies in bfloat16 but accumulates and returns float32 (never rounded to bfloat16)."""
+    logits = jnp.matmul(h.astype(dtype), weight_dv.astype(dtype), precision=jax.lax.Precision.HIGHEST,
+                        preferred_element_type=jnp.float32)
     if config.final_logit_softcap:
         logits = jnp.tanh(logits / config.final_logit_softcap) * config.final_logit_softcap
     return logits
