@@ -28,6 +28,14 @@ VARIANTS = {
         rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                          "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0}})),
     "bloom_alibi_6heads": ("BloomConfig", "BloomForCausalLM", dict(n_head=6, hidden_size=36, n_layer=3)),
+    "phi3_fused_partial_sliding": ("Phi3Config", "Phi3ForCausalLM", dict(
+        num_key_value_heads=2, sliding_window=4, pad_token_id=0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})),
+    "cohere_parallel_qk_norm": ("CohereConfig", "CohereForCausalLM", dict(
+        num_key_value_heads=2, use_qk_norm=True, attention_bias=True, logit_scale=0.5)),
+    "cohere2_sliding_nope": ("Cohere2Config", "Cohere2ForCausalLM", dict(
+        num_key_value_heads=2, sliding_window=4, logit_scale=0.5, tie_word_embeddings=False,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"])),
 }
 
 
@@ -67,6 +75,8 @@ def _mlp_modules(model):
         mlp = layer.mlp
         if hasattr(mlp, "gelu_impl"):  # BLOOM
             yield mlp.gelu_impl, mlp.dense_4h_to_h
+        elif hasattr(mlp, "gate_up_proj"):  # Phi 3
+            yield mlp.activation_fn, mlp.down_proj
         else:
             yield mlp.act_fn, mlp.down_proj
 
