@@ -27,6 +27,14 @@ FULL_SIZE = {
     "gemma3_1b": ("Gemma3TextConfig", dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912,
                                            num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
                                            head_dim=256, query_pre_attn_scalar=256, sliding_window=512)),
+    "phi3_mini_4k": ("Phi3Config", dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192,
+                                        num_hidden_layers=32, num_attention_heads=32, sliding_window=2047)),
+    "command_r_plus": ("CohereConfig", dict(vocab_size=256000, hidden_size=12288, intermediate_size=33792,
+                                            num_hidden_layers=64, num_attention_heads=96, num_key_value_heads=8,
+                                            use_qk_norm=True, logit_scale=0.8333333333333334)),
+    "command_r7b": ("Cohere2Config", dict(vocab_size=256000, hidden_size=4096, intermediate_size=14336,
+                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                          sliding_window=4096, logit_scale=0.25)),
 }
 
 
@@ -97,6 +105,14 @@ def test_unsupported_rope_type_is_named(tmp_path):
     _save_tiny(tmp_path, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0})
     with pytest.raises(UnsupportedConfigError, match="yarn"):
         jn.load_model(str(tmp_path))
+
+
+def test_phi3_longrope_is_refused_by_name():
+    config = transformers.Phi3Config(num_hidden_layers=2, rope_parameters=dict(
+        rope_type="longrope", rope_theta=10000.0, short_factor=[1.0] * 48, long_factor=[2.0] * 48,
+        original_max_position_embeddings=4096)).to_dict()
+    with pytest.raises(UnsupportedConfigError, match="phi3 port does not support rope_type='longrope'"):
+        from_hf_config(config)
 
 
 def test_missing_shard_is_named(tmp_path):
