@@ -115,6 +115,16 @@ def test_phi3_longrope_is_refused_by_name():
         from_hf_config(config)
 
 
+def test_cohere_keys_that_transformers_ignores_are_accepted_only_at_its_values():
+    legacy = dict(num_hidden_layers=4, use_parallel_block=True, rotary_pct=1.0, position_embedding_type="rope_gptj",
+                  use_gated_activation=True, use_embedding_sharing=True, model_max_length=131072)
+    assert from_hf_config(transformers.Cohere2Config(**legacy).to_dict()).parallel_block
+    with pytest.raises(UnsupportedConfigError, match="rotary_pct=0.5"):
+        from_hf_config(transformers.Cohere2Config(**{**legacy, "rotary_pct": 0.5}).to_dict())
+    with pytest.raises(UnsupportedConfigError, match="use_qk_norm=True"):
+        from_hf_config(transformers.Cohere2Config(**legacy, use_qk_norm=True).to_dict())
+
+
 def test_missing_shard_is_named(tmp_path):
     _save_tiny(tmp_path)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())

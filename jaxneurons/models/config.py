@@ -106,7 +106,12 @@ _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": 
 _PHI3_KEYS = _LLAMA_KEYS | {"resid_pdrop", "embd_pdrop",  # dropouts: inert at eval
                             "original_max_position_embeddings"}  # read by longrope only, which is refused
 _COHERE_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "hidden_act", "layer_norm_eps", "attention_bias", "logit_scale", "use_qk_norm"}
+                "num_key_value_heads", "hidden_act", "layer_norm_eps", "attention_bias", "logit_scale", "use_qk_norm",
+                "model_max_length"}  # the last: a context-length hint (Command R), inert
+# Cohere's own config.json keys, which transformers ignores: accepted at the value transformers hard-codes
+_COHERE_FIXED = {"use_parallel_block": True, "rotary_pct": 1.0, "position_embedding_type": "rope_gptj",
+                 "use_gated_activation": True, "use_parallel_embedding": False}
+_COHERE_KEYS |= set(_COHERE_FIXED) | {"use_embedding_sharing"}
 
 
 def from_hf_config(hf) -> ModelConfig:
@@ -258,9 +263,13 @@ def _cohere(config, family: str) -> ModelConfig:
     LayerNorm, interleaved rotary, logits times logit_scale; cohere2 adds sliding-window layers, and only those
     have rotary (its full-attention layers have no positional embedding)."""
     cohere2 = family == "cohere2"
+    for key, value in {**_COHERE_FIXED, "use_embedding_sharing": bool(config.tie_word_embeddings)}.items():
+        _require(config, key, value, family)
+    if cohere2:  # Cohere2 has no q/k norms (transformers' Cohere2 ignores use_qk_norm)
+        _require(config, "use_qk_norm", False, family)
     bias = bool(config.attention_bias)
     kinds = tuple(kind == "sliding_attention" for kind in config.layer_types) if cohere2 else ()
-    qk_norm = bool(getattr(config, "use_qk_norm", False))  # cohere: a LayerNorm per head over head_dim
+    qk_norm = not cohere2 and bool(config.use_qk_norm)  # cohere: a LayerNorm per head over head_dim
     return ModelConfig(
         **_common(config, family), norm="layer_nobias",
         activation=_activation(config.hidden_act, "hidden_act", family), qkv_bias=bias, out_bias=bias,
