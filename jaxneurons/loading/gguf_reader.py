@@ -13,6 +13,8 @@
   - ``gemma3``: llama.cpp stores every RMSNorm weight as ``1 + w`` while transformers' Gemma3 stores ``w``
     (its norm multiplies by ``1 + w``); ``1`` is subtracted again. transformers' own GGUF loader lacks this.
   - ``bloom``: the fused QKV projection is stored as ``[all q; all k; all v]``: it is split as it is.
+  - ``command-r`` (Cohere: Command R, Aya) and ``cohere2`` (Command R7B, A): stored as they are (llama.cpp keeps
+    Cohere's interleaved rotary layout, so Q and K are not permuted); Command R+'s q/k norms are [heads, head_dim].
 
 * ``tokenizer()`` is transformers' tokenizer built from the GGUF metadata (saved once, see ``gguf_tokenizer``).
 
@@ -138,7 +140,8 @@ def _decoder_config(meta: _Meta, model_type: str, default_theta: float) -> dict:
            "num_hidden_layers": int(meta.require(Keys.LLM.BLOCK_COUNT)),
            "num_key_value_heads": meta.uniform(Keys.Attention.HEAD_COUNT_KV, heads),
            "head_dim": int(head_dim or hidden // heads), "vocab_size": _vocab_size(meta),
-           "rms_norm_eps": float(meta.require(Keys.Attention.LAYERNORM_RMS_EPS)),
+           "rms_norm_eps": float(meta.require(Keys.Attention.LAYERNORM_EPS if model_type in ("cohere", "cohere2")
+                                              else Keys.Attention.LAYERNORM_RMS_EPS)),
            "rope_theta": float(meta.get(Keys.Rope.FREQ_BASE, default_theta)),
            "max_position_embeddings": int(meta.require(Keys.LLM.CONTEXT_LENGTH)),
            "tie_word_embeddings": "output.weight" not in meta.tensor_shapes, **_special_ids(meta)}
@@ -172,6 +175,24 @@ def _gemma3_config(meta: _Meta) -> dict:
             "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False}
 
 
+def _cohere_config(meta: _Meta, model_type: str) -> dict:
+    """Command R ("command-r") and Command R7B / A ("cohere2"); llama.cpp (src/llama-model.cpp, LLM_ARCH_COHERE2)
+    hard-codes cohere2's sliding-window pattern 4 (3 local layers, then 1 global) and ties the embeddings."""
+    cfg = _decoder_config(meta, model_type, 500000.0 if model_type == "cohere" else 10000.0)
+    cfg["layer_norm_eps"] = cfg.pop("rms_norm_eps")
+    cfg.update(logit_scale=float(meta.require(Keys.LLM.LOGIT_SCALE)), attention_bias=False)
+    rotary = meta.get(Keys.Rope.DIMENSION_COUNT, cfg["head_dim"])
+    if rotary != cfg["head_dim"]:  # a partial rotary, refused by name by from_hf_config
+        cfg["rotary_pct"] = rotary / cfg["head_dim"]
+    if model_type == "cohere":
+        return {**cfg, "use_qk_norm": "blk.0.attn_q_norm.weight" in meta.tensor_shapes}
+    pattern = meta.get(Keys.Attention.SLIDING_WINDOW_PATTERN, 4)
+    flags = pattern if isinstance(pattern, list) else [(i + 1) % int(pattern) != 0
+                                                      for i in range(cfg["num_hidden_layers"])]
+    return {**cfg, "sliding_window": int(meta.require(Keys.Attention.SLIDING_WINDOW)),
+            "layer_types": ["sliding_attention" if f else "full_attention" for f in flags]}
+
+
 def _bloom_config(meta: _Meta) -> dict:
     return {"model_type": "bloom", "hidden_size": int(meta.require(Keys.LLM.EMBEDDING_LENGTH)),
             "n_layer": int(meta.require(Keys.LLM.BLOCK_COUNT)), "n_head": meta.uniform(Keys.Attention.HEAD_COUNT),
@@ -182,7 +203,8 @@ def _bloom_config(meta: _Meta) -> dict:
 _CONFIGS = {"llama": lambda m: _decoder_config(m, "llama", 10000.0),
             "qwen2": lambda m: _decoder_config(m, "qwen2", 1_000_000.0),
             "qwen3": lambda m: _decoder_config(m, "qwen3", 1_000_000.0),
-            "gemma3": _gemma3_config, "bloom": _bloom_config}
+            "gemma3": _gemma3_config, "bloom": _bloom_config,
+            "command-r": lambda m: _cohere_config(m, "cohere"), "cohere2": lambda m: _cohere_config(m, "cohere2")}
 SUPPORTED_ARCHITECTURES = tuple(sorted(_CONFIGS))
 
 
