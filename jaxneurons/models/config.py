@@ -179,6 +179,11 @@ def _rope(params: dict | None, family: str, partial: bool = False) -> RopeConfig
     params = dict(params or {})
     theta = float(params.pop("rope_theta", 10000.0))
     rope_type = params.pop("rope_type", params.pop("type", "default"))
+    if rope_type == "longrope":
+        raise UnsupportedConfigError(
+            f"jaxneurons' {family} port does not support rope_type='longrope' (Phi-3 128k, Phi-3.5, Phi-4-mini): "
+            "transformers switches it to its long factors when the longest sequence of the batch passes "
+            "original_max_position_embeddings, so a row's activations would depend on the rows batched with it.")
     if rope_type not in ("default", "linear", "llama3"):
         raise UnsupportedConfigError(
             f"jaxneurons' {family} port does not support rope_type={rope_type!r} "
