@@ -115,6 +115,21 @@ def test_phi3_longrope_is_refused_by_name():
         from_hf_config(config)
 
 
+def test_phi3_and_command_r_style_config_json_load():
+    """config.json dicts shaped like Phi-3-mini-4k-instruct's (remote-code auto_map, dropouts, rope_scaling null)
+    and Command R's (model_max_length, use_qk_norm false) load without a refusal."""
+    phi3 = dict(model_type="phi3", vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=32, auto_map={"AutoConfig": "configuration_phi3.Phi3Config"},
+                embd_pdrop=0.0, resid_pdrop=0.0, attention_dropout=0.0, original_max_position_embeddings=4096,
+                rope_scaling=None, rope_theta=10000.0, sliding_window=2047, rms_norm_eps=1e-5)
+    assert from_hf_config(phi3).sliding_window == 2047
+    command_r = dict(model_type="cohere", vocab_size=256000, hidden_size=8192, intermediate_size=22528,
+                     num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=64, logit_scale=0.0625,
+                     model_max_length=131072, rope_theta=8000000.0, use_qk_norm=False, layer_norm_eps=1e-5)
+    config = from_hf_config(command_r)
+    assert (config.logit_scale, config.rope.theta, config.tie_embeddings) == (0.0625, 8000000.0, True)
+
+
 def test_cohere_keys_that_transformers_ignores_are_accepted_only_at_its_values():
     legacy = dict(num_hidden_layers=4, use_parallel_block=True, rotary_pct=1.0, position_embedding_type="rope_gptj",
                   use_gated_activation=True, use_embedding_sharing=True, model_max_length=131072)

@@ -104,7 +104,8 @@ _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hi
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
              "gemma3": "gemma3", "bloom": "bloom", "phi3": "phi3", "cohere": "cohere", "cohere2": "cohere2"}
 _PHI3_KEYS = _LLAMA_KEYS | {"resid_pdrop", "embd_pdrop",  # dropouts: inert at eval
-                            "original_max_position_embeddings"}  # read by longrope only, which is refused
+                            "original_max_position_embeddings",  # read by longrope only, which is refused
+                            "auto_map"}  # Microsoft's remote-code classes, which transformers' own Phi3 replaces
 _COHERE_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "hidden_act", "layer_norm_eps", "attention_bias", "logit_scale", "use_qk_norm",
                 "model_max_length"}  # the last: a context-length hint (Command R), inert
