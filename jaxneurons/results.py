@@ -543,7 +543,7 @@ class TemplateResult(_Result):
         for group, g in self.summary["formulations"].items():
             for measure in ("all_shared", "parallel_excess"):
                 s = g[measure] or {}
-                ci = s.get("ci95_templates") or (np.nan, np.nan)
+                ci = s.get("ci95_between") or (np.nan, np.nan)
                 rows.append({"formulation": group, "measure": measure, "k": s.get("k"), "mean": s.get("mean"),
                              "sd": s.get("sd"), "range": s.get("range"), "ci_low": ci[0], "ci_high": ci[1],
                              "item_half_width": s.get("item_half_width")})
@@ -566,7 +566,7 @@ class TemplateResult(_Result):
         for group, g in self.summary["formulations"].items():
             s = g["all_shared"]
             if s and s["sd"] is not None:
-                lo, hi = s["ci95_templates"]
+                lo, hi = s["ci95_between"]
                 lines.append(f"{html.escape(group)}: all-shared {s['mean']:.1f}% over {s['k']} templates, sd "
                              f"{s['sd']:.2f}, 95% over templates [{lo:.1f}, {hi:.1f}] (item interval "
                              f"+-{s['item_half_width']:.2f})")

@@ -47,7 +47,7 @@ def test_spread_matches_numpy_and_scipy():
         s = spread["all_shared"]
         assert s["k"] == k and spread["templates"] == list(names)
         np.testing.assert_allclose([s["mean"], s["sd"], s["range"]], [values.mean(), sd, np.ptp(values)])
-        np.testing.assert_allclose(s["ci95_templates"], [values.mean() - half, values.mean() + half], rtol=1e-3)
+        np.testing.assert_allclose(s["ci95_between"], [values.mean() - half, values.mean() + half], rtol=1e-3)
         widths = [np.diff(runs[n]["mean_over_layers_ci95"]["all_shared"])[0] / 2 for n in names]
         np.testing.assert_allclose(s["item_half_width"], np.mean(widths))
         per_layer = np.array([runs[n]["per_layer"]["all_shared"] for n in names])

@@ -45,7 +45,7 @@ def template_estimates(sharing: Mapping) -> dict:
 
 
 def spread(estimates: Sequence[Mapping]) -> dict | None:
-    """{"k", "mean", "sd", "range", "ci95_templates", "item_half_width"} of the templates' values (estimates:
+    """{"k", "mean", "sd", "range", "ci95_between", "item_half_width"} of the templates' values (estimates:
     {"value", "ci95"}); None when some template lacks the measure. sd and the t interval need k >= 2."""
     if not estimates or any(e is None for e in estimates):
         return None
@@ -55,7 +55,7 @@ def spread(estimates: Sequence[Mapping]) -> dict | None:
     half = t975(k - 1) * sd / math.sqrt(k) if k > 1 else None
     widths = [(e["ci95"][1] - e["ci95"][0]) / 2 for e in estimates if e.get("ci95") and e["ci95"][0] is not None]
     return {"k": k, "mean": float(values.mean()), "sd": sd, "range": float(values.max() - values.min()),
-            "ci95_templates": None if half is None else [float(values.mean() - half), float(values.mean() + half)],
+            "ci95_between": None if half is None else [float(values.mean() - half), float(values.mean() + half)],
             "item_half_width": float(np.mean(widths)) if len(widths) == k else None}
 
 
@@ -96,7 +96,7 @@ def _spread_text(s: Mapping | None, unit: str) -> str:
         return "n/a"
     if s["sd"] is None:
         return f"{s['mean']:.1f}{unit} (one template: no spread)"
-    lo, hi = s["ci95_templates"]
+    lo, hi = s["ci95_between"]
     item = "n/a" if s["item_half_width"] is None else f"+-{s['item_half_width']:.2f}"
     return (f"mean {s['mean']:.1f}{unit}, sd {s['sd']:.2f}, range {s['range']:.2f}, 95% over templates "
             f"[{lo:.1f}, {hi:.1f}]; item interval {item}")
