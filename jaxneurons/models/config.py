@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2")
 
 
 class UnsupportedConfigError(ValueError):
@@ -60,6 +60,7 @@ class ModelConfig:
     local_layers: tuple[bool, ...] = ()  # per layer: True = sliding-window layer; () = none
     attention_scale: float | None = None  # None: 1/sqrt(head_dim)
     final_logit_softcap: float | None = None
+    attn_logit_softcap: float | None = None  # scores <- tanh(scores / cap) * cap before the mask (Gemma 2)
     tie_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: Any = None
@@ -95,7 +96,7 @@ _SIZES = [("vocab_size",), ("hidden_size",), ("intermediate_size",), ("num_hidde
 _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hidden_layers"),
                 ("n_head", "num_attention_heads")]
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-             "gemma3": "gemma3", "bloom": "bloom"}
+             "gemma3": "gemma3", "bloom": "bloom", "gemma2": "gemma2"}
 
 
 def from_hf_config(hf) -> ModelConfig:
@@ -103,9 +104,12 @@ def from_hf_config(hf) -> ModelConfig:
     UnsupportedConfigError naming what the port cannot compute."""
     config = _transformers_config(hf)
     family = _FAMILIES[config.model_type]
-    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS}.get(family, _LLAMA_KEYS), family)
+    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "gemma2": _GEMMA3_KEYS}.get(
+        family, _LLAMA_KEYS), family)
     if family == "bloom":
         return _bloom(config)
+    if family == "gemma2":
+        return _gemma2(config)
     return _gemma3(config) if family == "gemma3" else _llama_like(config, family)
 
 
@@ -118,7 +122,7 @@ def _transformers_config(hf):
         if model_type not in _FAMILIES:
             raise UnsupportedConfigError(
                 f"model_type={model_type!r} is not supported; jaxneurons ports: llama (incl. SmolLM2), mistral, "
-                "qwen2, qwen3, gemma3 (text), bloom.")
+                "qwen2, qwen3, gemma3 (text), bloom, gemma2.")
         sizes = _BLOOM_SIZES if model_type == "bloom" else _SIZES
         missing = [names[0] for names in sizes if not any(hf.get(n) is not None for n in names)]
         if missing:  # AutoConfig would fill in the class default: a different model
@@ -187,16 +191,37 @@ def _token_ids(config) -> dict:
 
 
 def _llama_like(config, family: str) -> ModelConfig:
-    _require(config, "use_sliding_window", False, family)
+    if family != "qwen2":
+        _require(config, "use_sliding_window", False, family)
+    kinds = _LAYER_KINDS if family == "qwen2" else ("full_attention",)
     for kind in getattr(config, "layer_types", None) or ():
-        if kind != "full_attention" and family != "mistral":
+        if kind not in kinds and family != "mistral":  # MistralForCausalLM ignores layer_types: every layer slides
             raise UnsupportedConfigError(f"jaxneurons' {family} port does not support layer_types={kind!r}.")
     bias = bool(getattr(config, "attention_bias", family == "qwen2"))
     return ModelConfig(
         **_common(config, family), activation=_activation(config.hidden_act, "hidden_act", family),
         qkv_bias=bias, out_bias=bias and family != "qwen2", mlp_bias=bool(getattr(config, "mlp_bias", False)),
         qk_norm=family == "qwen3", rope=_rope(config.rope_parameters, family),
-        sliding_window=config.sliding_window if family == "mistral" else None)
+        **_windows(config, family))
+
+
+_LAYER_KINDS = ("full_attention", "sliding_attention")
+
+
+def _windows(config, family: str) -> dict:
+    """Sliding windows: Mistral's slide in every layer; Qwen2's in the layers its layer_types mark as sliding
+    (transformers' default with use_sliding_window: layers max_window_layers..L-1), none without it."""
+    if family == "mistral":
+        return dict(sliding_window=config.sliding_window)
+    if family != "qwen2":
+        return {}
+    local = tuple(kind == "sliding_attention" for kind in config.layer_types)
+    if not any(local):
+        return {}
+    if config.sliding_window is None:  # transformers' sliding-window mask needs one too
+        raise UnsupportedConfigError(f"jaxneurons' {family} port needs sliding_window for layer_types "
+                                     "'sliding_attention' (set use_sliding_window=True and sliding_window).")
+    return dict(sliding_window=config.sliding_window, local_layers=local)
 
 
 def _gemma3(config) -> ModelConfig:
@@ -213,6 +238,25 @@ def _gemma3(config) -> ModelConfig:
         sliding_window=config.sliding_window,
         local_layers=tuple(kind == "sliding_attention" for kind in config.layer_types),
         attention_scale=config.query_pre_attn_scalar ** -0.5, final_logit_softcap=config.final_logit_softcapping)
+
+
+def _gemma2(config) -> ModelConfig:
+    family = "gemma2"
+    if config.use_bidirectional_attention:
+        raise UnsupportedConfigError(f"jaxneurons' {family} port does not support the configuration attribute "
+                                     f"use_bidirectional_attention={config.use_bidirectional_attention!r}.")
+    for kind in config.layer_types:
+        if kind not in _LAYER_KINDS:
+            raise UnsupportedConfigError(f"jaxneurons' {family} port does not support layer_types={kind!r}.")
+    return ModelConfig(
+        **_common(config, family), norm="rms_offset",
+        activation=_activation(config.hidden_activation, "hidden_activation", family),
+        qkv_bias=bool(config.attention_bias), out_bias=bool(config.attention_bias), sandwich_norms=True,
+        embedding_multiplier=math.sqrt(config.hidden_size), rope=_rope(config.rope_parameters, family),
+        sliding_window=config.sliding_window,
+        local_layers=tuple(kind == "sliding_attention" for kind in config.layer_types),
+        attention_scale=config.query_pre_attn_scalar ** -0.5, final_logit_softcap=config.final_logit_softcapping,
+        attn_logit_softcap=config.attn_logit_softcapping)
 
 
 def _bloom(config) -> ModelConfig:
