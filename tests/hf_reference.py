@@ -36,9 +36,11 @@ VARIANTS = {
 }
 
 
-def make_model(variant: str, seed: int = 0):
-    """A random float32 model whose weights are large enough for logits to differ by token."""
+def make_model(variant: str, seed: int = 0, **overrides):
+    """A random float32 model whose weights are large enough for logits to differ by token (overrides: config
+    attributes changed from the variant's)."""
     config_name, model_name, kwargs = VARIANTS[variant]
+    kwargs = {**kwargs, **overrides}
     common = dict(COMMON)
     if config_name == "BloomConfig":
         common = dict(vocab_size=97)
