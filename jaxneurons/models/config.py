@@ -191,6 +191,9 @@ def _token_ids(config) -> dict:
                 pad_token_id=config.pad_token_id)
 
 
+_LAYER_KINDS = ("full_attention", "sliding_attention")  # transformers' layer_types this port computes
+
+
 def _llama_like(config, family: str) -> ModelConfig:
     if family != "qwen2":
         _require(config, "use_sliding_window", False, family)
@@ -204,9 +207,6 @@ def _llama_like(config, family: str) -> ModelConfig:
         qkv_bias=bias, out_bias=bias and family != "qwen2", mlp_bias=bool(getattr(config, "mlp_bias", False)),
         qk_norm=family == "qwen3", rope=_rope(config.rope_parameters, family),
         **_windows(config, family))
-
-
-_LAYER_KINDS = ("full_attention", "sliding_attention")
 
 
 def _windows(config, family: str) -> dict:
