@@ -54,6 +54,7 @@ _PHI3 = [  # fused [q; k; v] and [gate; up] rows, split on load (`_split_rows`),
 _COHERE = [row for row in _LLAMA if "post_attention_layernorm" not in row[0]]  # one norm per (parallel) layer
 TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
           "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE}
+TABLES["gemma2"] = _GEMMA3  # Gemma 2 names its four norms per layer as Gemma 3 does (and has no q/k norms)
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
 
 

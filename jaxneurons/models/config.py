@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "phi3", "cohere", "cohere2")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2", "phi3", "cohere", "cohere2")
 
 
 class UnsupportedConfigError(ValueError):
@@ -66,6 +66,7 @@ class ModelConfig:
     local_layers: tuple[bool, ...] = ()  # per layer: True = sliding-window layer; () = none
     attention_scale: float | None = None  # None: 1/sqrt(head_dim)
     final_logit_softcap: float | None = None
+    attn_logit_softcap: float | None = None  # scores <- tanh(scores / cap) * cap before the mask (Gemma 2)
     logit_scale: float = 1.0  # multiplies the final logits (Cohere)
     tie_embeddings: bool = False
     bos_token_id: int | None = None
@@ -90,6 +91,7 @@ _INERT = {"architectures", "dtype", "torch_dtype", "transformers_version", "_nam
           "tie_word_embeddings", "attention_dropout", "hidden_dropout", "pretraining_tp", "slow_but_exact",
           "quantization_config", "max_window_layers", "layer_types", "sliding_window", "_sliding_window_pattern",
           "rope_parameters", "head_dim"}  # the last five are read (or checked) by the families that use them
+_INERT |= {"cache_implementation"}  # generation's KV-cache kind (Gemma 2's config.json: "hybrid")
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 _LLAMA_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -102,7 +104,8 @@ _SIZES = [("vocab_size",), ("hidden_size",), ("intermediate_size",), ("num_hidde
 _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hidden_layers"),
                 ("n_head", "num_attention_heads")]
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-             "gemma3": "gemma3", "bloom": "bloom", "phi3": "phi3", "cohere": "cohere", "cohere2": "cohere2"}
+             "gemma3": "gemma3", "bloom": "bloom", "gemma2": "gemma2", "phi3": "phi3", "cohere": "cohere",
+             "cohere2": "cohere2"}
 _PHI3_KEYS = _LLAMA_KEYS | {"resid_pdrop", "embd_pdrop",  # dropouts: inert at eval
                             "original_max_position_embeddings",  # read by longrope only, which is refused
                             "auto_map"}  # Microsoft's remote-code classes, which transformers' own Phi3 replaces
@@ -120,11 +123,13 @@ def from_hf_config(hf) -> ModelConfig:
     UnsupportedConfigError naming what the port cannot compute."""
     config = _transformers_config(hf)
     family = _FAMILIES[config.model_type]
-    handled = {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "phi3": _PHI3_KEYS, "cohere": _COHERE_KEYS,
-               "cohere2": _COHERE_KEYS}
+    handled = {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "gemma2": _GEMMA3_KEYS, "phi3": _PHI3_KEYS,
+               "cohere": _COHERE_KEYS, "cohere2": _COHERE_KEYS}
     _reject_changed(config, handled.get(family, _LLAMA_KEYS), family)
     if family == "bloom":
         return _bloom(config)
+    if family == "gemma2":
+        return _gemma2(config)
     if family in ("phi3", "cohere", "cohere2"):
         return _phi3(config) if family == "phi3" else _cohere(config, family)
     return _gemma3(config) if family == "gemma3" else _llama_like(config, family)
@@ -139,7 +144,8 @@ def _transformers_config(hf):
         if model_type not in _FAMILIES:
             raise UnsupportedConfigError(
                 f"model_type={model_type!r} is not supported; jaxneurons ports: llama (incl. SmolLM2), mistral, "
-                "qwen2, qwen3, gemma3 (text), bloom, phi3, cohere (Command R, Aya), cohere2 (Command R7B, A).")
+                "qwen2, qwen3, gemma3 (text), bloom, gemma2, phi3, cohere (Command R, Aya), cohere2 (Command R7B, "
+                "A).")
         sizes = _BLOOM_SIZES if model_type == "bloom" else _SIZES
         missing = [names[0] for names in sizes if not any(hf.get(n) is not None for n in names)]
         if missing:  # AutoConfig would fill in the class default: a different model
@@ -205,7 +211,8 @@ def _common(config, family: str) -> dict:
         intermediate_size=config.intermediate_size, num_layers=config.num_hidden_layers, num_heads=heads,
         num_kv_heads=config.num_key_value_heads or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-        norm_eps=getattr(config, "rms_norm_eps", None) or config.layer_norm_eps, tie_embeddings=bool(config.tie_word_embeddings), **_token_ids(config))
+        norm_eps=getattr(config, "rms_norm_eps", None) or config.layer_norm_eps,  # Cohere: layer_norm_eps
+        tie_embeddings=bool(config.tie_word_embeddings), **_token_ids(config))
 
 
 def _token_ids(config) -> dict:
@@ -214,17 +221,38 @@ def _token_ids(config) -> dict:
                 pad_token_id=config.pad_token_id)
 
 
+_LAYER_KINDS = ("full_attention", "sliding_attention")  # transformers' layer_types this port computes
+
+
 def _llama_like(config, family: str) -> ModelConfig:
-    _require(config, "use_sliding_window", False, family)
+    if family != "qwen2":
+        _require(config, "use_sliding_window", False, family)
+    kinds = _LAYER_KINDS if family == "qwen2" else ("full_attention",)
     for kind in getattr(config, "layer_types", None) or ():
-        if kind != "full_attention" and family != "mistral":
+        if kind not in kinds and family != "mistral":  # MistralForCausalLM ignores layer_types: every layer slides
             raise UnsupportedConfigError(f"jaxneurons' {family} port does not support layer_types={kind!r}.")
     bias = bool(getattr(config, "attention_bias", family == "qwen2"))
     return ModelConfig(
         **_common(config, family), activation=_activation(config.hidden_act, "hidden_act", family),
         qkv_bias=bias, out_bias=bias and family != "qwen2", mlp_bias=bool(getattr(config, "mlp_bias", False)),
         qk_norm=family == "qwen3", rope=_rope(config.rope_parameters, family),
-        sliding_window=config.sliding_window if family == "mistral" else None)
+        **_windows(config, family))
+
+
+def _windows(config, family: str) -> dict:
+    """Sliding windows: Mistral's slide in every layer; Qwen2's in the layers its layer_types mark as sliding
+    (transformers' default with use_sliding_window: layers max_window_layers..L-1), none without it."""
+    if family == "mistral":
+        return dict(sliding_window=config.sliding_window)
+    if family != "qwen2":
+        return {}
+    local = tuple(kind == "sliding_attention" for kind in config.layer_types)
+    if not any(local):
+        return {}
+    if config.sliding_window is None:  # transformers' sliding-window mask needs one too
+        raise UnsupportedConfigError(f"jaxneurons' {family} port needs sliding_window for layer_types "
+                                     "'sliding_attention' (set use_sliding_window=True and sliding_window).")
+    return dict(sliding_window=config.sliding_window, local_layers=local)
 
 
 def _gemma3(config) -> ModelConfig:
@@ -241,6 +269,25 @@ def _gemma3(config) -> ModelConfig:
         sliding_window=config.sliding_window,
         local_layers=tuple(kind == "sliding_attention" for kind in config.layer_types),
         attention_scale=config.query_pre_attn_scalar ** -0.5, final_logit_softcap=config.final_logit_softcapping)
+
+
+def _gemma2(config) -> ModelConfig:
+    family = "gemma2"
+    if config.use_bidirectional_attention:
+        raise UnsupportedConfigError(f"jaxneurons' {family} port does not support the configuration attribute "
+                                     f"use_bidirectional_attention={config.use_bidirectional_attention!r}.")
+    for kind in config.layer_types:
+        if kind not in _LAYER_KINDS:
+            raise UnsupportedConfigError(f"jaxneurons' {family} port does not support layer_types={kind!r}.")
+    return ModelConfig(
+        **_common(config, family), norm="rms_offset",
+        activation=_activation(config.hidden_activation, "hidden_activation", family),
+        qkv_bias=bool(config.attention_bias), out_bias=bool(config.attention_bias), sandwich_norms=True,
+        embedding_multiplier=math.sqrt(config.hidden_size), rope=_rope(config.rope_parameters, family),
+        sliding_window=config.sliding_window,
+        local_layers=tuple(kind == "sliding_attention" for kind in config.layer_types),
+        attention_scale=config.query_pre_attn_scalar ** -0.5, final_logit_softcap=config.final_logit_softcapping,
+        attn_logit_softcap=config.attn_logit_softcapping)
 
 
 def _bloom(config) -> ModelConfig:
