@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxneurons import distributed
@@ -47,7 +49,14 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
     MIN_CHECKPOINTS x that many), after CHECKPOINT_SECONDS without a save, and after its last one, with
     plan.num_batches then: this process is done (a resumed process continues from the batch saved).
     on_batch_end(i, plan.num_batches) after each batch; postfix(): extra fields of the bar and log line.
+
+    In lockstep (process_count 1 under jax.distributed with several processes: a mesh across processes, every
+    process runs every batch and save's collectives), the processes must resume from the same batch, and
+    process 0's decision to save (it depends on the clock) is every process's.
     """
+    lockstep = process_count == 1 and jax.process_count() > 1
+    if lockstep:
+        _check_same_start(start)
     mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
     size = {i: len(plan.examples_in(i)) for i in mine}
     done = sum(size[i] for i in mine if i < start)
@@ -64,7 +73,10 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
             done, ran = done + size[index], ran + size[index]
             fields = {"ex/s": f"{ran / max(time.perf_counter() - began, 1e-9):.2f}", **postfix()}
             now = time.perf_counter()
-            if own % every == 0 or now - saved_at >= CHECKPOINT_SECONDS or next_batch == plan.num_batches:
+            due = own % every == 0 or now - saved_at >= CHECKPOINT_SECONDS or next_batch == plan.num_batches
+            if lockstep:
+                due = bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
+            if due:
                 save(next_batch)
                 saved_at = now
                 if not progress:
@@ -78,3 +90,12 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
         bar.close()
     if not todo and start < plan.num_batches:  # this process had no batch left: mark it done
         save(plan.num_batches)
+
+
+def _check_same_start(start: int) -> None:
+    """PipelineInputError unless every process (in lockstep) resumes from the same batch."""
+    starts = np.asarray(multihost_utils.process_allgather(np.int64(start))).reshape(-1)
+    if (starts != start).any():
+        raise PipelineInputError(f"the processes' checkpoints stop at different batches {starts.tolist()}: a run "
+                                 "on a mesh across processes resumes only when all of them saved the same batch; "
+                                 "rerun without --resume")
