@@ -219,15 +219,15 @@ def put(x, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(tuple(x.shape), sharding, lambda index: x[index])
 
 
+def place_param(path: str, x, mesh: Mesh) -> jax.Array:
+    """The parameter at `path` placed on the mesh: split over `fsdp` by `param_spec`, replicated over `data`."""
+    return put(x, NamedSharding(mesh, param_spec(path, tuple(x.shape), int(mesh.shape["fsdp"]))))
+
+
 def shard_params(params, mesh: Mesh):
-    """params placed on the mesh: split over `fsdp` by `param_spec`, replicated over `data`."""
-    fsdp = int(mesh.shape["fsdp"])
-
-    def place(path, x):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        return put(x, NamedSharding(mesh, param_spec(name, tuple(x.shape), fsdp)))
-
-    return jax.tree_util.tree_map_with_path(place, params)
+    """params placed on the mesh (`place_param`; a leaf already placed so is not copied)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: place_param("/".join(str(getattr(k, "key", k)) for k in path), x, mesh), params)
 
 
 def shard_batch(arrays, mesh: Mesh):

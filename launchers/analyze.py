@@ -77,8 +77,9 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Take the tokenizer from her
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading pytorch_model.bin (a pickle runs code).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 # -- devices and processes (jaxneurons/distributed.py) --
-_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices as data:D,fsdp:F (-1: the rest); "
-                            "examples split over data (batch_size rounded up to a multiple of D), weights over fsdp.")
+_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices (every process's with --global_mesh) as "
+                            "data:D,fsdp:F (-1: the rest); examples split over data (batch_size rounded up to a "
+                            "multiple of D), weights over fsdp.")
 _GLOBAL_MESH = flags.DEFINE_bool("global_mesh", False, "--mesh lays out every device of every process "
                                   "(jax.distributed; process by process, so fsdp larger than a host's devices "
                                   "splits the weights across hosts): every process runs every batch, process 0 "
@@ -155,8 +156,8 @@ _STEER_BATCH_SIZE = flags.DEFINE_integer("steer_batch_size", 32, "--steering: pr
 
 # Flags of where and how a run executes, never of what it computes: a run resumed with other values is the same
 # run. The configs' own fields marked identity=False (e.g. --ig_chunk_size) join them (`not_in_identity`).
-RUNTIME_FLAGS = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh", "global_mesh",
-                 "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
+RUNTIME_FLAGS = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh",
+                 "global_mesh", "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
 
 
 def not_in_identity() -> set[str]:

@@ -233,7 +233,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                             **({"sets": {k: {str(l): v for l, v in s.items()} for k, s in sets.items()}} if sets else {}))
     process_index, process_count = distributed.process_layout(process_index, process_count)
     split = distributed.batch_split(placement.mesh, process_index, process_count)  # (0, 1) across processes
-    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume,
+                                             lockstep=split[1] == 1)
     path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
     saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0

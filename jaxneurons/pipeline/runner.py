@@ -25,10 +25,14 @@ MIN_CHECKPOINTS = 5  # a short run still saves this often (so a 6-batch run can 
 
 
 def checkpoint_dir(output_dir: str | os.PathLike | None, identity: dict, process_index: int, process_count: int,
-                   resume: bool) -> tuple[str | None, dict]:
+                   resume: bool, lockstep: bool = False) -> tuple[str | None, dict]:
     """(folder, identity) of this process's checkpoints (`merge.own_state_dir`); (None, identity) for a run in
-    memory (output_dir None), which cannot resume, nor merge processes through files."""
+    memory (output_dir None), which cannot resume, nor merge processes through files. lockstep (a mesh across
+    processes: each process's checkpoint holds every batch) is part of the identity: a split run's partial
+    checkpoints never resume it, nor its checkpoints a split run."""
     if output_dir is not None:
+        if lockstep and process_count > 1:
+            identity = {**identity, "lockstep": True}
         return merge.own_state_dir(output_dir, identity, process_index, process_count)
     if resume:
         raise PipelineInputError("resume=True needs output_dir (the folder of the run to continue); a run in "
@@ -75,7 +79,7 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
             now = time.perf_counter()
             due = own % every == 0 or now - saved_at >= CHECKPOINT_SECONDS or next_batch == plan.num_batches
             if lockstep:
-                due = bool(multihost_utils.broadcast_one_to_all(np.bool_(due)))
+                due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
             if due:
                 save(next_batch)
                 saved_at = now

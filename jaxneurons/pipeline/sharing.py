@@ -125,7 +125,8 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
                         bins_multiple=placement.data_size)
     identity = pass_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
                              batch_size_used=plan.batch_size, packing=repr(plan.packing))
-    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume,
+                                             lockstep=split[1] == 1)
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
