@@ -77,8 +77,13 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Take the tokenizer from her
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading pytorch_model.bin (a pickle runs code).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 # -- devices and processes (jaxneurons/distributed.py) --
-_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices as data:D,fsdp:F (-1: the rest); "
-                            "examples split over data (batch_size rounded up to a multiple of D), weights over fsdp.")
+_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices (every process's with --global_mesh) as "
+                            "data:D,fsdp:F (-1: the rest); examples split over data (batch_size rounded up to a "
+                            "multiple of D), weights over fsdp.")
+_GLOBAL_MESH = flags.DEFINE_bool("global_mesh", False, "--mesh lays out every device of every process "
+                                  "(jax.distributed; process by process, so fsdp larger than a host's devices "
+                                  "splits the weights across hosts): every process runs every batch, process 0 "
+                                  "writes. The sharing and deactivation passes only.")
 _COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for "
                                            "jax.distributed (default: auto-detected on TPU VMs / Slurm).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job; without "
@@ -152,7 +157,7 @@ _STEER_BATCH_SIZE = flags.DEFINE_integer("steer_batch_size", 32, "--steering: pr
 # Flags of where and how a run executes, never of what it computes: a run resumed with other values is the same
 # run. The configs' own fields marked identity=False (e.g. --ig_chunk_size) join them (`not_in_identity`).
 RUNTIME_FLAGS = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh",
-                 "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
+                 "global_mesh", "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
 
 
 def not_in_identity() -> set[str]:
@@ -288,6 +293,18 @@ def check_flags() -> None:
 
     check_flag_values(launcher_module("output_dir"), {"ig_memory_gb": POSITIVE})
     renamed_flags()
+
+
+def check_global_mesh() -> None:
+    """A mesh across processes runs the sharing and deactivation passes only: the others are refused before the
+    model loads."""
+    from jaxneurons import distributed
+
+    asked = [name for name, on in (("--attribution", _ATTRIBUTION.value), ("--steering", _STEERING.value),
+                                   ("--deactivate_generated", _DEACTIVATE_GENERATED.value)) if on]
+    if asked and distributed.spans_processes(distributed.default_mesh()):
+        raise distributed.LayoutError(f"{', '.join(asked)} do not run on a mesh across processes (--global_mesh) "
+                                      "yet: run them with each process's own mesh")
 
 
 def renamed_flags() -> None:
@@ -431,7 +448,8 @@ def analyze() -> None:
     check_flags()
     quiet_checkpoint_logs()  # an orbax model folder loads with a few dozen INFO lines
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
+    distributed.set_default_mesh(distributed.make_mesh(_MESH.value, across_processes=_GLOBAL_MESH.value))
+    check_global_mesh()
     task, sweep = check_task()
     root = _OUTPUT_DIR.value
     if len(sweep) > 1:

@@ -155,6 +155,7 @@ def train(lm: LanguageModel, rows: Sequence[Sequence[TokenizedRow]], cfg: TrainC
 
     cfg.check_layers(lm.config.num_layers)
     placement = distributed.placement(mesh)
+    distributed.require_process_local(placement.mesh, "alignment training")
     if cfg.batch_size % placement.data_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the mesh's data axis "
                          f"({placement.data_size})")
