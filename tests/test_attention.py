@@ -16,8 +16,8 @@ from tests.fixtures import tiny_lm
 
 
 def _inputs(position: str, seed: int = 0):
-    """A GQA config (4 heads over 2 kv heads), q, k, v of two rows (the second left-padded by 3: padding queries
-    see no key), the sliding-window mask, and ALiBi's bias for the alibi case."""
+    """A GQA config (4 heads over 2 kv heads; soft-capped scores for "softcap"), q, k, v of two rows (the second
+    left-padded by 3: padding queries see no key), the sliding-window mask, and ALiBi's bias for "alibi"."""
     c = jn.ModelConfig(family="llama", vocab_size=10, hidden_size=32, intermediate_size=8, num_layers=1,
                        num_heads=4, num_kv_heads=2, head_dim=8, sliding_window=4)
     rng = np.random.default_rng(seed)
@@ -25,11 +25,13 @@ def _inputs(position: str, seed: int = 0):
     mask_bt = jnp.ones((2, 10), jnp.int32).at[1, :3].set(0)
     _, mask = L.attention_masks(c, mask_bt, 10)
     alibi = L.alibi_bias(4, L.positions_from_mask(mask_bt)) if position == "alibi" else None
+    if position == "softcap":  # Gemma 2: tanh-capped scores, small enough a cap to change them
+        c = dataclasses.replace(c, attn_logit_softcap=1.0)
     return c, q, k, v, mask, alibi
 
 
-@pytest.mark.parametrize("position", ["rope", "alibi"])
-@pytest.mark.parametrize("path", ["fused", "chunked"])
+@pytest.mark.parametrize("path, position", [("fused", "rope"), ("fused", "alibi"), ("chunked", "rope"),
+                                            ("chunked", "alibi"), ("chunked", "softcap")])
 def test_unrecorded_attention_equals_attend_with_its_gradient(path, position):
     c, q, k, v, mask, alibi = _inputs(position)
     paths = {"explicit": lambda q, k, v: D.attend(c, q, k, v, mask, alibi)[0],

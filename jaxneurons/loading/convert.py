@@ -47,7 +47,14 @@ _BLOOM = [
     (r"ln_f\.(weight|bias)", "final_norm/{0}", "norm"),
     (r"lm_head\.weight", "lm_head/kernel", "T"),
 ]
-TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM}
+_PHI3 = [  # fused [q; k; v] and [gate; up] rows, split on load (`_split_rows`), fused back by export
+    (r"layers\.(\d+)\.self_attn\.qkv_proj\.weight", "layers/attn", "qkv_rows"),
+    (r"layers\.(\d+)\.mlp\.gate_up_proj\.weight", "layers/mlp", "gate_up_rows"),
+] + _LLAMA
+_COHERE = [row for row in _LLAMA if "post_attention_layernorm" not in row[0]]  # one norm per (parallel) layer
+TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
+          "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE}
+TABLES["gemma2"] = _GEMMA3  # Gemma 2 names its four norms per layer as Gemma 3 does (and has no q/k norms)
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
 
 
@@ -74,12 +81,32 @@ def _targets(config: ModelConfig, name: str, array: np.ndarray) -> Iterator[tupl
         if transform == "qkv":
             yield from _split_fused_qkv(config, path, layer, names[0], array)
             return
+        if transform in FUSED_ROWS:
+            yield from _split_rows(config, path, layer, transform, array)
+            return
         path = path.format(None, *names) if layer is not None else path.format(*names)
         if transform == "norm":
             path = path.replace("/weight", "/scale")
         yield path, layer, array.T if transform == "T" else array
         return
     raise CheckpointError(f"tensor {name!r} has no place in the {config.family} port (unexpected tensor).")
+
+
+FUSED_ROWS = {"qkv_rows": "qkv", "gate_up_rows": ("gate", "up")}  # Phi 3: the parts' rows one after another
+
+
+def fused_sizes(config: ModelConfig, transform: str) -> list[int]:
+    """Rows of each part of a row-fused Phi 3 matrix ([q; k; v] or [gate; up])."""
+    if transform == "qkv_rows":
+        return [config.num_heads * config.head_dim] + [config.num_kv_heads * config.head_dim] * 2
+    return [config.intermediate_size] * 2
+
+
+def _split_rows(config, path, layer, transform, array):
+    """Phi 3's qkv_proj / gate_up_proj weights: the parts' [out, in] rows one after another."""
+    ends = np.cumsum(fused_sizes(config, transform))[:-1]
+    for part, rows in zip(FUSED_ROWS[transform], np.split(array, ends)):
+        yield f"{path}/{part}/kernel", layer, rows.T
 
 
 def _split_fused_qkv(config, path, layer, kind, array):
