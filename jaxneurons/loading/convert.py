@@ -47,7 +47,20 @@ _BLOOM = [
     (r"ln_f\.(weight|bias)", "final_norm/{0}", "norm"),
     (r"lm_head\.weight", "lm_head/kernel", "T"),
 ]
-TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM}
+# Mixtures of experts, as transformers saves them (one tensor per expert; "E": stored transposed, as expert
+# {1}'s block of the layer's stacked kernel, see `expert_block`).
+_MIXTRAL = [row for row in _LLAMA if ".mlp." not in row[0]] + [
+    (r"layers\.(\d+)\.block_sparse_moe\.gate\.weight", "layers/mlp/router/kernel", "T"),
+    (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w1\.weight", "layers/mlp/gate/kernel", "E"),
+    (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w3\.weight", "layers/mlp/up/kernel", "E"),
+    (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w2\.weight", "layers/mlp/down/kernel", "E"),
+]
+_QWEN3_MOE = [row for row in _LLAMA if ".mlp." not in row[0]] + [
+    (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T"),
+    (r"layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", "layers/mlp/{2}/kernel", "E"),
+]
+TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
+          "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE}
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
 
 
@@ -62,8 +75,9 @@ def _strip(name: str) -> str:
     return name
 
 
-def _targets(config: ModelConfig, name: str, array: np.ndarray) -> Iterator[tuple[str, int | None, np.ndarray]]:
-    """(parameter path, layer index or None, array in our layout) for one HF tensor."""
+def _targets(config: ModelConfig, name: str, array: np.ndarray
+             ) -> Iterator[tuple[str, int | tuple[int, int] | None, np.ndarray]]:
+    """(parameter path, layer index, (layer, expert) or None, array in our layout) for one HF tensor."""
     for pattern, path, transform in TABLES[config.family]:
         match = re.fullmatch(pattern, _strip(name))
         if match is None:
@@ -73,6 +87,9 @@ def _targets(config: ModelConfig, name: str, array: np.ndarray) -> Iterator[tupl
         names = groups[1:] if layer is not None else groups
         if transform == "qkv":
             yield from _split_fused_qkv(config, path, layer, names[0], array)
+            return
+        if transform == "E":
+            yield path.format(None, None, *names[1:]), (layer, int(names[0])), array.T
             return
         path = path.format(None, *names) if layer is not None else path.format(*names)
         if transform == "norm":
@@ -110,10 +127,18 @@ def hf_targets(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]]
             yield name, path, layer, value
 
 
-def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | None, np.ndarray]], dtype,
+def expert_block(config: ModelConfig, path: str, expert: int) -> tuple:
+    """Where expert `expert`'s matrix sits in one layer of the stacked kernel at `path`: its F columns of the
+    gate/up kernels [D, E * F], its F rows of the down kernel [E * F, D] (expert-major neurons)."""
+    block = slice(expert * config.intermediate_size, (expert + 1) * config.intermediate_size)
+    return (block,) if path.endswith("down/kernel") else (slice(None), block)
+
+
+def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | tuple | None, np.ndarray]], dtype,
                  source: str) -> dict:
-    """Stream (source tensor name, parameter path, layer or None, array) into a nested parameter dict of numpy
-    arrays in `dtype`, checking every shape against the config and that every parameter is filled."""
+    """Stream (source tensor name, parameter path, layer, (layer, expert) or None, array) into a nested
+    parameter dict of numpy arrays in `dtype`, checking every shape against the config and that every parameter
+    is filled."""
     shapes = expected_shapes(config)
     flat: dict[str, np.ndarray] = {}
     filled: dict[str, set] = {}
@@ -122,21 +147,33 @@ def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | No
         if want is None:
             raise CheckpointError(f"{source}: tensor {name!r} maps to {path!r}, which the config does not "
                                   "have (check the config attributes, e.g. biases or tied embeddings).")
+        place, want = layer, tuple(want.shape)
+        if isinstance(layer, tuple):  # one expert's block of one layer
+            place = (layer[0], *expert_block(config, path, layer[1]))
+            want = (want[0], *(config.intermediate_size if i == len(place) - 2 else n for i, n in enumerate(want[1:])))
         got = value.shape if layer is None else (config.num_layers, *value.shape)
-        if tuple(want.shape) != tuple(got):
+        if want != tuple(got):
             raise CheckpointError(f"{source}: tensor {name!r} gives {path!r} the shape {tuple(got)}, the config "
-                                  f"implies {tuple(want.shape)}.")
+                                  f"implies {want}.")
         if layer is None:
             flat[path] = np.asarray(value, dtype)  # fresh arrays (GGUF, safetensors, pickles): no second copy
         else:
-            flat.setdefault(path, np.empty(want.shape, dtype))[layer] = value
+            flat.setdefault(path, np.empty(shapes[path].shape, dtype))[place] = value
         filled.setdefault(path, set()).add(layer)
     missing = [p for p in shapes if p not in flat] + [
-        f"{p} (layers {sorted(set(range(config.num_layers)) - filled[p])})" for p in flat
-        if p.startswith("layers/") and len(filled[p]) != config.num_layers]
+        f"{p} ({_unfilled(config, filled[p])})" for p in flat if p.startswith("layers/") and _unfilled(config, filled[p])]
     if missing:
         raise CheckpointError(f"{source}: the checkpoint lacks these parameters: {', '.join(missing)}.")
     return _unflatten(flat)
+
+
+def _unfilled(config: ModelConfig, filled: set) -> str:
+    """The layers (or (layer, expert) blocks) of a stacked parameter that no tensor filled, or ""."""
+    if any(isinstance(f, tuple) for f in filled):
+        want = {(l, e) for l in range(config.num_layers) for e in range(config.num_experts)}
+        return f"experts {sorted(want - filled)}" if filled != want else ""
+    want = set(range(config.num_layers))
+    return f"layers {sorted(want - filled)}" if filled != want else ""
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "mixtral", "qwen3_moe")
 
 
 class UnsupportedConfigError(ValueError):
@@ -37,7 +37,7 @@ class ModelConfig:
     family: str
     vocab_size: int
     hidden_size: int
-    intermediate_size: int  # neurons per layer: the FFN's "neurons" axis
+    intermediate_size: int  # FFN width: neurons per layer, or per expert in a mixture of experts
     num_layers: int
     num_heads: int
     num_kv_heads: int  # < num_heads: grouped-query attention
@@ -64,10 +64,14 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: Any = None
     pad_token_id: int | None = None
+    num_experts: int = 0  # > 0: a mixture-of-experts FFN of num_experts experts of intermediate_size each
+    experts_per_token: int = 0  # the router's top-k
+    norm_topk_prob: bool = True  # the k picked router probabilities renormalised to sum to 1 (Mixtral)
 
     @property
     def neurons_per_layer(self) -> int:
-        return self.intermediate_size
+        """The "neurons" axis F of a layer: the FFN width, or every expert's, expert-major (e * F + f)."""
+        return self.intermediate_size * max(self.num_experts, 1)
 
     @property
     def scale(self) -> float:
@@ -94,8 +98,10 @@ _BLOOM_KEYS = {"vocab_size", "hidden_size", "n_layer", "n_head", "layer_norm_eps
 _SIZES = [("vocab_size",), ("hidden_size",), ("intermediate_size",), ("num_hidden_layers",), ("num_attention_heads",)]
 _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hidden_layers"),
                 ("n_head", "num_attention_heads")]
+_MOE_KEYS = {"num_local_experts", "num_experts", "num_experts_per_tok", "norm_topk_prob", "moe_intermediate_size",
+             "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"}  # the last three: training only
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-             "gemma3": "gemma3", "bloom": "bloom"}
+             "gemma3": "gemma3", "bloom": "bloom", "mixtral": "mixtral", "qwen3_moe": "qwen3_moe"}
 
 
 def from_hf_config(hf) -> ModelConfig:
@@ -103,9 +109,12 @@ def from_hf_config(hf) -> ModelConfig:
     UnsupportedConfigError naming what the port cannot compute."""
     config = _transformers_config(hf)
     family = _FAMILIES[config.model_type]
-    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS}.get(family, _LLAMA_KEYS), family)
+    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS}.get(
+        family, _LLAMA_KEYS | _MOE_KEYS if family in ("mixtral", "qwen3_moe") else _LLAMA_KEYS), family)
     if family == "bloom":
         return _bloom(config)
+    if family in ("mixtral", "qwen3_moe"):
+        return _moe(config, family)
     return _gemma3(config) if family == "gemma3" else _llama_like(config, family)
 
 
@@ -118,7 +127,7 @@ def _transformers_config(hf):
         if model_type not in _FAMILIES:
             raise UnsupportedConfigError(
                 f"model_type={model_type!r} is not supported; jaxneurons ports: llama (incl. SmolLM2), mistral, "
-                "qwen2, qwen3, gemma3 (text), bloom.")
+                "qwen2, qwen3, gemma3 (text), bloom, mixtral, qwen3_moe.")
         sizes = _BLOOM_SIZES if model_type == "bloom" else _SIZES
         missing = [names[0] for names in sizes if not any(hf.get(n) is not None for n in names)]
         if missing:  # AutoConfig would fill in the class default: a different model
@@ -197,6 +206,18 @@ def _llama_like(config, family: str) -> ModelConfig:
         qkv_bias=bias, out_bias=bias and family != "qwen2", mlp_bias=bool(getattr(config, "mlp_bias", False)),
         qk_norm=family == "qwen3", rope=_rope(config.rope_parameters, family),
         sliding_window=config.sliding_window if family == "mistral" else None)
+
+
+def _moe(config, family: str) -> ModelConfig:
+    """Mixtral (renormalised top-k, Mistral attention) or Qwen3-MoE (optional renormalisation, q/k norms): every
+    layer a mixture of experts; the neurons of a layer are its experts' FFN neurons, expert-major."""
+    # decoder_sparse_step and mlp_only_layers (Qwen3-MoE), which make some layers dense, are refused unless default
+    base = _llama_like(config, "mistral" if family == "mixtral" else "qwen3")
+    bias = {"qkv_bias": False, "out_bias": False} if family == "mixtral" else {}  # Mixtral has no attention_bias
+    return dataclasses.replace(
+        base, family=family, num_experts=config.num_local_experts, **bias, experts_per_token=config.num_experts_per_tok,
+        intermediate_size=config.intermediate_size if family == "mixtral" else config.moe_intermediate_size,
+        norm_topk_prob=True if family == "mixtral" else bool(config.norm_topk_prob))
 
 
 def _gemma3(config) -> ModelConfig:
