@@ -37,7 +37,7 @@ def _prompts(lm, side="right"):
 def naive_ig(lm, ids, mask, targets, alphas, weights):
     """Knowledge-Neurons IG as written in the paper: the whole prompt forward and backward per layer and alpha."""
     ids, mask = left_padded(ids, mask)
-    batch, (layers, width) = len(ids), (lm.config.num_layers, lm.config.intermediate_size)
+    batch, (layers, width) = len(ids), (lm.config.num_layers, lm.config.neurons_per_layer)
     where = np.zeros(ids.shape, bool)
     where[:, -1] = True
 
@@ -136,7 +136,7 @@ def test_completeness_on_every_family(any_family):
     r = integrated_gradients(lm, ids, targets, mask, steps=20)
     left_ids, left_mask = left_padded(ids, mask)
     for layer in range(lm.config.num_layers):
-        scale = np.ones((2, lm.config.num_layers, lm.config.intermediate_size), np.float32)
+        scale = np.ones((2, lm.config.num_layers, lm.config.neurons_per_layer), np.float32)
         scale[:, layer] = 0
         where = np.zeros(left_ids.shape, bool)
         where[:, -1] = True
@@ -211,7 +211,7 @@ def test_static_scores_match_formulas(lm):
         else np.asarray(lm.params["lm_head"]["kernel"]).T
     for b in range(2):
         for layer in range(lm.config.num_layers):
-            for j in range(0, lm.config.intermediate_size, 7):
+            for j in range(0, lm.config.neurons_per_layer, 7):
                 v = down[layer, j]
                 assert np.isclose(scores["contribution"][b, layer, j], abs(m[b, layer, j]) * np.sqrt((v ** 2).sum()),
                                   rtol=1e-5, atol=1e-7)
@@ -229,7 +229,7 @@ def test_identity_intervention_changes_nothing(lm):
 def test_zeroing_a_layer_equals_removing_its_ffn(lm):
     ids, mask = _prompts(lm)
     layer = 1
-    scale = np.ones((2, lm.config.num_layers, lm.config.intermediate_size), np.float32)
+    scale = np.ones((2, lm.config.num_layers, lm.config.neurons_per_layer), np.float32)
     scale[:, layer] = 0
     zeroed = jn.Intervention(jnp.asarray(scale), jnp.zeros_like(scale), jnp.ones(ids.shape, bool))
     params = jax.tree.map(lambda x: x, lm.params)

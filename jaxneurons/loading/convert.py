@@ -49,13 +49,13 @@ _BLOOM = [
 ]
 # Mixtures of experts, as transformers saves them (one tensor per expert; "E": stored transposed, as expert
 # {1}'s block of the layer's stacked kernel, see `expert_block`).
-_MIXTRAL = [row for row in _LLAMA if ".mlp." not in row[0]] + [
+_MIXTRAL = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
     (r"layers\.(\d+)\.block_sparse_moe\.gate\.weight", "layers/mlp/router/kernel", "T"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w1\.weight", "layers/mlp/gate/kernel", "E"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w3\.weight", "layers/mlp/up/kernel", "E"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w2\.weight", "layers/mlp/down/kernel", "E"),
 ]
-_QWEN3_MOE = [row for row in _LLAMA if ".mlp." not in row[0]] + [
+_QWEN3_MOE = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
     (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T"),
     (r"layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", "layers/mlp/{2}/kernel", "E"),
 ]
