@@ -165,8 +165,8 @@ def _routing_unchanged(lm, left_ids, left_mask, alphas):
         for alpha in [*alphas, 1.0]:
             scale = np.ones(shape, np.float32)
             scale[:, layer] = alpha
-            out = lm.forward(left_ids, left_mask, record=jn.Record(("router_weights",), "last"),
-                             intervention=jn.Intervention(jnp.asarray(scale), jnp.zeros_like(scale), jnp.asarray(where)))
+            scaled = jn.Intervention(jnp.asarray(scale), jnp.zeros_like(scale), jnp.asarray(where))
+            out = lm.forward(left_ids, left_mask, record=jn.Record(("router_weights",), "last"), intervention=scaled)
             picks.append(np.asarray(out.activations["router_weights"])[:, layer + 1:] > 0)
         same[:, layer] = np.all([(p == picks[-1]).all(axis=(1, 2)) for p in picks], axis=0)
     assert same[:, -1].all()

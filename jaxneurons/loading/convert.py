@@ -136,7 +136,7 @@ def expert_block(config: ModelConfig, path: str, expert: int) -> tuple:
 
 def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | tuple | None, np.ndarray]], dtype,
                  source: str) -> dict:
-    """Stream (source tensor name, parameter path, layer, (layer, expert) or None, array) into a nested
+    """Stream (source tensor name, parameter path, layer index, (layer, expert) or None, array) into a nested
     parameter dict of numpy arrays in `dtype`, checking every shape against the config and that every parameter
     is filled."""
     shapes = expected_shapes(config)
@@ -150,7 +150,8 @@ def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | tu
         place, want = layer, tuple(want.shape)
         if isinstance(layer, tuple):  # one expert's block of one layer
             place = (layer[0], *expert_block(config, path, layer[1]))
-            want = (want[0], *(config.intermediate_size if i == len(place) - 2 else n for i, n in enumerate(want[1:])))
+            axis = len(place) - 1  # the neuron axis: 1 of down [L, E * F, D], 2 of gate/up [L, D, E * F]
+            want = tuple(config.intermediate_size if i == axis else n for i, n in enumerate(want))
         got = value.shape if layer is None else (config.num_layers, *value.shape)
         if want != tuple(got):
             raise CheckpointError(f"{source}: tensor {name!r} gives {path!r} the shape {tuple(got)}, the config "
@@ -160,8 +161,8 @@ def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | tu
         else:
             flat.setdefault(path, np.empty(shapes[path].shape, dtype))[place] = value
         filled.setdefault(path, set()).add(layer)
-    missing = [p for p in shapes if p not in flat] + [
-        f"{p} ({_unfilled(config, filled[p])})" for p in flat if p.startswith("layers/") and _unfilled(config, filled[p])]
+    unfilled = {p: _unfilled(config, filled[p]) for p in flat if p.startswith("layers/")}
+    missing = [p for p in shapes if p not in flat] + [f"{p} ({gap})" for p, gap in unfilled.items() if gap]
     if missing:
         raise CheckpointError(f"{source}: the checkpoint lacks these parameters: {', '.join(missing)}.")
     return _unflatten(flat)

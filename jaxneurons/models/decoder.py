@@ -10,8 +10,8 @@ What each layer can record (by name, see `NAMES`; `jaxneurons.models.output` sta
                `Intervention`;
   mlp_out    : what the MLP adds to the residual stream (after Gemma 3's post-feedforward norm);
   resid_post : the residual stream leaving the layer, resid_mid + mlp_out;
-  router_weights : (mixtures of experts) the weight [E] of each expert in the layer's output: the router's
-               renormalised top-k probabilities, 0 for the experts it did not pick;
+  router_weights : the weight [E] of each expert in the layer's output: the router's top-k probabilities
+               (renormalised when the model does), 0 for the experts it did not pick; [1] of 1 for a dense FFN;
   attn_pattern : the attention probabilities [H, S] of each query token over the key tokens.
 The FFN hidden axis (pre_act, act, ffn_hidden) is the "neurons" axis this project studies; in a mixture of
 experts it holds every expert's neurons, expert-major (neuron e * F + f), and a neuron of an expert the router
@@ -19,8 +19,8 @@ did not pick for a token is 0 there (see `MLP`). Each name is read
 at each row's last real token, at every token, or as the max over real tokens ("activated at any token"):
 `Record.at` is "last", "every" or "max".
 An `Intervention` scales or shifts m at chosen tokens; a `Patch` replaces any recorded quantity (except
-the pattern and the router weights) at chosen (layer, row, token) points. Both are ordinary array arguments, so `jax.grad` flows
-through them; without them the decoder runs exactly as before.
+the pattern and the router weights) at chosen (layer, row, token) points. Both are ordinary array arguments,
+so `jax.grad` flows through them; without them the decoder runs exactly as before.
 """
 
 from __future__ import annotations
@@ -363,8 +363,8 @@ class MLP(nn.Module):
         if c.num_experts:
             logits = _dense(c.num_experts, False, self.dtype, self.param_dtype, "router")(x_bth)
             picked, weight = (jnp.repeat(x, c.intermediate_size, axis=-1) for x in route(c, see, logits))
-        elif "router_weights" in self.record.names:
-            raise ValueError("router_weights: this model has no mixture-of-experts layers")
+        elif "router_weights" in self.record.names:  # a dense FFN: one expert, always picked, of weight 1
+            see("router_weights", jnp.ones((*x_bth.shape[:-1], 1), jnp.float32))
         up = _dense(width, c.mlp_bias, self.dtype, self.param_dtype, "up")(x_bth)
         if c.gated_mlp:
             pre = _dense(width, c.mlp_bias, self.dtype, self.param_dtype, "gate")(x_bth)
