@@ -69,3 +69,21 @@ def test_a_dense_model_records_one_expert_of_weight_one():
     ids, mask = dense.encode(["The cat"])
     out = dense.forward(ids, mask, record=jn.Record(("router_weights",), "last"))
     np.testing.assert_array_equal(np.asarray(out.activations["router_weights"]), np.ones((1, 2, 1)))
+
+
+@pytest.mark.parametrize("variant", ["mixtral_moe", "qwen3_moe_unnormalised"])
+def test_in_memory_3d_expert_tensors_load_as_the_saved_per_expert_ones(variant, tmp_path):
+    """transformers 5 holds experts as gate_up_proj [E, 2F, D] / down_proj [E, D, F] but saves one tensor per
+    expert: both name sets give the same parameters."""
+    import jax
+
+    from jaxneurons.loading.convert import build_params, hf_targets
+
+    hf_reference = pytest.importorskip("tests.hf_reference")
+    model = hf_reference.make_model(variant)
+    model.save_pretrained(tmp_path)
+    saved = jn.load_model(str(tmp_path), dtype="float32")
+    tensors = ((name, value.detach().numpy()) for name, value in model.state_dict().items())
+    in_memory = build_params(saved.config, hf_targets(saved.config, tensors), np.float32, "state_dict")
+    assert jax.tree.structure(in_memory) == jax.tree.structure(saved.params)
+    jax.tree.map(np.testing.assert_array_equal, in_memory, jax.device_get(saved.params))

@@ -48,17 +48,23 @@ _BLOOM = [
     (r"lm_head\.weight", "lm_head/kernel", "T"),
 ]
 # Mixtures of experts, as transformers saves them (one tensor per expert; "E": stored transposed, as expert
-# {1}'s block of the layer's stacked kernel, see `expert_block`).
+# {1}'s block of the layer's stacked kernel, see `expert_block`; export writes these), then as transformers 5
+# holds them in memory (3D tensors of all experts: gate_up_proj [E, 2F, D], down_proj [E, D, F]).
+_FUSED_EXPERTS = [
+    (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T"),
+    (r"layers\.(\d+)\.mlp\.experts\.gate_up_proj", "layers/mlp", "gate_up"),
+    (r"layers\.(\d+)\.mlp\.experts\.down_proj", "layers/mlp/down/kernel", "down_experts"),
+]
 _MIXTRAL = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
     (r"layers\.(\d+)\.block_sparse_moe\.gate\.weight", "layers/mlp/router/kernel", "T"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w1\.weight", "layers/mlp/gate/kernel", "E"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w3\.weight", "layers/mlp/up/kernel", "E"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w2\.weight", "layers/mlp/down/kernel", "E"),
-]
+] + _FUSED_EXPERTS
 _QWEN3_MOE = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
-    (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T"),
     (r"layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", "layers/mlp/{2}/kernel", "E"),
-]
+] + _FUSED_EXPERTS
+FUSED = ("qkv", "gate_up", "down_experts")  # transforms that split or regroup tensors (not written back)
 TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
           "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE}
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
@@ -88,6 +94,9 @@ def _targets(config: ModelConfig, name: str, array: np.ndarray
         if transform == "qkv":
             yield from _split_fused_qkv(config, path, layer, names[0], array)
             return
+        if transform in ("gate_up", "down_experts"):
+            yield from _regroup_experts(config, path, layer, array)
+            return
         if transform == "E":
             yield path.format(None, None, *names[1:]), (layer, int(names[0])), array.T
             return
@@ -97,6 +106,18 @@ def _targets(config: ModelConfig, name: str, array: np.ndarray
         yield path, layer, array.T if transform == "T" else array
         return
     raise CheckpointError(f"tensor {name!r} has no place in the {config.family} port (unexpected tensor).")
+
+
+def _regroup_experts(config, path, layer, array):
+    """transformers' 3D expert tensors as expert-major kernels: gate_up_proj [E, 2F, D] (each expert's gate
+    rows, then its up rows) -> gate and up [D, E * F]; down_proj [E, D, F] -> down [E * F, D]."""
+    experts, f = config.num_experts, config.intermediate_size
+    if path.endswith("down/kernel"):
+        yield path, layer, array.transpose(0, 2, 1).reshape(experts * f, -1)
+        return
+    both = array.reshape(experts, 2, f, -1).transpose(1, 3, 0, 2)  # [2, D, E, F]
+    for i, part in enumerate(("gate", "up")):
+        yield f"{path}/{part}/kernel", layer, both[i].reshape(-1, experts * f)
 
 
 def _split_fused_qkv(config, path, layer, kind, array):

@@ -17,7 +17,7 @@ import shutil
 import jax
 import numpy as np
 
-from jaxneurons.loading.convert import TABLES, expert_block
+from jaxneurons.loading.convert import FUSED, TABLES, expert_block
 from jaxneurons.models.config import ModelConfig, RopeConfig, UnsupportedConfigError
 
 _HF_ACTIVATIONS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
@@ -98,7 +98,7 @@ def _hf_names(config: ModelConfig, path: str):
     """(index into the parameter or None, HF name, stored transposed?) of each HF tensor one parameter path
     holds: the whole parameter, each layer of a stacked one, or each (layer, expert) block of expert kernels."""
     for pattern, template, transform in TABLES[config.family]:
-        if transform == "qkv":
+        if transform in FUSED:
             continue
         pieces = _match_template(template, path, transform)
         if pieces is None:
