@@ -50,8 +50,8 @@ _BLOOM = [
 # Mixtures of experts, as transformers saves them (one tensor per expert; "E": stored transposed, as expert
 # {1}'s block of the layer's stacked kernel, see `expert_block`; export writes these), then as transformers 5
 # holds them in memory (3D tensors of all experts: gate_up_proj [E, 2F, D], down_proj [E, D, F]).
+_ROUTER = (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T")
 _FUSED_EXPERTS = [
-    (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T"),
     (r"layers\.(\d+)\.mlp\.experts\.gate_up_proj", "layers/mlp", "gate_up"),
     (r"layers\.(\d+)\.mlp\.experts\.down_proj", "layers/mlp/down/kernel", "down_experts"),
 ]
@@ -60,8 +60,10 @@ _MIXTRAL = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w1\.weight", "layers/mlp/gate/kernel", "E"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w3\.weight", "layers/mlp/up/kernel", "E"),
     (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w2\.weight", "layers/mlp/down/kernel", "E"),
+    _ROUTER,
 ] + _FUSED_EXPERTS
 _QWEN3_MOE = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
+    _ROUTER,  # before the expert row, whose template layers/mlp/{2}/kernel export would match first
     (r"layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", "layers/mlp/{2}/kernel", "E"),
 ] + _FUSED_EXPERTS
 FUSED = ("qkv", "gate_up", "down_experts")  # transforms that split or regroup tensors (not written back)
