@@ -10,6 +10,6 @@ for name in sorted(hf_reference.VARIANTS):
         rl, ra, rh = hf_reference.reference(m, ids, mask)
         worst["logits"] = max(worst.get("logits", 0), np.abs(np.asarray(lm.logits(ids, mask))[real] - rl[real]).max())
         for q, r in (("act", ra), ("ffn_hidden", rh)):
-            a = np.asarray(lm.neurons(ids, mask, "all", q))
+            a = np.asarray(lm.neurons(ids, mask, "every", q))
             worst[q] = max(worst.get(q, 0), np.abs(a[real] - r[real]).max())
     print(f"| {name} | {worst['logits']:.1e} | {worst['act']:.1e} | {worst['ffn_hidden']:.1e} | {np.abs(rl).max():.1f} |")

@@ -10,7 +10,8 @@ from jaxneurons.models.decoder import NAMES, Decoder, Intervention, Patch, Recor
 from jaxneurons.models.output import Output
 from jaxneurons.generation import Generation, generate
 from jaxneurons.language_id import identify as identify_language
-from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, SteeringResult, load_result
+from jaxneurons.results import (AttributionResult, DeactivationResult, SharingResult, SteeringResult, TemplateResult,
+                                load_result)
 from jaxneurons.tasks.custom import examples_from_dataset, examples_from_files, make_examples
 from jaxneurons.lape import (ActivationStats, NeuronCategories, PerplexityResult, activation_stats, dataset_corpus,
                              files_corpus, lape_neurons, load_lape_neurons, masked_perplexity, neuron_categories,
@@ -18,9 +19,10 @@ from jaxneurons.lape import (ActivationStats, NeuronCategories, PerplexityResult
 
 # Last: `jn.attribution` is the analysis (the function), not the subpackage jaxneurons.attribution, which is
 # imported above and stays importable by its full name.
-from jaxneurons.analyses import attribution, deactivation, sharing, steering  # noqa: E402
+from jaxneurons.analyses import attribution, deactivation, sharing, steering, template_spread  # noqa: E402
 
-__all__ = ["sharing", "attribution", "deactivation", "steering", "load_result", "SharingResult",
+__all__ = ["sharing", "attribution", "deactivation", "steering", "template_spread", "TemplateResult", "load_result",
+           "SharingResult",
            "AttributionResult", "DeactivationResult", "SteeringResult", "generate", "Generation", "identify_language", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
            "plot_logit_lens", "LogitLens", "neuron_tokens", "NeuronTokens", "integrated_gradients", "static_scores",
            "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES",

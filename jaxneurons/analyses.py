@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from jaxneurons.lm import LanguageModel
 from jaxneurons.pipeline.outputs import with_provenance
-from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, SteeringResult
+from jaxneurons.results import AttributionResult, DeactivationResult, SharingResult, SteeringResult, TemplateResult
 from jaxneurons.tasks.base import ParallelExample, Task
 
 CUSTOM_TASK = "custom"
@@ -131,6 +131,32 @@ def steering(lm: LanguageModel, examples, *, task: Task | None = None, languages
                            mesh=mesh, identity_extra={"task": task.name, "sets_from": origin})
     generations = summary.pop("generations")
     return SteeringResult(with_provenance(summary), generations)
+
+
+def template_spread(results, *, task: Task | None = None, formulations: dict | None = None,
+                    output_dir: str | os.PathLike | None = None) -> TemplateResult:
+    """The spread of the sharing headline over prompt templates (`analysis.templates`).
+
+    results: {prompt format: its SharingResult (or sharing.json dict, or run folder)}, e.g.
+    ``{f: jn.sharing(lm, task.load(langs, prompt_format=f)) for f in task.formulations["ends_english"]}``;
+    task: groups the formats by its `formulations`; formulations: {format: formulation} instead (default: one
+    group). output_dir: also write templates.json, templates.md and figures/templates.png there."""
+    from jaxneurons.analysis.templates import template_summary, write_templates
+    from jaxneurons.results import load_result
+
+    if len(results) < 2:
+        raise ValueError(f"template_spread: {len(results)} template(s) given; a spread needs at least 2")
+    summaries = {}
+    for name, result in results.items():
+        if isinstance(result, (str, os.PathLike)):
+            result = load_result(result, "sharing")
+        summaries[name] = result.summary if isinstance(result, SharingResult) else result
+    if formulations is None:
+        formulations = task.template_sweep(list(results)) if task is not None else {}
+    summary = with_provenance(template_summary(summaries, formulations))
+    if output_dir is not None:
+        summary = write_templates(os.fspath(output_dir), summary)
+    return TemplateResult(summary)
 
 
 def config_settings(config) -> dict:

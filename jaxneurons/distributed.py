@@ -10,6 +10,12 @@ local devices), and keeps its partial state in output_dir/process_{k}_of_{P}/sta
 states are then merged into the state of a one-process run (`pipeline.merge`). This module imports nothing of
 the pipeline: it is the layer below it.
 
+One mesh across processes (`make_mesh(spec, across_processes=True)`, under jax.distributed): the mesh holds
+every device of every process, process by process, so `fsdp` larger than a host's devices splits the weights
+across hosts. Every process then runs every batch in lockstep (`batch_split` is (0, 1)): each builds the same
+host batch and places only its own devices' slices (`jax.make_array_from_callback`); outputs are gathered to
+every process (`Placement.fetch`) and process 0 writes.
+
 >>> mesh = make_mesh("data:-1,fsdp:1")  # every local device on data
 >>> sharing = run_sharing_analysis(lm, task, examples, languages, "runs/x", mesh=mesh)
 """
@@ -22,6 +28,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -111,9 +118,13 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
     return sizes
 
 
-def make_mesh(spec: str = DEFAULT_MESH, devices: Sequence | None = None) -> Mesh:
-    """A (data, fsdp) mesh over `devices` (default: this process's local devices); -1 takes the rest."""
-    devices = list(jax.local_devices() if devices is None else devices)
+def make_mesh(spec: str = DEFAULT_MESH, devices: Sequence | None = None, across_processes: bool = False) -> Mesh:
+    """A (data, fsdp) mesh over `devices` (default: this process's local devices, or with across_processes
+    every process's, see `global_devices`); -1 takes the rest."""
+    if devices is None:
+        devices = global_devices() if across_processes else jax.local_devices()
+    devices = list(devices)
+    where = f"the {jax.process_count()} processes have" if across_processes else "this process has"
     sizes = parse_mesh_spec(spec)
     known = math.prod(v for v in sizes.values() if v != -1)
     if -1 in sizes.values():
@@ -121,11 +132,40 @@ def make_mesh(spec: str = DEFAULT_MESH, devices: Sequence | None = None) -> Mesh
             raise LayoutError(f"mesh {spec!r}: {len(devices)} devices do not divide by {known}")
         sizes = {k: (len(devices) // known if v == -1 else v) for k, v in sizes.items()}
     if math.prod(sizes.values()) != len(devices):
-        raise LayoutError(f"mesh {spec!r} needs {math.prod(sizes.values())} devices, "
-                                 f"this process has {len(devices)}")
+        raise LayoutError(f"mesh {spec!r} needs {math.prod(sizes.values())} devices, {where} {len(devices)}")
     shape = tuple(sizes[a] for a in MESH_AXES)
     return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
                          devices=devices)
+
+
+def global_devices() -> list:
+    """Every device of every process joined by jax.distributed, process by process (a mesh axis larger than a
+    host's devices spans hosts). Processes declared by --num_processes/--process_id alone cannot share a mesh."""
+    count = process_layout()[1]
+    if count != jax.process_count():
+        raise LayoutError(f"a mesh across processes needs jax.distributed (--coordinator_address, or auto-detection "
+                          f"on TPU VMs / Slurm): these {count} processes merge through files, jax sees "
+                          f"{jax.process_count()}")
+    return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
+def spans_processes(mesh: Mesh | None) -> bool:
+    """Whether the mesh holds devices of several processes (then every process runs every batch)."""
+    return mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
+
+
+def batch_split(mesh: Mesh | None, process_index: int, process_count: int) -> tuple[int, int]:
+    """(index, count) of the split of a pass's batches between processes: (0, 1) on a mesh across processes
+    (each runs every batch, in lockstep, on its part of the mesh), else the process layout."""
+    return (0, 1) if spans_processes(mesh) else (process_index, process_count)
+
+
+def require_process_local(mesh: Mesh | None, what: str) -> None:
+    """LayoutError when `what` (a pass that reads its device arrays directly) is asked to run on a mesh across
+    processes."""
+    if spans_processes(mesh):
+        raise LayoutError(f"{what} does not run on a mesh across processes (--global_mesh) yet; run it with a "
+                          "mesh of each process's own devices")
 
 
 def set_default_mesh(mesh: Mesh | None) -> None:
@@ -171,24 +211,41 @@ def param_spec(path: str, shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
     return PartitionSpec(*(None,) * (len(shape) + axis), "fsdp")
 
 
+def put(x, sharding: NamedSharding) -> jax.Array:
+    """x (the same value on every process) placed by `sharding`; on a mesh across processes each process
+    builds only the slices of its own devices (the other processes' are never sent)."""
+    if sharding.is_fully_addressable or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+        return jax.device_put(x, sharding)  # this process's devices, or an array already across processes
+    x = x if hasattr(x, "shape") else np.asarray(x)
+    return jax.make_array_from_callback(tuple(x.shape), sharding, lambda index: x[index])
+
+
+def place_param(path: str, x, mesh: Mesh) -> jax.Array:
+    """The parameter at `path` placed on the mesh: split over `fsdp` by `param_spec`, replicated over `data`."""
+    return put(x, NamedSharding(mesh, param_spec(path, tuple(x.shape), int(mesh.shape["fsdp"]))))
+
+
 def shard_params(params, mesh: Mesh):
-    """params placed on the mesh: split over `fsdp` by `param_spec`, replicated over `data`."""
-    fsdp = int(mesh.shape["fsdp"])
-
-    def place(path, x):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        return jax.device_put(x, NamedSharding(mesh, param_spec(name, tuple(x.shape), fsdp)))
-
-    return jax.tree_util.tree_map_with_path(place, params)
+    """params placed on the mesh (`place_param`; a leaf already placed so is not copied)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: place_param("/".join(str(getattr(k, "key", k)) for k in path), x, mesh), params)
 
 
 def shard_batch(arrays, mesh: Mesh):
     """Arrays whose axis 0 is rows (example-major) or examples, split over `data`."""
-    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec("data"))), arrays)
+    return jax.tree.map(lambda x: put(x, NamedSharding(mesh, PartitionSpec("data"))), arrays)
 
 
 def replicate(tree, mesh: Mesh):
-    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec())), tree)
+    return jax.tree.map(lambda x: put(x, NamedSharding(mesh, PartitionSpec())), tree)
+
+
+def fetch(tree, mesh: Mesh | None = None):
+    """The tree's arrays as numpy on this process (`jax.device_get`); on a mesh across processes they are first
+    replicated (one collective: every process must call it at the same point)."""
+    if spans_processes(mesh):
+        tree = jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, PartitionSpec()))(tree)
+    return jax.device_get(tree)
 
 
 class Placement:
@@ -225,6 +282,10 @@ class Placement:
 
     def replicate(self, tree):
         return jax.tree.map(jnp.asarray, tree) if self.mesh is None else replicate(tree, self.mesh)
+
+    def fetch(self, tree):
+        """Outputs as numpy (`fetch`): on a mesh across processes, a collective every process runs."""
+        return fetch(tree, self.mesh)
 
     def context(self):
         """The mesh as jax's current mesh (`jax.set_mesh`, or the mesh itself on older jax); none without one."""

@@ -77,6 +77,7 @@ def generate(lm, prompts, *, max_new_tokens: int, intervention: Intervention | N
     stop_ids, stop_texts = _stop(lm, stop)
     scale, shift = _check(lm, rows, max_new_tokens, intervention, positions, temperature, top_p, batch_size)
     placement = distributed.placement(mesh)
+    distributed.require_process_local(placement.mesh, "generation")
     batch_size = placement.round_batch_size(min(batch_size, len(rows)))
     order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths decode together
     tokens = np.zeros((len(rows), max_new_tokens), np.int32)

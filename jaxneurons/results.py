@@ -20,10 +20,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-PASSES = ("sharing", "attribution", "deactivation", "steering")
+PASSES = ("sharing", "attribution", "deactivation", "steering", "templates")
 INTERVENTIONS_FILE = "interventions.json"  # pipeline.interventions' name, here without importing the pass
 ATTRIBUTION_FILE = "attribution.json"  # pipeline.attribution's
 STEERING_FILE = "steering.json"  # pipeline.steering's
+TEMPLATES_FILE = "templates.json"  # a template sweep's (analysis.templates)
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -515,8 +516,65 @@ class SteeringResult(_Result):
         return lines
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class TemplateResult(_Result):
+    """A template sweep (`jn.template_spread`, or analyze.py with several --prompt_format): `summary` as in
+    templates.json, each template's headline and the spread over templates per formulation
+    (`jaxneurons.analysis.templates`)."""
+
+    PASS = "templates"
+    FILE = TEMPLATES_FILE
+
+    def to_pandas(self):
+        """One row per template and measure (all_shared: % of neurons, mean over layers, tau = 0; parallel_excess:
+        points), value with its 95% interval over items, n and the template's formulation."""
+        rows = []
+        for name, t in self.summary["templates"].items():
+            for measure in ("all_shared", "parallel_excess"):
+                value, low, high = _ci(t[measure])
+                rows.append({"template": name, "formulation": t["formulation"], "measure": measure, "value": value,
+                             "ci_low": low, "ci_high": high, "n": t["num_examples"]})
+        return _frame(rows, ["template", "formulation", "measure", "value", "ci_low", "ci_high", "n"])
+
+    def spread_to_pandas(self):
+        """One row per formulation and measure: k templates, their mean, sd, range, the 95% t interval over
+        templates and the mean half-width of the item intervals."""
+        rows = []
+        for group, g in self.summary["formulations"].items():
+            for measure in ("all_shared", "parallel_excess"):
+                s = g[measure] or {}
+                ci = s.get("ci95_between") or (np.nan, np.nan)
+                rows.append({"formulation": group, "measure": measure, "k": s.get("k"), "mean": s.get("mean"),
+                             "sd": s.get("sd"), "range": s.get("range"), "ci_low": ci[0], "ci_high": ci[1],
+                             "item_half_width": s.get("item_half_width")})
+        return _frame(rows, ["formulation", "measure", "k", "mean", "sd", "range", "ci_low", "ci_high",
+                             "item_half_width"])
+
+    def _figures(self) -> dict[str, Callable]:
+        from jaxneurons.analysis.templates import templates_figure
+
+        return {"templates": templates_figure}
+
+    def save(self, directory: str | os.PathLike) -> str:
+        from jaxneurons.analysis.templates import write_templates
+
+        write_templates(os.fspath(directory), self.summary)
+        return os.fspath(directory)
+
+    def _headline_html(self) -> list[str]:
+        lines = []
+        for group, g in self.summary["formulations"].items():
+            s = g["all_shared"]
+            if s and s["sd"] is not None:
+                lo, hi = s["ci95_between"]
+                lines.append(f"{html.escape(group)}: all-shared {s['mean']:.1f}% over {s['k']} templates, sd "
+                             f"{s['sd']:.2f}, 95% over templates [{lo:.1f}, {hi:.1f}] (item interval "
+                             f"+-{s['item_half_width']:.2f})")
+        return lines
+
+
 RESULTS = {"sharing": SharingResult, "attribution": AttributionResult, "deactivation": DeactivationResult,
-           "steering": SteeringResult}
+           "steering": SteeringResult, "templates": TemplateResult}
 
 
 def load_result(directory: str | os.PathLike, pass_name: str | None = None) -> _Result:

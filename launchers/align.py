@@ -36,6 +36,11 @@ flags.DEFINE_integer("steps", 100, "Optimizer steps (each run); --resume with mo
 flags.DEFINE_integer("batch_size", 4, "Parallel examples per step (each with every language).", lower_bound=1)
 flags.DEFINE_integer("save_every", 10, "Checkpoint interval in steps.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Data-order seed.", lower_bound=0)
+flags.DEFINE_list("seeds", None, "Several data-order seeds (e.g. 0,1,2) instead of --seed: one run per seed (and "
+                  "per --lambdas) in output_dir/lambda<L>_seed<S>/, then alignment_sweep.json/.md: the spread of "
+                  "the effects over seeds.")
+flags.DEFINE_list("lambdas", None, "Several sharing-loss weights (e.g. 0.5,1) instead of --lambda_sharing, each "
+                  "run with every seed (see --seeds).")
 flags.DEFINE_string("output_dir", "runs/align", "Output folder.")
 flags.DEFINE_bool("resume", False, "Continue both runs from their latest checkpoints in output_dir (the same "
                   "settings, weights and examples; anything else is refused, naming what differs).")
@@ -131,15 +136,50 @@ def own_module() -> str:
     return launcher_module("lambda_sharing")
 
 
+def sweep_settings() -> list[tuple[float, int]]:
+    """The (lambda, seed) of every run: --lambdas x --seeds, or the one --lambda_sharing, --seed."""
+    from jaxneurons.cli import AT_LEAST_ZERO
+
+    try:
+        lambdas = [float(v) for v in FLAGS.lambdas] if FLAGS.lambdas else [FLAGS.lambda_sharing]
+    except ValueError:
+        raise ValueError(f"--lambdas must be numbers, e.g. --lambdas=0.5,1, got {','.join(FLAGS.lambdas)}") from None
+    try:
+        seeds = [int(v) for v in FLAGS.seeds] if FLAGS.seeds else [FLAGS.seed]
+    except ValueError:
+        raise ValueError(f"--seeds must be ints, e.g. --seeds=0,1,2, got {','.join(FLAGS.seeds)}") from None
+    for name, given, alone in (("lambdas", FLAGS.lambdas, "lambda_sharing"), ("seeds", FLAGS.seeds, "seed")):
+        if given and FLAGS[alone].present:
+            raise ValueError(f"--{name} and --{alone} both given: keep one")
+    bad = [v for v in lambdas if not AT_LEAST_ZERO.admits(v)] + [v for v in seeds if v < 0]
+    if bad:
+        raise ValueError(f"--lambdas must be finite and >= 0 and --seeds >= 0, got {bad[0]}")
+    runs = [(lam, seed) for lam in lambdas for seed in seeds]
+    if len(set(runs)) != len(runs):
+        raise ValueError("--lambdas / --seeds repeat a value: give each once")
+    return runs
+
+
+def use_run(lambda_sharing: float, seed: int, output_dir: str) -> None:
+    """Make the flags those of one run of a sweep (its flags.txt and identity hold its own lambda and seed)."""
+    FLAGS.lambda_sharing, FLAGS.seed, FLAGS.lambdas, FLAGS.seeds = lambda_sharing, seed, None, None
+    FLAGS.output_dir = output_dir
+
+
 def align() -> None:
-    """Every check, then the model load, then the run."""
+    """Every check, then the model load, then the run (or, with --seeds / --lambdas, each run, then the spread)."""
     from jaxneurons.alignment.experiment import run_alignment
+    from jaxneurons.alignment.sweep import run_name, sweep_summary, write_sweep
     from jaxneurons.cli import check_model, folder_identity, load_model_timed, quiet_checkpoint_logs
-    from jaxneurons.pipeline.output_dir import claim_output_dir
+    from jaxneurons.pipeline.output_dir import RUN_FILE, claim_output_dir
     from jaxneurons.tasks import get_task
 
     check_flags()
     quiet_checkpoint_logs()
+    runs, root = sweep_settings(), FLAGS.output_dir
+    if len(runs) > 1 and os.path.exists(os.path.join(root, RUN_FILE)):
+        raise ValueError(f"--output_dir={root} holds a single run ({RUN_FILE}); a sweep (--seeds / --lambdas) "
+                         "writes one folder per run: choose another --output_dir")
     task = get_task(FLAGS.task)
     cfg = train_config()
     train_ex, eval_ex = load_data(task, FLAGS.model, FLAGS.tokenizer)
@@ -148,17 +188,24 @@ def align() -> None:
         cfg.check_layers(model_config.num_layers)
     except ValueError as e:
         raise ValueError(f"--layers: {e}") from None
-    claim_output_dir(FLAGS.output_dir, folder_identity(own_module(), not_in_identity()), FLAGS.resume, FLAGS.overwrite)
-    lm = load_model_timed(FLAGS.model, dtype=FLAGS.dtype, tokenizer=FLAGS.tokenizer)
     facts = {"model": FLAGS.model, "task": task.name, "train_split": FLAGS.train_split,
              "eval_split": FLAGS.eval_split, "dtype": FLAGS.dtype, "prompt_format": FLAGS.prompt_format,
              "prompt_suffix": prompt_suffix()}
-    result = run_alignment(lm, task, train_ex, eval_ex, FLAGS.languages, cfg, FLAGS.output_dir, resume=FLAGS.resume,
-                           facts=facts)
-    for key in ("before", "after", "control_after"):
-        print(key, f"{result[key]['all_shared_pct']:.3f}%", result[key]["accuracy"])
-    print("timings", result["timings"])
-    logging.info("results in %s", os.path.abspath(FLAGS.output_dir))
+    lm, results = None, {}
+    for lambda_sharing, seed in runs:
+        use_run(lambda_sharing, seed, root if len(runs) == 1 else os.path.join(root, run_name(lambda_sharing, seed)))
+        claim_output_dir(FLAGS.output_dir, folder_identity(own_module(), not_in_identity()), FLAGS.resume,
+                         FLAGS.overwrite)
+        lm = lm or load_model_timed(FLAGS.model, dtype=FLAGS.dtype, tokenizer=FLAGS.tokenizer)
+        result = run_alignment(lm, task, train_ex, eval_ex, FLAGS.languages, train_config(), FLAGS.output_dir,
+                               resume=FLAGS.resume, facts=facts)
+        results[(lambda_sharing, seed)] = result
+        for key in ("before", "after", "control_after"):
+            print(run_name(lambda_sharing, seed), key, f"{result[key]['all_shared_pct']:.3f}%", result[key]["accuracy"])
+        print("timings", result["timings"])
+        logging.info("results in %s", os.path.abspath(FLAGS.output_dir))
+    if len(runs) > 1:
+        print(f"spread over seeds in {write_sweep(root, sweep_summary(results))}")
 
 
 def main(argv):

@@ -24,8 +24,11 @@ _TASK = flags.DEFINE_string("task", "builtin_nli", "Task name: xnli, pawsx, xcop
 _LANGUAGES = flags.DEFINE_list("languages", "en,de,es,fr,ru,th,tr,vi,zh", "Comma-separated languages; every "
                                "example is analysed in all of them.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split (e.g. test, dev; see the task).")
-_PROMPT_FORMAT = flags.DEFINE_string("prompt_format", None, "Task formulation (default: the task's; see README "
-                                     "'Task formulations'), e.g. paper (the paper's prompts) or paper_fewshot.")
+_PROMPT_FORMAT = flags.DEFINE_list("prompt_format", None, "Task formulation (default: the task's; see README "
+                                   "'Task formulations'), e.g. paper (the paper's prompts) or paper_fewshot. Several "
+                                   "formats, or a group of templates (e.g. ends_english), sweep them: one run per "
+                                   "format in output_dir/<format>/, then templates.json and templates.md (the "
+                                   "spread over templates) in output_dir.")
 _PROMPT_SUFFIX = flags.DEFINE_string("prompt_suffix", "", "Text appended to every language's prompt; \\n is a "
                                      "newline (e.g. --prompt_suffix='\\nAnswer:').")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples of the examples for the 95% intervals "
@@ -74,8 +77,13 @@ _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Take the tokenizer from her
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading pytorch_model.bin (a pickle runs code).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 # -- devices and processes (jaxneurons/distributed.py) --
-_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices as data:D,fsdp:F (-1: the rest); "
-                            "examples split over data (batch_size rounded up to a multiple of D), weights over fsdp.")
+_MESH = flags.DEFINE_string("mesh", "data:-1,fsdp:1", "This process's devices (every process's with --global_mesh) as "
+                            "data:D,fsdp:F (-1: the rest); examples split over data (batch_size rounded up to a "
+                            "multiple of D), weights over fsdp.")
+_GLOBAL_MESH = flags.DEFINE_bool("global_mesh", False, "--mesh lays out every device of every process "
+                                  "(jax.distributed; process by process, so fsdp larger than a host's devices "
+                                  "splits the weights across hosts): every process runs every batch, process 0 "
+                                  "writes. The sharing and deactivation passes only.")
 _COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for "
                                            "jax.distributed (default: auto-detected on TPU VMs / Slurm).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job; without "
@@ -149,7 +157,7 @@ _STEER_BATCH_SIZE = flags.DEFINE_integer("steer_batch_size", 32, "--steering: pr
 # Flags of where and how a run executes, never of what it computes: a run resumed with other values is the same
 # run. The configs' own fields marked identity=False (e.g. --ig_chunk_size) join them (`not_in_identity`).
 RUNTIME_FLAGS = {"resume", "overwrite", "debug", "progress", "output_dir", "data_dir", "data_source", "mesh",
-                 "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
+                 "global_mesh", "coordinator_address", "num_processes", "process_id", "allow_pickle", "tokenizer"}
 
 
 def not_in_identity() -> set[str]:
@@ -196,7 +204,7 @@ def sharing_config():
                         thresholds=("thresholds", parse_thresholds(_THRESHOLDS.value)),
                         pack=("pack", _PACK.value and _NEURON_POSITION.value == "last"),
                         bootstrap=("bootstrap", _BOOTSTRAP.value),
-                        prompt_format=("prompt_format", _PROMPT_FORMAT.value),
+                        prompt_format=("prompt_format", prompt_format()),
                         prompt_suffix=("prompt_suffix", prompt_suffix()),
                         control_items=("control_items", _CONTROL_ITEMS.value),
                         control_draws=("control_draws", _CONTROL_DRAWS.value),
@@ -258,14 +266,25 @@ def steering_config():
 
 
 def check_task():
-    """The task, with --languages, --split and --prompt_format checked (the format resolved to the one used)."""
+    """(the task, {prompt format: its template group} of the run or sweep), with --languages, --split and
+    --prompt_format checked (the default format resolved to the one used)."""
     from jaxneurons.tasks import get_task
 
     task = get_task(_TASK.value)
     task.check_languages(_LANGUAGES.value)
     task.check_split(_SPLIT.value)
-    flags.FLAGS.prompt_format = task.check_prompt_format(_PROMPT_FORMAT.value)  # flags.txt records the one used
-    return task
+    return task, task.template_sweep(_PROMPT_FORMAT.value or [None])
+
+
+def prompt_format() -> str | None:
+    """The run's one --prompt_format (a sweep sets it per run, see `use_format`)."""
+    return _PROMPT_FORMAT.value[0] if _PROMPT_FORMAT.value else None
+
+
+def use_format(name: str, output_dir: str) -> None:
+    """Make the flags those of one run: --prompt_format=name (flags.txt records the one used) into output_dir."""
+    flags.FLAGS.prompt_format = [name]
+    flags.FLAGS.output_dir = output_dir
 
 
 def check_flags() -> None:
@@ -274,6 +293,18 @@ def check_flags() -> None:
 
     check_flag_values(launcher_module("output_dir"), {"ig_memory_gb": POSITIVE})
     renamed_flags()
+
+
+def check_global_mesh() -> None:
+    """A mesh across processes runs the sharing and deactivation passes only: the others are refused before the
+    model loads."""
+    from jaxneurons import distributed
+
+    asked = [name for name, on in (("--attribution", _ATTRIBUTION.value), ("--steering", _STEERING.value),
+                                   ("--deactivate_generated", _DEACTIVATE_GENERATED.value)) if on]
+    if asked and distributed.spans_processes(distributed.default_mesh()):
+        raise distributed.LayoutError(f"{', '.join(asked)} do not run on a mesh across processes (--global_mesh) "
+                                      "yet: run them with each process's own mesh")
 
 
 def renamed_flags() -> None:
@@ -299,7 +330,7 @@ def load_data(task):
         raise ValueError(f"--data_files and --columns are read by --task=files only, not --task={_TASK.value}")
     try:
         loaded = task.load(_LANGUAGES.value, _SPLIT.value, _NUM_EXAMPLES.value, _DATA_DIR.value, _DATA_SOURCE.value,
-                           _ON_ERROR.value, _PROMPT_FORMAT.value, prompt_suffix(), **files)
+                           _ON_ERROR.value, prompt_format(), prompt_suffix(), **files)
     except TaskDataError as e:  # the library's hint names the argument; here it is a flag
         raise TaskDataError(str(e).replace('pass on_error="skip"', "pass --on_error=skip")) from None
     check_examples(loaded.examples, _LANGUAGES.value)
@@ -332,7 +363,7 @@ def check_readout(examples) -> None:
     answer's end (harness) would attribute toward, or deactivate, neurons that have not read the item."""
     answer_end = examples and examples[0].readout == "answer"
     if answer_end and (_ATTRIBUTION.value or (_INTERVENTIONS.value and not _DEACTIVATE_EVERY_TOKEN.value)):
-        raise ValueError(f"--prompt_format={_PROMPT_FORMAT.value} reads the neurons at the end of the gold answer; "
+        raise ValueError(f"--prompt_format={prompt_format()} reads the neurons at the end of the gold answer; "
                          "--attribution and --interventions work at the prompt's last token: run them with "
                          "--prompt_format=paper (or another prompt-end format; --deactivate_every_token lifts "
                          "this for --interventions)")
@@ -406,10 +437,10 @@ def claim_output_dir(process_index: int, started: float) -> None:
 
 
 def analyze() -> None:
-    """Every check, then the model load, then the passes."""
+    """Every check (of every template of a sweep), then the model load, then the passes (once per template)."""
     import time
 
-    from jaxneurons import distributed
+    from jaxneurons import analyses, distributed
     from jaxneurons.cli import check_model, load_model_timed, quiet_checkpoint_logs
     from jaxneurons.pipeline.outputs import write_flags
 
@@ -417,23 +448,46 @@ def analyze() -> None:
     check_flags()
     quiet_checkpoint_logs()  # an orbax model folder loads with a few dozen INFO lines
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    distributed.set_default_mesh(distributed.make_mesh(_MESH.value))
-    task = check_task()
-    sharing_cfg, attribution, interventions = sharing_config(), attribution_config(), interventions_config()
-    steering = steering_config()
-    loaded = load_data(task)
-    logging.info("%s: %d examples in %s (skipped: %s)", task.name, len(loaded.examples), ",".join(_LANGUAGES.value),
-                 loaded.skipped or "none")
+    distributed.set_default_mesh(distributed.make_mesh(_MESH.value, across_processes=_GLOBAL_MESH.value))
+    check_global_mesh()
+    task, sweep = check_task()
+    root = _OUTPUT_DIR.value
+    if len(sweep) > 1:
+        check_sweep_folder(root)
+    runs = []
+    for name in sweep:
+        use_format(name, root if len(sweep) == 1 else os.path.join(root, name))
+        configs = sharing_config(), attribution_config(), interventions_config(), steering_config()
+        loaded = load_data(task)
+        logging.info("%s (%s): %d examples in %s (skipped: %s)", task.name, name, len(loaded.examples),
+                     ",".join(_LANGUAGES.value), loaded.skipped or "none")
+        runs.append((name, _OUTPUT_DIR.value, loaded, configs))
     check_model(_MODEL.value, _TOKENIZER.value)
     process_index = distributed.process_layout()[0]
-    claim_output_dir(process_index, started)
-    lm = load_model_timed(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value,
-                          tokenizer=_TOKENIZER.value)
-    if process_index == 0:
-        write_flags(_OUTPUT_DIR.value, flags_text())
-    sharing = run_analyses(lm, task, loaded, sharing_cfg, attribution, interventions, steering)
-    print(f"accuracy: {', '.join(f'{k} {v:.2f}' for k, v in sharing.accuracy.items())}")
-    print(f"results in {os.path.abspath(_OUTPUT_DIR.value)} (report.md, sharing.json, examples.npz, figures/)")
+    lm, results = None, {}
+    for name, output_dir, loaded, configs in runs:
+        use_format(name, output_dir)
+        claim_output_dir(process_index, started)
+        lm = lm or load_model_timed(_MODEL.value, dtype=_DTYPE.value, allow_pickle=_ALLOW_PICKLE.value,
+                                    tokenizer=_TOKENIZER.value)
+        if process_index == 0:
+            write_flags(output_dir, flags_text())
+        results[name] = sharing = run_analyses(lm, task, loaded, *configs)
+        print(f"{name + ': ' if len(sweep) > 1 else ''}accuracy: "
+              f"{', '.join(f'{k} {v:.2f}' for k, v in sharing.accuracy.items())}")
+        print(f"results in {os.path.abspath(output_dir)} (report.md, sharing.json, examples.npz, figures/)")
+    if len(sweep) > 1 and process_index == 0:
+        analyses.template_spread(results, formulations=sweep, output_dir=root)
+        print(f"template spread in {os.path.abspath(root)} (templates.md, templates.json, figures/templates.png)")
+
+
+def check_sweep_folder(root: str) -> None:
+    """A sweep's output_dir holds one folder per template: never one run's own files."""
+    from jaxneurons.pipeline.output_dir import RUN_FILE
+
+    if os.path.exists(os.path.join(root, RUN_FILE)):
+        raise ValueError(f"--output_dir={root} holds a single run ({RUN_FILE}); a template sweep (several "
+                         "--prompt_format) writes one folder per template: choose another --output_dir")
 
 
 def main(argv: list[str]) -> None:

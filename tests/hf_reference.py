@@ -28,6 +28,11 @@ VARIANTS = {
         rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                          "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0}})),
     "bloom_alibi_6heads": ("BloomConfig", "BloomForCausalLM", dict(n_head=6, hidden_size=36, n_layer=3)),
+    "gemma2_softcap_sliding": ("Gemma2Config", "Gemma2ForCausalLM", dict(  # caps small enough to bend the scores
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=4, sliding_window=4, attn_logit_softcapping=1.5,
+        final_logit_softcapping=2.0)),  # layer_types: transformers' default, sliding, full, sliding
+    "qwen2_sliding": ("Qwen2Config", "Qwen2ForCausalLM", dict(  # layers 1 and 2 slide, layer 0 does not
+        num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1)),
     "mixtral_moe": ("MixtralConfig", "MixtralForCausalLM", dict(
         num_key_value_heads=2, intermediate_size=12, num_local_experts=4, num_experts_per_tok=2)),
     "qwen3_moe_unnormalised": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
@@ -35,9 +40,11 @@ VARIANTS = {
 }
 
 
-def make_model(variant: str, seed: int = 0):
-    """A random float32 model whose weights are large enough for logits to differ by token."""
+def make_model(variant: str, seed: int = 0, **overrides):
+    """A random float32 model whose weights are large enough for logits to differ by token (overrides: config
+    attributes changed from the variant's)."""
     config_name, model_name, kwargs = VARIANTS[variant]
+    kwargs = {**kwargs, **overrides}
     common = dict(COMMON)
     if config_name == "BloomConfig":
         common = dict(vocab_size=97)
@@ -49,7 +56,7 @@ def make_model(variant: str, seed: int = 0):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p)) if config_name != "Gemma3TextConfig" \
+                p.copy_(1.0 + 0.2 * torch.randn_like(p)) if not config_name.startswith("Gemma") \
                     else p.copy_(0.2 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))

@@ -109,3 +109,57 @@ def test_resume_cannot_shorten_the_training(setup, finished, tmp_path):
     with pytest.raises(ValueError, match="past steps=1"):
         run_alignment(lm, task, train_ex, eval_ex, LANGS, dataclasses.replace(CONFIG, steps=1), out, resume=True,
                       eval_batch_size=2)
+
+
+def test_sweep_summary_is_the_spread_of_each_runs_effects(setup, finished, tmp_path):
+    """Two seeds of the same run: each run's effects from its alignment.json, per lambda their mean, sd and t
+    interval over seeds (checked against NumPy / SciPy)."""
+    from jaxneurons.alignment.sweep import effects, sweep_summary, write_sweep
+
+    stats = pytest.importorskip("scipy.stats")
+    lm, task, train_ex, eval_ex = setup
+    other = run_alignment(lm, task, train_ex, eval_ex, LANGS, dataclasses.replace(CONFIG, seed=1), str(tmp_path),
+                          eval_batch_size=2)
+    results = {(1.0, 0): finished[1], (1.0, 1): other}
+    summary = sweep_summary(results)
+    for r, name in ((finished[1], "lambda1_seed0"), (other, "lambda1_seed1")):
+        acc = {k: 100 * np.mean(list(r[k]["accuracy"].values())) for k in ("before", "after", "control_after")}
+        np.testing.assert_allclose(
+            [summary["runs"][name][k] for k in ("sharing_vs_control", "accuracy_vs_control", "sharing_vs_before")],
+            [r["after"]["all_shared_pct"] - r["control_after"]["all_shared_pct"], acc["after"] - acc["control_after"],
+             r["after"]["all_shared_pct"] - r["before"]["all_shared_pct"]])
+    values = np.array([effects(r)["sharing_vs_control"] for r in results.values()])
+    spread = summary["per_lambda"]["1"]["sharing_vs_control"]
+    half = stats.t.ppf(0.975, 1) * values.std(ddof=1) / np.sqrt(2)
+    np.testing.assert_allclose([spread["mean"], spread["sd"]], [values.mean(), values.std(ddof=1)])
+    np.testing.assert_allclose(spread["ci95_between"], [values.mean() - half, values.mean() + half], rtol=1e-3)
+    assert summary["per_lambda"]["1"]["seeds"] == [0, 1]
+    assert "lambda = 1" in open(write_sweep(str(tmp_path), summary)).read()
+
+
+def test_align_launcher_sweeps_seeds_into_one_folder_each(tmp_path):
+    """launchers/align.py --seeds=0,1: one run per seed in lambda<L>_seed<S>/ (each with its own seed), then
+    alignment_sweep.json from their alignment.json files."""
+    import json
+    import subprocess
+    import sys
+
+    from jaxneurons.alignment.sweep import sweep_summary
+    from jaxneurons.loading.export import export_hf
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    export_hf(tiny_lm(seed=5), str(tmp_path / "model"))
+    out = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, os.path.join(repo, "launchers", "align.py"), f"--model={tmp_path / 'model'}",
+         "--task=builtin_nli", "--languages=en,de", "--prompt_format=paper", "--train_split=test",
+         "--eval_split=test", "--num_train=2", "--num_eval=2", "--steps=1", "--batch_size=2", "--warmup=0",
+         "--seeds=0,1", f"--output_dir={out}"], cwd=repo, env={**os.environ, "PYTHONPATH": repo},
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {}
+    for seed in (0, 1):
+        result = json.loads((out / f"lambda1_seed{seed}" / "alignment.json").read_text())
+        assert result["config"]["seed"] == seed and result["config"]["lambda_sharing"] == 1.0
+        results[(1.0, seed)] = result
+    assert json.loads((out / "alignment_sweep.json").read_text()) == json.loads(json.dumps(sweep_summary(results)))

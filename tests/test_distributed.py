@@ -89,6 +89,18 @@ def test_every_matrix_has_a_sharded_axis_of_the_right_kind(family):
         assert tuple(param_spec(path, leaf.shape, 2 if size % 2 == 0 else 3)).count("fsdp") == 1, path
 
 
+def test_layouts_of_a_70b_model():
+    """benchmarks/layouts.py counts LLaMA-2-70B's 68,976,648,192 parameters (its published size) and splits all but
+    the norms over fsdp; v5e chips need fsdp:16, v4 chips fsdp:8."""
+    from benchmarks.layouts import LLAMA2_70B, MACHINES, layout_rows, weight_bytes
+
+    norms = (2 * 80 + 1) * 8192
+    assert weight_bytes(LLAMA2_70B, itemsize=1) == 68_976_648_192
+    assert weight_bytes(LLAMA2_70B, 16, itemsize=1) == (68_976_648_192 - norms) // 16 + norms
+    fsdp = {row["machine"]: row["fsdp"] for row in layout_rows(LLAMA2_70B, MACHINES)}
+    assert fsdp == {"TPU v4-32": 8, "TPU v5e-16": 16, "2 x 8 H100 80GB": 4}
+
+
 def run_script(*args: str, devices: int = 1, timeout: int = 240) -> subprocess.Popen:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), *args], env=env, cwd=REPO,
@@ -222,6 +234,43 @@ def test_two_processes_match_one(reference, tmp_path):
             assert json.loads((tmp_path / name / result).read_text()) == one[result], (name, result)
 
 
+def test_weights_split_across_two_processes(reference, tmp_path):
+    """One mesh over the 8 devices of two jax.distributed processes (4 simulated CPU devices each): on fsdp:8 each
+    process holds half of every split weight; the logits and neurons on fsdp:8 and on data:2,fsdp:4 (rows split
+    across the processes), and the sharing pass on fsdp:8 (every process runs every batch, process 0 writes), are
+    those of one device. A mesh larger than the job, and generation on such a mesh, are refused."""
+    port = str(free_port())
+    for proc in [run_script("global", str(tmp_path), str(k), port, devices=4) for k in range(2)]:
+        finish(proc)
+    from jaxneurons.models.decoder import Record
+    from tests.fixtures import tiny_lm
+
+    lm = tiny_lm()
+    ids, mask = lm.encode(PROMPTS)
+    out = lm.forward(ids, mask, record=Record(("act",), "last"))
+    for k in range(2):
+        facts = json.loads((tmp_path / f"process_{k}.json").read_text())
+        assert len(facts["held"]) == 8 and set(facts["held"].values()) == {0.5}, facts["held"]  # each: half
+        assert facts["held_loaded"] == facts["held"]
+        assert "needs 16 devices, the 2 processes have 8" in facts["too_large"]
+        assert facts["refused"].startswith("generation does not run on a mesh across processes")
+    for name in ("fsdp8", "data2_fsdp4"):
+        with np.load(tmp_path / f"{name}.npz") as got:
+            np.testing.assert_allclose(got["logits"], out.logits, rtol=1e-4, atol=1e-4, err_msg=name)  # sum order
+            np.testing.assert_allclose(got["act"], out.activations["act"], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert_same(reference, str(tmp_path / "sharing"))
+    assert not os.path.exists(tmp_path / "sharing" / "process_1_of_2" / "sharing.json")  # process 0 writes
+
+
+def test_global_mesh_needs_jax_distributed(monkeypatch):
+    """Processes that merge through files (no jax.distributed) cannot share a mesh: a LayoutError that says so."""
+    from jaxneurons import distributed
+
+    monkeypatch.setattr(distributed, "_process_layout", (0, 2))
+    with pytest.raises(distributed.LayoutError, match="needs jax.distributed"):
+        distributed.make_mesh("data:-1", across_processes=True)
+
+
 def in_two_threads(out: str, **kwargs) -> list[dict]:
     """Processes 0 and 1 of 2 (file merge) as two threads of this process."""
     results = [None, None]
@@ -275,6 +324,69 @@ def main(argv: list[str]) -> None:
         analyse(out)
         deactivate(out)
         attribute(out)
+    elif argv[0] == "global":
+        across_processes(argv[1], int(argv[2]), argv[3])
+
+
+PROMPTS = ["the cat sat", "a dog", "x y z w", "it"]
+
+
+def across_processes(out: str, k: int, port: str) -> None:
+    """Process k of 2 (jax.distributed, 4 devices each) on meshes over all 8 devices: the half of each weight it
+    holds, logits and neurons (process 0 saves them), the sharing pass, and a mesh too large for the job."""
+    import dataclasses
+
+    import jax
+
+    from jaxneurons import distributed
+    from jaxneurons.loading import _to_device
+    from jaxneurons.models.decoder import Record
+    from tests.fixtures import tiny_lm
+
+    distributed.initialize(f"localhost:{port}", 2, k)
+    assert jax.device_count() == 8 and jax.local_device_count() == 4, jax.devices()
+    lm = tiny_lm()
+    ids, mask = lm.encode(PROMPTS)
+    facts = {}
+    for name, spec in (("fsdp8", "fsdp:8"), ("data2_fsdp4", "data:2,fsdp:4")):
+        placement = distributed.Placement(distributed.make_mesh(spec, across_processes=True))
+        params = placement.params(lm.params)
+        if name == "fsdp8":  # placed by the Placement, and by the loader under a default mesh (the launcher's)
+            distributed.set_default_mesh(placement.mesh)
+            loaded = _to_device(jax.tree.map(np.asarray, lm.params))
+            distributed.set_default_mesh(None)
+            facts["held"], facts["held_loaded"] = held_fraction(params), held_fraction(loaded)
+        with placement.context():
+            got = dataclasses.replace(lm, params=params).forward(*placement.batch((ids, mask)),
+                                                                 record=Record(("act",), "last"))
+        logits, act = placement.fetch((got.logits, got.activations["act"]))
+        if k == 0:
+            np.savez(os.path.join(out, f"{name}.npz"), logits=logits, act=act)
+    analyse(os.path.join(out, "sharing"), mesh=distributed.make_mesh("fsdp:8", across_processes=True))
+    try:
+        distributed.make_mesh("data:2,fsdp:8", across_processes=True)
+    except distributed.LayoutError as e:
+        facts["too_large"] = str(e)
+    try:  # a pass that reads its device arrays directly is refused by name, before any work
+        lm.generate(PROMPTS, max_new_tokens=1, mesh=distributed.make_mesh("fsdp:8", across_processes=True))
+    except distributed.LayoutError as e:
+        facts["refused"] = str(e)
+    with open(os.path.join(out, f"process_{k}.json"), "w") as f:
+        json.dump(facts, f)
+
+
+def held_fraction(params) -> dict[str, float]:
+    """{path: the share of the weight's elements on this process's devices} of every weight split over fsdp."""
+    import jax
+
+    held = {}
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if x.sharding.is_fully_replicated:
+            continue
+        slices = {tuple((s.start, s.stop) for s in shard.index) for shard in x.addressable_shards}
+        mine = sum(np.prod([(b or n) - (a or 0) for (a, b), n in zip(box, x.shape)]) for box in slices)
+        held[jax.tree_util.keystr(path)] = float(mine / x.size)
+    return held
 
 
 if __name__ == "__main__":

@@ -378,13 +378,57 @@ def test_synthetic_bloom_qkv_split_directly(tmp_path):
         np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
 
 
+def _write_gemma2(path, model):
+    """A Gemma 2 GGUF of a transformers model as llama.cpp's convert_hf_to_gguf.py (Gemma2Model) writes it: its
+    metadata keys, the gguf package's own tensor names, every norm stored as 1 + w, no lm_head (tied)."""
+    c = model.config
+    w = gguf.GGUFWriter(str(path), "gemma2")
+    for add, value in ((w.add_context_length, c.max_position_embeddings), (w.add_embedding_length, c.hidden_size),
+                       (w.add_block_count, c.num_hidden_layers), (w.add_feed_forward_length, c.intermediate_size),
+                       (w.add_head_count, c.num_attention_heads), (w.add_head_count_kv, c.num_key_value_heads),
+                       (w.add_layer_norm_rms_eps, c.rms_norm_eps), (w.add_key_length, c.head_dim),
+                       (w.add_value_length, c.head_dim), (w.add_attn_logit_softcapping, c.attn_logit_softcapping),
+                       (w.add_final_logit_softcapping, c.final_logit_softcapping),
+                       (w.add_sliding_window, c.sliding_window), (w.add_bos_token_id, c.bos_token_id),
+                       (w.add_eos_token_id, c.eos_token_id), (w.add_pad_token_id, c.pad_token_id)):
+        add(value)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA2, c.num_hidden_layers)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        array = tensor.numpy() + (1.0 if name.endswith("norm.weight") else 0.0)
+        w.add_tensor(names.get_name(name, try_suffixes=(".weight",)), np.ascontiguousarray(array, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_synthetic_gemma2_computes_what_transformers_computes(tmp_path):
+    """A Gemma 2 GGUF (soft caps, alternating sliding windows, 1 + w norms) gives transformers' config and logits.
+    llama.cpp scales attention by 1/sqrt(head_dim) below 27B: query_pre_attn_scalar = head_dim here."""
+    import jaxneurons as jn
+    from tests import hf_reference
+
+    model = hf_reference.make_model("gemma2_softcap_sliding", query_pre_attn_scalar=16)
+    _write_gemma2(tmp_path / "gemma2.gguf", model)
+    ck = gr.read_gguf(tmp_path / "gemma2.gguf")
+    config = from_hf_config(ck.hf_config)
+    assert config == from_hf_config(model.config.to_dict())
+    lm = jn.LanguageModel(config, build_params(config, ck.targets(), np.float32, "gemma2.gguf"))
+    ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(2, 9))
+    mask = np.ones_like(ids)
+    np.testing.assert_allclose(np.asarray(lm.logits(ids, mask)), hf_reference.reference(model, ids, mask)[0],
+                               atol=1e-4, rtol=0)
+
+
 def _tiny_config(arch: str):
     from jaxneurons.models.config import ModelConfig
 
     extra = {"bloom": dict(norm="layer", gated_mlp=False, qkv_bias=True, out_bias=True, mlp_bias=True,
                            embedding_norm=True, position="alibi"),
              "gemma3": dict(qk_norm=True, sandwich_norms=True), "qwen3": dict(qk_norm=True),
-             "qwen2": dict(qkv_bias=True)}.get(arch, {})
+             "qwen2": dict(qkv_bias=True), "gemma2": dict(sandwich_norms=True)}.get(arch, {})
     return ModelConfig(family=arch, vocab_size=32, hidden_size=8, intermediate_size=12, num_layers=2,
                        num_heads=2, num_kv_heads=1, head_dim=4, **extra)
 

@@ -131,6 +131,8 @@ def test_align_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, sh
         "--margin=nan": "--margin=nan must be a finite number >= 0", "--lr=inf": "--lr=inf must be a finite number",
         "--clip=nan": "--clip=nan must be a finite number > 0", "--seed=-1": "--seed=-1",
         "--steps=0": "--steps=0", "--num_train=0": "--num_train=0", "--languages=en,xx": "['xx']",
+        "--seeds=0,a": "--seeds must be ints", "--lambdas=1,-1": "--lambdas must be finite and >= 0",
+        "--seeds=0,1 --seed=2": "--seeds and --seed both given", "--seeds=0,0": "repeat a value",
         f"--model={no_tokenizer}": "pass --tokenizer=",
         f"--output_dir={used}": "holds another run's results (alignment.json); pass --resume",
         f"--model={short_context_model} --num_eval=3": "example 'builtin_nli-p02-c' (en) is 202 tokens long (prompt "

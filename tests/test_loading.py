@@ -32,6 +32,9 @@ FULL_SIZE = {
     "gemma3_1b": ("Gemma3TextConfig", dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912,
                                            num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
                                            head_dim=256, query_pre_attn_scalar=256, sliding_window=512)),
+    "gemma2_2b": ("Gemma2Config", dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216,
+                                       num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                                       head_dim=256)),
 }
 
 
@@ -102,6 +105,18 @@ def test_unsupported_config_attribute_is_named(tmp_path):
     _save_tiny(tmp_path, frobnicate_heads=3)
     with pytest.raises(UnsupportedConfigError, match="frobnicate_heads=3"):
         jn.load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("hf, message", [
+    (dict(model_type="gemma2", use_bidirectional_attention=True), "use_bidirectional_attention=True"),
+    (dict(model_type="gemma2", layer_types=["chunked_attention"] * 2), "chunked_attention"),
+    (dict(model_type="qwen2", layer_types=["sliding_attention"] * 2), "needs sliding_window"),
+    (dict(model_type="qwen3", use_sliding_window=True), "use_sliding_window=True"),
+])
+def test_unported_attention_kinds_are_named(hf, message):
+    sizes = dict(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2, num_attention_heads=2)
+    with pytest.raises(UnsupportedConfigError, match=message):
+        from_hf_config({**sizes, **hf})
 
 
 def test_unsupported_rope_type_is_named(tmp_path):

@@ -51,6 +51,19 @@ def test_padding_side_does_not_change_results(pair):
     np.testing.assert_allclose(np.asarray(right), np.asarray(left), atol=1e-5)
 
 
+def test_mistral_slides_in_every_layer_whatever_its_layer_types_say(tmp_path):
+    """MistralForCausalLM ignores layer_types (transformers only warns): every layer slides, here as there."""
+    kinds = ["full_attention", "sliding_attention", "full_attention"]
+    model = hf_reference.make_model("mistral_sliding", layer_types=kinds)
+    model.save_pretrained(tmp_path)
+    lm = jn.load_model(str(tmp_path), dtype="float32")
+    assert lm.config.is_local() == (True,) * 3
+    ids, mask = _batch(lm.config.vocab_size, "right")
+    real = mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(lm.logits(ids, mask))[real],
+                               hf_reference.reference(model, ids, mask)[0][real], atol=1e-4, rtol=0)
+
+
 def test_packed_rows_match_pytorch(pair):
     """Sequences laid one after another in one row (segment ids 1, 2, 3) give each sequence's own results."""
     name, model, lm = pair

@@ -91,7 +91,8 @@ def make_optimizer(params, num_layers: int, cfg: TrainConfig) -> optax.GradientT
     labels, row_mask = trainable_masks(params, num_layers, cfg.layers)
     full_mask = jax.tree.map(lambda m, leaf: jnp.ones((), leaf.dtype) if m is None else m, row_mask, params,
                              is_leaf=lambda x: x is None)
-    schedule = optax.warmup_cosine_decay_schedule(cfg.lr / max(cfg.warmup, 1), cfg.lr, max(cfg.warmup, 1), max(cfg.steps, cfg.warmup + 1),
+    warmup = max(cfg.warmup, 1)  # optax needs a warmup step, and a decay step after the warmup (steps=1, warmup=0)
+    schedule = optax.warmup_cosine_decay_schedule(cfg.lr / warmup, cfg.lr, warmup, max(cfg.steps, warmup + 1),
                                                   end_value=cfg.lr * 0.1)
     train = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(schedule, weight_decay=cfg.weight_decay))
     return optax.chain(_mask_rows(full_mask),
@@ -154,6 +155,7 @@ def train(lm: LanguageModel, rows: Sequence[Sequence[TokenizedRow]], cfg: TrainC
 
     cfg.check_layers(lm.config.num_layers)
     placement = distributed.placement(mesh)
+    distributed.require_process_local(placement.mesh, "alignment training")
     if cfg.batch_size % placement.data_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the mesh's data axis "
                          f"({placement.data_size})")

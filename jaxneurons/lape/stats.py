@@ -117,6 +117,7 @@ def stats_of_rows(lm, rows: Mapping[str, np.ndarray], *, batch_size: int = 8, mo
                   progress: bool = True, mesh=None) -> ActivationStats:
     """`activation_stats` of rows already cut ({lang: [R, T] ids})."""
     placement = distributed.placement(mesh)
+    distributed.require_process_local(placement.mesh, "LAPE activation statistics")
     batch_size = placement.round_batch_size(batch_size)
     decoder = lm.decoder(Record(("act",), "every"), logits="none")
     params = placement.params(lm.params)

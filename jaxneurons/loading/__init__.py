@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 
+from jaxneurons import distributed
 from jaxneurons.lm import LanguageModel, as_dtype
 from jaxneurons.loading import hf_dir, hub
 from jaxneurons.loading.convert import CheckpointError, build_params, hf_targets
@@ -180,11 +181,18 @@ def _numpy_dtype(dtype):
     return np.dtype(dtype)
 
 
-def _to_device(params: dict) -> dict:
+def _to_device(params: dict, prefix: str = "") -> dict:
     """The numpy tree on the default device, in place and leaf by leaf: each numpy array is dropped once its copy
-    is on the device, so the weights are never held twice (Gemma 3 270M: a 1.1 GB spike at the end of the load)."""
+    is on the device, so the weights are never held twice (Gemma 3 270M: a 1.1 GB spike at the end of the load).
+    With a default mesh (the launcher's --mesh) each leaf goes straight to its `distributed.place_param` split:
+    a model larger than one device (or, across processes, than one host's devices) loads."""
+    mesh = distributed.default_mesh()
     for key, value in params.items():
-        params[key] = _to_device(value) if isinstance(value, dict) else jax.device_put(value).block_until_ready()
+        if isinstance(value, dict):
+            params[key] = _to_device(value, f"{prefix}{key}/")
+        else:
+            placed = jax.device_put(value) if mesh is None else distributed.place_param(f"{prefix}{key}", value, mesh)
+            params[key] = placed.block_until_ready()
     return params
 
 

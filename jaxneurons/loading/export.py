@@ -25,6 +25,8 @@ _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", 
                   "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM", "bloom": "BloomForCausalLM",
                   "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
 _MODEL_TYPES = {"gemma3": "gemma3_text"}
+_ARCHITECTURES["gemma2"] = "Gemma2ForCausalLM"
+_GEMMA = ("gemma3", "gemma2")  # (1 + w) norms, sandwich norms, sqrt(hidden) embedding multiplier, soft caps
 
 
 def export_hf(lm, directory: str, dtype: str | None = None, overwrite: bool = False) -> str:
@@ -166,7 +168,7 @@ def to_hf_config(config: ModelConfig) -> dict:
         "tie_word_embeddings": config.tie_embeddings, "max_position_embeddings": 131072,
         **_token_ids(config),
     }
-    activation = "hidden_activation" if family == "gemma3" else "hidden_act"
+    activation = "hidden_activation" if family in _GEMMA else "hidden_act"
     hf[activation] = _HF_ACTIVATIONS[config.activation]
     if family != "qwen2":
         hf["attention_bias"] = config.qkv_bias
@@ -174,6 +176,10 @@ def to_hf_config(config: ModelConfig) -> dict:
         hf["mlp_bias"] = config.mlp_bias
     if family in ("mistral", "mixtral"):
         hf["sliding_window"] = config.sliding_window
+    if family == "gemma2":
+        hf.update(_gemma2_fields(config))
+    if family == "qwen2":
+        hf.update(_qwen2_windows(config))
     if config.num_experts:
         hf.update(num_local_experts=config.num_experts, num_experts_per_tok=config.experts_per_token)
     if family == "qwen3_moe":
@@ -190,16 +196,17 @@ def to_hf_config(config: ModelConfig) -> dict:
 def _check_llama_like(config: ModelConfig) -> None:
     family = config.family
     expected = {  # what each transformers class computes and has no attribute to change
-        "norm": "rms_offset" if family == "gemma3" else "rms", "gated_mlp": True, "position": "rope",
-        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3", "qwen3_moe"),
-        "sandwich_norms": family == "gemma3",
-        "embedding_multiplier": math.sqrt(config.hidden_size) if family == "gemma3" else 1.0,
+        "norm": "rms_offset" if family in _GEMMA else "rms", "gated_mlp": True, "position": "rope",
+        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3", "qwen3_moe"), "sandwich_norms": family in _GEMMA,
+        "embedding_multiplier": math.sqrt(config.hidden_size) if family in _GEMMA else 1.0,
         "out_bias": {"qwen2": False}.get(family, config.qkv_bias),
         "qkv_bias": True if family == "qwen2" else config.qkv_bias,
         "mlp_bias": config.mlp_bias if family == "llama" else False,
-        "attention_scale": config.attention_scale if family == "gemma3" else None,
-        "final_logit_softcap": config.final_logit_softcap if family == "gemma3" else None,
-        "sliding_window": config.sliding_window if family in ("mistral", "gemma3", "mixtral") else None,
+        "attention_scale": config.attention_scale if family in _GEMMA else None,
+        "final_logit_softcap": config.final_logit_softcap if family in _GEMMA else None,
+        "attn_logit_softcap": config.attn_logit_softcap if family == "gemma2" else None,
+        "sliding_window": config.sliding_window if family in ("mistral", "qwen2", "mixtral") + _GEMMA else None,
+        "local_layers": () if family in ("mistral", "mixtral") else config.local_layers,  # Mistral slides in every layer
         "local_rope": config.local_rope if family == "gemma3" else None,
         "num_experts": config.num_experts if family in ("mixtral", "qwen3_moe") else 0,
         "norm_topk_prob": config.norm_topk_prob if family == "qwen3_moe" else True,
@@ -224,6 +231,24 @@ def _gemma3_fields(config: ModelConfig) -> dict:
             "attn_logit_softcapping": None,
             "rope_parameters": {"full_attention": _rope_json(config.rope),
                                 "sliding_attention": _rope_json(config.local_rope or config.rope)}}
+
+
+def _gemma2_fields(config: ModelConfig) -> dict:
+    kinds = ["sliding_attention" if local else "full_attention" for local in config.is_local()]
+    return {"query_pre_attn_scalar": _integral(config.scale ** -2), "sliding_window": config.sliding_window,
+            "layer_types": kinds, "final_logit_softcapping": config.final_logit_softcap,
+            "attn_logit_softcapping": config.attn_logit_softcap}
+
+
+def _qwen2_windows(config: ModelConfig) -> dict:
+    """use_sliding_window and the sliding layers (layer_types; max_window_layers: the full layers before the
+    first sliding one, for readers that derive the layer kinds from it)."""
+    if config.sliding_window is None:
+        return {}
+    local = config.is_local()
+    return {"use_sliding_window": True, "sliding_window": config.sliding_window,
+            "max_window_layers": local.index(True) if any(local) else config.num_layers,
+            "layer_types": ["sliding_attention" if x else "full_attention" for x in local]}
 
 
 def _integral(x: float):

@@ -12,6 +12,7 @@
     for its rotary layout; the permutation is inverted here (Q with ``n_head``, K with ``n_head_kv``).
   - ``gemma3``: llama.cpp stores every RMSNorm weight as ``1 + w`` while transformers' Gemma3 stores ``w``
     (its norm multiplies by ``1 + w``); ``1`` is subtracted again. transformers' own GGUF loader lacks this.
+  - ``gemma2``: the same ``1 + w`` norms (``convert_hf_to_gguf.Gemma2Model``), undone the same way.
   - ``bloom``: the fused QKV projection is stored as ``[all q; all k; all v]``: it is split as it is.
 
 * ``tokenizer()`` is transformers' tokenizer built from the GGUF metadata (saved once, see ``gguf_tokenizer``).
@@ -178,6 +179,20 @@ def _gemma3_config(meta: _Meta) -> dict:
             "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False}
 
 
+def _gemma2_config(meta: _Meta) -> dict:
+    cfg = _decoder_config(meta, "gemma2", 10000.0)
+    # llama.cpp (LLM_ARCH_GEMMA2) hard-codes the sliding-window pattern 2 (even layers local), the soft caps'
+    # defaults 50 and 30, and the attention scale 1/sqrt(head_dim) except the 46-layer 27B: 1/sqrt(hidden/heads).
+    wide = cfg["num_hidden_layers"] == 46
+    return {**cfg, "layer_types": ["sliding_attention" if i % 2 == 0 else "full_attention"
+                                   for i in range(cfg["num_hidden_layers"])],
+            "sliding_window": int(meta.get(Keys.Attention.SLIDING_WINDOW, 4096)),
+            "query_pre_attn_scalar": cfg["hidden_size"] // cfg["num_attention_heads"] if wide else cfg["head_dim"],
+            "attn_logit_softcapping": float(meta.get(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, 50.0)),
+            "final_logit_softcapping": float(meta.get(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, 30.0)),
+            "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False}
+
+
 def _bloom_config(meta: _Meta) -> dict:
     return {"model_type": "bloom", "hidden_size": int(meta.require(Keys.LLM.EMBEDDING_LENGTH)),
             "n_layer": int(meta.require(Keys.LLM.BLOCK_COUNT)), "n_head": meta.uniform(Keys.Attention.HEAD_COUNT),
@@ -188,7 +203,7 @@ def _bloom_config(meta: _Meta) -> dict:
 _CONFIGS = {"llama": lambda m: _decoder_config(m, "llama", 10000.0),
             "qwen2": lambda m: _decoder_config(m, "qwen2", 1_000_000.0),
             "qwen3": lambda m: _decoder_config(m, "qwen3", 1_000_000.0),
-            "gemma3": _gemma3_config, "bloom": _bloom_config}
+            "gemma3": _gemma3_config, "bloom": _bloom_config, "gemma2": _gemma2_config}
 SUPPORTED_ARCHITECTURES = tuple(sorted(_CONFIGS))
 
 
@@ -246,7 +261,7 @@ class GGUFCheckpoint:
         if self.architecture == "llama" and kind in (T.ATTN_Q, T.ATTN_K):
             heads = self.hf_config["num_attention_heads" if kind == T.ATTN_Q else "num_key_value_heads"]
             return unpermute_llama_qk(w, heads)
-        if self.architecture == "gemma3" and kind in _NORMS:
+        if self.architecture in ("gemma3", "gemma2") and kind in _NORMS:
             return w - np.float32(1.0)
         return w
 

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "mixtral", "qwen3_moe")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2", "mixtral", "qwen3_moe")
 
 
 class UnsupportedConfigError(ValueError):
@@ -60,6 +60,7 @@ class ModelConfig:
     local_layers: tuple[bool, ...] = ()  # per layer: True = sliding-window layer; () = none
     attention_scale: float | None = None  # None: 1/sqrt(head_dim)
     final_logit_softcap: float | None = None
+    attn_logit_softcap: float | None = None  # scores <- tanh(scores / cap) * cap before the mask (Gemma 2)
     tie_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: Any = None
@@ -87,6 +88,7 @@ _INERT = {"architectures", "dtype", "torch_dtype", "transformers_version", "_nam
           "tie_word_embeddings", "attention_dropout", "hidden_dropout", "pretraining_tp", "slow_but_exact",
           "quantization_config", "max_window_layers", "layer_types", "sliding_window", "_sliding_window_pattern",
           "rope_parameters", "head_dim"}  # the last five are read (or checked) by the families that use them
+_INERT |= {"cache_implementation"}  # generation's KV-cache kind (Gemma 2's config.json: "hybrid")
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 _LLAMA_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -101,7 +103,7 @@ _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hi
 _MOE_KEYS = {"num_local_experts", "num_experts", "num_experts_per_tok", "norm_topk_prob", "moe_intermediate_size",
              "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"}  # the last three: training only
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-             "gemma3": "gemma3", "bloom": "bloom", "mixtral": "mixtral", "qwen3_moe": "qwen3_moe"}
+             "gemma3": "gemma3", "bloom": "bloom", "gemma2": "gemma2", "mixtral": "mixtral", "qwen3_moe": "qwen3_moe"}
 
 
 def from_hf_config(hf) -> ModelConfig:
@@ -109,10 +111,13 @@ def from_hf_config(hf) -> ModelConfig:
     UnsupportedConfigError naming what the port cannot compute."""
     config = _transformers_config(hf)
     family = _FAMILIES[config.model_type]
-    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS}.get(
-        family, _LLAMA_KEYS | _MOE_KEYS if family in ("mixtral", "qwen3_moe") else _LLAMA_KEYS), family)
+    keys = _LLAMA_KEYS | _MOE_KEYS if family in ("mixtral", "qwen3_moe") else _LLAMA_KEYS
+    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "gemma2": _GEMMA3_KEYS}.get(family, keys),
+                    family)
     if family == "bloom":
         return _bloom(config)
+    if family == "gemma2":
+        return _gemma2(config)
     if family in ("mixtral", "qwen3_moe"):
         return _moe(config, family)
     return _gemma3(config) if family == "gemma3" else _llama_like(config, family)
@@ -127,7 +132,7 @@ def _transformers_config(hf):
         if model_type not in _FAMILIES:
             raise UnsupportedConfigError(
                 f"model_type={model_type!r} is not supported; jaxneurons ports: llama (incl. SmolLM2), mistral, "
-                "qwen2, qwen3, gemma3 (text), bloom, mixtral, qwen3_moe.")
+                "qwen2, qwen3, gemma3 (text), bloom, gemma2, mixtral, qwen3_moe.")
         sizes = _BLOOM_SIZES if model_type == "bloom" else _SIZES
         missing = [names[0] for names in sizes if not any(hf.get(n) is not None for n in names)]
         if missing:  # AutoConfig would fill in the class default: a different model
@@ -195,17 +200,38 @@ def _token_ids(config) -> dict:
                 pad_token_id=config.pad_token_id)
 
 
+_LAYER_KINDS = ("full_attention", "sliding_attention")  # transformers' layer_types this port computes
+
+
 def _llama_like(config, family: str) -> ModelConfig:
-    _require(config, "use_sliding_window", False, family)
+    if family != "qwen2":
+        _require(config, "use_sliding_window", False, family)
+    kinds = _LAYER_KINDS if family == "qwen2" else ("full_attention",)
     for kind in getattr(config, "layer_types", None) or ():
-        if kind != "full_attention" and family != "mistral":
+        if kind not in kinds and family != "mistral":  # MistralForCausalLM ignores layer_types: every layer slides
             raise UnsupportedConfigError(f"jaxneurons' {family} port does not support layer_types={kind!r}.")
     bias = bool(getattr(config, "attention_bias", family == "qwen2"))
     return ModelConfig(
         **_common(config, family), activation=_activation(config.hidden_act, "hidden_act", family),
         qkv_bias=bias, out_bias=bias and family != "qwen2", mlp_bias=bool(getattr(config, "mlp_bias", False)),
         qk_norm=family == "qwen3", rope=_rope(config.rope_parameters, family),
-        sliding_window=config.sliding_window if family == "mistral" else None)
+        **_windows(config, family))
+
+
+def _windows(config, family: str) -> dict:
+    """Sliding windows: Mistral's slide in every layer; Qwen2's in the layers its layer_types mark as sliding
+    (transformers' default with use_sliding_window: layers max_window_layers..L-1), none without it."""
+    if family == "mistral":
+        return dict(sliding_window=config.sliding_window)
+    if family != "qwen2":
+        return {}
+    local = tuple(kind == "sliding_attention" for kind in config.layer_types)
+    if not any(local):
+        return {}
+    if config.sliding_window is None:  # transformers' sliding-window mask needs one too
+        raise UnsupportedConfigError(f"jaxneurons' {family} port needs sliding_window for layer_types "
+                                     "'sliding_attention' (set use_sliding_window=True and sliding_window).")
+    return dict(sliding_window=config.sliding_window, local_layers=local)
 
 
 def _moe(config, family: str) -> ModelConfig:
@@ -234,6 +260,25 @@ def _gemma3(config) -> ModelConfig:
         sliding_window=config.sliding_window,
         local_layers=tuple(kind == "sliding_attention" for kind in config.layer_types),
         attention_scale=config.query_pre_attn_scalar ** -0.5, final_logit_softcap=config.final_logit_softcapping)
+
+
+def _gemma2(config) -> ModelConfig:
+    family = "gemma2"
+    if config.use_bidirectional_attention:
+        raise UnsupportedConfigError(f"jaxneurons' {family} port does not support the configuration attribute "
+                                     f"use_bidirectional_attention={config.use_bidirectional_attention!r}.")
+    for kind in config.layer_types:
+        if kind not in _LAYER_KINDS:
+            raise UnsupportedConfigError(f"jaxneurons' {family} port does not support layer_types={kind!r}.")
+    return ModelConfig(
+        **_common(config, family), norm="rms_offset",
+        activation=_activation(config.hidden_activation, "hidden_activation", family),
+        qkv_bias=bool(config.attention_bias), out_bias=bool(config.attention_bias), sandwich_norms=True,
+        embedding_multiplier=math.sqrt(config.hidden_size), rope=_rope(config.rope_parameters, family),
+        sliding_window=config.sliding_window,
+        local_layers=tuple(kind == "sliding_attention" for kind in config.layer_types),
+        attention_scale=config.query_pre_attn_scalar ** -0.5, final_logit_softcap=config.final_logit_softcapping,
+        attn_logit_softcap=config.attn_logit_softcapping)
 
 
 def _bloom(config) -> ModelConfig:

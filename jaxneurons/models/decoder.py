@@ -317,6 +317,7 @@ def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
     k, v = k_bskd.transpose(0, 2, 3, 1), v_bskd.transpose(0, 2, 1, 3)  # [b, kv, d, s], [b, kv, s, d]
     scores = jnp.matmul(q, k, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
     scores = scores.reshape(b, kv, groups, t, -1) * c.scale
+    scores = L.softcap(scores, c.attn_logit_softcap)
     if alibi_bh1s is not None:
         scores = scores + alibi_bh1s.reshape(b, kv, groups, 1, -1)
     scores = jnp.where(mask, scores, L.NEG_INF)
@@ -336,6 +337,7 @@ def attend_after_prefix(c: ModelConfig, q_b1hd, k_b1kd, v_b1kd, prefix_k_bskd, p
     product = functools.partial(jnp.einsum, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
     scores = jnp.concatenate([product("btkgd,bskd->bkgts", q, prefix_k_bskd),
                               product("btkgd,bskd->bkgts", q, k_b1kd)], axis=-1) * c.scale
+    scores = L.softcap(scores, c.attn_logit_softcap)
     if alibi_bh1s is not None:
         scores = scores + alibi_bh1s.reshape(b, c.num_kv_heads, -1, 1, scores.shape[-1])
     probs = jax.nn.softmax(jnp.where(mask, scores, L.NEG_INF), axis=-1).astype(v_b1kd.dtype)

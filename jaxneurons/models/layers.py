@@ -23,6 +23,11 @@ def activation(name: str, x: jax.Array) -> jax.Array:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    """tanh(x / cap) * cap (Gemma 2's soft cap of attention scores), or x when cap is None."""
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
 def normalize(kind: str, x: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: float,
               inv_rms: jax.Array | None = None) -> jax.Array:
     """RMSNorm (w * x), Gemma's RMSNorm ((1 + w) * x) or LayerNorm, computed in float32 like transformers.

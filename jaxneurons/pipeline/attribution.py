@@ -141,6 +141,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
     k = scaled_top_k(width, config.top_k)
     token_rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
+    distributed.require_process_local(placement.mesh, "attribution")
     plan = plan_batches(token_rows, placement.round_batch_size(batch_size), "last", "left", lm.pad_id)
     identity = pass_identity("attribution", config, lm, examples, token_rows, task=task.name,
                             languages=list(languages), top_k_used=k, batch_size_used=plan.batch_size,

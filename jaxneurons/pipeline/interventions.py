@@ -232,7 +232,9 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                             batch_size_used=plan.batch_size, draws=DRAWS_VERSION,
                             **({"sets": {k: {str(l): v for l, v in s.items()} for k, s in sets.items()}} if sets else {}))
     process_index, process_count = distributed.process_layout(process_index, process_count)
-    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+    split = distributed.batch_split(placement.mesh, process_index, process_count)  # (0, 1) across processes
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume,
+                                             lockstep=split[1] == 1)
     path = None if state_dir is None else os.path.join(state_dir, INTERVENTIONS_STATE_FILE)
     saved = load_checkpoint(path, own_identity) if resume else None
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
@@ -246,7 +248,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         batch = plan.batch(index)
         main, first_tokens = placement.batch((batch.neuron_inputs.arrays(), batch.first_tokens_rs))
         with placement.context():
-            codes, abs_m, contribution = jax.device_get(example_neurons(codes_decoder, params, main, n))
+            codes, abs_m, contribution = placement.fetch(example_neurons(codes_decoder, params, main, n))
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
@@ -260,7 +262,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
                     extra = intervened_scores(score_decoder, params, placement.batch(fwd.arrays()), scale,
                                               every_token, first_tokens)
                     full[slot] = (extra["logprob"], extra["greedy"])
-            stats, full = jax.device_get((stats, full))
+            stats, full = placement.fetch((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{condition}/option_logprobs"],
                           acc[f"{condition}/greedy"], acc[f"{condition}/gold_logprob"])
             if f"{condition}/gen_prefix" in acc:
@@ -272,8 +274,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             save_checkpoint(path, own_identity, {**acc, NEXT_BATCH: np.asarray(next_batch)})
 
     run_pass(f"interventions ({len(conditions) - 1} + clean)", plan, start, step, save,
-             process_index=process_index, process_count=process_count, progress=progress)
-    if process_count > 1:
+             process_index=split[0], process_count=split[1], progress=progress)
+    if split[1] > 1:
         acc = merge.gather_accumulators(acc, plan, identity, output_dir, INTERVENTIONS_STATE_FILE, process_index,
                                         process_count)
     result = summarize_interventions(acc, conditions, task, examples, languages, every_token, seeds, config.bootstrap,

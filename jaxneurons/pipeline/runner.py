@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxneurons import distributed
@@ -23,10 +25,14 @@ MIN_CHECKPOINTS = 5  # a short run still saves this often (so a 6-batch run can 
 
 
 def checkpoint_dir(output_dir: str | os.PathLike | None, identity: dict, process_index: int, process_count: int,
-                   resume: bool) -> tuple[str | None, dict]:
+                   resume: bool, lockstep: bool = False) -> tuple[str | None, dict]:
     """(folder, identity) of this process's checkpoints (`merge.own_state_dir`); (None, identity) for a run in
-    memory (output_dir None), which cannot resume, nor merge processes through files."""
+    memory (output_dir None), which cannot resume, nor merge processes through files. lockstep (a mesh across
+    processes: each process's checkpoint holds every batch) is part of the identity: a split run's partial
+    checkpoints never resume it, nor its checkpoints a split run."""
     if output_dir is not None:
+        if lockstep and process_count > 1:
+            identity = {**identity, "lockstep": True}
         return merge.own_state_dir(output_dir, identity, process_index, process_count)
     if resume:
         raise PipelineInputError("resume=True needs output_dir (the folder of the run to continue); a run in "
@@ -47,7 +53,14 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
     MIN_CHECKPOINTS x that many), after CHECKPOINT_SECONDS without a save, and after its last one, with
     plan.num_batches then: this process is done (a resumed process continues from the batch saved).
     on_batch_end(i, plan.num_batches) after each batch; postfix(): extra fields of the bar and log line.
+
+    In lockstep (process_count 1 under jax.distributed with several processes: a mesh across processes, every
+    process runs every batch and save's collectives), the processes must resume from the same batch, and
+    process 0's decision to save (it depends on the clock) is every process's.
     """
+    lockstep = process_count == 1 and jax.process_count() > 1
+    if lockstep:
+        _check_same_start(start)
     mine = [i for i in range(plan.num_batches) if distributed.owns(i, process_index, process_count)]
     size = {i: len(plan.examples_in(i)) for i in mine}
     done = sum(size[i] for i in mine if i < start)
@@ -64,7 +77,10 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
             done, ran = done + size[index], ran + size[index]
             fields = {"ex/s": f"{ran / max(time.perf_counter() - began, 1e-9):.2f}", **postfix()}
             now = time.perf_counter()
-            if own % every == 0 or now - saved_at >= CHECKPOINT_SECONDS or next_batch == plan.num_batches:
+            due = own % every == 0 or now - saved_at >= CHECKPOINT_SECONDS or next_batch == plan.num_batches
+            if lockstep:
+                due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+            if due:
                 save(next_batch)
                 saved_at = now
                 if not progress:
@@ -78,3 +94,12 @@ def run_pass(name: str, plan: BatchPlan, start: int, step: Callable[[int], None]
         bar.close()
     if not todo and start < plan.num_batches:  # this process had no batch left: mark it done
         save(plan.num_batches)
+
+
+def _check_same_start(start: int) -> None:
+    """PipelineInputError unless every process (in lockstep) resumes from the same batch."""
+    starts = np.asarray(multihost_utils.process_allgather(np.int64(start))).reshape(-1)
+    if (starts != start).any():
+        raise PipelineInputError(f"the processes' checkpoints stop at different batches {starts.tolist()}: a run "
+                                 "on a mesh across processes resumes only when all of them saved the same batch; "
+                                 "rerun without --resume")

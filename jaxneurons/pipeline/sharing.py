@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-import jax
 import numpy as np
 from jax.sharding import Mesh
 
@@ -119,13 +118,15 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
     languages, thresholds = list(languages), list(config.thresholds)
     placement = distributed.placement(mesh)
     process_index, process_count = distributed.process_layout(process_index, process_count)
+    split = distributed.batch_split(placement.mesh, process_index, process_count)  # (0, 1) across processes
     batch_size = placement.round_batch_size(config.batch_size)
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     plan = plan_batches(rows, batch_size, config.neuron_position, config.padding_side, lm.pad_id, pack=config.pack,
                         bins_multiple=placement.data_size)
     identity = pass_identity("sharing", config, lm, examples, plan.rows, task=task.name, languages=languages,
                              batch_size_used=plan.batch_size, packing=repr(plan.packing))
-    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume)
+    state_dir, own_identity = checkpoint_dir(output_dir, identity, process_index, process_count, resume,
+                                             lockstep=split[1] == 1)
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
@@ -133,9 +134,8 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
     if flags_text is not None and process_index == 0 and output_dir is not None:
         write_flags(output_dir, flags_text)
     state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every,
-                            on_batch_end, placement=placement, process_index=process_index,
-                            process_count=process_count)
-    if process_count > 1:
+                            on_batch_end, placement=placement, process_index=split[0], process_count=split[1])
+    if split[1] > 1:
         state = merge.gather_states(state, plan, identity, output_dir, process_index, process_count)
     facts = {"model": lm.source or lm.config.family, "task": task.name, "neuron_position": config.neuron_position,
              "skipped": dict(skipped or {}), "batch_size": batch_size,
@@ -181,13 +181,13 @@ def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresho
                                           plan.num_languages)
             full = {s: scoring_step(score_decoder, params, put(f.arrays()))
                     for s, f in zip(batch.scoring_slots, batch.scoring_inputs)}
-        stats, full = jax.device_get((stats, full))
+        stats, full = placement.fetch((stats, full))
         record_batch(state, batch, slot_scores(batch, stats, full, plan.neuron_position), stats, plan.num_languages)
         state.elapsed_s += time.perf_counter() - start
 
     def save(next_batch: int) -> None:
         state.next_batch = next_batch
-        state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
+        state.overlap = OverlapState(*(np.asarray(x) for x in placement.fetch(overlap)))
         if output_dir is not None:
             save_state(output_dir, state)
 
@@ -195,7 +195,7 @@ def sharing_batches(lm: LanguageModel, plan: BatchPlan, state: RunState, thresho
              process_index=process_index, process_count=process_count, checkpoint_every=checkpoint_every,
              progress=progress, on_batch_end=on_batch_end,
              postfix=lambda: {"real tokens": f"{state.padding_ratio:.0%}"})
-    state.overlap = OverlapState(*(np.asarray(x) for x in jax.device_get(overlap)))
+    state.overlap = OverlapState(*(np.asarray(x) for x in placement.fetch(overlap)))
     return state
 
 

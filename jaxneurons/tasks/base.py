@@ -184,6 +184,8 @@ class Task(abc.ABC):
     hub_id: str | None = None
     prompt_formats: dict[str, str] = {"paper": "the prompt of the class docstring (the paper's where it has one)"}
     default_format: str = "paper"
+    # formulation -> its prompt formats (templates that end alike), for a template sweep; {} when none
+    formulations: dict[str, tuple[str, ...]] = {}
 
     def load(
         self,
@@ -228,12 +230,23 @@ class Task(abc.ABC):
                         for ex in examples]
         return LoadResult(examples=examples, skipped=dict(issues.skipped))
 
+    def template_sweep(self, names: Sequence[str]) -> dict[str, str | None]:
+        """{prompt format: its formulation (None if in none)} of names, each a format or a formulation (which
+        stands for all its formats), in order without repeats; ValueError naming the choices."""
+        formulation_of = {fmt: group for group, formats in self.formulations.items() for fmt in formats}
+        sweep = {}
+        for name in names:
+            for fmt in self.formulations.get(name, (name,)):
+                sweep[self.check_prompt_format(fmt)] = name if name in self.formulations else formulation_of.get(fmt)
+        return sweep
+
     def check_prompt_format(self, name: str | None) -> str:
         """``name`` (default: the task's default format), or ValueError naming the flag and the choices."""
         name = self.default_format if name is None else name
         if name not in self.prompt_formats:
+            groups = f"; template sweeps: {', '.join(self.formulations)}" if self.formulations else ""
             raise ValueError(f"--prompt_format: task {self.name!r} has no format {name!r}; "
-                             f"choices: {', '.join(self.prompt_formats)}")
+                             f"choices: {', '.join(self.prompt_formats)}{groups}")
         return name
 
     @abc.abstractmethod

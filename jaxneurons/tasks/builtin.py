@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from jaxneurons.tasks.base import Issues, ParallelExample, Task, TaskDataError
-from jaxneurons.tasks.xnli import NLI_FORMAT_HELP, NLI_FORMATS, NLI_LABELS
+from jaxneurons.tasks.xnli import NLI_FORMAT_HELP, NLI_FORMATS, NLI_FORMULATIONS, NLI_LABELS
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_LANGUAGES = ("en", "de", "es", "fr", "ru", "th", "tr", "vi", "zh")
@@ -44,6 +44,7 @@ class BuiltinNLI(Task):
     needs_data_dir = False
     directory: Path | None = None  # tests may point this elsewhere
     prompt_formats = NLI_FORMAT_HELP
+    formulations = NLI_FORMULATIONS
     default_format = "harness"
 
     def _load_local(self, languages, split, num_examples, root, issues: Issues, prompt_format="paper"):

@@ -12,6 +12,17 @@ TUPLE_FIELDS = ("sub_uri", "obj_uri", "sub_label", "obj_label")
 LANGUAGE_DIRS = {"zh": "zh-hans"}
 TRAILING = " .。"
 NO_SPACE_LANGUAGES = ("zh", "th", "ja")  # scripts written without spaces between words
+# format -> (which usable pattern, 1-based; English cue appended to every language's prompt)
+FORMATS = {"paper": (1, ""), "pattern2": (2, ""), "pattern3": (3, ""), "answer": (1, "\nAnswer:"),
+           "answer_is": (1, "\nThe answer is"), "answer_object": (1, "\nObject:")}
+FORMAT_HELP = {
+    "paper": "the relation's first pattern with [Y] at the end, cut before [Y]: ends in the item's language",
+    "pattern2": "the second such pattern (relations with fewer in some language are skipped)",
+    "pattern3": "the third such pattern (relations with fewer in some language are skipped)",
+    "answer": "the first pattern + '\\nAnswer:': every language's prompt ends in the same English word",
+    "answer_is": "the first pattern + '\\nThe answer is'",
+    "answer_object": "the first pattern + '\\nObject:'",
+}
 
 
 def final_y_prompt(pattern: str, subject: str) -> tuple[str, str] | None:
@@ -48,12 +59,18 @@ class MParaRel(Task):
     "relation_missing_files" (one count per relation), "tuple_not_in_all_languages"
     (tuples of the first chosen language absent in another). Language ``zh`` reads folder ``zh-hans``.
     Only split "test" (the whole reviewed set). Ids: ``mpararel-{relation}-{sub_uri}-{obj_uri}``.
+    Formats (``FORMAT_HELP``): the k-th usable pattern instead of the first ("pattern2", "pattern3"; relations
+    with fewer in some language are skipped, counted as "relation_without_kth_pattern"), or the first pattern
+    followed by an English cue ("answer": "\nAnswer:", ...), so every language's prompt ends in the same words.
     """
 
     name = "mpararel"
     languages = ("en", "de", "es", "fr", "ru", "th", "tr", "vi", "zh", "cs", "nl", "pt")
     splits = ("test",)
     scoring = "greedy"
+    prompt_formats = FORMAT_HELP
+    formulations = {"ends_in_language": ("paper", "pattern2", "pattern3"),
+                    "ends_english": ("answer", "answer_is", "answer_object")}
 
     def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
         folder = root / "mpararel"
@@ -64,13 +81,15 @@ class MParaRel(Task):
                                     f"for language {lang!r}; copy them from the mParaRel release")
         per_relation = []
         for relation in _relations(folder, dirs):
-            examples = self._relation_examples(folder, relation, dirs, issues)
+            examples = self._relation_examples(folder, relation, dirs, issues, *FORMATS[prompt_format])
             if examples:
                 per_relation.append(examples)
         return _round_robin(per_relation)
 
-    def _relation_examples(self, folder: Path, relation: str, dirs: dict[str, str], issues: Issues):
-        """The parallel examples of one relation (empty if some language lacks a usable pattern)."""
+    def _relation_examples(self, folder: Path, relation: str, dirs: dict[str, str], issues: Issues,
+                           pattern: int = 1, cue: str = ""):
+        """The parallel examples of one relation with each language's `pattern`-th usable pattern and the cue
+        appended (empty if some language lacks it)."""
         patterns, tuples = {}, {}
         for lang, d in dirs.items():
             pattern_file = folder / "patterns" / d / f"{relation}.jsonl"
@@ -83,21 +102,24 @@ class MParaRel(Task):
             if not usable:
                 issues.note("relation_without_final_Y_pattern")
                 return []
-            patterns[lang] = usable[0]
+            if len(usable) < pattern:
+                issues.note("relation_without_kth_pattern")
+                return []
+            patterns[lang] = usable[pattern - 1]
             records = [r for r in read_jsonl(tuple_file, issues, TUPLE_FIELDS) if r is not None]
             tuples[lang] = {(r["sub_uri"], r["obj_uri"]): r for r in records}
         first = next(iter(tuples.values()))
         keys = sorted(set.intersection(*(set(t) for t in tuples.values())), key=_uri_key)
         issues.note("tuple_not_in_all_languages", len(first) - len(keys))
-        return [self._example(relation, key, patterns, tuples) for key in keys]
+        return [self._example(relation, key, patterns, tuples, cue) for key in keys]
 
     @staticmethod
-    def _example(relation, key, patterns, tuples) -> ParallelExample:
+    def _example(relation, key, patterns, tuples, cue: str = "") -> ParallelExample:
         prompts, answers = {}, {}
         for lang, pattern in patterns.items():
             rec = tuples[lang][key]
             prompt, separator = final_y_prompt(pattern, rec["sub_label"].strip())
-            prompts[lang] = prompt
+            prompts[lang] = prompt + cue
             separator = "" if lang in NO_SPACE_LANGUAGES else separator
             answers[lang] = separator + rec["obj_label"].strip()
         return ParallelExample(

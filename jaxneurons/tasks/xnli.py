@@ -105,6 +105,7 @@ class HarnessFormat:
 
 
 QA_TEMPLATE = "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:"
+LABELED_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}"
 # The paper's prompt cut after the hypothesis' last word: the same text, but the prompt ends in the item's
 # language instead of the English question (the study's prompt-ending experiment, REPRODUCTION.md).
 CUT_TEMPLATE = XNLI_TEMPLATE[:XNLI_TEMPLATE.index("{hypothesis}") + len("{hypothesis}")]
@@ -115,7 +116,15 @@ NLI_FORMATS: dict[str, NLIFormat | HarnessFormat] = {
     "paper_fewshot": NLIFormat(XNLI_TEMPLATE + "\nAnswer:", NLI_OPTIONS, shots_per_label=1),
     "qa": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither")),
     "qa_fewshot": NLIFormat(QA_TEMPLATE, (" True", " False", " Neither"), shots_per_label=1),
+    "labeled_answer": NLIFormat(LABELED_TEMPLATE + "\nIs the hypothesis true, false, or inconclusive? Answer:",
+                                NLI_OPTIONS),
+    "cut_plain": NLIFormat("{premise}\n{hypothesis}", NLI_OPTIONS, end_at_word=True),
+    "cut_labeled": NLIFormat(LABELED_TEMPLATE, NLI_OPTIONS, end_at_word=True),
 }
+# Formulations: templates that end the same way, for a template sweep (`--prompt_format=ends_english`): the
+# same words in every language (the English question or cue), or the item's own last word in its language.
+NLI_FORMULATIONS = {"ends_english": ("paper", "qa", "labeled_answer"),
+                    "ends_in_language": ("paper_cut", "cut_plain", "cut_labeled")}
 NLI_FORMAT_HELP = {
     "harness": "lm-evaluation-harness' '{premise}, right? Yes|No|Also, {hypothesis}' in the item's language, "
                "neurons read at the gold answer's end (the default: above chance on gemma3-270m)",
@@ -126,6 +135,12 @@ NLI_FORMAT_HELP = {
     "paper_fewshot": "3 solved exemplars (1 per label, from dev) in the paper's prompt + '\\nAnswer:', then the item",
     "qa": "'{premise}\\nQuestion: {hypothesis} True, False or Neither?\\nAnswer:' (GPT-3 style), zero-shot",
     "qa_fewshot": "the qa prompt after 3 solved exemplars (1 per label, from dev)",
+    "labeled_answer": "'Premise: {premise}\\nHypothesis: {hypothesis}\\nIs the hypothesis true, false, or "
+                      "inconclusive? Answer:', options ' true' / ' false' / ' inconclusive'",
+    "cut_plain": "'{premise}\\n{hypothesis}', the hypothesis' closing punctuation dropped: ends in the item's "
+                 "language (the options do not follow it: not the task's accuracy)",
+    "cut_labeled": "'Premise: {premise}\\nHypothesis: {hypothesis}', closing punctuation dropped: ends in the "
+                   "item's language (not the task's accuracy)",
 }
 
 
@@ -204,6 +219,7 @@ class XNLI(Task):
     hub_id = "facebook/xnli"
 
     prompt_formats = NLI_FORMAT_HELP
+    formulations = NLI_FORMULATIONS
     default_format = "harness"
 
     def _load_local(self, languages, split, num_examples, root: Path, issues: Issues, prompt_format="paper"):
