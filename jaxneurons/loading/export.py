@@ -197,7 +197,8 @@ def _check_llama_like(config: ModelConfig) -> None:
     family = config.family
     expected = {  # what each transformers class computes and has no attribute to change
         "norm": "rms_offset" if family in _GEMMA else "rms", "gated_mlp": True, "position": "rope",
-        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3", "qwen3_moe"), "sandwich_norms": family in _GEMMA,
+        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3", "qwen3_moe"),
+        "sandwich_norms": family in _GEMMA,
         "embedding_multiplier": math.sqrt(config.hidden_size) if family in _GEMMA else 1.0,
         "out_bias": {"qwen2": False}.get(family, config.qkv_bias),
         "qkv_bias": True if family == "qwen2" else config.qkv_bias,
@@ -206,7 +207,7 @@ def _check_llama_like(config: ModelConfig) -> None:
         "final_logit_softcap": config.final_logit_softcap if family in _GEMMA else None,
         "attn_logit_softcap": config.attn_logit_softcap if family == "gemma2" else None,
         "sliding_window": config.sliding_window if family in ("mistral", "qwen2", "mixtral") + _GEMMA else None,
-        "local_layers": () if family in ("mistral", "mixtral") else config.local_layers,  # Mistral slides in every layer
+        "local_layers": () if family in ("mistral", "mixtral") else config.local_layers,  # Mistral: every layer slides
         "local_rope": config.local_rope if family == "gemma3" else None,
         "num_experts": config.num_experts if family in ("mixtral", "qwen3_moe") else 0,
         "norm_topk_prob": config.norm_topk_prob if family == "qwen3_moe" else True,
