@@ -288,7 +288,7 @@ def neuron_tokens(lm: LanguageModel, layer: int, neuron: int, k: int = 10) -> Ne
     is centred, then scaled by w (LayerNorm's bias adds nothing to a direction). Its 1/RMS (or 1/std)
     factor depends on the whole residual stream, is positive and the same for every token, so it is left
     out: the values are logits per unit of (normalized) activation, their order exact. Gemma's final soft
-    cap, a monotone squashing of total logits, is not applied to these contributions.
+    cap, a monotone squashing of total logits, is not applied to these contributions; Cohere's logit_scale is.
     """
     c = lm.config
     if not 0 <= layer < c.num_layers or not 0 <= neuron < c.neurons_per_layer:
@@ -309,11 +309,12 @@ def direct_logits(config: ModelConfig, params, direction_d) -> jax.Array:
     `neuron_tokens`) and the unembedding, without the soft cap."""
     d = jnp.asarray(direction_d, jnp.float32)
     norm = params["final_norm"]
-    if config.norm == "layer":
+    if config.norm in ("layer", "layer_nobias"):
         d = (d - d.mean()) * norm["scale"].astype(jnp.float32)
     else:  # normalize with a unit 1/RMS factor: d * w, or d * (1 + w) for Gemma
         d = L.normalize(config.norm, d, norm["scale"], None, config.norm_eps, inv_rms=jnp.ones((1,), jnp.float32))
-    return jnp.matmul(d, unembedding(config, params).astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    logits = jnp.matmul(d, unembedding(config, params).astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    return logits * config.logit_scale  # Cohere's logit scale (1 elsewhere)
 
 
 def _escape(text: str) -> str:

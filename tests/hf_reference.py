@@ -33,6 +33,14 @@ VARIANTS = {
         final_logit_softcapping=2.0)),  # layer_types: transformers' default, sliding, full, sliding
     "qwen2_sliding": ("Qwen2Config", "Qwen2ForCausalLM", dict(  # layers 1 and 2 slide, layer 0 does not
         num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+    "phi3_fused_partial_sliding": ("Phi3Config", "Phi3ForCausalLM", dict(
+        num_key_value_heads=2, sliding_window=4, pad_token_id=0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})),
+    "cohere_parallel_qk_norm": ("CohereConfig", "CohereForCausalLM", dict(
+        num_key_value_heads=2, use_qk_norm=True, attention_bias=True, logit_scale=0.5)),
+    "cohere2_sliding_nope": ("Cohere2Config", "Cohere2ForCausalLM", dict(
+        num_key_value_heads=2, sliding_window=4, logit_scale=0.5, tie_word_embeddings=False,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"])),
     "mixtral_moe": ("MixtralConfig", "MixtralForCausalLM", dict(
         num_key_value_heads=2, intermediate_size=12, num_local_experts=4, num_experts_per_tok=2)),
     "qwen3_moe_unnormalised": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
@@ -82,6 +90,8 @@ def _mlp_modules(model):
         mlp = layer.mlp
         if hasattr(mlp, "gelu_impl"):  # BLOOM
             yield mlp.gelu_impl, mlp.dense_4h_to_h
+        elif hasattr(mlp, "gate_up_proj"):  # Phi 3
+            yield mlp.activation_fn, mlp.down_proj
         else:
             yield mlp.act_fn, mlp.down_proj
 

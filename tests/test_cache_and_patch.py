@@ -10,7 +10,8 @@ hf_reference = pytest.importorskip("tests.hf_reference")
 torch = hf_reference.torch
 jax = pytest.importorskip("jax")
 
-VARIANTS = ["llama_gqa_tied", "gemma3_sliding", "bloom_alibi_6heads"]  # plain, sandwich norms, ALiBi + biases
+VARIANTS = ["llama_gqa_tied", "gemma3_sliding", "bloom_alibi_6heads",  # plain, sandwich norms, ALiBi + biases
+            "cohere_parallel_qk_norm"]  # parallel block: resid_mid is not what the MLP reads
 LAYER, TOKEN = 1, 2
 
 

@@ -60,7 +60,8 @@ def test_config_round_trips(variant):
 
 
 @pytest.mark.parametrize("field, value", [("sandwich_norms", True), ("norm", "layer"), ("embedding_multiplier", 2.0),
-                                          ("gated_mlp", False)])
+                                          ("gated_mlp", False), ("parallel_block", True), ("logit_scale", 2.0),
+                                          ("rope_interleaved", True)])
 def test_what_transformers_cannot_represent_is_refused(field, value):
     config = from_hf_config(hf_reference.make_model("llama_gqa_tied").config.to_dict())
     with pytest.raises(UnsupportedConfigError, match=field):

@@ -7,6 +7,7 @@ They skip when a model package, torch or transformers is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -422,13 +423,152 @@ def test_synthetic_gemma2_computes_what_transformers_computes(tmp_path):
                                atol=1e-4, rtol=0)
 
 
+def _write_tiny_cohere(path, arch, n_layers=4, hidden=16, heads=4, kv_heads=2, ffn=24, vocab=32):
+    """A Cohere GGUF as llama.cpp writes it (tensors as they are, no output.weight: tied embeddings; Command R+'s
+    q/k norms [heads, head_dim]); returns the HF tensors and the equivalent transformers config."""
+    rng = np.random.default_rng(4)
+    hd, cohere2 = hidden // heads, arch == "cohere2"
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(n_layers)
+    w.add_context_length(128)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_eps(1e-5)
+    w.add_rope_freq_base(50000.0)
+    w.add_rope_dimension_count(hd)
+    w.add_logit_scale(0.25)
+    if cohere2:
+        w.add_sliding_window(8)
+    hf = {}
+    f = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+
+    def add(gguf_name, hf_name, arr):
+        hf[hf_name] = arr
+        w.add_tensor(gguf_name, np.ascontiguousarray(arr))
+
+    add("token_embd.weight", "model.embed_tokens.weight", f(vocab, hidden))
+    for i in range(n_layers):
+        b, p = f"blk.{i}.", f"model.layers.{i}."
+        for g, h, shape in (("attn_q", "self_attn.q_proj", (heads * hd, hidden)),
+                            ("attn_k", "self_attn.k_proj", (kv_heads * hd, hidden)),
+                            ("attn_v", "self_attn.v_proj", (kv_heads * hd, hidden)),
+                            ("attn_output", "self_attn.o_proj", (hidden, heads * hd)),
+                            ("ffn_gate", "mlp.gate_proj", (ffn, hidden)), ("ffn_up", "mlp.up_proj", (ffn, hidden)),
+                            ("ffn_down", "mlp.down_proj", (hidden, ffn)), ("attn_norm", "input_layernorm", (hidden,))):
+            add(f"{b}{g}.weight", f"{p}{h}.weight", f(*shape))
+        if not cohere2:
+            add(b + "attn_q_norm.weight", p + "self_attn.q_norm.weight", f(heads, hd))
+            add(b + "attn_k_norm.weight", p + "self_attn.k_norm.weight", f(kv_heads, hd))
+    add("output_norm.weight", "model.norm.weight", f(hidden))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    sizes = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=n_layers,
+                 num_attention_heads=heads, num_key_value_heads=kv_heads, logit_scale=0.25,
+                 rope_parameters={"rope_type": "default", "rope_theta": 50000.0})
+    extra = dict(sliding_window=8) if cohere2 else dict(use_qk_norm=True)
+    config = getattr(__import__("transformers"), "Cohere2Config" if cohere2 else "CohereConfig")(**sizes, **extra)
+    return hf, config
+
+
+@pytest.mark.parametrize("arch", ["command-r", "cohere2"])
+def test_synthetic_cohere_reads_as_transformers_would(tmp_path, arch):
+    """Config and every parameter equal those of the same tensors under their transformers names."""
+    hf, hf_config = _write_tiny_cohere(tmp_path / "tiny.gguf", arch)
+    ck = gr.read_gguf(tmp_path / "tiny.gguf")
+    config = from_hf_config(ck.hf_config)
+    want_config = from_hf_config(hf_config.to_dict())
+    ids = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    assert dataclasses.replace(config, **ids) == dataclasses.replace(want_config, **ids)
+    assert config.is_local() == ((True, True, True, False) if arch == "cohere2" else (False,) * 4)
+    got, want = _by_path(ck.targets()), _by_path(hf_targets(config, hf.items()))
+    assert got.keys() == want.keys() and ("layers/mlp/gate/kernel", 3) in got
+    for key, arr in want.items():
+        np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
+
+
+def _write_tiny_phi3(path, n_layers=2, hidden=16, heads=4, kv_heads=2, ffn=24, vocab=32, longrope=False):
+    """A Phi-3 GGUF as llama.cpp writes it: qkv_proj and gate_up_proj kept fused (attn_qkv, ffn_up), rotary on
+    half of each head, sliding window 8; returns the HF tensors and the equivalent transformers config."""
+    rng = np.random.default_rng(5)
+    hd = hidden // heads
+    w = gguf.GGUFWriter(str(path), "phi3")
+    w.add_block_count(n_layers)
+    w.add_context_length(128)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(hd // 2)
+    w.add_sliding_window(8)
+    hf = {}
+    f = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+
+    def add(gguf_name, hf_name, arr):
+        hf[hf_name] = arr
+        w.add_tensor(gguf_name, np.ascontiguousarray(arr))
+
+    add("token_embd.weight", "model.embed_tokens.weight", f(vocab, hidden))
+    for i in range(n_layers):
+        b, p = f"blk.{i}.", f"model.layers.{i}."
+        add(b + "attn_qkv.weight", p + "self_attn.qkv_proj.weight", f((heads + 2 * kv_heads) * hd, hidden))
+        add(b + "attn_output.weight", p + "self_attn.o_proj.weight", f(hidden, heads * hd))
+        add(b + "ffn_up.weight", p + "mlp.gate_up_proj.weight", f(2 * ffn, hidden))
+        add(b + "ffn_down.weight", p + "mlp.down_proj.weight", f(hidden, ffn))
+        add(b + "attn_norm.weight", p + "input_layernorm.weight", f(hidden))
+        add(b + "ffn_norm.weight", p + "post_attention_layernorm.weight", f(hidden))
+    add("output_norm.weight", "model.norm.weight", f(hidden))
+    add("output.weight", "lm_head.weight", f(vocab, hidden))
+    if longrope:  # what llama.cpp adds for Phi-3 128k / 3.5 / Phi-4-mini
+        w.add_tensor("rope_factors_long.weight", np.ones(hd // 4, np.float32))
+        w.add_tensor("rope_factors_short.weight", np.ones(hd // 4, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    config = __import__("transformers").Phi3Config(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=n_layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, sliding_window=8,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    return hf, config
+
+
+def test_synthetic_phi3_fused_tensors_split_as_transformers_names_are(tmp_path):
+    """llama.cpp's fused attn_qkv (grouped-query sizes) and ffn_up ([gate; up]) give the parameters that
+    transformers' qkv_proj / gate_up_proj give through the HF table."""
+    path = tmp_path / "phi3.gguf"
+    hf, hf_config = _write_tiny_phi3(path)
+    ck = gr.read_gguf(path)
+    config = from_hf_config(ck.hf_config)
+    ids = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    assert dataclasses.replace(config, **ids) == dataclasses.replace(from_hf_config(hf_config.to_dict()), **ids)
+    assert config.rope.partial_rotary_factor == 0.5 and config.sliding_window == 8
+    got, want = _by_path(ck.targets()), _by_path(hf_targets(config, hf.items()))
+    assert got.keys() == want.keys() and ("layers/mlp/gate/kernel", 1) in got and ("layers/attn/v/kernel", 1) in got
+    for key, arr in want.items():
+        np.testing.assert_array_equal(got[key], arr, err_msg=str(key))
+
+
+def test_phi3_longrope_file_is_refused(tmp_path):
+    _write_tiny_phi3(tmp_path / "long.gguf", longrope=True)
+    with pytest.raises(ValueError, match=r"long\.gguf holds longrope factors"):
+        gr.read_gguf(tmp_path / "long.gguf")
+
+
 def _tiny_config(arch: str):
     from jaxneurons.models.config import ModelConfig
 
     extra = {"bloom": dict(norm="layer", gated_mlp=False, qkv_bias=True, out_bias=True, mlp_bias=True,
                            embedding_norm=True, position="alibi"),
              "gemma3": dict(qk_norm=True, sandwich_norms=True), "qwen3": dict(qk_norm=True),
-             "qwen2": dict(qkv_bias=True), "gemma2": dict(sandwich_norms=True)}.get(arch, {})
+             "qwen2": dict(qkv_bias=True), "gemma2": dict(sandwich_norms=True),
+             "command-r": dict(norm="layer_nobias", parallel_block=True, qk_norm=True, qk_norm_per_head=True),
+             "cohere2": dict(norm="layer_nobias", parallel_block=True)}.get(arch, {})
     return ModelConfig(family=arch, vocab_size=32, hidden_size=8, intermediate_size=12, num_layers=2,
                        num_heads=2, num_kv_heads=1, head_dim=4, **extra)
 

@@ -51,7 +51,7 @@ def _reference_probs(model, ids, mask):
         out = model(input_ids=ids_t, attention_mask=mask_t, output_hidden_states=True, **kwargs)
         # hidden_states: the embeddings, then each layer's output; the last one already went through the norm
         normed = [norm(h) for h in out.hidden_states[1:-1]] + [out.hidden_states[-1]]
-        logits = torch.stack([head(h) for h in normed], 2)
+        logits = torch.stack([head(h) for h in normed], 2) * getattr(model.config, "logit_scale", 1.0)  # Cohere
         if cap:
             assert logits.abs().max() > cap  # so the cap bends these logits
             logits = torch.tanh(logits / cap) * cap
@@ -89,6 +89,12 @@ def test_logit_lens_equals_transformers_hidden_states_through_its_norm_and_head(
     np.testing.assert_allclose(lens.top_probs[real][:, -1],
                                np.take_along_axis(own[real], lens.top_ids[real][:, -1], -1), atol=1e-5, rtol=0)
     assert np.abs(ref[real][:, 0] - model_probs[real]).max() > 1e-3  # the first layer does predict otherwise
+
+
+@pytest.mark.parametrize("pair", ["cohere_parallel_qk_norm"], indirect=True)
+def test_logit_lens_applies_cohere_logit_scale(pair):
+    """Cohere: one LayerNorm without bias, logits times logit_scale (0.5 here), tied embeddings."""
+    test_logit_lens_equals_transformers_hidden_states_through_its_norm_and_head(pair)
 
 
 def jax_softmax(logits):
@@ -168,11 +174,12 @@ def test_neuron_tokens_equal_down_proj_row_times_norm_scale_times_lm_head(pair):
     direction = down[:, neuron].astype(np.float64)
     norm = _torch_parts(model)[0]
     scale = norm.weight.detach().numpy().astype(np.float64)
-    if hasattr(base, "ln_f"):  # LayerNorm: the direction is centred, then scaled
+    if hasattr(base, "ln_f") or "Cohere" in type(model).__name__:  # LayerNorm: the direction is centred, scaled
         direction = direction - direction.mean()
     elif "Gemma" in type(model).__name__:  # Gemma's RMSNorm multiplies by 1 + w
         scale = 1.0 + scale
     values = (direction * scale) @ lm_head.weight.detach().numpy().astype(np.float64).T  # [V]
+    values = values * getattr(model.config, "logit_scale", 1.0)  # Cohere
     order = np.argsort(-values)
     np.testing.assert_array_equal(shown.promoted_ids, order[:k])
     np.testing.assert_array_equal(shown.suppressed_ids, order[::-1][:k])
@@ -188,6 +195,12 @@ def _synthetic_lens(input_ids, top_ids, token_probs, tokens):
     return jn.LogitLens(top_ids=np.asarray(top_ids), top_probs=np.full((b, l, k), 1.0 / k),
                         token_probs=np.asarray(token_probs), tokens=tuple(tokens), layers=tuple(range(l)),
                         at="last", input_ids=np.asarray(input_ids), mask=np.ones_like(input_ids))
+
+
+@pytest.mark.parametrize("pair", ["cohere_parallel_qk_norm"], indirect=True)
+def test_neuron_tokens_of_cohere(pair):
+    """Cohere's final LayerNorm has no bias and its logits are scaled: centred direction, times logit_scale."""
+    test_neuron_tokens_equal_down_proj_row_times_norm_scale_times_lm_head(pair)
 
 
 def test_figure_plots_answer_probability_and_language_shares():

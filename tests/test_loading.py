@@ -32,6 +32,14 @@ FULL_SIZE = {
     "gemma3_1b": ("Gemma3TextConfig", dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912,
                                            num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
                                            head_dim=256, query_pre_attn_scalar=256, sliding_window=512)),
+    "phi3_mini_4k": ("Phi3Config", dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192,
+                                        num_hidden_layers=32, num_attention_heads=32, sliding_window=2047)),
+    "command_r_plus": ("CohereConfig", dict(vocab_size=256000, hidden_size=12288, intermediate_size=33792,
+                                            num_hidden_layers=64, num_attention_heads=96, num_key_value_heads=8,
+                                            use_qk_norm=True, logit_scale=0.8333333333333334)),
+    "command_r7b": ("Cohere2Config", dict(vocab_size=256000, hidden_size=4096, intermediate_size=14336,
+                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                          sliding_window=4096, logit_scale=0.25)),
     "gemma2_2b": ("Gemma2Config", dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216,
                                        num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
                                        head_dim=256)),
@@ -123,6 +131,39 @@ def test_unsupported_rope_type_is_named(tmp_path):
     _save_tiny(tmp_path, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0})
     with pytest.raises(UnsupportedConfigError, match="yarn"):
         jn.load_model(str(tmp_path))
+
+
+def test_phi3_longrope_is_refused_by_name():
+    config = transformers.Phi3Config(num_hidden_layers=2, rope_parameters=dict(
+        rope_type="longrope", rope_theta=10000.0, short_factor=[1.0] * 48, long_factor=[2.0] * 48,
+        original_max_position_embeddings=4096)).to_dict()
+    with pytest.raises(UnsupportedConfigError, match="phi3 port does not support rope_type='longrope'"):
+        from_hf_config(config)
+
+
+def test_phi3_and_command_r_style_config_json_load():
+    """config.json dicts shaped like Phi-3-mini-4k-instruct's (remote-code auto_map, dropouts, rope_scaling null)
+    and Command R's (model_max_length, use_qk_norm false) load without a refusal."""
+    phi3 = dict(model_type="phi3", vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=32, auto_map={"AutoConfig": "configuration_phi3.Phi3Config"},
+                embd_pdrop=0.0, resid_pdrop=0.0, attention_dropout=0.0, original_max_position_embeddings=4096,
+                rope_scaling=None, rope_theta=10000.0, sliding_window=2047, rms_norm_eps=1e-5)
+    assert from_hf_config(phi3).sliding_window == 2047
+    command_r = dict(model_type="cohere", vocab_size=256000, hidden_size=8192, intermediate_size=22528,
+                     num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=64, logit_scale=0.0625,
+                     model_max_length=131072, rope_theta=8000000.0, use_qk_norm=False, layer_norm_eps=1e-5)
+    config = from_hf_config(command_r)
+    assert (config.logit_scale, config.rope.theta, config.tie_embeddings) == (0.0625, 8000000.0, True)
+
+
+def test_cohere_keys_that_transformers_ignores_are_accepted_only_at_its_values():
+    legacy = dict(num_hidden_layers=4, use_parallel_block=True, rotary_pct=1.0, position_embedding_type="rope_gptj",
+                  use_gated_activation=True, use_embedding_sharing=True, model_max_length=131072)
+    assert from_hf_config(transformers.Cohere2Config(**legacy).to_dict()).parallel_block
+    with pytest.raises(UnsupportedConfigError, match="rotary_pct=0.5"):
+        from_hf_config(transformers.Cohere2Config(**{**legacy, "rotary_pct": 0.5}).to_dict())
+    with pytest.raises(UnsupportedConfigError, match="use_qk_norm=True"):
+        from_hf_config(transformers.Cohere2Config(**legacy, use_qk_norm=True).to_dict())
 
 
 def test_missing_shard_is_named(tmp_path):

@@ -47,6 +47,12 @@ _BLOOM = [
     (r"ln_f\.(weight|bias)", "final_norm/{0}", "norm"),
     (r"lm_head\.weight", "lm_head/kernel", "T"),
 ]
+_PHI3 = [  # fused [q; k; v] and [gate; up] rows, split on load (`_split_rows`), fused back by export
+    (r"layers\.(\d+)\.self_attn\.qkv_proj\.weight", "layers/attn", "qkv_rows"),
+    (r"layers\.(\d+)\.mlp\.gate_up_proj\.weight", "layers/mlp", "gate_up_rows"),
+] + _LLAMA
+_COHERE = [row for row in _LLAMA if "post_attention_layernorm" not in row[0]]  # one norm per (parallel) layer
+
 # Mixtures of experts, as transformers saves them (one tensor per expert; "E": stored transposed, as expert
 # {1}'s block of the layer's stacked kernel, see `expert_block`; export writes these), then as transformers 5
 # holds them in memory (3D tensors of all experts: gate_up_proj [E, 2F, D], down_proj [E, D, F]).
@@ -68,7 +74,7 @@ _QWEN3_MOE = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
 ] + _FUSED_EXPERTS
 FUSED = ("qkv", "gate_up", "down_experts")  # transforms that split or regroup tensors (not written back)
 TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
-          "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE}
+          "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE, "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE}
 TABLES["gemma2"] = _GEMMA3  # Gemma 2 names its four norms per layer as Gemma 3 does (and has no q/k norms)
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
 
@@ -97,6 +103,9 @@ def _targets(config: ModelConfig, name: str, array: np.ndarray
         if transform == "qkv":
             yield from _split_fused_qkv(config, path, layer, names[0], array)
             return
+        if transform in FUSED_ROWS:
+            yield from _split_rows(config, path, layer, transform, array)
+            return
         if transform in ("gate_up", "down_experts"):
             yield from _regroup_experts(config, path, layer, array)
             return
@@ -121,6 +130,23 @@ def _regroup_experts(config, path, layer, array):
     both = array.reshape(experts, 2, f, -1).transpose(1, 3, 0, 2)  # [2, D, E, F]
     for i, part in enumerate(("gate", "up")):
         yield f"{path}/{part}/kernel", layer, both[i].reshape(-1, experts * f)
+
+
+FUSED_ROWS = {"qkv_rows": "qkv", "gate_up_rows": ("gate", "up")}  # Phi 3: the parts' rows one after another
+
+
+def fused_sizes(config: ModelConfig, transform: str) -> list[int]:
+    """Rows of each part of a row-fused Phi 3 matrix ([q; k; v] or [gate; up])."""
+    if transform == "qkv_rows":
+        return [config.num_heads * config.head_dim] + [config.num_kv_heads * config.head_dim] * 2
+    return [config.intermediate_size] * 2
+
+
+def _split_rows(config, path, layer, transform, array):
+    """Phi 3's qkv_proj / gate_up_proj weights: the parts' [out, in] rows one after another."""
+    ends = np.cumsum(fused_sizes(config, transform))[:-1]
+    for part, rows in zip(FUSED_ROWS[transform], np.split(array, ends)):
+        yield f"{path}/{part}/kernel", layer, rows.T
 
 
 def _split_fused_qkv(config, path, layer, kind, array):

@@ -17,12 +17,13 @@ import shutil
 import jax
 import numpy as np
 
-from jaxneurons.loading.convert import FUSED, TABLES, expert_block
+from jaxneurons.loading.convert import FUSED, FUSED_ROWS, TABLES, expert_block
 from jaxneurons.models.config import ModelConfig, RopeConfig, UnsupportedConfigError
 
 _HF_ACTIVATIONS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM", "bloom": "BloomForCausalLM",
+                  "phi3": "Phi3ForCausalLM", "cohere": "CohereForCausalLM", "cohere2": "Cohere2ForCausalLM",
                   "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
 _MODEL_TYPES = {"gemma3": "gemma3_text"}
 _ARCHITECTURES["gemma2"] = "Gemma2ForCausalLM"
@@ -88,6 +89,9 @@ def hf_tensors(config: ModelConfig, params) -> dict[str, np.ndarray]:
     if config.family == "bloom":
         flat, fused = _fuse_bloom_qkv(config, flat)
         out.update({prefix + name: value for name, value in fused.items()})
+    if config.family == "phi3":
+        flat, fused = _fuse_rows(config, flat)
+        out.update({prefix + name: value for name, value in fused.items()})
     for path, value in flat.items():
         for index, name, transposed in _hf_names(config, path):
             piece = value if index is None else value[index]
@@ -100,7 +104,7 @@ def _hf_names(config: ModelConfig, path: str):
     """(index into the parameter or None, HF name, stored transposed?) of each HF tensor one parameter path
     holds: the whole parameter, each layer of a stacked one, or each (layer, expert) block of expert kernels."""
     for pattern, template, transform in TABLES[config.family]:
-        if transform in FUSED:
+        if transform in FUSED or transform in FUSED_ROWS:
             continue
         pieces = _match_template(template, path, transform)
         if pieces is None:
@@ -152,12 +156,27 @@ def _fuse_bloom_qkv(config: ModelConfig, flat: dict) -> tuple[dict, dict]:
     return rest, fused
 
 
+def _fuse_rows(config: ModelConfig, flat: dict) -> tuple[dict, dict]:
+    """Phi 3's qkv_proj ([q; k; v] rows) and gate_up_proj ([gate; up] rows): the inverse of the loader's split."""
+    fused, used = {}, set()
+    for pattern, template, transform in TABLES[config.family]:
+        if transform not in FUSED_ROWS:
+            continue
+        paths = [f"{template}/{part}/kernel" for part in FUSED_ROWS[transform]]
+        used.update(paths)
+        for layer in range(config.num_layers):
+            fused[_fill(pattern, [str(layer)])] = np.concatenate([flat[p][layer].T for p in paths], axis=0)
+    return {p: v for p, v in flat.items() if p not in used}, fused
+
+
 def to_hf_config(config: ModelConfig) -> dict:
     """The transformers config.json of a ModelConfig; raises UnsupportedConfigError for what the family's
     transformers class cannot represent (the inverse of `from_hf_config`)."""
     family = config.family
     if family == "bloom":
         return _bloom_config(config)
+    if family in ("cohere", "cohere2"):
+        return _cohere_config(config)
     _check_llama_like(config)
     hf = {
         "architectures": [_ARCHITECTURES[family]], "model_type": _MODEL_TYPES.get(family, family),
@@ -170,11 +189,11 @@ def to_hf_config(config: ModelConfig) -> dict:
     }
     activation = "hidden_activation" if family in _GEMMA else "hidden_act"
     hf[activation] = _HF_ACTIVATIONS[config.activation]
-    if family != "qwen2":
+    if family not in ("qwen2", "phi3"):
         hf["attention_bias"] = config.qkv_bias
     if family == "llama":
         hf["mlp_bias"] = config.mlp_bias
-    if family in ("mistral", "mixtral"):
+    if family in ("mistral", "phi3", "mixtral"):
         hf["sliding_window"] = config.sliding_window
     if family == "gemma2":
         hf.update(_gemma2_fields(config))
@@ -206,9 +225,10 @@ def _check_llama_like(config: ModelConfig) -> None:
         "attention_scale": config.attention_scale if family in _GEMMA else None,
         "final_logit_softcap": config.final_logit_softcap if family in _GEMMA else None,
         "attn_logit_softcap": config.attn_logit_softcap if family == "gemma2" else None,
-        "sliding_window": config.sliding_window if family in ("mistral", "qwen2", "mixtral") + _GEMMA else None,
-        "local_layers": () if family in ("mistral", "mixtral") else config.local_layers,  # Mistral: every layer slides
+        "sliding_window": config.sliding_window if family in ("mistral", "qwen2", "phi3", "mixtral") + _GEMMA else None,
+        "local_layers": () if family in ("mistral", "phi3", "mixtral") else config.local_layers,  # every layer slides
         "local_rope": config.local_rope if family == "gemma3" else None,
+        **_NOT_LLAMA_LIKE, "partial": config.rope.partial_rotary_factor if family == "phi3" else 1.0,
         "num_experts": config.num_experts if family in ("mixtral", "qwen3_moe") else 0,
         "norm_topk_prob": config.norm_topk_prob if family == "qwen3_moe" else True,
     }
@@ -217,12 +237,52 @@ def _check_llama_like(config: ModelConfig) -> None:
     if family in ("mixtral", "qwen3_moe") and not 0 < config.experts_per_token <= config.num_experts:
         raise UnsupportedConfigError(f"{family} needs 0 < experts_per_token <= num_experts, got "
                                      f"{config.experts_per_token} of {config.num_experts}")
-    wrong = {k: getattr(config, k) for k, v in expected.items() if getattr(config, k) != v}
+    wrong = {k: _field(config, k) for k, v in expected.items() if _field(config, k) != v}
     if wrong:
         raise UnsupportedConfigError(f"transformers' {_ARCHITECTURES[family]} cannot represent these ModelConfig "
                                      "fields: " + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
     if config.activation not in _HF_ACTIVATIONS:
         raise UnsupportedConfigError(f"no transformers name for activation={config.activation!r}")
+
+
+# ModelConfig fields that only the cohere families change (and the rotary fraction, which only phi3 changes)
+_NOT_LLAMA_LIKE = {"parallel_block": False, "logit_scale": 1.0, "rope_interleaved": False, "global_rope": True,
+                   "qk_norm_per_head": False}
+
+
+def _field(config: ModelConfig, key: str):
+    return config.rope.partial_rotary_factor if key == "partial" else getattr(config, key)
+
+
+def _cohere_config(config: ModelConfig) -> dict:
+    """CohereForCausalLM / Cohere2ForCausalLM's config.json (Cohere 2 derives head_dim from the sizes)."""
+    family, cohere2 = config.family, config.family == "cohere2"
+    expected = {"norm": "layer_nobias", "gated_mlp": True, "position": "rope", "embedding_norm": False,
+                "embedding_multiplier": 1.0, "sandwich_norms": False, "parallel_block": True,
+                "rope_interleaved": True, "global_rope": not cohere2, "out_bias": config.qkv_bias, "mlp_bias": False,
+                "qk_norm": False if cohere2 else config.qk_norm, "qk_norm_per_head": config.qk_norm,
+                "attention_scale": None, "final_logit_softcap": None, "attn_logit_softcap": None, "local_rope": None,
+                "sliding_window": config.sliding_window if cohere2 else None,
+                "local_layers": config.local_layers if cohere2 else (),
+                "head_dim": config.hidden_size // config.num_heads, "partial": 1.0}
+    wrong = {k: _field(config, k) for k, v in expected.items() if _field(config, k) != v}
+    if wrong or config.activation not in _HF_ACTIVATIONS:
+        wrong = wrong or {"activation": config.activation}
+        raise UnsupportedConfigError(f"transformers' {_ARCHITECTURES[family]} cannot represent these ModelConfig "
+                                     "fields: " + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
+    hf = {"architectures": [_ARCHITECTURES[family]], "model_type": family, "vocab_size": config.vocab_size,
+          "hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+          "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+          "num_key_value_heads": config.num_kv_heads, "hidden_act": _HF_ACTIVATIONS[config.activation],
+          "layer_norm_eps": config.norm_eps, "attention_bias": config.qkv_bias, "logit_scale": config.logit_scale,
+          "tie_word_embeddings": config.tie_embeddings, "max_position_embeddings": 131072,
+          "rope_parameters": _rope_json(config.rope), **_token_ids(config)}
+    if cohere2:
+        hf.update(sliding_window=config.sliding_window,
+                  layer_types=["sliding_attention" if local else "full_attention" for local in config.is_local()])
+    else:
+        hf["use_qk_norm"] = config.qk_norm
+    return hf
 
 
 def _gemma3_fields(config: ModelConfig) -> dict:
@@ -258,7 +318,8 @@ def _integral(x: float):
 
 
 def _rope_json(rope: RopeConfig) -> dict:
-    return {"rope_type": rope.rope_type, "rope_theta": rope.theta, **dict(rope.scaling)}
+    partial = {"partial_rotary_factor": rope.partial_rotary_factor} if rope.partial_rotary_factor != 1.0 else {}
+    return {"rope_type": rope.rope_type, "rope_theta": rope.theta, **dict(rope.scaling), **partial}
 
 
 def _bloom_config(config: ModelConfig) -> dict:

@@ -14,6 +14,11 @@
     (its norm multiplies by ``1 + w``); ``1`` is subtracted again. transformers' own GGUF loader lacks this.
   - ``gemma2``: the same ``1 + w`` norms (``convert_hf_to_gguf.Gemma2Model``), undone the same way.
   - ``bloom``: the fused QKV projection is stored as ``[all q; all k; all v]``: it is split as it is.
+  - ``phi3`` (Phi-3 4k, Phi-4): stored as they are, fused: ``attn_qkv`` is ``[q; k; v]`` with grouped-query
+    sizes and ``ffn_up`` holds ``[gate; up]``; both are split by rows. A file with longrope factor tensors
+    (Phi-3 128k, Phi-3.5, Phi-4-mini) is refused, as its transformers config is.
+  - ``command-r`` (Cohere: Command R, Aya) and ``cohere2`` (Command R7B, A): stored as they are (llama.cpp keeps
+    Cohere's interleaved rotary layout, so Q and K are not permuted); Command R+'s q/k norms are [heads, head_dim].
 
 * ``tokenizer()`` is transformers' tokenizer built from the GGUF metadata (saved once, see ``gguf_tokenizer``).
 
@@ -145,7 +150,8 @@ def _decoder_config(meta: _Meta, model_type: str, default_theta: float) -> dict:
            "num_hidden_layers": int(meta.require(Keys.LLM.BLOCK_COUNT)),
            "num_key_value_heads": meta.uniform(Keys.Attention.HEAD_COUNT_KV, heads),
            "head_dim": int(head_dim or hidden // heads), "vocab_size": _vocab_size(meta),
-           "rms_norm_eps": float(meta.require(Keys.Attention.LAYERNORM_RMS_EPS)),
+           "rms_norm_eps": float(meta.require(Keys.Attention.LAYERNORM_EPS if model_type in ("cohere", "cohere2")
+                                              else Keys.Attention.LAYERNORM_RMS_EPS)),
            "rope_theta": float(meta.get(Keys.Rope.FREQ_BASE, default_theta)),
            "max_position_embeddings": int(meta.require(Keys.LLM.CONTEXT_LENGTH)),
            "tie_word_embeddings": "output.weight" not in meta.tensor_shapes, **_special_ids(meta)}
@@ -191,6 +197,35 @@ def _gemma2_config(meta: _Meta) -> dict:
             "attn_logit_softcapping": float(meta.get(Keys.LLM.ATTN_LOGIT_SOFTCAPPING, 50.0)),
             "final_logit_softcapping": float(meta.get(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, 30.0)),
             "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False}
+def _cohere_config(meta: _Meta, model_type: str) -> dict:
+    """Command R ("command-r") and Command R7B / A ("cohere2"); llama.cpp (src/llama-model.cpp, LLM_ARCH_COHERE2)
+    hard-codes cohere2's sliding-window pattern 4 (3 local layers, then 1 global) and ties the embeddings."""
+    cfg = _decoder_config(meta, model_type, 500000.0 if model_type == "cohere" else 10000.0)
+    cfg["layer_norm_eps"] = cfg.pop("rms_norm_eps")
+    cfg.update(logit_scale=float(meta.require(Keys.LLM.LOGIT_SCALE)), attention_bias=False)
+    rotary = meta.get(Keys.Rope.DIMENSION_COUNT, cfg["head_dim"])
+    if rotary != cfg["head_dim"]:  # a partial rotary, refused by name by from_hf_config
+        cfg["rotary_pct"] = rotary / cfg["head_dim"]
+    if model_type == "cohere":
+        return {**cfg, "use_qk_norm": "blk.0.attn_q_norm.weight" in meta.tensor_shapes}
+    pattern = meta.get(Keys.Attention.SLIDING_WINDOW_PATTERN, 4)
+    flags = pattern if isinstance(pattern, list) else [(i + 1) % int(pattern) != 0
+                                                      for i in range(cfg["num_hidden_layers"])]
+    return {**cfg, "sliding_window": int(meta.require(Keys.Attention.SLIDING_WINDOW)),
+            "layer_types": ["sliding_attention" if f else "full_attention" for f in flags]}
+
+
+def _phi3_config(meta: _Meta) -> dict:
+    """Phi-3 / Phi-4: the rotary dimension count gives partial_rotary_factor; llama.cpp writes sliding window 0
+    for none (Phi-4)."""
+    if "rope_factors_long.weight" in meta.tensor_shapes:
+        raise ValueError(f"GGUF file {meta.path} holds longrope factors (Phi-3 128k, Phi-3.5, Phi-4-mini), which "
+                         "jaxneurons' phi3 port does not support (transformers picks them per batch).")
+    cfg = _decoder_config(meta, "phi3", 10000.0)
+    rotary = int(meta.get(Keys.Rope.DIMENSION_COUNT, cfg["head_dim"]))
+    cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg.pop("rope_theta"),
+                              "partial_rotary_factor": rotary / cfg["head_dim"]}
+    return {**cfg, "sliding_window": int(meta.get(Keys.Attention.SLIDING_WINDOW, 0)) or None}
 
 
 def _bloom_config(meta: _Meta) -> dict:
@@ -203,7 +238,8 @@ def _bloom_config(meta: _Meta) -> dict:
 _CONFIGS = {"llama": lambda m: _decoder_config(m, "llama", 10000.0),
             "qwen2": lambda m: _decoder_config(m, "qwen2", 1_000_000.0),
             "qwen3": lambda m: _decoder_config(m, "qwen3", 1_000_000.0),
-            "gemma3": _gemma3_config, "bloom": _bloom_config, "gemma2": _gemma2_config}
+            "gemma3": _gemma3_config, "bloom": _bloom_config, "gemma2": _gemma2_config, "phi3": _phi3_config,
+            "command-r": lambda m: _cohere_config(m, "cohere"), "cohere2": lambda m: _cohere_config(m, "cohere2")}
 SUPPORTED_ARCHITECTURES = tuple(sorted(_CONFIGS))
 
 
@@ -252,10 +288,23 @@ class GGUFCheckpoint:
             kind, layer = self._kinds[t.name]
             w = self._undo_conversion(kind, _dequantize(t).reshape(tuple(int(x) for x in reversed(t.shape))))
             leaf, transposed = _leaf(kind, t.name.rsplit(".", 1)[1])
-            parts = zip("qkv", np.split(w, 3)) if kind == T.ATTN_QKV else [(None, w)]
-            for part, piece in parts:
-                path = TABLE[kind].replace("qkv", part) if part else TABLE[kind]
+            for part, piece in self._parts(kind, w):
+                path = f"{TABLE[kind].rsplit('/', 1)[0]}/{part}" if part else TABLE[kind]
                 yield t.name, f"{path}/{leaf}", layer, (piece.T if transposed else piece).astype(dtype, copy=False)
+
+    def _parts(self, kind, w: np.ndarray):
+        """(part, rows) of a fused tensor: BLOOM's [q; k; v] in thirds, Phi-3's with grouped-query sizes, and
+        Phi-3's ffn_up [gate; up]; (None, w) for the others."""
+        phi3 = self.architecture == "phi3"
+        if kind == T.ATTN_QKV and not phi3:
+            return zip("qkv", np.split(w, 3))
+        if kind == T.ATTN_QKV:
+            c = self.hf_config
+            q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+            return zip("qkv", np.split(w, [q, q + kv]))
+        if kind == T.FFN_UP and phi3:
+            return zip(("gate", "up"), np.split(w, 2))
+        return [(None, w)]
 
     def _undo_conversion(self, kind, w: np.ndarray) -> np.ndarray:
         if self.architecture == "llama" and kind in (T.ATTN_Q, T.ATTN_K):

@@ -11,7 +11,8 @@ import dataclasses
 import math
 from typing import Any
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2", "mixtral", "qwen3_moe")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2", "phi3", "cohere", "cohere2",
+            "mixtral", "qwen3_moe")
 
 
 class UnsupportedConfigError(ValueError):
@@ -25,6 +26,7 @@ class RopeConfig:
     theta: float = 10000.0
     rope_type: str = "default"  # default | linear | llama3
     scaling: tuple = ()
+    partial_rotary_factor: float = 1.0  # rotary on the first int(head_dim * factor) dims of each head (Phi 3)
 
     def param(self, key: str) -> float:
         return dict(self.scaling)[key]
@@ -43,6 +45,7 @@ class ModelConfig:
     num_kv_heads: int  # < num_heads: grouped-query attention
     head_dim: int
     norm: str = "rms"  # rms: w * x/rms | rms_offset: (1 + w) * x/rms (Gemma) | layer: LayerNorm with bias
+    #                    | layer_nobias: LayerNorm without bias (Cohere)
     norm_eps: float = 1e-6
     activation: str = "silu"  # silu | gelu_tanh | gelu
     gated_mlp: bool = True  # act(gate(x)) * up(x); False: act(up(x)) (BLOOM)
@@ -50,17 +53,22 @@ class ModelConfig:
     out_bias: bool = False  # bias of the attention output projection
     mlp_bias: bool = False
     qk_norm: bool = False  # RMSNorm over head_dim on q and k (Qwen3, Gemma3)
+    qk_norm_per_head: bool = False  # the q/k norms have one weight per head, [heads, head_dim] (Cohere)
+    parallel_block: bool = False  # attention and MLP both read one norm of resid_pre, out = h + attn + mlp (Cohere)
     sandwich_norms: bool = False  # extra norms after attention and after the MLP (Gemma3)
     embedding_multiplier: float = 1.0  # Gemma: sqrt(hidden_size), cast to the compute dtype
     embedding_norm: bool = False  # LayerNorm right after the embedding (BLOOM)
     position: str = "rope"  # rope | alibi
     rope: RopeConfig = RopeConfig()
+    rope_interleaved: bool = False  # rotate pairs (2i, 2i+1) (Cohere) instead of (i, i + d/2) (rotate-half)
+    global_rope: bool = True  # False: full-attention layers have no positional embedding (Cohere 2)
     local_rope: RopeConfig | None = None  # rope of sliding-window layers when it differs (Gemma3)
     sliding_window: int | None = None  # a key j is visible from query i when i - j < sliding_window
     local_layers: tuple[bool, ...] = ()  # per layer: True = sliding-window layer; () = none
     attention_scale: float | None = None  # None: 1/sqrt(head_dim)
     final_logit_softcap: float | None = None
     attn_logit_softcap: float | None = None  # scores <- tanh(scores / cap) * cap before the mask (Gemma 2)
+    logit_scale: float = 1.0  # multiplies the final logits (Cohere)
     tie_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: Any = None
@@ -103,7 +111,18 @@ _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hi
 _MOE_KEYS = {"num_local_experts", "num_experts", "num_experts_per_tok", "norm_topk_prob", "moe_intermediate_size",
              "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"}  # the last three: training only
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-             "gemma3": "gemma3", "bloom": "bloom", "gemma2": "gemma2", "mixtral": "mixtral", "qwen3_moe": "qwen3_moe"}
+             "gemma3": "gemma3", "bloom": "bloom", "gemma2": "gemma2", "phi3": "phi3", "cohere": "cohere",
+             "cohere2": "cohere2", "mixtral": "mixtral", "qwen3_moe": "qwen3_moe"}
+_PHI3_KEYS = _LLAMA_KEYS | {"resid_pdrop", "embd_pdrop",  # dropouts: inert at eval
+                            "original_max_position_embeddings",  # read by longrope only, which is refused
+                            "auto_map"}  # Microsoft's remote-code classes, which transformers' own Phi3 replaces
+_COHERE_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "hidden_act", "layer_norm_eps", "attention_bias", "logit_scale", "use_qk_norm",
+                "model_max_length"}  # the last: a context-length hint (Command R), inert
+# Cohere's own config.json keys, which transformers ignores: accepted at the value transformers hard-codes
+_COHERE_FIXED = {"use_parallel_block": True, "rotary_pct": 1.0, "position_embedding_type": "rope_gptj",
+                 "use_gated_activation": True, "use_parallel_embedding": False}
+_COHERE_KEYS |= set(_COHERE_FIXED) | {"use_embedding_sharing"}
 
 
 def from_hf_config(hf) -> ModelConfig:
@@ -111,13 +130,16 @@ def from_hf_config(hf) -> ModelConfig:
     UnsupportedConfigError naming what the port cannot compute."""
     config = _transformers_config(hf)
     family = _FAMILIES[config.model_type]
-    keys = _LLAMA_KEYS | _MOE_KEYS if family in ("mixtral", "qwen3_moe") else _LLAMA_KEYS
-    _reject_changed(config, {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "gemma2": _GEMMA3_KEYS}.get(family, keys),
-                    family)
+    handled = {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "gemma2": _GEMMA3_KEYS, "phi3": _PHI3_KEYS,
+               "cohere": _COHERE_KEYS, "cohere2": _COHERE_KEYS, "mixtral": _LLAMA_KEYS | _MOE_KEYS,
+               "qwen3_moe": _LLAMA_KEYS | _MOE_KEYS}
+    _reject_changed(config, handled.get(family, _LLAMA_KEYS), family)
     if family == "bloom":
         return _bloom(config)
     if family == "gemma2":
         return _gemma2(config)
+    if family in ("phi3", "cohere", "cohere2"):
+        return _phi3(config) if family == "phi3" else _cohere(config, family)
     if family in ("mixtral", "qwen3_moe"):
         return _moe(config, family)
     return _gemma3(config) if family == "gemma3" else _llama_like(config, family)
@@ -132,7 +154,8 @@ def _transformers_config(hf):
         if model_type not in _FAMILIES:
             raise UnsupportedConfigError(
                 f"model_type={model_type!r} is not supported; jaxneurons ports: llama (incl. SmolLM2), mistral, "
-                "qwen2, qwen3, gemma3 (text), bloom, gemma2, mixtral, qwen3_moe.")
+                "qwen2, qwen3, gemma3 (text), bloom, gemma2, phi3, cohere (Command R, Aya), cohere2 (Command R7B, "
+                "A), mixtral, qwen3_moe.")
         sizes = _BLOOM_SIZES if model_type == "bloom" else _SIZES
         missing = [names[0] for names in sizes if not any(hf.get(n) is not None for n in names)]
         if missing:  # AutoConfig would fill in the class default: a different model
@@ -169,19 +192,26 @@ def _activation(name: str, key: str, family: str) -> str:
     return _ACTIVATIONS[name]
 
 
-def _rope(params: dict | None, family: str) -> RopeConfig:
+def _rope(params: dict | None, family: str, partial: bool = False) -> RopeConfig:
     params = dict(params or {})
     theta = float(params.pop("rope_theta", 10000.0))
     rope_type = params.pop("rope_type", params.pop("type", "default"))
+    if rope_type == "longrope":
+        raise UnsupportedConfigError(
+            f"jaxneurons' {family} port does not support rope_type='longrope' (Phi-3 128k, Phi-3.5, Phi-4-mini): "
+            "transformers switches it to its long factors when the longest sequence of the batch passes "
+            "original_max_position_embeddings, so a row's activations would depend on the rows batched with it.")
     if rope_type not in ("default", "linear", "llama3"):
         raise UnsupportedConfigError(
             f"jaxneurons' {family} port does not support rope_type={rope_type!r} "
             "(supported: default, linear, llama3).")
-    if params.pop("partial_rotary_factor", 1.0) != 1.0:
+    fraction = float(params.pop("partial_rotary_factor", 1.0))
+    if fraction != 1.0 and not partial:
         raise UnsupportedConfigError(f"jaxneurons' {family} port does not support partial_rotary_factor != 1.")
     if rope_type == "default":
         params = {}
-    return RopeConfig(theta=theta, rope_type=rope_type, scaling=tuple(sorted(params.items())))
+    return RopeConfig(theta=theta, rope_type=rope_type, scaling=tuple(sorted(params.items())),
+                      partial_rotary_factor=fraction)
 
 
 def _common(config, family: str) -> dict:
@@ -191,7 +221,8 @@ def _common(config, family: str) -> dict:
         intermediate_size=config.intermediate_size, num_layers=config.num_hidden_layers, num_heads=heads,
         num_kv_heads=config.num_key_value_heads or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-        norm_eps=config.rms_norm_eps, tie_embeddings=bool(config.tie_word_embeddings), **_token_ids(config))
+        norm_eps=getattr(config, "rms_norm_eps", None) or config.layer_norm_eps,  # Cohere: layer_norm_eps
+        tie_embeddings=bool(config.tie_word_embeddings), **_token_ids(config))
 
 
 def _token_ids(config) -> dict:
@@ -291,3 +322,33 @@ def _bloom(config) -> ModelConfig:
         norm_eps=config.layer_norm_epsilon, activation="gelu_tanh", gated_mlp=False, qkv_bias=True,
         out_bias=True, mlp_bias=True, embedding_norm=True, position="alibi",
         tie_embeddings=bool(config.tie_word_embeddings), **_token_ids(config))
+
+
+def _phi3(config) -> ModelConfig:
+    """Phi-3 / Phi-4: llama's computation with fused qkv and gate_up weights (split by the loader), partial
+    rotary, and one sliding window on every layer (like mistral) when sliding_window is set."""
+    family = "phi3"
+    return ModelConfig(
+        **_common(config, family), activation=_activation(config.hidden_act, "hidden_act", family),
+        rope=_rope(config.rope_parameters, family, partial=True), sliding_window=config.sliding_window)
+
+
+def _cohere(config, family: str) -> ModelConfig:
+    """Command R / Aya (cohere) and Command R7B / A (cohere2): attention and MLP in parallel from one bias-free
+    LayerNorm, interleaved rotary, logits times logit_scale; cohere2 adds sliding-window layers, and only those
+    have rotary (its full-attention layers have no positional embedding)."""
+    cohere2 = family == "cohere2"
+    for key, value in {**_COHERE_FIXED, "use_embedding_sharing": bool(config.tie_word_embeddings)}.items():
+        _require(config, key, value, family)
+    if cohere2:  # Cohere2 has no q/k norms (transformers' Cohere2 ignores use_qk_norm)
+        _require(config, "use_qk_norm", False, family)
+    bias = bool(config.attention_bias)
+    kinds = tuple(kind == "sliding_attention" for kind in config.layer_types) if cohere2 else ()
+    qk_norm = not cohere2 and bool(config.use_qk_norm)  # cohere: a LayerNorm per head over head_dim
+    return ModelConfig(
+        **_common(config, family), norm="layer_nobias",
+        activation=_activation(config.hidden_act, "hidden_act", family), qkv_bias=bias, out_bias=bias,
+        qk_norm=qk_norm, qk_norm_per_head=qk_norm, parallel_block=True,
+        rope=_rope(config.rope_parameters, family), rope_interleaved=True, global_rope=not cohere2,
+        sliding_window=config.sliding_window if cohere2 else None, local_layers=kinds,
+        logit_scale=float(config.logit_scale))

@@ -10,6 +10,10 @@ What each layer can record (by name, see `NAMES`; `jaxneurons.models.output` sta
                `Intervention`;
   mlp_out    : what the MLP adds to the residual stream (after Gemma 3's post-feedforward norm);
   resid_post : the residual stream leaving the layer, resid_mid + mlp_out;
+  In a parallel block (Cohere: `ModelConfig.parallel_block`) attention and MLP both read one norm of
+  resid_pre, and resid_mid = resid_pre + attn_out is what the layer outputs before the MLP's share is added:
+  the MLP does not read it (patching resid_mid changes resid_post, not the MLP), and a replay's target layer
+  restarts from it with the MLP reading the cached layer input.
   router_weights : the weight [E] of each expert in the layer's output: the router's top-k probabilities
                (renormalised when the model does), 0 for the experts it did not pick; [1] of 1 for a dense FFN;
   attn_pattern : the attention probabilities [H, S] of each query token over the key tokens.
@@ -247,12 +251,13 @@ class Norm(nn.Module):
     kind: str
     eps: float
     param_dtype: Any
+    per_head: bool = False  # one weight per head: scale [heads, head_dim] for x [..., heads, head_dim] (Cohere)
 
     @nn.compact
     def __call__(self, x, inv_rms=None):
         """inv_rms: a given 1/RMS factor instead of the input's own (RMS kinds only)."""
         init = nn.initializers.zeros if self.kind == "rms_offset" else nn.initializers.ones
-        scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
+        scale = self.param("scale", init, x.shape[-2:] if self.per_head else x.shape[-1:], self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), self.param_dtype) \
             if self.kind == "layer" else None
         return L.normalize(self.kind, x, scale, bias, self.eps, inv_rms)
@@ -281,11 +286,11 @@ class Attention(nn.Module):
         k = k.reshape(b, t, c.num_kv_heads, c.head_dim)
         v = v.reshape(b, t, c.num_kv_heads, c.head_dim)
         if c.qk_norm:
-            q = Norm(c.norm, c.norm_eps, self.param_dtype, name="q_norm")(q)
-            k = Norm(c.norm, c.norm_eps, self.param_dtype, name="k_norm")(k)
+            q = Norm(c.norm, c.norm_eps, self.param_dtype, c.qk_norm_per_head, name="q_norm")(q)
+            k = Norm(c.norm, c.norm_eps, self.param_dtype, c.qk_norm_per_head, name="k_norm")(k)
         if c.position == "rope":
             cos, sin = _select(is_local, ctx["rope_local"], ctx["rope"])
-            q, k = L.apply_rope(q, cos, sin), L.apply_rope(k, cos, sin)
+            q, k = L.apply_rope(q, cos, sin, c.rope_interleaved), L.apply_rope(k, cos, sin, c.rope_interleaved)
         if self.record.replay or self.record.kv:
             self.sow("intermediates", "keys", k)
             self.sow("intermediates", "values", v)
@@ -426,7 +431,8 @@ def _read_at(x_bt, ctx, at):
 
 
 class Block(nn.Module):
-    """One decoder layer: pre-norm attention and MLP with residuals (Gemma3 adds post-norms)."""
+    """One decoder layer: pre-norm attention and MLP with residuals (Gemma3 adds post-norms); with
+    `parallel_block` both read the one pre-norm of the layer input (Cohere)."""
 
     config: ModelConfig
     dtype: Any
@@ -441,8 +447,9 @@ class Block(nn.Module):
         if self.record.replay:
             self.sow("intermediates", "inputs", _read_at(h, ctx, "last"))
         h = see("resid_pre", h)
+        x = norm("attn_norm")(h)
         a = Attention(c, self.dtype, self.param_dtype, self.record, name="attn")(
-            norm("attn_norm")(h), ctx, xs["is_local"], xs.get("prefix"))
+            x, ctx, xs["is_local"], xs.get("prefix"))
         if c.sandwich_norms:
             a = norm("post_attn_norm")(a)
         h = h + see("attn_out", a)
@@ -450,7 +457,7 @@ class Block(nn.Module):
             h = jnp.where(replay.stage == 0, replay.mid.astype(h.dtype)[:, None], h)
         h = see("resid_mid", h)
         m = MLP(c, self.dtype, self.param_dtype, self.record, name="mlp")(
-            norm("mlp_norm")(h), ctx, xs.get("layer"), xs.get("scale"), xs.get("shift"))
+            x if c.parallel_block else norm("mlp_norm")(h), ctx, xs.get("layer"), xs.get("scale"), xs.get("shift"))
         if c.sandwich_norms:
             post = norm("post_mlp_norm")
             if self.record.replay:
@@ -486,9 +493,12 @@ def unembedding(config: ModelConfig, params) -> jax.Array:
 
 
 def unembed(config: ModelConfig, h, weight_dv, dtype=jnp.float32) -> jax.Array:
-    """Float32 logits [..., V] of final-normed hidden states h [..., D] (Gemma's final soft cap applied)."""
+    """Float32 logits [..., V] of final-normed hidden states h [..., D] (Cohere's logit_scale and Gemma's final
+    soft cap applied)."""
     logits = jnp.matmul(h.astype(dtype), weight_dv.astype(dtype), precision=jax.lax.Precision.HIGHEST)
     logits = logits.astype(jnp.float32)
+    if config.logit_scale != 1.0:
+        logits = logits * config.logit_scale
     if config.final_logit_softcap:
         logits = jnp.tanh(logits / config.final_logit_softcap) * config.final_logit_softcap
     return logits
@@ -598,8 +608,10 @@ class Decoder(nn.Module):
         bias, and the intervention's tokens."""
         c = self.config
         if c.position == "rope":
-            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, positions_bs[:, -query_len:])
-            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, positions_bs[:, -query_len:])
+            queries = positions_bs[:, -query_len:]
+            ctx["rope"] = L.rope_tables(c.rope, c.head_dim, queries, c.rope_interleaved) if c.global_rope \
+                else L.no_rope_tables(c.head_dim, queries)
+            ctx["rope_local"] = L.rope_tables(c.local_rope or c.rope, c.head_dim, queries, c.rope_interleaved)
         else:
             ctx["alibi"] = L.alibi_bias(c.num_heads, positions_bs)
         if intervention is not None:

@@ -35,13 +35,13 @@ def normalize(kind: str, x: jax.Array, scale: jax.Array, bias: jax.Array | None,
     inv_rms: for the RMS kinds, a given 1/RMS factor (broadcast against x[..., :1]) instead of x's own, which
     makes the norm linear in x (integrated gradients hold it at its clean value)."""
     x32 = x.astype(jnp.float32)
-    if kind == "layer":
+    if kind in ("layer", "layer_nobias"):  # layer_nobias: Cohere's LayerNorm (mean subtracted, no bias)
         if inv_rms is not None:
             raise ValueError("inv_rms applies to RMS norms only, not LayerNorm")
         mean = x32.mean(-1, keepdims=True)
         var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-        return y.astype(x.dtype)
+        y = (x32 - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32)
+        return (y if bias is None else y + bias.astype(jnp.float32)).astype(x.dtype)
     if inv_rms is None:
         inv_rms = jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + eps)
     y = x32 * inv_rms.astype(jnp.float32)
@@ -67,19 +67,36 @@ def rope_frequencies(rope: RopeConfig, head_dim: int) -> np.ndarray:
     return inv_freq
 
 
-def rope_tables(rope: RopeConfig, head_dim: int, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """cos and sin [B, T, head_dim] in float32 (transformers' rotate-half layout)."""
-    inv_freq = jnp.asarray(rope_frequencies(rope, head_dim), jnp.float32)
+def rope_tables(rope: RopeConfig, head_dim: int, positions_bt: jax.Array, interleaved: bool = False
+                ) -> tuple[jax.Array, jax.Array]:
+    """cos and sin [B, T, R] in float32 over the R = int(head_dim * partial_rotary_factor) rotated dims, in
+    transformers' rotate-half layout (frequencies concatenated) or interleaved (each repeated twice, Cohere)."""
+    rotary_dim = int(head_dim * rope.partial_rotary_factor)
+    inv_freq = jnp.asarray(rope_frequencies(rope, rotary_dim), jnp.float32)
     angles = positions_bt.astype(jnp.float32)[..., None] * inv_freq
-    angles = jnp.concatenate([angles, angles], axis=-1)
+    angles = jnp.repeat(angles, 2, axis=-1) if interleaved else jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x_bthd: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array) -> jax.Array:
-    half = x_bthd.shape[-1] // 2
-    rotated = jnp.concatenate([-x_bthd[..., half:], x_bthd[..., :half]], axis=-1)
-    cos, sin = cos_btd[:, :, None].astype(x_bthd.dtype), sin_btd[:, :, None].astype(x_bthd.dtype)
-    return x_bthd * cos + rotated * sin
+def no_rope_tables(head_dim: int, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos = 1, sin = 0: `apply_rope` then returns x exactly (layers without positional embedding, Cohere 2)."""
+    shape = (*positions_bt.shape, head_dim)
+    return jnp.ones(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+
+
+def apply_rope(x_bthd: jax.Array, cos_btr: jax.Array, sin_btr: jax.Array, interleaved: bool = False) -> jax.Array:
+    """x rotated on its first R = cos.shape[-1] dims (the rest passes unchanged); rotate-half pairs dims
+    (i, i + R/2), interleaved pairs (2i, 2i + 1)."""
+    rotary_dim = cos_btr.shape[-1]
+    x, rest = x_bthd[..., :rotary_dim], x_bthd[..., rotary_dim:]
+    if interleaved:
+        rotated = jnp.stack([-x[..., 1::2], x[..., ::2]], axis=-1).reshape(x.shape)
+    else:
+        half = rotary_dim // 2
+        rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    cos, sin = cos_btr[:, :, None].astype(x.dtype), sin_btr[:, :, None].astype(x.dtype)
+    out = x * cos + rotated * sin
+    return out if rest.shape[-1] == 0 else jnp.concatenate([out, rest], axis=-1)
 
 
 def alibi_slopes(num_heads: int) -> np.ndarray:
