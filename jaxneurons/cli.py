@@ -202,7 +202,7 @@ def load_model_timed(source: str, **kwargs):
     start = time.perf_counter()
     lm = jaxneurons.load_model(source, **kwargs)
     logging.info("loaded %s in %.1f s (%d layers x %d neurons)", source, time.perf_counter() - start,
-                 lm.config.num_layers, lm.config.intermediate_size)
+                 lm.config.num_layers, lm.config.neurons_per_layer)
     return lm
 
 

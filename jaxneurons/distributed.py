@@ -198,6 +198,7 @@ FSDP_AXIS = {
     "layers/attn/o/kernel": -1,  # [L, heads * dim, H]
     "layers/mlp/gate/kernel": -1, "layers/mlp/up/kernel": -1,  # [L, H, F]
     "layers/mlp/down/kernel": -2,  # [L, F, H]
+    "layers/mlp/router/kernel": -2,  # [L, H, E] (mixtures of experts, whose F axis is E experts' neurons)
 }
 
 

@@ -219,7 +219,7 @@ def _check(lm, rows, max_new_tokens, intervention, positions, temperature, top_p
                          f"context of {context} tokens; shorten it or lower max_new_tokens")
     if intervention is None:
         return None, None
-    want = (lm.config.num_layers, lm.config.intermediate_size)
+    want = (lm.config.num_layers, lm.config.neurons_per_layer)
     scale, shift = np.asarray(intervention.scale), np.asarray(intervention.shift)
     for name, value in (("scale", scale), ("shift", shift)):
         if value.ndim != 3 or value.shape[1:] != want or value.shape[0] not in (1, len(rows)):

@@ -291,9 +291,9 @@ def neuron_tokens(lm: LanguageModel, layer: int, neuron: int, k: int = 10) -> Ne
     cap, a monotone squashing of total logits, is not applied to these contributions; Cohere's logit_scale is.
     """
     c = lm.config
-    if not 0 <= layer < c.num_layers or not 0 <= neuron < c.intermediate_size:
+    if not 0 <= layer < c.num_layers or not 0 <= neuron < c.neurons_per_layer:
         raise ValueError(f"neuron_tokens: (layer {layer}, neuron {neuron}) is outside this model's "
-                         f"{c.num_layers} layers x {c.intermediate_size} neurons")
+                         f"{c.num_layers} layers x {c.neurons_per_layer} neurons")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= c.vocab_size:
         raise ValueError(f"neuron_tokens: k must be an int in 1..{c.vocab_size}, got {k!r}")
     logits_v = np.asarray(direct_logits(c, lm.params, lm.params["layers"]["mlp"]["down"]["kernel"][layer, neuron]))

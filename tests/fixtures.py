@@ -32,16 +32,19 @@ def byte_tokenizer():
     return hf
 
 
-def tiny_lm(seed: int = 0) -> jn.LanguageModel:
-    """A 2-layer random llama (hidden 32, 24 neurons a layer) with the byte tokenizer, in float32."""
-    config = jn.ModelConfig(family="llama", vocab_size=264, hidden_size=32, intermediate_size=24, num_layers=2,
-                            num_heads=4, num_kv_heads=2, head_dim=8, tie_embeddings=True, pad_token_id=256)
+def tiny_lm(seed: int = 0, moe: bool = False) -> jn.LanguageModel:
+    """A 2-layer random llama (hidden 32, 24 neurons a layer) with the byte tokenizer, in float32; moe: a
+    Mixtral instead, 4 experts of 6 neurons (24 a layer), 2 picked per token."""
+    experts = dict(family="mixtral", intermediate_size=6, num_experts=4, experts_per_token=2) if moe else {}
+    config = jn.ModelConfig(**{**dict(family="llama", vocab_size=264, hidden_size=32, intermediate_size=24,
+                                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, tie_embeddings=True,
+                                      pad_token_id=256), **experts})
     ids = jnp.ones((1, 4), jnp.int32)
     shapes = jax.eval_shape(jn.Decoder(config).init, jax.random.key(seed), ids, ids)["params"]
     rng = np.random.default_rng(seed)  # std 0.15: activations of both signs, logits that differ by token
     params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0.0, 0.15, x.shape) if x.ndim == 2
                                                 else 1.0 + 0.2 * rng.normal(size=x.shape), jnp.float32), shapes)
-    return jn.LanguageModel(config, params, byte_tokenizer(), jnp.float32, "tiny-llama")
+    return jn.LanguageModel(config, params, byte_tokenizer(), jnp.float32, "tiny-mixtral" if moe else "tiny-llama")
 
 
 def split_config(config_class, kwargs: dict):

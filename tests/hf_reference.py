@@ -41,6 +41,10 @@ VARIANTS = {
     "cohere2_sliding_nope": ("Cohere2Config", "Cohere2ForCausalLM", dict(
         num_key_value_heads=2, sliding_window=4, logit_scale=0.5, tie_word_embeddings=False,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"])),
+    "mixtral_moe": ("MixtralConfig", "MixtralForCausalLM", dict(
+        num_key_value_heads=2, intermediate_size=12, num_local_experts=4, num_experts_per_tok=2)),
+    "qwen3_moe_unnormalised": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
+        num_key_value_heads=2, head_dim=16, moe_intermediate_size=12, num_experts=4, num_experts_per_tok=2)),
 }
 
 
@@ -52,8 +56,9 @@ def make_model(variant: str, seed: int = 0, **overrides):
     common = dict(COMMON)
     if config_name == "BloomConfig":
         common = dict(vocab_size=97)
-    config = getattr(transformers, config_name)(**common, **kwargs)
+    config = getattr(transformers, config_name)(**{**common, **kwargs})
     config._attn_implementation = "eager"
+    config._experts_implementation = "eager"  # mixtures of experts: transformers' loop over experts
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).eval().float()
     with torch.no_grad():
@@ -75,10 +80,13 @@ def saved_pair(variant: str, directory):
     return model, jn.load_model(str(directory), dtype="float32")
 
 
-def _mlp_modules(model):
+def _layers(model):
     base = model.transformer if hasattr(model, "transformer") else model.model
-    layers = base.h if hasattr(base, "h") else base.layers
-    for layer in layers:
+    return base.h if hasattr(base, "h") else base.layers
+
+
+def _mlp_modules(model):
+    for layer in _layers(model):
         mlp = layer.mlp
         if hasattr(mlp, "gelu_impl"):  # BLOOM
             yield mlp.gelu_impl, mlp.dense_4h_to_h
@@ -88,10 +96,51 @@ def _mlp_modules(model):
             yield mlp.act_fn, mlp.down_proj
 
 
+def is_moe(model) -> bool:
+    return hasattr(_layers(model)[0].mlp, "experts")
+
+
+def moe_neurons(moe, x):
+    """act and ffn_hidden [B, T, E * F] of a transformers sparse-MoE block on its input x [B, T, D], written out
+    in torch from its weights: the router's softmax, top-k (renormalised when the block does), and every
+    expert's act(gate x) and w_e * act(gate x) * (up x), zero for the experts not picked (expert-major)."""
+    router, experts = moe.gate, moe.experts
+    probs = torch.softmax(x @ router.weight.T, dim=-1, dtype=torch.float32)
+    top, index = torch.topk(probs, router.top_k, dim=-1)
+    if getattr(router, "norm_topk_prob", True):  # Mixtral's router always renormalises
+        top = top / top.sum(-1, keepdim=True)
+    weight = torch.zeros_like(probs).scatter(-1, index, top)  # [B, T, E]
+    acts, hidden = [], []
+    for e in range(experts.num_experts):
+        gate, up = (x @ experts.gate_up_proj[e].T).chunk(2, dim=-1)
+        act = experts.act_fn(gate) * (weight[..., e:e + 1] > 0)
+        acts.append(act)
+        hidden.append(weight[..., e:e + 1] * act * up)
+    return torch.cat(acts, -1), torch.cat(hidden, -1)
+
+
+def zero_experts_neurons(model, neurons: dict) -> None:
+    """Zero, in place, the down-projection columns of the MoE neurons {layer: [e * F + f]}: the same as zeroing
+    those neurons' down-projection inputs at every token."""
+    with torch.no_grad():
+        for layer, index in neurons.items():
+            down = _layers(model)[layer].mlp.experts.down_proj  # [E, D, F]
+            for n in index:
+                down[n // down.shape[-1], :, n % down.shape[-1]] = 0.0
+
+
 def reference(model, ids: np.ndarray, mask: np.ndarray):
-    """Logits [B, T, V] and, from forward hooks, act [B, T, L, F] and ffn_hidden [B, T, L, F]."""
+    """Logits [B, T, V] and, from forward hooks, act [B, T, L, F] and ffn_hidden [B, T, L, F] (for mixtures of
+    experts, computed by `moe_neurons` from each MoE block's input)."""
     acts, hidden, handles = [], [], []
-    for act_module, down in _mlp_modules(model):
+    if is_moe(model):
+        def hook(module, inputs):
+            act, m = moe_neurons(module, inputs[0].detach())
+            acts.append(act)
+            hidden.append(m)
+
+        handles = [layer.mlp.register_forward_pre_hook(hook) for layer in _layers(model)]
+    for act_module, down in [] if handles else _mlp_modules(model):
         handles.append(act_module.register_forward_hook(lambda m, i, o: acts.append(o.detach())))
         handles.append(down.register_forward_pre_hook(lambda m, i: hidden.append(i[0].detach())))
     ids_t, mask_t = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)

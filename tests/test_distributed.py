@@ -64,7 +64,7 @@ def attribute(out: str, batch_size: int = 3, ig: bool = False, **kwargs) -> dict
                                     **kwargs)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom", "cohere"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "bloom", "cohere", "mixtral"])
 def test_every_matrix_has_a_sharded_axis_of_the_right_kind(family):
     """FSDP_AXIS names every parameter matrix of every family, at an axis of hidden or neuron size."""
     from jaxneurons.distributed import FSDP_AXIS, param_spec
@@ -76,6 +76,8 @@ def test_every_matrix_has_a_sharded_axis_of_the_right_kind(family):
                                                                   sandwich_norms=family == "gemma3")
     if family == "cohere":  # one norm per layer (no mlp_norm), per-head q/k norm weights [heads, head_dim]
         extra.update(norm="layer_nobias", parallel_block=True, qk_norm_per_head=True)
+    if family == "mixtral":  # a mixture of 4 experts of 12 neurons: neuron axes of 48
+        extra.update(num_experts=4, experts_per_token=2)
     config = ModelConfig(family=family, vocab_size=50, hidden_size=8, intermediate_size=12, num_layers=3,
                          num_heads=2, num_kv_heads=1, head_dim=6, **extra)
     for path, leaf in expected_shapes(config).items():
@@ -84,7 +86,8 @@ def test_every_matrix_has_a_sharded_axis_of_the_right_kind(family):
             assert path not in FSDP_AXIS and tuple(param_spec(path, leaf.shape, 2)) == (), path  # norms, biases
             continue
         size = leaf.shape[FSDP_AXIS[path]]
-        assert size == (config.intermediate_size if "/mlp/" in path else config.hidden_size), path
+        neurons = "/mlp/" in path and "router" not in path
+        assert size == (config.neurons_per_layer if neurons else config.hidden_size), path
         assert tuple(param_spec(path, leaf.shape, 2 if size % 2 == 0 else 3)).count("fsdp") == 1, path
 
 

@@ -2,6 +2,8 @@
 configs, prompts of different lengths, decoding past the sliding windows), also with neurons zeroed by a
 forward hook; sampling reproducible by seed; stops; bad input refused before anything compiles."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ hf_reference = pytest.importorskip("tests.hf_reference")
 LENGTHS = (7, 3, 12)
 NEW = 9  # more than the variants' sliding window of 4 tokens
 OFF = {0: [1, 5, 7], 2: [0, 3]}  # neurons zeroed (layer: indices), within every variant's 40 neurons
+OFF_MOE = {0: [1, 14, 29, 40, 47], 1: [3, 20, 35], 2: [0, 13, 30, 44]}  # of every expert of the MoE variants (4 x 12)
 
 
 def _rows(seed=0):
@@ -73,11 +76,19 @@ def test_greedy_equals_transformers(pair):
 
 
 def test_zeroed_neurons_equal_a_pytorch_hook(pair):
+    """In a mixture of experts (neurons e * F + f, here of several experts) the PyTorch side zeroes the experts'
+    down-projection columns instead, which is the same as zeroing those inputs at every token."""
     name, model, lm = pair
     rows = _rows(1)
     ids, mask = pad_rows(rows, 0, "left")
-    ours = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW, intervention=jn.Intervention.zero(lm, OFF))
-    theirs = _hf_generate(model, rows, NEW, _zeroing_hook(model, OFF))
+    off = OFF_MOE if lm.config.num_experts else OFF
+    ours = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW, intervention=jn.Intervention.zero(lm, off))
+    if lm.config.num_experts:
+        zeroed = copy.deepcopy(model)
+        hf_reference.zero_experts_neurons(zeroed, off)
+        theirs = _hf_generate(zeroed, rows, NEW)
+    else:
+        theirs = _hf_generate(model, rows, NEW, _zeroing_hook(model, OFF))
     np.testing.assert_array_equal(ours.token_ids, theirs, err_msg=name)
     assert not np.array_equal(theirs, _hf_generate(model, rows, NEW)), \
         "the zeroed neurons change nothing: the test would not see a wrong intervention"

@@ -38,7 +38,7 @@ def _load_module(name: str):
 gr = _load_module("gguf_reader")
 from jaxneurons.loading.convert import build_params, expected_shapes, hf_targets  # noqa: E402
 from jaxneurons.loading.export import hf_tensors  # noqa: E402
-from jaxneurons.models.config import from_hf_config  # noqa: E402
+from jaxneurons.models.config import UnsupportedConfigError, from_hf_config  # noqa: E402
 zoo = _load_module("zoo")
 gguf = pytest.importorskip("gguf")
 
@@ -238,10 +238,13 @@ def _llamacpp_permute(w, n_head, n_head_kv=None):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write_tiny(path, arch="llama", n_layers=2, hidden=16, heads=4, kv_heads=2, ffn=24, vocab=32, untied=True):
+def _write_tiny(path, arch="llama", n_layers=2, hidden=16, heads=4, kv_heads=2, ffn=24, vocab=32, untied=True,
+                experts=0):
     rng = np.random.default_rng(0)
     hd = hidden // heads
     w = gguf.GGUFWriter(str(path), arch)
+    if experts:
+        w.add_expert_count(experts)
     w.add_block_count(n_layers)
     w.add_context_length(128)
     w.add_embedding_length(hidden)
@@ -302,6 +305,12 @@ def test_synthetic_llama_roundtrip(tmp_path):
     # dtype is applied last
     _, path, layer, w16 = next(ck.targets(dtype=np.float16))
     assert w16.dtype == np.float16 and np.array_equal(w16, want[(path, layer)].astype(np.float16))
+
+
+def test_mixture_of_experts_is_refused_by_name(tmp_path):
+    _write_tiny(tmp_path / "moe.gguf", experts=4)
+    with pytest.raises(UnsupportedConfigError, match="llama.expert_count=4"):
+        gr.read_gguf(tmp_path / "moe.gguf").hf_config
 
 
 def test_permutation_inverse_various_shapes():

@@ -24,6 +24,11 @@ FULL_SIZE = {
     "qwen2.5_7b": ("Qwen2Config", dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
                                        num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4)),
     "bloom_7b1": ("BloomConfig", dict(vocab_size=250880, hidden_size=4096, n_layer=30, n_head=32)),
+    "mixtral_8x7b": ("MixtralConfig", dict()),  # the class defaults are Mixtral-8x7B's
+    "qwen3_30b_a3b": ("Qwen3MoeConfig", dict(vocab_size=151936, hidden_size=2048, num_hidden_layers=48,
+                                             num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                                             moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                                             norm_topk_prob=True)),
     "gemma3_1b": ("Gemma3TextConfig", dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912,
                                            num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
                                            head_dim=256, query_pre_attn_scalar=256, sliding_window=512)),
@@ -72,10 +77,16 @@ class _Shape:
         return _ShapeOf(self.shape[::-1])
 
     def reshape(self, *shape):
-        return _ShapeOf(tuple(shape))
+        return _ShapeOf(self._view().reshape(*shape).shape)
+
+    def transpose(self, *axes):
+        return _ShapeOf(self._view().transpose(*axes).shape)
 
     def __getitem__(self, index):
-        return _ShapeOf(np.empty(self.shape, dtype=np.int8)[index].shape)
+        return _ShapeOf(self._view()[index].shape)
+
+    def _view(self):  # an array of this shape that allocates nothing (reshape on it only to infer -1)
+        return np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), self.shape, (0,) * len(self.shape))
 
     def __array__(self, dtype=None, copy=None):  # np.asarray on a meta tensor stand-in
         return np.broadcast_to(np.zeros((), np.int8), self.shape)

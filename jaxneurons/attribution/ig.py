@@ -216,7 +216,7 @@ def auto_chunk_size(config, rows: int, memory_gb: float = 2.0) -> int:
     """(layer, alpha) replays per chunk so that their float32 buffers stay within about memory_gb:
     per replay and row, logits and their softmax and gradient (3 x vocab) plus the per-layer activations
     kept for the backward pass."""
-    per_item = rows * 4 * (3 * config.vocab_size + config.num_layers * (4 * config.intermediate_size
+    per_item = rows * 4 * (3 * config.vocab_size + config.num_layers * (4 * config.neurons_per_layer
                                                                           + 8 * config.hidden_size))
     return max(1, int(memory_gb * 2**30 // per_item))
 

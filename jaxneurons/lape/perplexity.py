@@ -142,7 +142,7 @@ def masked_perplexity(lm, rows: Mapping[str, np.ndarray], neurons: Neurons, *, b
     neurons zeroed, and (random_controls) a count-matched random mask per language."""
     placement = distributed.placement(mesh)
     batch_size = placement.round_batch_size(batch_size)
-    masks = lape_masks(neurons, lm.config.num_layers, lm.config.intermediate_size, random_controls, seed)
+    masks = lape_masks(neurons, lm.config.num_layers, lm.config.neurons_per_layer, random_controls, seed)
     nll = {}
     for condition in tqdm(masks, desc="masked perplexity", unit="mask", disable=not progress):
         nll[condition] = {lang: row_nll(lm, r, masks[condition], batch_size, placement) for lang, r in rows.items()}

@@ -70,7 +70,7 @@ def neuron_categories(lm, task, examples: Sequence, languages: Sequence[str], ne
     placement = distributed.placement(mesh)
     plan = plan_batches(tokenize_examples(lm.tokenizer, examples, languages, task.scoring),
                         placement.round_batch_size(batch_size), "last", "right", lm.pad_id, pack=False)
-    L, F, N = lm.config.num_layers, lm.config.intermediate_size, len(languages)
+    L, F, N = lm.config.num_layers, lm.config.neurons_per_layer, len(languages)
     sets = {"all neurons": np.ones((L, F), bool), **{lang: neuron_mask(per, L, F) for lang, per in neurons.items()}}
     decoder = lm.decoder(Record(("act",), "last"), logits="none")
     params, sets_mlf = placement.params(lm.params), placement.replicate(np.stack(list(sets.values())))

@@ -121,7 +121,7 @@ def stats_of_rows(lm, rows: Mapping[str, np.ndarray], *, batch_size: int = 8, mo
     batch_size = placement.round_batch_size(batch_size)
     decoder = lm.decoder(Record(("act",), "every"), logits="none")
     params = placement.params(lm.params)
-    shape = (len(rows), lm.config.num_layers, lm.config.intermediate_size)
+    shape = (len(rows), lm.config.num_layers, lm.config.neurons_per_layer)
     totals = {"over_zero": np.zeros(shape, np.int64), "act_sum": np.zeros(shape), "act_sq_sum": np.zeros(shape)}
     total_tokens = sum(r.size for r in rows.values())
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True,

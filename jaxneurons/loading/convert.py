@@ -52,8 +52,29 @@ _PHI3 = [  # fused [q; k; v] and [gate; up] rows, split on load (`_split_rows`),
     (r"layers\.(\d+)\.mlp\.gate_up_proj\.weight", "layers/mlp", "gate_up_rows"),
 ] + _LLAMA
 _COHERE = [row for row in _LLAMA if "post_attention_layernorm" not in row[0]]  # one norm per (parallel) layer
+
+# Mixtures of experts, as transformers saves them (one tensor per expert; "E": stored transposed, as expert
+# {1}'s block of the layer's stacked kernel, see `expert_block`; export writes these), then as transformers 5
+# holds them in memory (3D tensors of all experts: gate_up_proj [E, 2F, D], down_proj [E, D, F]).
+_ROUTER = (r"layers\.(\d+)\.mlp\.gate\.weight", "layers/mlp/router/kernel", "T")
+_FUSED_EXPERTS = [
+    (r"layers\.(\d+)\.mlp\.experts\.gate_up_proj", "layers/mlp", "gate_up"),
+    (r"layers\.(\d+)\.mlp\.experts\.down_proj", "layers/mlp/down/kernel", "down_experts"),
+]
+_MIXTRAL = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
+    (r"layers\.(\d+)\.block_sparse_moe\.gate\.weight", "layers/mlp/router/kernel", "T"),
+    (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w1\.weight", "layers/mlp/gate/kernel", "E"),
+    (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w3\.weight", "layers/mlp/up/kernel", "E"),
+    (r"layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.w2\.weight", "layers/mlp/down/kernel", "E"),
+    _ROUTER,
+] + _FUSED_EXPERTS
+_QWEN3_MOE = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
+    _ROUTER,  # before the expert row, whose template layers/mlp/{2}/kernel export would match first
+    (r"layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", "layers/mlp/{2}/kernel", "E"),
+] + _FUSED_EXPERTS
+FUSED = ("qkv", "gate_up", "down_experts")  # transforms that split or regroup tensors (not written back)
 TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
-          "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE}
+          "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE, "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE}
 TABLES["gemma2"] = _GEMMA3  # Gemma 2 names its four norms per layer as Gemma 3 does (and has no q/k norms)
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
 
@@ -69,8 +90,9 @@ def _strip(name: str) -> str:
     return name
 
 
-def _targets(config: ModelConfig, name: str, array: np.ndarray) -> Iterator[tuple[str, int | None, np.ndarray]]:
-    """(parameter path, layer index or None, array in our layout) for one HF tensor."""
+def _targets(config: ModelConfig, name: str, array: np.ndarray
+             ) -> Iterator[tuple[str, int | tuple[int, int] | None, np.ndarray]]:
+    """(parameter path, layer index, (layer, expert) or None, array in our layout) for one HF tensor."""
     for pattern, path, transform in TABLES[config.family]:
         match = re.fullmatch(pattern, _strip(name))
         if match is None:
@@ -84,12 +106,30 @@ def _targets(config: ModelConfig, name: str, array: np.ndarray) -> Iterator[tupl
         if transform in FUSED_ROWS:
             yield from _split_rows(config, path, layer, transform, array)
             return
+        if transform in ("gate_up", "down_experts"):
+            yield from _regroup_experts(config, path, layer, array)
+            return
+        if transform == "E":
+            yield path.format(None, None, *names[1:]), (layer, int(names[0])), array.T
+            return
         path = path.format(None, *names) if layer is not None else path.format(*names)
         if transform == "norm":
             path = path.replace("/weight", "/scale")
         yield path, layer, array.T if transform == "T" else array
         return
     raise CheckpointError(f"tensor {name!r} has no place in the {config.family} port (unexpected tensor).")
+
+
+def _regroup_experts(config, path, layer, array):
+    """transformers' 3D expert tensors as expert-major kernels: gate_up_proj [E, 2F, D] (each expert's gate
+    rows, then its up rows) -> gate and up [D, E * F]; down_proj [E, D, F] -> down [E * F, D]."""
+    experts, f = config.num_experts, config.intermediate_size
+    if path.endswith("down/kernel"):
+        yield path, layer, array.transpose(0, 2, 1).reshape(experts * f, -1)
+        return
+    both = array.reshape(experts, 2, f, -1).transpose(1, 3, 0, 2)  # [2, D, E, F]
+    for i, part in enumerate(("gate", "up")):
+        yield f"{path}/{part}/kernel", layer, both[i].reshape(-1, experts * f)
 
 
 FUSED_ROWS = {"qkv_rows": "qkv", "gate_up_rows": ("gate", "up")}  # Phi 3: the parts' rows one after another
@@ -137,10 +177,18 @@ def hf_targets(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]]
             yield name, path, layer, value
 
 
-def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | None, np.ndarray]], dtype,
+def expert_block(config: ModelConfig, path: str, expert: int) -> tuple:
+    """Where expert `expert`'s matrix sits in one layer of the stacked kernel at `path`: its F columns of the
+    gate/up kernels [D, E * F], its F rows of the down kernel [E * F, D] (expert-major neurons)."""
+    block = slice(expert * config.intermediate_size, (expert + 1) * config.intermediate_size)
+    return (block,) if path.endswith("down/kernel") else (slice(None), block)
+
+
+def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | tuple | None, np.ndarray]], dtype,
                  source: str) -> dict:
-    """Stream (source tensor name, parameter path, layer or None, array) into a nested parameter dict of numpy
-    arrays in `dtype`, checking every shape against the config and that every parameter is filled."""
+    """Stream (source tensor name, parameter path, layer index, (layer, expert) or None, array) into a nested
+    parameter dict of numpy arrays in `dtype`, checking every shape against the config and that every parameter
+    is filled."""
     shapes = expected_shapes(config)
     flat: dict[str, np.ndarray] = {}
     filled: dict[str, set] = {}
@@ -149,21 +197,34 @@ def build_params(config: ModelConfig, targets: Iterable[tuple[str, str, int | No
         if want is None:
             raise CheckpointError(f"{source}: tensor {name!r} maps to {path!r}, which the config does not "
                                   "have (check the config attributes, e.g. biases or tied embeddings).")
+        place, want = layer, tuple(want.shape)
+        if isinstance(layer, tuple):  # one expert's block of one layer
+            place = (layer[0], *expert_block(config, path, layer[1]))
+            axis = len(place) - 1  # the neuron axis: 1 of down [L, E * F, D], 2 of gate/up [L, D, E * F]
+            want = tuple(config.intermediate_size if i == axis else n for i, n in enumerate(want))
         got = value.shape if layer is None else (config.num_layers, *value.shape)
-        if tuple(want.shape) != tuple(got):
+        if want != tuple(got):
             raise CheckpointError(f"{source}: tensor {name!r} gives {path!r} the shape {tuple(got)}, the config "
-                                  f"implies {tuple(want.shape)}.")
+                                  f"implies {want}.")
         if layer is None:
             flat[path] = np.asarray(value, dtype)  # fresh arrays (GGUF, safetensors, pickles): no second copy
         else:
-            flat.setdefault(path, np.empty(want.shape, dtype))[layer] = value
+            flat.setdefault(path, np.empty(shapes[path].shape, dtype))[place] = value
         filled.setdefault(path, set()).add(layer)
-    missing = [p for p in shapes if p not in flat] + [
-        f"{p} (layers {sorted(set(range(config.num_layers)) - filled[p])})" for p in flat
-        if p.startswith("layers/") and len(filled[p]) != config.num_layers]
+    unfilled = {p: _unfilled(config, filled[p]) for p in flat if p.startswith("layers/")}
+    missing = [p for p in shapes if p not in flat] + [f"{p} ({gap})" for p, gap in unfilled.items() if gap]
     if missing:
         raise CheckpointError(f"{source}: the checkpoint lacks these parameters: {', '.join(missing)}.")
     return _unflatten(flat)
+
+
+def _unfilled(config: ModelConfig, filled: set) -> str:
+    """The layers (or (layer, expert) blocks) of a stacked parameter that no tensor filled, or ""."""
+    if any(isinstance(f, tuple) for f in filled):
+        want = {(l, e) for l in range(config.num_layers) for e in range(config.num_experts)}
+        return f"experts {sorted(want - filled)}" if filled != want else ""
+    want = set(range(config.num_layers))
+    return f"layers {sorted(want - filled)}" if filled != want else ""
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:

@@ -17,13 +17,14 @@ import shutil
 import jax
 import numpy as np
 
-from jaxneurons.loading.convert import FUSED_ROWS, TABLES
+from jaxneurons.loading.convert import FUSED, FUSED_ROWS, TABLES, expert_block
 from jaxneurons.models.config import ModelConfig, RopeConfig, UnsupportedConfigError
 
 _HF_ACTIVATIONS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM", "bloom": "BloomForCausalLM",
-                  "phi3": "Phi3ForCausalLM", "cohere": "CohereForCausalLM", "cohere2": "Cohere2ForCausalLM"}
+                  "phi3": "Phi3ForCausalLM", "cohere": "CohereForCausalLM", "cohere2": "Cohere2ForCausalLM",
+                  "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
 _MODEL_TYPES = {"gemma3": "gemma3_text"}
 _ARCHITECTURES["gemma2"] = "Gemma2ForCausalLM"
 _GEMMA = ("gemma3", "gemma2")  # (1 + w) norms, sandwich norms, sqrt(hidden) embedding multiplier, soft caps
@@ -92,26 +93,34 @@ def hf_tensors(config: ModelConfig, params) -> dict[str, np.ndarray]:
         flat, fused = _fuse_rows(config, flat)
         out.update({prefix + name: value for name, value in fused.items()})
     for path, value in flat.items():
-        layers = range(config.num_layers) if path.startswith("layers/") else [None]
-        for layer in layers:
-            name, transposed = _hf_name(config.family, path, layer)
-            piece = value if layer is None else value[layer]
+        for index, name, transposed in _hf_names(config, path):
+            piece = value if index is None else value[index]
             full = name if name == "lm_head.weight" else prefix + name
             out[full] = piece.T if transposed else piece
     return {name: np.ascontiguousarray(value) for name, value in out.items()}  # safetensors ignores strides
 
 
-def _hf_name(family: str, path: str, layer: int | None) -> tuple[str, bool]:
-    """The HF name of one parameter path (at one layer), and whether its matrix is stored transposed."""
-    for pattern, template, transform in TABLES[family]:
-        if transform == "qkv" or transform in FUSED_ROWS:
+def _hf_names(config: ModelConfig, path: str):
+    """(index into the parameter or None, HF name, stored transposed?) of each HF tensor one parameter path
+    holds: the whole parameter, each layer of a stacked one, or each (layer, expert) block of expert kernels."""
+    for pattern, template, transform in TABLES[config.family]:
+        if transform in FUSED or transform in FUSED_ROWS:
             continue
         pieces = _match_template(template, path, transform)
         if pieces is None:
             continue
-        values = ([str(layer)] if template.startswith("layers/") else []) + pieces
-        return _fill(pattern, values), transform == "T"
-    raise UnsupportedConfigError(f"parameter {path!r} has no Hugging Face name in the {family} table.")
+        if not template.startswith("layers/"):
+            yield None, _fill(pattern, pieces), transform == "T"
+        elif transform == "E":
+            for layer in range(config.num_layers):
+                for expert in range(config.num_experts):
+                    index = (layer, *expert_block(config, path, expert))
+                    yield index, _fill(pattern, [str(layer), str(expert)] + pieces), True
+        else:
+            for layer in range(config.num_layers):
+                yield layer, _fill(pattern, [str(layer)] + pieces), transform == "T"
+        return
+    raise UnsupportedConfigError(f"parameter {path!r} has no Hugging Face name in the {config.family} table.")
 
 
 def _match_template(template: str, path: str, transform: str | None) -> list[str] | None:
@@ -184,12 +193,18 @@ def to_hf_config(config: ModelConfig) -> dict:
         hf["attention_bias"] = config.qkv_bias
     if family == "llama":
         hf["mlp_bias"] = config.mlp_bias
-    if family in ("mistral", "phi3"):
+    if family in ("mistral", "phi3", "mixtral"):
         hf["sliding_window"] = config.sliding_window
     if family == "gemma2":
         hf.update(_gemma2_fields(config))
     if family == "qwen2":
         hf.update(_qwen2_windows(config))
+    if config.num_experts:
+        hf.update(num_local_experts=config.num_experts, num_experts_per_tok=config.experts_per_token)
+    if family == "qwen3_moe":
+        hf.update(moe_intermediate_size=config.intermediate_size, norm_topk_prob=config.norm_topk_prob)
+    if family == "mixtral":
+        del hf["attention_bias"]
     if family == "gemma3":
         hf.update(_gemma3_fields(config))
     else:
@@ -201,7 +216,8 @@ def _check_llama_like(config: ModelConfig) -> None:
     family = config.family
     expected = {  # what each transformers class computes and has no attribute to change
         "norm": "rms_offset" if family in _GEMMA else "rms", "gated_mlp": True, "position": "rope",
-        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3"), "sandwich_norms": family in _GEMMA,
+        "embedding_norm": False, "qk_norm": family in ("qwen3", "gemma3", "qwen3_moe"),
+        "sandwich_norms": family in _GEMMA,
         "embedding_multiplier": math.sqrt(config.hidden_size) if family in _GEMMA else 1.0,
         "out_bias": {"qwen2": False}.get(family, config.qkv_bias),
         "qkv_bias": True if family == "qwen2" else config.qkv_bias,
@@ -209,11 +225,18 @@ def _check_llama_like(config: ModelConfig) -> None:
         "attention_scale": config.attention_scale if family in _GEMMA else None,
         "final_logit_softcap": config.final_logit_softcap if family in _GEMMA else None,
         "attn_logit_softcap": config.attn_logit_softcap if family == "gemma2" else None,
-        "sliding_window": config.sliding_window if family in ("mistral", "qwen2", "phi3") + _GEMMA else None,
-        "local_layers": () if family in ("mistral", "phi3") else config.local_layers,  # these slide in every layer
+        "sliding_window": config.sliding_window if family in ("mistral", "qwen2", "phi3", "mixtral") + _GEMMA else None,
+        "local_layers": () if family in ("mistral", "phi3", "mixtral") else config.local_layers,  # every layer slides
         "local_rope": config.local_rope if family == "gemma3" else None,
         **_NOT_LLAMA_LIKE, "partial": config.rope.partial_rotary_factor if family == "phi3" else 1.0,
+        "num_experts": config.num_experts if family in ("mixtral", "qwen3_moe") else 0,
+        "norm_topk_prob": config.norm_topk_prob if family == "qwen3_moe" else True,
     }
+    if family == "mixtral":
+        expected["qkv_bias"] = expected["out_bias"] = False
+    if family in ("mixtral", "qwen3_moe") and not 0 < config.experts_per_token <= config.num_experts:
+        raise UnsupportedConfigError(f"{family} needs 0 < experts_per_token <= num_experts, got "
+                                     f"{config.experts_per_token} of {config.num_experts}")
     wrong = {k: _field(config, k) for k, v in expected.items() if _field(config, k) != v}
     if wrong:
         raise UnsupportedConfigError(f"transformers' {_ARCHITECTURES[family]} cannot represent these ModelConfig "

@@ -38,6 +38,8 @@ import numpy as np
 from gguf import Keys
 from gguf import MODEL_TENSOR as T
 
+from jaxneurons.models.config import UnsupportedConfigError
+
 __all__ = ["GGUFCheckpoint", "read_gguf", "SUPPORTED_ARCHITECTURES", "TABLE"]
 
 _GGUF_MAGIC = b"GGUF"
@@ -134,6 +136,10 @@ def _special_ids(meta: _Meta) -> dict:
 
 
 def _decoder_config(meta: _Meta, model_type: str, default_theta: float) -> dict:
+    if meta.get(Keys.LLM.EXPERT_COUNT):  # llama.cpp's Mixtral: arch llama with ffn_*_exps tensors
+        raise UnsupportedConfigError(
+            f"GGUF file {meta.path}: mixtures of experts ({Keys.LLM.EXPERT_COUNT.format(arch=meta.arch)}="
+            f"{meta.get(Keys.LLM.EXPERT_COUNT)}) are not read from GGUF; load the safetensors checkpoint instead.")
     hidden = int(meta.require(Keys.LLM.EMBEDDING_LENGTH))
     heads = meta.uniform(Keys.Attention.HEAD_COUNT)
     head_dim = meta.get(Keys.Attention.KEY_LENGTH)

@@ -11,7 +11,8 @@ import dataclasses
 import math
 from typing import Any
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2", "phi3", "cohere", "cohere2")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bloom", "gemma2", "phi3", "cohere", "cohere2",
+            "mixtral", "qwen3_moe")
 
 
 class UnsupportedConfigError(ValueError):
@@ -38,7 +39,7 @@ class ModelConfig:
     family: str
     vocab_size: int
     hidden_size: int
-    intermediate_size: int  # neurons per layer: the FFN's "neurons" axis
+    intermediate_size: int  # FFN width: neurons per layer, or per expert in a mixture of experts
     num_layers: int
     num_heads: int
     num_kv_heads: int  # < num_heads: grouped-query attention
@@ -72,10 +73,14 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: Any = None
     pad_token_id: int | None = None
+    num_experts: int = 0  # > 0: a mixture-of-experts FFN of num_experts experts of intermediate_size each
+    experts_per_token: int = 0  # the router's top-k
+    norm_topk_prob: bool = True  # the k picked router probabilities renormalised to sum to 1 (Mixtral)
 
     @property
     def neurons_per_layer(self) -> int:
-        return self.intermediate_size
+        """The "neurons" axis F of a layer: the FFN width, or every expert's, expert-major (e * F + f)."""
+        return self.intermediate_size * max(self.num_experts, 1)
 
     @property
     def scale(self) -> float:
@@ -103,9 +108,11 @@ _BLOOM_KEYS = {"vocab_size", "hidden_size", "n_layer", "n_head", "layer_norm_eps
 _SIZES = [("vocab_size",), ("hidden_size",), ("intermediate_size",), ("num_hidden_layers",), ("num_attention_heads",)]
 _BLOOM_SIZES = [("vocab_size",), ("hidden_size", "n_embed"), ("n_layer", "num_hidden_layers"),
                 ("n_head", "num_attention_heads")]
+_MOE_KEYS = {"num_local_experts", "num_experts", "num_experts_per_tok", "norm_topk_prob", "moe_intermediate_size",
+             "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"}  # the last three: training only
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
              "gemma3": "gemma3", "bloom": "bloom", "gemma2": "gemma2", "phi3": "phi3", "cohere": "cohere",
-             "cohere2": "cohere2"}
+             "cohere2": "cohere2", "mixtral": "mixtral", "qwen3_moe": "qwen3_moe"}
 _PHI3_KEYS = _LLAMA_KEYS | {"resid_pdrop", "embd_pdrop",  # dropouts: inert at eval
                             "original_max_position_embeddings",  # read by longrope only, which is refused
                             "auto_map"}  # Microsoft's remote-code classes, which transformers' own Phi3 replaces
@@ -124,7 +131,8 @@ def from_hf_config(hf) -> ModelConfig:
     config = _transformers_config(hf)
     family = _FAMILIES[config.model_type]
     handled = {"bloom": _BLOOM_KEYS, "gemma3": _GEMMA3_KEYS, "gemma2": _GEMMA3_KEYS, "phi3": _PHI3_KEYS,
-               "cohere": _COHERE_KEYS, "cohere2": _COHERE_KEYS}
+               "cohere": _COHERE_KEYS, "cohere2": _COHERE_KEYS, "mixtral": _LLAMA_KEYS | _MOE_KEYS,
+               "qwen3_moe": _LLAMA_KEYS | _MOE_KEYS}
     _reject_changed(config, handled.get(family, _LLAMA_KEYS), family)
     if family == "bloom":
         return _bloom(config)
@@ -132,6 +140,8 @@ def from_hf_config(hf) -> ModelConfig:
         return _gemma2(config)
     if family in ("phi3", "cohere", "cohere2"):
         return _phi3(config) if family == "phi3" else _cohere(config, family)
+    if family in ("mixtral", "qwen3_moe"):
+        return _moe(config, family)
     return _gemma3(config) if family == "gemma3" else _llama_like(config, family)
 
 
@@ -145,7 +155,7 @@ def _transformers_config(hf):
             raise UnsupportedConfigError(
                 f"model_type={model_type!r} is not supported; jaxneurons ports: llama (incl. SmolLM2), mistral, "
                 "qwen2, qwen3, gemma3 (text), bloom, gemma2, phi3, cohere (Command R, Aya), cohere2 (Command R7B, "
-                "A).")
+                "A), mixtral, qwen3_moe.")
         sizes = _BLOOM_SIZES if model_type == "bloom" else _SIZES
         missing = [names[0] for names in sizes if not any(hf.get(n) is not None for n in names)]
         if missing:  # AutoConfig would fill in the class default: a different model
@@ -253,6 +263,18 @@ def _windows(config, family: str) -> dict:
         raise UnsupportedConfigError(f"jaxneurons' {family} port needs sliding_window for layer_types "
                                      "'sliding_attention' (set use_sliding_window=True and sliding_window).")
     return dict(sliding_window=config.sliding_window, local_layers=local)
+
+
+def _moe(config, family: str) -> ModelConfig:
+    """Mixtral (renormalised top-k, Mistral attention) or Qwen3-MoE (optional renormalisation, q/k norms): every
+    layer a mixture of experts; the neurons of a layer are its experts' FFN neurons, expert-major."""
+    # decoder_sparse_step and mlp_only_layers (Qwen3-MoE), which make some layers dense, are refused unless default
+    base = _llama_like(config, "mistral" if family == "mixtral" else "qwen3")
+    bias = {"qkv_bias": False, "out_bias": False} if family == "mixtral" else {}  # Mixtral has no attention_bias
+    return dataclasses.replace(
+        base, family=family, num_experts=config.num_local_experts, **bias, experts_per_token=config.num_experts_per_tok,
+        intermediate_size=config.intermediate_size if family == "mixtral" else config.moe_intermediate_size,
+        norm_topk_prob=True if family == "mixtral" else bool(config.norm_topk_prob))
 
 
 def _gemma3(config) -> ModelConfig:

@@ -14,13 +14,17 @@ What each layer can record (by name, see `NAMES`; `jaxneurons.models.output` sta
   resid_pre, and resid_mid = resid_pre + attn_out is what the layer outputs before the MLP's share is added:
   the MLP does not read it (patching resid_mid changes resid_post, not the MLP), and a replay's target layer
   restarts from it with the MLP reading the cached layer input.
+  router_weights : the weight [E] of each expert in the layer's output: the router's top-k probabilities
+               (renormalised when the model does), 0 for the experts it did not pick; [1] of 1 for a dense FFN;
   attn_pattern : the attention probabilities [H, S] of each query token over the key tokens.
-The FFN hidden axis (pre_act, act, ffn_hidden) is the "neurons" axis this project studies. Each name is read
+The FFN hidden axis (pre_act, act, ffn_hidden) is the "neurons" axis this project studies; in a mixture of
+experts it holds every expert's neurons, expert-major (neuron e * F + f), and a neuron of an expert the router
+did not pick for a token is 0 there (see `MLP`). Each name is read
 at each row's last real token, at every token, or as the max over real tokens ("activated at any token"):
 `Record.at` is "last", "every" or "max".
 An `Intervention` scales or shifts m at chosen tokens; a `Patch` replaces any recorded quantity (except
-the pattern) at chosen (layer, row, token) points. Both are ordinary array arguments, so `jax.grad` flows
-through them; without them the decoder runs exactly as before.
+the pattern and the router weights) at chosen (layer, row, token) points. Both are ordinary array arguments,
+so `jax.grad` flows through them; without them the decoder runs exactly as before.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from jaxneurons.models import layers as L
 from jaxneurons.models.config import ModelConfig
 
 NAMES = ("resid_pre", "attn_out", "resid_mid", "pre_act", "act", "ffn_hidden", "mlp_out", "resid_post",
-         "attn_pattern")
-PATCHABLE = NAMES[:-1]
+         "router_weights", "attn_pattern")
+PATCHABLE = tuple(name for name in NAMES if name not in ("router_weights", "attn_pattern"))
 FFN_NAMES = ("pre_act", "act", "ffn_hidden")  # the quantities with one value per FFN neuron (last axis F)
 LOGITS = ("every", "last", "indexed", "hidden", "none")  # which logits a Decoder returns (see Decoder.logits)
 RENAMED = {"all": "every", "positions": "indexed"}  # one release: the old names, refused with the new ones
@@ -93,7 +97,7 @@ class Intervention:
 
     @classmethod
     def identity(cls, config: ModelConfig, where_bt: jax.Array, dtype=jnp.float32) -> "Intervention":
-        shape = (where_bt.shape[0], config.num_layers, config.intermediate_size)
+        shape = (where_bt.shape[0], config.num_layers, config.neurons_per_layer)
         return cls(jnp.ones(shape, dtype), jnp.zeros(shape, dtype), where_bt.astype(bool))
 
     @classmethod
@@ -106,7 +110,7 @@ class Intervention:
         """
         config = getattr(model, "config", model)
         rows = [neurons] if isinstance(neurons, dict) else list(neurons)
-        shape = (len(rows), config.num_layers, config.intermediate_size)
+        shape = (len(rows), config.num_layers, config.neurons_per_layer)
         scale_rlf, shift_rlf = np.ones(shape, np.float32), np.zeros(shape, np.float32)
         for r, row in enumerate(rows):
             for layer, index in _neuron_sets(config, row).items():
@@ -142,10 +146,10 @@ def _neuron_sets(config: ModelConfig, neurons: dict) -> dict[int, np.ndarray]:
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < config.num_layers:
             raise ValueError(f"intervention layer {layer!r} is not a layer of this model (0..{config.num_layers - 1})")
         index = np.asarray(list(index) if not isinstance(index, np.ndarray) else index).astype(np.int64).reshape(-1)
-        bad = index[(index < 0) | (index >= config.intermediate_size)]
+        bad = index[(index < 0) | (index >= config.neurons_per_layer)]
         if bad.size:
             raise ValueError(f"intervention neuron {int(bad[0])} in layer {layer} is out of range: this model has "
-                             f"{config.intermediate_size} neurons per layer (0..{config.intermediate_size - 1})")
+                             f"{config.neurons_per_layer} neurons per layer (0..{config.neurons_per_layer - 1})")
         checked[int(layer)] = index
     return checked
 
@@ -402,19 +406,47 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x_bth, ctx, layer, scale_bf, shift_bf):
+        """A mixture of experts computes every expert at every token, as one FFN of width E * F (expert-major
+        gate, up and down kernels: E / k times the FLOPs of routed experts, and exact), masked by the routing:
+        pre_act and act are 0 where the expert is not picked, and ffn_hidden m = w_e * act * up folds in the
+        router weight w_e of the neuron's expert, so that the layer's output is exactly down(m)."""
         c = self.config
         see = functools.partial(_observe, self, ctx=ctx, layer=layer)
-        up = _dense(c.intermediate_size, c.mlp_bias, self.dtype, self.param_dtype, "up")(x_bth)
+        width = c.neurons_per_layer
+        picked = weight = None
+        if c.num_experts:
+            logits = _dense(c.num_experts, False, self.dtype, self.param_dtype, "router")(x_bth)
+            picked, weight = (jnp.repeat(x, c.intermediate_size, axis=-1) for x in route(c, see, logits))
+        elif "router_weights" in self.record.names:  # a dense FFN: one expert, always picked, of weight 1
+            see("router_weights", jnp.ones((*x_bth.shape[:-1], 1), jnp.float32))
+        up = _dense(width, c.mlp_bias, self.dtype, self.param_dtype, "up")(x_bth)
         if c.gated_mlp:
-            pre = see("pre_act", _dense(c.intermediate_size, c.mlp_bias, self.dtype, self.param_dtype, "gate")(x_bth))
-            hidden = see("act", L.activation(c.activation, pre)) * up
+            pre = _dense(width, c.mlp_bias, self.dtype, self.param_dtype, "gate")(x_bth)
+            pre = see("pre_act", pre if picked is None else jnp.where(picked, pre, 0))
+            act = L.activation(c.activation, pre)
+            hidden = see("act", act if picked is None else jnp.where(picked, act, 0)) * up
         else:
             hidden = see("act", L.activation(c.activation, see("pre_act", up)))
+        if weight is not None:
+            hidden = hidden * weight.astype(hidden.dtype)
         if scale_bf is not None:
             changed = hidden * scale_bf[:, None].astype(hidden.dtype) + shift_bf[:, None].astype(hidden.dtype)
             hidden = jnp.where(ctx["intervene"][..., None], changed, hidden)
         hidden = see("ffn_hidden", hidden)
         return _dense(c.hidden_size, c.mlp_bias, self.dtype, self.param_dtype, "down")(hidden)
+
+
+def route(c: ModelConfig, see, logits_bte) -> tuple[jax.Array, jax.Array]:
+    """(picked [B, T, E] bool, weight [B, T, E] float32) of router logits, as transformers computes them: a
+    softmax in float32, its k largest probabilities (renormalised to sum to 1 when norm_topk_prob), 0 for the
+    experts not picked. The weights are recorded as "router_weights"."""
+    probs = jax.nn.softmax(logits_bte.astype(jnp.float32), axis=-1)
+    top, index = jax.lax.top_k(probs, c.experts_per_token)
+    if c.norm_topk_prob:
+        top = top / top.sum(-1, keepdims=True)
+    one_hot = jax.nn.one_hot(index, c.num_experts, dtype=jnp.float32)  # [B, T, k, E]
+    weight = see("router_weights", (top[..., None] * one_hot).sum(-2))
+    return one_hot.sum(-2) > 0, weight
 
 
 def _observe(module: nn.Module, name: str, x_bt, ctx, layer):

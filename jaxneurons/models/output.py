@@ -2,13 +2,15 @@
 `param_shapes` is the only `.init`.
 
 Axis legend of every public array (activations, neuron readouts, interventions, attributions):
-  B batch (rows), T tokens, L layers (recorded ones only, in order), F FFN neurons, D hidden size,
+  B batch (rows), T tokens, L layers (recorded ones only, in order), F FFN neurons (of every expert, expert-major,
+  in a mixture of experts: `ModelConfig.neurons_per_layer`), E experts, D hidden size,
   H attention heads, S key tokens, V vocabulary, J tokens read per row (logit_index), Q sequences packed in a
   row, K thresholds (the pipeline's statistics).
 Batch first, then the token axis when there is one, then layers, then the quantity's own axes:
   activations at one token per row (Record.at "last" or "max"): [B, L, F] or [B, L, D];
   at every token (Record.at "every"), or at Q packed sequences' recorded tokens: [B, T, L, F] or [B, Q, L, F];
-  attn_pattern: [B, T, L, H, S] at every query token, [B, L, H, S] at one.
+  attn_pattern: [B, T, L, H, S] at every query token, [B, L, H, S] at one; router_weights (mixtures of E experts):
+  [B, T, L, E] or [B, L, E].
 `Replay` and `KVCache` are the exceptions, layer-first, because the layer scan consumes them.
 """
 

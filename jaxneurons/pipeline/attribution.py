@@ -137,7 +137,7 @@ def run_attribution_analysis(lm: LanguageModel, task, examples: Sequence, langua
                                  "answer's first token from the prompt's last token: load them with a prompt-end "
                                  "format (e.g. prompt_format='paper')")
     methods, seeds, batch_size = list(config.methods), config.seeds, config.batch_size
-    n, layers, width = len(languages), lm.config.num_layers, lm.config.intermediate_size
+    n, layers, width = len(languages), lm.config.num_layers, lm.config.neurons_per_layer
     k = scaled_top_k(width, config.top_k)
     token_rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)

@@ -38,7 +38,7 @@ def read_sets(path: str, languages: Sequence[str], config, flag: str = "--steer_
 
 def set_mask(neurons: dict[int, list[int]], config) -> np.ndarray:
     """bool [L, F]: the neurons of one language's set."""
-    mask = np.zeros((config.num_layers, config.intermediate_size), bool)
+    mask = np.zeros((config.num_layers, config.neurons_per_layer), bool)
     for layer, index in neurons.items():
         mask[layer, index] = True
     return mask

@@ -130,7 +130,7 @@ def run_sharing_pass(lm: LanguageModel, task, examples: Sequence, languages: Seq
     state = load_state(state_dir, own_identity) if resume else None
     if state is None:
         state = new_state(own_identity, plan.num_examples, len(thresholds), plan.num_languages,
-                          lm.config.num_layers, lm.config.intermediate_size, plan.num_slots, config.control_items)
+                          lm.config.num_layers, lm.config.neurons_per_layer, plan.num_slots, config.control_items)
     if flags_text is not None and process_index == 0 and output_dir is not None:
         write_flags(output_dir, flags_text)
     state = sharing_batches(lm, plan, state, thresholds, state_dir, progress, config.checkpoint_every,

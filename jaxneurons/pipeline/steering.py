@@ -79,7 +79,7 @@ def specific_sets(lm: LanguageModel, examples: Sequence, languages: Sequence[str
     active = acts > 0  # [E, N, L, F]
     only = active & (active.sum(1, keepdims=True) == 1)
     counts_nlf = only.sum(0)
-    top = int(np.ceil(size * lm.config.intermediate_size))
+    top = int(np.ceil(size * lm.config.neurons_per_layer))
     sets = {}
     for n, lang in enumerate(languages):
         order = np.argsort(-counts_nlf[n], axis=-1, kind="stable")[:, :top]
