@@ -18,8 +18,8 @@ import numpy as np
 from absl import app, flags
 
 PROMPTS = ["The capital of France is", "Ein kleiner Hund läuft über die Straße, weil",
-           "def fibonacci(n):\n    if n < 2:\n        return n\n", "Переведите на английский: я люблю читать книги.",
-           "Question: Is the sky green? Answer:"]
+           "def fibonacci(n):\n    if n < 2:\n        return n\n",
+           "Переведите на английский: я люблю читать книги.", "Question: Is the sky green? Answer:"]
 _MODEL = flags.DEFINE_string("model", "smollm2-135m", "Zoo name or checkpoint.")
 
 
