@@ -239,12 +239,15 @@ def _llamacpp_permute(w, n_head, n_head_kv=None):
 
 
 def _write_tiny(path, arch="llama", n_layers=2, hidden=16, heads=4, kv_heads=2, ffn=24, vocab=32, untied=True,
-                experts=0):
+                experts=0, shared=0):
     rng = np.random.default_rng(0)
     hd = hidden // heads
     w = gguf.GGUFWriter(str(path), arch)
     if experts:
         w.add_expert_count(experts)
+        w.add_expert_used_count(2)
+    if shared:
+        w.add_expert_shared_count(shared)
     w.add_block_count(n_layers)
     w.add_context_length(128)
     w.add_embedding_length(hidden)
@@ -307,10 +310,106 @@ def test_synthetic_llama_roundtrip(tmp_path):
     assert w16.dtype == np.float16 and np.array_equal(w16, want[(path, layer)].astype(np.float16))
 
 
-def test_mixture_of_experts_is_refused_by_name(tmp_path):
-    _write_tiny(tmp_path / "moe.gguf", experts=4)
-    with pytest.raises(UnsupportedConfigError, match="llama.expert_count=4"):
-        gr.read_gguf(tmp_path / "moe.gguf").hf_config
+def test_unported_mixtures_of_experts_are_refused_by_name(tmp_path):
+    _write_tiny(tmp_path / "dense.gguf", experts=4)  # dense ffn_* tensors in a mixture of experts
+    with pytest.raises(UnsupportedConfigError, match=r"dense FFN layers \['0', '1'\]"):
+        gr.read_gguf(tmp_path / "dense.gguf")
+    _write_tiny(tmp_path / "shared.gguf", experts=4, shared=1)
+    with pytest.raises(UnsupportedConfigError, match="'llama.expert_shared_count'=1 is not ported"):
+        gr.read_gguf(tmp_path / "shared.gguf")
+    _write_tiny(tmp_path / "qwen2.gguf", arch="qwen2", experts=4)
+    with pytest.raises(UnsupportedConfigError, match="qwen2.expert_count=4"):
+        gr.read_gguf(tmp_path / "qwen2.gguf")
+
+
+def _write_moe(path, model, norm_topk_prob=None):
+    """A mixture-of-experts GGUF of a transformers model as llama.cpp's convert_hf_to_gguf.py writes it: Mixtral
+    as arch llama (Q and K rows permuted), Qwen3-MoE as qwen3moe (no norm_topk_prob key unless given), each layer's
+    experts stacked into ffn_{gate,up}_exps [E, F, D] and ffn_down_exps [E, D, F]."""
+    c, mixtral = model.config, model.config.model_type == "mixtral"
+    w = gguf.GGUFWriter(str(path), "llama" if mixtral else "qwen3moe")
+    for add, value in ((w.add_context_length, c.max_position_embeddings), (w.add_embedding_length, c.hidden_size),
+                       (w.add_block_count, c.num_hidden_layers), (w.add_feed_forward_length, c.intermediate_size),
+                       (w.add_head_count, c.num_attention_heads), (w.add_head_count_kv, c.num_key_value_heads),
+                       (w.add_layer_norm_rms_eps, c.rms_norm_eps), (w.add_expert_used_count, c.num_experts_per_tok),
+                       (w.add_rope_freq_base, c.rope_parameters["rope_theta"])):
+        add(value)
+    w.add_expert_count(c.num_local_experts if mixtral else c.num_experts)
+    if mixtral:  # Mixtral's config has no head_dim
+        w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    else:
+        w.add_key_length(c.head_dim)
+        w.add_value_length(c.head_dim)
+        w.add_expert_feed_forward_length(c.moe_intermediate_size)
+    if norm_topk_prob is not None:
+        w.add_expert_weights_norm(norm_topk_prob)
+    names = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output", "input_layernorm": "attn_norm",
+             "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+             "self_attn.k_norm": "attn_k_norm", "mlp.gate": "ffn_gate_inp", "mlp.experts.down_proj": "ffn_down_exps"}
+    for name, tensor in model.state_dict().items():
+        array, parts = tensor.numpy(), name.removeprefix("model.").split(".")
+        stem = ".".join(parts[2:] if parts[0] == "layers" else parts).removesuffix(".weight")
+        prefix = f"blk.{parts[1]}." if parts[0] == "layers" else ""
+        if stem == "mlp.experts.gate_up_proj":  # transformers 5's [E, 2F, D]: each expert's gate rows, then up's
+            gate, up = np.split(array, 2, axis=1)
+            w.add_tensor(prefix + "ffn_gate_exps.weight", np.ascontiguousarray(gate))
+            w.add_tensor(prefix + "ffn_up_exps.weight", np.ascontiguousarray(up))
+            continue
+        if mixtral and stem in ("self_attn.q_proj", "self_attn.k_proj"):
+            array = _llamacpp_permute(array, c.num_attention_heads, c.num_key_value_heads if "k_" in stem else None)
+        w.add_tensor(f"{prefix}{names[stem]}.weight", np.ascontiguousarray(array))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("variant", ["mixtral_moe", "qwen3_moe_unnormalised"])
+def test_synthetic_mixture_of_experts_computes_what_transformers_computes(tmp_path, variant):
+    """Mixtral (arch llama) and Qwen3-MoE (qwen3moe, its expert_weights_norm=False honoured) GGUFs give
+    transformers' config and logits; the expert tensors land in the expert-major kernels."""
+    import jaxneurons as jn
+    from tests import hf_reference
+
+    model = hf_reference.make_model(variant)
+    unnormalised = variant.startswith("qwen3")
+    _write_moe(tmp_path / "moe.gguf", model, norm_topk_prob=False if unnormalised else None)
+    ck = gr.read_gguf(tmp_path / "moe.gguf")
+    config = from_hf_config(ck.hf_config)
+    assert config == from_hf_config(model.config.to_dict()) and config.norm_topk_prob is not unnormalised
+    lm = jn.LanguageModel(config, build_params(config, ck.targets(), np.float32, "moe.gguf"))
+    ids = np.random.default_rng(0).integers(1, config.vocab_size, size=(2, 9))
+    mask = np.ones_like(ids)
+    np.testing.assert_allclose(np.asarray(lm.logits(ids, mask)), hf_reference.reference(model, ids, mask)[0],
+                               atol=1e-4, rtol=0)
+
+
+def test_quantized_expert_tensor_dequantizes_in_row_chunks(tmp_path):
+    """A 3D Q8_0 tensor (a layer's experts) dequantized a few rows at a time equals the whole at once."""
+    x = np.random.default_rng(5).standard_normal((3, 5, 64)).astype(np.float32)
+    w = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "llama")
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    w.add_tensor("blk.0.ffn_up_exps.weight", gguf.quants.quantize(x, q8), raw_dtype=q8)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tensor = gguf.GGUFReader(str(tmp_path / "q.gguf")).tensors[0]
+    got = gr._dequantize(tensor, rows=4)
+    assert got.shape == x.shape and np.abs(got - x).max() < 0.05
+    np.testing.assert_array_equal(got, gguf.quants.dequantize(tensor.data, q8))
+
+
+def test_qwen3moe_without_norm_key_renormalises_as_llamacpp_does(tmp_path):
+    """llama.cpp's converter stores no norm_topk_prob for Qwen3-MoE and its qwen3moe graph always renormalises
+    the top-k router weights: so does the config read from such a file."""
+    from tests import hf_reference
+
+    _write_moe(tmp_path / "q.gguf", hf_reference.make_model("qwen3_moe_unnormalised"))
+    c = gr.read_gguf(tmp_path / "q.gguf").hf_config
+    assert c["norm_topk_prob"] is True and (c["model_type"], c["num_experts"], c["moe_intermediate_size"]) == (
+        "qwen3_moe", 4, 12)
 
 
 def test_permutation_inverse_various_shapes():
@@ -568,9 +667,11 @@ def _tiny_config(arch: str):
              "gemma3": dict(qk_norm=True, sandwich_norms=True), "qwen3": dict(qk_norm=True),
              "qwen2": dict(qkv_bias=True), "gemma2": dict(sandwich_norms=True),
              "command-r": dict(norm="layer_nobias", parallel_block=True, qk_norm=True, qk_norm_per_head=True),
-             "cohere2": dict(norm="layer_nobias", parallel_block=True)}.get(arch, {})
-    return ModelConfig(family=arch, vocab_size=32, hidden_size=8, intermediate_size=12, num_layers=2,
-                       num_heads=2, num_kv_heads=1, head_dim=4, **extra)
+             "cohere2": dict(norm="layer_nobias", parallel_block=True),
+             "qwen3moe": dict(qk_norm=True, num_experts=2, experts_per_token=1),
+             "mixtral": dict(num_experts=2, experts_per_token=1)}.get(arch, {})
+    return ModelConfig(family={"qwen3moe": "qwen3_moe"}.get(arch, arch), vocab_size=32, hidden_size=8,
+                       intermediate_size=12, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=4, **extra)
 
 
 @pytest.mark.parametrize("arch", gr.SUPPORTED_ARCHITECTURES)
@@ -578,6 +679,9 @@ def test_table_points_at_parameters_of_the_family(arch):
     """Each tensor kind the gguf package lists for the architecture, and our table places, lands on a parameter
     the family's decoder has."""
     shapes = expected_shapes(_tiny_config(arch))
+    experts = {gguf.MODEL_TENSOR.FFN_GATE_INP, gguf.MODEL_TENSOR.FFN_GATE_EXP, gguf.MODEL_TENSOR.FFN_UP_EXP,
+               gguf.MODEL_TENSOR.FFN_DOWN_EXP}
+    moe_shapes = expected_shapes(_tiny_config("mixtral")) if arch == "llama" else shapes  # llama: Mixtral too
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     placed = [kind for kind in gguf.MODEL_TENSORS[arch_enum] if kind in gr.TABLE]
     assert len(placed) >= 9
@@ -586,7 +690,7 @@ def test_table_points_at_parameters_of_the_family(arch):
         parts = "qkv" if kind == gguf.MODEL_TENSOR.ATTN_QKV else [None]
         for part in parts:
             path = gr.TABLE[kind].replace("qkv", part) if part else gr.TABLE[kind]
-            assert f"{path}/{leaf}" in shapes, (arch, kind, path)
+            assert f"{path}/{leaf}" in (moe_shapes if kind in experts else shapes), (arch, kind, path)
 
 
 def test_missing_file_error(tmp_path):

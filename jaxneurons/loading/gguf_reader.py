@@ -19,6 +19,10 @@
     (Phi-3 128k, Phi-3.5, Phi-4-mini) is refused, as its transformers config is.
   - ``command-r`` (Cohere: Command R, Aya) and ``cohere2`` (Command R7B, A): stored as they are (llama.cpp keeps
     Cohere's interleaved rotary layout, so Q and K are not permuted); Command R+'s q/k norms are [heads, head_dim].
+  - mixtures of experts: Mixtral (arch ``llama`` with ``llama.expert_count``; Q and K permuted as llama's) and
+    Qwen3-MoE (``qwen3moe``). Each layer's experts are one 3D tensor, ``ffn_{gate,up}_exps`` [E, F, D] and
+    ``ffn_down_exps`` [E, D, F] (numpy order), laid out here as the expert-major kernels [D, E * F] / [E * F, D];
+    the router ``ffn_gate_inp`` [E, D] is ``mlp/router/kernel`` transposed.
 
 * ``tokenizer()`` is transformers' tokenizer built from the GGUF metadata (saved once, see ``gguf_tokenizer``).
 
@@ -55,7 +59,8 @@ TABLE = {
     T.ATTN_Q_NORM: "layers/attn/q_norm", T.ATTN_K_NORM: "layers/attn/k_norm",
     T.ATTN_POST_NORM: "layers/post_attn_norm", T.FFN_NORM: "layers/mlp_norm", T.FFN_PRE_NORM: "layers/mlp_norm",
     T.FFN_POST_NORM: "layers/post_mlp_norm", T.FFN_GATE: "layers/mlp/gate", T.FFN_UP: "layers/mlp/up",
-    T.FFN_DOWN: "layers/mlp/down",
+    T.FFN_DOWN: "layers/mlp/down", T.FFN_GATE_INP: "layers/mlp/router", T.FFN_GATE_EXP: "layers/mlp/gate",
+    T.FFN_UP_EXP: "layers/mlp/up", T.FFN_DOWN_EXP: "layers/mlp/down",
 }
 _NORMS = {T.TOKEN_EMBD_NORM, T.OUTPUT_NORM, T.ATTN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM, T.ATTN_POST_NORM,
           T.FFN_NORM, T.FFN_PRE_NORM, T.FFN_POST_NORM}
@@ -136,10 +141,11 @@ def _special_ids(meta: _Meta) -> dict:
 
 
 def _decoder_config(meta: _Meta, model_type: str, default_theta: float) -> dict:
-    if meta.get(Keys.LLM.EXPERT_COUNT):  # llama.cpp's Mixtral: arch llama with ffn_*_exps tensors
-        raise UnsupportedConfigError(
-            f"GGUF file {meta.path}: mixtures of experts ({Keys.LLM.EXPERT_COUNT.format(arch=meta.arch)}="
-            f"{meta.get(Keys.LLM.EXPERT_COUNT)}) are not read from GGUF; load the safetensors checkpoint instead.")
+    experts = int(meta.get(Keys.LLM.EXPERT_COUNT) or 0)
+    if experts and model_type not in ("llama", "qwen3_moe"):
+        key = Keys.LLM.EXPERT_COUNT.format(arch=meta.arch)
+        raise UnsupportedConfigError(f"GGUF file {meta.path}: mixtures of experts ({key}={experts}) are read for "
+                                     "Mixtral (llama) and Qwen3-MoE (qwen3moe) only.")
     hidden = int(meta.require(Keys.LLM.EMBEDDING_LENGTH))
     heads = meta.uniform(Keys.Attention.HEAD_COUNT)
     head_dim = meta.get(Keys.Attention.KEY_LENGTH)
@@ -160,11 +166,40 @@ def _decoder_config(meta: _Meta, model_type: str, default_theta: float) -> dict:
         scaling = {"rope_type": kind, "factor": meta.get(Keys.Rope.SCALING_FACTOR),
                    "original_max_position_embeddings": meta.get(Keys.Rope.SCALING_ORIG_CTX_LEN)}
         cfg["rope_scaling"] = {k: v for k, v in scaling.items() if v is not None}
-    if model_type in ("llama", "qwen3"):
+    if model_type in ("qwen3", "qwen3_moe") or (model_type == "llama" and not experts):  # Mixtral has none
         cfg["attention_bias"] = "blk.0.attn_q.bias" in meta.tensor_shapes
-    if model_type == "llama":
+    if model_type == "llama" and not experts:
         cfg["mlp_bias"] = "blk.0.ffn_up.bias" in meta.tensor_shapes
-    return cfg
+    return {**cfg, **_moe_config(meta, cfg, experts)} if experts else cfg
+
+
+# MoE metadata llama.cpp may write that changes the routing, at the value Mixtral / Qwen3-MoE compute with
+_MOE_FIXED = {Keys.LLM.EXPERT_SHARED_COUNT: 0, Keys.LLM.EXPERT_SHARED_FEED_FORWARD_LENGTH: 0,
+              Keys.LLM.LEADING_DENSE_BLOCK_COUNT: 0, Keys.LLM.EXPERT_WEIGHTS_SCALE: 1.0,
+              Keys.LLM.EXPERT_GATING_FUNC: int(gguf.ExpertGatingFuncType.SOFTMAX)}
+
+
+def _moe_config(meta: _Meta, cfg: dict, experts: int) -> dict:
+    """Mixtral (arch llama) or Qwen3-MoE (qwen3moe): every layer a mixture of softmax-routed experts, no shared
+    expert. Qwen3-MoE's per-expert width is expert_feed_forward_length; llama.cpp falls back to
+    feed_forward_length / expert_used_count and always renormalises the top-k weights (norm_topk_prob, which
+    its converter does not store); an expert_weights_norm key, where present, is honoured."""
+    for key, default in _MOE_FIXED.items():
+        value = meta.get(key, default)
+        if (value[0] if isinstance(value, list) else value) != default:
+            raise UnsupportedConfigError(f"GGUF file {meta.path}: '{key.format(arch=meta.arch)}'={value} is not "
+                                         f"ported (jaxneurons' mixtures of experts compute with {default}).")
+    dense = sorted({n.split(".")[1] for n in meta.tensor_shapes
+                    if n.startswith("blk.") and n.split(".")[2] in ("ffn_up", "ffn_gate", "ffn_down")})
+    if dense:
+        raise UnsupportedConfigError(f"GGUF file {meta.path}: dense FFN layers {dense} in a mixture of experts "
+                                     "(Qwen3-MoE's mlp_only_layers / decoder_sparse_step) are not ported.")
+    used = int(meta.require(Keys.LLM.EXPERT_USED_COUNT))
+    if cfg["model_type"] == "llama":
+        return {"model_type": "mixtral", "num_local_experts": experts, "num_experts_per_tok": used}
+    width = meta.get(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH) or cfg["intermediate_size"] // used
+    return {"num_experts": experts, "num_experts_per_tok": used, "moe_intermediate_size": int(width),
+            "norm_topk_prob": bool(meta.get(Keys.LLM.EXPERT_WEIGHTS_NORM, True))}
 
 
 def _gemma3_config(meta: _Meta) -> dict:
@@ -238,6 +273,7 @@ def _bloom_config(meta: _Meta) -> dict:
 _CONFIGS = {"llama": lambda m: _decoder_config(m, "llama", 10000.0),
             "qwen2": lambda m: _decoder_config(m, "qwen2", 1_000_000.0),
             "qwen3": lambda m: _decoder_config(m, "qwen3", 1_000_000.0),
+            "qwen3moe": lambda m: _decoder_config(m, "qwen3_moe", 1_000_000.0),
             "gemma3": _gemma3_config, "bloom": _bloom_config, "gemma2": _gemma2_config, "phi3": _phi3_config,
             "command-r": lambda m: _cohere_config(m, "cohere"), "cohere2": lambda m: _cohere_config(m, "cohere2")}
 SUPPORTED_ARCHITECTURES = tuple(sorted(_CONFIGS))
@@ -312,6 +348,10 @@ class GGUFCheckpoint:
             return unpermute_llama_qk(w, heads)
         if self.architecture in ("gemma3", "gemma2") and kind in _NORMS:
             return w - np.float32(1.0)
+        if kind in (T.FFN_GATE_EXP, T.FFN_UP_EXP):  # [E, F, D] -> [E * F, D], an [out, in] matrix
+            return w.reshape(-1, w.shape[-1])
+        if kind == T.FFN_DOWN_EXP:  # [E, D, F] -> [D, E * F]
+            return w.transpose(1, 0, 2).reshape(w.shape[1], -1)
         return w
 
     def tokenizer(self):
@@ -326,14 +366,16 @@ class GGUFCheckpoint:
 def _dequantize(tensor, rows: int = DEQUANTIZE_ROWS) -> np.ndarray:
     """A fresh float32 copy of a GGUF tensor, dequantized `rows` rows at a time into one array: the quantizer's
     float temporaries (two or three of the output's size) stay a chunk's size (Gemma 3's Q8_0 embedding:
-    672 MB out, about 1.3 GB of temporaries when dequantized whole)."""
+    672 MB out, about 1.3 GB of temporaries when dequantized whole). A 3D tensor (a layer's experts) is taken
+    as its rows of the last axis."""
     data, kind = tensor.data, tensor.tensor_type
-    if kind in _UNQUANTIZED or data.ndim != 2:
+    if kind in _UNQUANTIZED:
         return np.array(gguf.quants.dequantize(data, kind), np.float32, copy=True)
-    out = np.empty(gguf.quants.quant_shape_from_byte_shape(data.shape, kind), np.float32)
-    for start in range(0, data.shape[0], rows):
-        out[start:start + rows] = gguf.quants.dequantize(data[start:start + rows], kind)
-    return out
+    flat = data.reshape(-1, data.shape[-1])
+    out = np.empty(gguf.quants.quant_shape_from_byte_shape(flat.shape, kind), np.float32)
+    for start in range(0, flat.shape[0], rows):
+        out[start:start + rows] = gguf.quants.dequantize(flat[start:start + rows], kind)
+    return out.reshape(*data.shape[:-1], out.shape[-1])
 
 
 def read_gguf(path) -> GGUFCheckpoint:
