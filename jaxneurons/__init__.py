@@ -21,9 +21,9 @@ from jaxneurons.lape import (ActivationStats, NeuronCategories, PerplexityResult
 # imported above and stays importable by its full name.
 from jaxneurons.analyses import attribution, deactivation, sharing, steering, template_spread  # noqa: E402
 
-__all__ = ["sharing", "attribution", "deactivation", "steering", "template_spread", "TemplateResult", "load_result",
-           "SharingResult",
-           "AttributionResult", "DeactivationResult", "SteeringResult", "generate", "Generation", "identify_language", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
+__all__ = ["sharing", "attribution", "deactivation", "steering", "template_spread", "load_result", "SharingResult",
+           "AttributionResult", "DeactivationResult", "SteeringResult", "TemplateResult", "generate", "Generation",
+           "identify_language", "make_examples", "examples_from_files", "examples_from_dataset", "logit_lens",
            "plot_logit_lens", "LogitLens", "neuron_tokens", "NeuronTokens", "integrated_gradients", "static_scores",
            "LanguageModel", "load_model", "export_hf", "to_hf_config", "ModelConfig", "from_hf_config", "NAMES",
            "Decoder", "Intervention", "Patch", "Record", "Output",

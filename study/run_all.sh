@@ -15,7 +15,7 @@ names=${@:-gemma_xnli gemma_xnli_cut gemma_mpararel gemma_mpararel_answer smollm
 
 keep() {  # keep SRC's small results in DST
   mkdir -p "$2"
-  for f in "$1"/*.json "$1"/flags.txt "$1"/report.md; do [ -f "$f" ] && cp "$f" "$2"/; done
+  for f in "$1"/*.json "$1"/flags.txt "$1"/report.md "$1"/templates.md; do [ -f "$f" ] && cp "$f" "$2"/; done
   [ -f "$1"/examples.npz ] && python study/make_tables.py --extract "$1" "$2" > /dev/null
 }
 
@@ -38,6 +38,7 @@ for name in $names; do
     rm -rf study/results/$name
     keep $out study/results/$name
     for e in $out/eval/*/; do [ -d "$e" ] && keep "$e" study/results/$name/eval/$(basename "$e"); done
+    for t in $out/*/; do [ -f "$t/sharing.json" ] && keep "$t" study/results/$name/$(basename "$t"); done  # sweeps
     grep "^$name " runs/study/times.txt | tail -1 > study/results/$name/wall_time.txt
   fi
 done

@@ -295,12 +295,11 @@ class Attention(nn.Module):
             self.sow("intermediates", "keys", k)
             self.sow("intermediates", "values", v)
         mask = _select(is_local, ctx["mask_local"], ctx["mask"])
-        if prefix_kv is None and fusable(c, self.record):
-            out = attend_unrecorded(c, q, k, v, mask, ctx.get("alibi"))
-        elif prefix_kv is None:
+        if prefix_kv is None and "attn_pattern" in self.record.names:  # the probabilities are read
             out, probs_bths = attend(c, q, k, v, mask, ctx.get("alibi"))
-            if "attn_pattern" in self.record.names:
-                self.sow("intermediates", "attn_pattern", _read_at(probs_bths, ctx, self.record.at))
+            self.sow("intermediates", "attn_pattern", _read_at(probs_bths, ctx, self.record.at))
+        elif prefix_kv is None:
+            out = attend_unrecorded(c, q, k, v, mask, ctx.get("alibi"))
         else:  # one new token attending over the cached keys/values of the earlier ones (a replay, or decoding)
             out = attend_after_prefix(c, q, k, v, prefix_kv[0].astype(k.dtype), prefix_kv[1].astype(v.dtype), mask,
                                       ctx.get("alibi"))
@@ -311,12 +310,7 @@ def _select(flag, if_true, if_false):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), if_true, if_false)
 
 
-QUERY_BLOCK = 256  # queries per block of `attend_chunked` off GPU (SmolLM2-135M shapes, 2,048 tokens: see BUILD_NOTES)
-
-
-def fusable(c: ModelConfig, record: Record) -> bool:
-    """Whether a full forward's attention can skip `attend`'s probabilities: when the pattern is not recorded."""
-    return "attn_pattern" not in record.names
+QUERY_BLOCK = 256  # queries per block of `attend_chunked` off GPU (SmolLM2-135M, 2,048 tokens: BUILD_NOTES)
 
 
 def attend_unrecorded(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
@@ -324,7 +318,7 @@ def attend_unrecorded(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=N
     (without attention-logit soft-capping: jax.nn.dot_product_attention has no hook for it); elsewhere, where
     XLA's fused attention still forms every score (and more temporaries than `attend`), by query blocks for inputs
     longer than one block."""
-    if jax.default_backend() == "gpu" and getattr(c, "attn_logit_softcap", None) is None:
+    if jax.default_backend() == "gpu" and c.attn_logit_softcap is None:
         return attend_fused(c, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s)
     if q_bthd.shape[1] > QUERY_BLOCK:
         return attend_chunked(c, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s, QUERY_BLOCK)
