@@ -141,9 +141,9 @@ def templates_figure(summary: Mapping):
         for i, group in enumerate(groups):
             ax.plot([], [], "o", color=f"C{i}", label=group)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_ylabel("all-shared % (mean over layers)" if measure == "all_shared" else "parallel excess (pp)")
-        ax.set_title(f"{measure.replace('_', ' ')} per template: {summary.get('model')} / {summary.get('task')}",
-                     fontsize=9)
+        label = "all-shared % (mean over layers)" if measure == "all_shared" else "parallel excess (pp)"
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per template: {summary.get('model')} / {summary.get('task')}", fontsize=9)
         ax.legend(fontsize=8)
     return _finish(fig)
 
