@@ -74,8 +74,8 @@ _QWEN3_MOE = [row for row in _LLAMA if "/mlp/" not in row[1]] + [
 ] + _FUSED_EXPERTS
 FUSED = ("qkv", "gate_up", "down_experts")  # transforms that split or regroup tensors (not written back)
 TABLES = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma3": _GEMMA3, "bloom": _BLOOM,
-          "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE, "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE}
-TABLES["gemma2"] = _GEMMA3  # Gemma 2 names its four norms per layer as Gemma 3 does (and has no q/k norms)
+          "phi3": _PHI3, "cohere": _COHERE, "cohere2": _COHERE, "mixtral": _MIXTRAL, "qwen3_moe": _QWEN3_MOE,
+          "gemma2": _GEMMA3}  # Gemma 2 names its four norms per layer as Gemma 3 does (and has no q/k norms)
 _PREFIXES = ("model.language_model.", "language_model.model.", "model.", "transformer.")
 
 

@@ -24,9 +24,8 @@ _HF_ACTIVATIONS = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "ge
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM", "bloom": "BloomForCausalLM",
                   "phi3": "Phi3ForCausalLM", "cohere": "CohereForCausalLM", "cohere2": "Cohere2ForCausalLM",
-                  "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
+                  "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "gemma2": "Gemma2ForCausalLM"}
 _MODEL_TYPES = {"gemma3": "gemma3_text"}
-_ARCHITECTURES["gemma2"] = "Gemma2ForCausalLM"
 _GEMMA = ("gemma3", "gemma2")  # (1 + w) norms, sandwich norms, sqrt(hidden) embedding multiplier, soft caps
 
 

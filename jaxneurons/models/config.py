@@ -95,8 +95,8 @@ _INERT = {"architectures", "dtype", "torch_dtype", "transformers_version", "_nam
           "initializer_range", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
           "tie_word_embeddings", "attention_dropout", "hidden_dropout", "pretraining_tp", "slow_but_exact",
           "quantization_config", "max_window_layers", "layer_types", "sliding_window", "_sliding_window_pattern",
-          "rope_parameters", "head_dim"}  # the last five are read (or checked) by the families that use them
-_INERT |= {"cache_implementation"}  # generation's KV-cache kind (Gemma 2's config.json: "hybrid")
+          "rope_parameters", "head_dim",  # these five are read (or checked) by the families that use them
+          "cache_implementation"}  # generation's KV-cache kind (Gemma 2's config.json: "hybrid")
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 _LLAMA_KEYS = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
