@@ -250,7 +250,7 @@ def _tensor_writer(w, rng):
     return hf, (lambda *shape: rng.standard_normal(shape).astype(np.float32)), add
 
 
-def _close(w):
+def _finish(w):
     """Write the GGUF file: header, metadata, tensors."""
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -296,7 +296,7 @@ def _write_tiny(path, arch="llama", n_layers=2, hidden=16, heads=4, kv_heads=2, 
     add("output_norm.weight", "model.norm.weight", f(hidden))
     if untied:
         add("output.weight", "lm_head.weight", f(vocab, hidden))
-    _close(w)
+    _finish(w)
     return hf
 
 
@@ -370,7 +370,7 @@ def _write_moe(path, model, norm_topk_prob=None):
         if mixtral and stem in ("self_attn.q_proj", "self_attn.k_proj"):
             array = _llamacpp_permute(array, c.num_attention_heads, c.num_key_value_heads if "k_" in stem else None)
         w.add_tensor(f"{prefix}{names[stem]}.weight", np.ascontiguousarray(array))
-    _close(w)
+    _finish(w)
 
 
 @pytest.mark.parametrize("variant", ["mixtral_moe", "qwen3_moe_unnormalised"])
@@ -399,7 +399,7 @@ def test_quantized_expert_tensor_dequantizes_in_row_chunks(tmp_path):
     w = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "llama")
     q8 = gguf.GGMLQuantizationType.Q8_0
     w.add_tensor("blk.0.ffn_up_exps.weight", gguf.quants.quantize(x, q8), raw_dtype=q8)
-    _close(w)
+    _finish(w)
     tensor = gguf.GGUFReader(str(tmp_path / "q.gguf")).tensors[0]
     got = gr._dequantize(tensor, rows=4)
     assert got.shape == x.shape and np.abs(got - x).max() < 0.05
@@ -459,7 +459,7 @@ def _write_tiny_bloom(path, n_layers=2, hidden=16, heads=4, vocab=32):
         for g, h in (("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")):
             add(b + f"{g}.weight", p + f"{h}.weight", f(hidden))
             add(b + f"{g}.bias", p + f"{h}.bias", f(hidden))
-    _close(w)
+    _finish(w)
     return hf
 
 
@@ -495,7 +495,7 @@ def _write_gemma2(path, model):
             continue
         array = tensor.numpy() + (1.0 if name.endswith("norm.weight") else 0.0)
         w.add_tensor(names.get_name(name, try_suffixes=(".weight",)), np.ascontiguousarray(array, np.float32))
-    _close(w)
+    _finish(w)
 
 
 def test_synthetic_gemma2_computes_what_transformers_computes(tmp_path):
@@ -550,7 +550,7 @@ def _write_tiny_cohere(path, arch, n_layers=4, hidden=16, heads=4, kv_heads=2, f
             add(b + "attn_q_norm.weight", p + "self_attn.q_norm.weight", f(heads, hd))
             add(b + "attn_k_norm.weight", p + "self_attn.k_norm.weight", f(kv_heads, hd))
     add("output_norm.weight", "model.norm.weight", f(hidden))
-    _close(w)
+    _finish(w)
     sizes = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=n_layers,
                  num_attention_heads=heads, num_key_value_heads=kv_heads, logit_scale=0.25,
                  rope_parameters={"rope_type": "default", "rope_theta": 50000.0})
@@ -607,7 +607,7 @@ def _write_tiny_phi3(path, n_layers=2, hidden=16, heads=4, kv_heads=2, ffn=24, v
     if longrope:  # what llama.cpp adds for Phi-3 128k / 3.5 / Phi-4-mini
         w.add_tensor("rope_factors_long.weight", np.ones(hd // 4, np.float32))
         w.add_tensor("rope_factors_short.weight", np.ones(hd // 4, np.float32))
-    _close(w)
+    _finish(w)
     config = __import__("transformers").Phi3Config(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=n_layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, sliding_window=8,
@@ -703,7 +703,7 @@ def test_unsupported_architecture_error(tmp_path):
     w = gguf.GGUFWriter(str(path), "mamba")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
-    _close(w)
+    _finish(w)
     with pytest.raises(ValueError, match=r"mystery\.gguf.*'mamba'.*not support"):
         gr.read_gguf(path)
 
