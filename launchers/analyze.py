@@ -116,11 +116,12 @@ _IG_MEMORY = flags.DEFINE_float("ig_memory_gb", 2.0, "Memory for IG's replays wh
                                 "(raise it on a large GPU).")
 _ATTRIBUTION_BATCH = flags.DEFINE_integer("attribution_batch_size", 4, "Examples per attribution step.",
                                           lower_bound=1)
-_INTERVENTIONS = flags.DEFINE_list("interventions", [], "Categories to deactivate, each measured separately: "
-                                   "all_shared, partial_shared, specific, random, magnitude (empty: none). A "
-                                   "category also runs count-matched to all-shared; random and magnitude draw "
-                                   "as many neurons as all-shared (magnitude: activated ones with its |m|). "
-                                   "Writes interventions.json.")
+_INTERVENTIONS = flags.DEFINE_list("interventions", [], "Sets to deactivate, each measured separately: "
+                                   "all_shared, partial_shared, specific (a category; each also runs count-"
+                                   "matched to all-shared), random (uniform), magnitude (activated neurons with "
+                                   "all-shared's |m|), top_magnitude (the largest-|m| neurons that are not "
+                                   "all-shared), mass (not all-shared, as much contribution mass as all-shared) "
+                                   "(empty: none). Writes interventions.json.")
 _DEACTIVATE_GENERATED = flags.DEFINE_bool("deactivate_generated", False, "With --interventions on an open-answer task "
                                           "(mpararel, mzsre_*, builtin_facts): also score each set on greedy "
                                           "generations (prefix and first-token match) beside teacher forcing.")

@@ -43,14 +43,20 @@ ENDING_RUNS = [  # (model, task, run ending in one English word, run ending in t
     ("smollm", "XNLI", "smollm_xnli", "smollm_xnli_cut"),
     ("smollm", "mParaRel", "smollm_mpararel_answer", "smollm_mpararel"),
 ]
+ENDINGS = {"english": "one English word", "native": "the item's language"}
+TEMPLATE_RUNS = [("gemma_xnli_templates", "gemma3-270m XNLI"), ("gemma_mpararel_templates", "gemma3-270m mParaRel"),
+                 ("smollm_xnli_templates", "smollm2-135m XNLI"),
+                 ("smollm_mpararel_templates", "smollm2-135m mParaRel")]
 BEYOND_RUNS = [("gemma_xnli_all", "gemma_xnli", "gemma3-270m XNLI"),
                ("gemma_mpararel_all", "gemma_mpararel", "gemma3-270m mParaRel")]  # (all tokens, last token)
-ATTR_RUNS = [("gemma_xnli_attr", "gemma3-270m XNLI"), ("gemma_xnli_ig", "gemma3-270m XNLI, IG"),
-             ("smollm_mpararel_attr", "smollm2-135m mParaRel")]
-IV_RUNS = [("gemma_mpararel_iv", "gemma3-270m mParaRel"), ("smollm_mpararel_attr", "smollm2-135m mParaRel")]
-ALL_RUNS = ([r for r, _ in SHARING_RUNS] + ["gemma_xnli_cut", "gemma_mpararel_answer", "smollm_xnli_cut",
-            "smollm_mpararel_answer", "gemma_xnli_all", "gemma_mpararel_all", "gemma_xnli_13"]
-            + [r for r, _ in ATTR_RUNS] + ["gemma_mpararel_iv"])
+ATTR_RUNS = [("gemma_xnli_attr", "gemma3-270m XNLI"), ("smollm_xnli_attr", "smollm2-135m XNLI")]
+IG_RUNS = [("gemma_xnli_ig", "gemma3-270m XNLI, IG with the post-FFN norm scale frozen"),
+           ("smollm_xnli_ig", "smollm2-135m XNLI, IG (no post-FFN norm)")]
+IV_RUNS = [("gemma_mpararel_iv", "gemma3-270m mParaRel"), ("smollm_mpararel_iv", "smollm2-135m mParaRel")]
+ALIGN_RUN = "align_xnli"
+ALL_RUNS = ([r for _, _, a, b in ENDING_RUNS for r in (a, b)] + [r for r, _ in SHARING_RUNS]
+            + [r for r, _ in TEMPLATE_RUNS] + [a for a, _, _ in BEYOND_RUNS] + ["gemma_xnli_13"]
+            + [r for r, _ in ATTR_RUNS + IG_RUNS + IV_RUNS])
 
 
 # ---------------------------------------------------------------- reading and formatting

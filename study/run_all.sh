@@ -3,15 +3,16 @@
 # its earlier results (--overwrite); log wall time to runs/study/times.txt; copy each finished run's small
 # results (*.json, flags.txt, report.md, and per_example.json extracted from examples.npz) to
 # study/results/<name>/, where study/make_tables.py reads them.
-#   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md, in this order)
+#   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md v3, in this order)
 #   python study/make_tables.py --write
 cd "$(dirname "$0")/.." || exit 1
 export JAXNEURONS_DATA_DIR=${JAXNEURONS_DATA_DIR:-../shared/data}
 mkdir -p runs/study study/results
 names=${@:-gemma_xnli gemma_xnli_cut gemma_mpararel gemma_mpararel_answer smollm_xnli smollm_xnli_cut \
-  smollm_mpararel smollm_mpararel_answer alignment_gradients gemma_xnli_attr gemma_mpararel_iv gemma_xnli_13 \
-  gemma_xnli_all gemma_xnli_ig align_xnli gemma_mzsre_en2all gemma_mzsre_all2en smollm_mpararel_attr \
-  gemma_mpararel_all smollm_mzsre_en2all smollm_mzsre_all2en}
+  smollm_mpararel smollm_mpararel_answer gemma_xnli_templates gemma_mpararel_templates smollm_xnli_templates \
+  smollm_mpararel_templates gemma_xnli_all gemma_mpararel_all gemma_xnli_13 gemma_xnli_attr smollm_xnli_attr \
+  gemma_xnli_ig smollm_xnli_ig gemma_mpararel_iv smollm_mpararel_iv alignment_gradients align_xnli \
+  gemma_mzsre_en2all gemma_mzsre_all2en smollm_mzsre_en2all smollm_mzsre_all2en}
 
 keep() {  # keep SRC's small results in DST
   mkdir -p "$2"
@@ -38,7 +39,11 @@ for name in $names; do
     rm -rf study/results/$name
     keep $out study/results/$name
     for e in $out/eval/*/; do [ -d "$e" ] && keep "$e" study/results/$name/eval/$(basename "$e"); done
-    for t in $out/*/; do [ -f "$t/sharing.json" ] && keep "$t" study/results/$name/$(basename "$t"); done  # sweeps
+    for t in $out/*/; do  # sweeps: a template's sharing run, or an alignment run of a (lambda, seed)
+      [ -f "$t/sharing.json" ] || [ -f "$t/alignment.json" ] || continue
+      keep "$t" study/results/$name/$(basename "$t")
+      for e in $t/eval/*/; do [ -d "$e" ] && keep "$e" study/results/$name/$(basename "$t")/eval/$(basename "$e"); done
+    done
     grep "^$name " runs/study/times.txt | tail -1 > study/results/$name/wall_time.txt
   fi
 done
