@@ -52,7 +52,7 @@ from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, coun
                                             mass_matched, off_by_more, top_magnitude)
 from jaxneurons.attribution.static import down_rows
 from jaxneurons.lm import LanguageModel
-from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.models.decoder import Decoder, Intervention, KVCache, Record
 from jaxneurons.models.output import forward
 from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
@@ -81,15 +81,20 @@ INTERVENTIONS_STATE_FILE = "interventions_state.npz"
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
 def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
-    """(category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
-    last token, from each example's clean forward."""
+    """((category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
+    last token, from each example's clean forward; and, where the decoder records keys and values
+    (`Record(kv=True)`), the clean cache of every row's tokens before its prompt's last token (else None))."""
     out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"])
     act, m = out.activations["act"], out.activations["ffn_hidden"]  # [R, L, F]
     rows, layers, width = act.shape
     shape = (rows // num_languages, num_languages, layers, width)
     abs_m = jnp.abs(m.astype(jnp.float32))
     contribution = abs_m * jnp.linalg.norm(down_rows(params).astype(jnp.float32), axis=-1)[None]
-    return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
+    neurons = jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
+    if out.cache is None:
+        return neurons, None
+    before = jnp.arange(inputs["ids_rt"].shape[1])[None] < inputs["record_index_r"][:, None]
+    return neurons, out.cache.replace(mask=out.cache.mask * before)
 
 
 def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float] = (),
@@ -167,6 +172,32 @@ def intervened_scores(decoder: Decoder, params, inputs: dict, scale_rlf, every_t
                          first_tokens_rs, decoder.dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def cached_scores(decoder: Decoder, params, inputs: dict, prefix: KVCache, scale_rlf, first_tokens_rs):
+    """`intervened_scores` at the prompt's last token (every_token False), run from that token on: it and the
+    continuation attend over `prefix`, the clean keys and values of the tokens before it (`example_neurons`),
+    which a change at the last token cannot reach in a causal decoder. inputs: right-padded rows whose
+    record_index is the prompt's last token (`batching.Inputs`; its prompts those of `prefix`'s rows)."""
+    ids, mask, logit_index = _from_prompt_end(inputs)
+    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), (jnp.arange(ids.shape[1]) == 0)[None])
+    hidden = forward(decoder, params, ids, mask, intervention=change, logit_index=logit_index, cache=prefix).logits
+    return hidden_scores(decoder.config, params, hidden, inputs["targets_rj"], inputs["target_mask_rj"],
+                         first_tokens_rs, decoder.dtype)
+
+
+def _from_prompt_end(inputs: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(ids [R, K], mask [R, K], logit_index [R, K]) of each row from its prompt's last token on: the K tokens
+    (K: the targets' length) whose logits score the continuation, mask 0 past the row's end."""
+    t, k = inputs["ids_rt"].shape[1], inputs["targets_rj"].shape[1]
+    start_r = inputs["record_index_r"]
+    index_rk = start_r[:, None] + jnp.arange(k)[None]
+    inside_rk = index_rk < t
+    index_rk = jnp.minimum(index_rk, t - 1)
+    ids = jnp.take_along_axis(inputs["ids_rt"], index_rk, axis=1)
+    mask = jnp.take_along_axis(inputs["mask_rt"], index_rk, axis=1) * inside_rk
+    return ids, mask, inputs["logit_index_rj"] - start_r[:, None]
+
+
 def _where(inputs: dict, every_token: bool) -> jax.Array:
     if every_token:
         return inputs["mask_rt"].astype(bool)
@@ -201,7 +232,8 @@ class InterventionsConfig:
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str | None,
                       config: InterventionsConfig = InterventionsConfig(), *, resume: bool = False,
                       progress: bool = True, figures: bool = True, mesh: Mesh | None = None,
-                      process_index: int | None = None, process_count: int | None = None) -> dict:
+                      process_index: int | None = None, process_count: int | None = None,
+                      _full_forwards: bool = False) -> dict:
     """Write output_dir/interventions.json, its figure and report section (see the module docstring); output_dir
     None runs in memory: no file, no checkpoint.
 
@@ -211,6 +243,11 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
       conditions the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
       every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
+
+    At the prompt's last token (every_token False) each batch's clean forward also keeps the keys and values of
+    the tokens before it, and each condition runs only the last token and the continuations over them
+    (`cached_scores`); _full_forwards: a full forward per condition instead (the reference the tests compare to;
+    the clean forward is the same, so the neuron sets are too).
     """
     every_token, seeds = config.every_token, config.seeds
     if not every_token and any(ex.readout != "prompt" for ex in examples):
@@ -240,7 +277,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers,
                                      config.generated)
-    codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
+    cached = not (every_token or _full_forwards)
+    codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last", kv=not every_token), logits="none")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params = placement.params(lm.params)
 
@@ -248,7 +286,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         batch = plan.batch(index)
         main, first_tokens = placement.batch((batch.neuron_inputs.arrays(), batch.first_tokens_rs))
         with placement.context():
-            codes, abs_m, contribution = placement.fetch(example_neurons(codes_decoder, params, main, n))
+            neurons, prefix = example_neurons(codes_decoder, params, main, n)
+            codes, abs_m, contribution = placement.fetch(neurons)
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
@@ -256,11 +295,14 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():
-                stats = intervened_scores(score_decoder, params, main, scale, every_token, first_tokens)
+                if cached:
+                    score = functools.partial(cached_scores, score_decoder, params, prefix=prefix)
+                else:
+                    score = functools.partial(intervened_scores, score_decoder, params, every_token=every_token)
+                stats = score(main, scale_rlf=scale, first_tokens_rs=first_tokens)
                 full = {}
                 for slot, fwd in zip(batch.scoring_slots, batch.scoring_inputs):
-                    extra = intervened_scores(score_decoder, params, placement.batch(fwd.arrays()), scale,
-                                              every_token, first_tokens)
+                    extra = score(placement.batch(fwd.arrays()), scale_rlf=scale, first_tokens_rs=first_tokens)
                     full[slot] = (extra["logprob"], extra["greedy"])
             stats, full = placement.fetch((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{condition}/option_logprobs"],
