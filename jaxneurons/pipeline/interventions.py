@@ -26,7 +26,9 @@ For every condition: accuracy per language, its change from clean (paired), the 
 forward), its size and mean |m| per neuron, its count, mean |m| and mass ratios to all-shared, the spread over
 seeds, and a paired test of all-shared-off against each control and of each set against clean (the primary
 criterion: the paired bootstrap interval; the exact sign test, one-sided, as secondary; `analysis.bootstrap`).
-The answers are scored exactly as in the sharing run (same batches, same option scoring).
+The answers are scored exactly as in the sharing run (same batches, same option scoring). At the prompt's last
+token, a condition cannot change the tokens before it: each batch's clean forward keeps their keys and values, and
+each condition runs only the prompt's last token and the answers over them (`cached_scores`).
 """
 
 from __future__ import annotations
@@ -288,6 +290,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         with placement.context():
             neurons, prefix = example_neurons(codes_decoder, params, main, n)
             codes, abs_m, contribution = placement.fetch(neurons)
+        if cached:  # from the prompt's last token on, over the clean keys and values of the tokens before it
+            score = functools.partial(cached_scores, score_decoder, params, prefix=prefix)
+        else:
+            score = functools.partial(intervened_scores, score_decoder, params, every_token=every_token)
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
@@ -295,10 +301,6 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():
-                if cached:
-                    score = functools.partial(cached_scores, score_decoder, params, prefix=prefix)
-                else:
-                    score = functools.partial(intervened_scores, score_decoder, params, every_token=every_token)
                 stats = score(main, scale_rlf=scale, first_tokens_rs=first_tokens)
                 full = {}
                 for slot, fwd in zip(batch.scoring_slots, batch.scoring_inputs):
