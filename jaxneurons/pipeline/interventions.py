@@ -27,8 +27,8 @@ forward), its size and mean |m| per neuron, its count, mean |m| and mass ratios 
 seeds, and a paired test of all-shared-off against each control and of each set against clean (the primary
 criterion: the paired bootstrap interval; the exact sign test, one-sided, as secondary; `analysis.bootstrap`).
 The answers are scored exactly as in the sharing run (same batches, same option scoring). At the prompt's last
-token, a condition cannot change the tokens before it: each batch's clean forward keeps their keys and values, and
-each condition runs only the prompt's last token and the answers over them (`cached_scores`).
+token, a condition cannot change the tokens before it: a clean forward of each batch keeps their keys and values
+(`prompt_cache`), and each condition runs only the prompt's last token and the answers over them (`cached_scores`).
 """
 
 from __future__ import annotations
@@ -83,20 +83,24 @@ INTERVENTIONS_STATE_FILE = "interventions_state.npz"
 
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
 def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
-    """((category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
-    last token, from each example's clean forward; and, where the decoder records keys and values
-    (`Record(kv=True)`), the clean cache of every row's tokens before its prompt's last token (else None))."""
+    """(category codes [B, L, F], |m| [B, N, L, F], contribution |m| * ||v|| [B, N, L, F]) at the prompts'
+    last token, from each example's clean forward."""
     out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"])
     act, m = out.activations["act"], out.activations["ffn_hidden"]  # [R, L, F]
     rows, layers, width = act.shape
     shape = (rows // num_languages, num_languages, layers, width)
     abs_m = jnp.abs(m.astype(jnp.float32))
     contribution = abs_m * jnp.linalg.norm(down_rows(params).astype(jnp.float32), axis=-1)[None]
-    neurons = jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
-    if out.cache is None:
-        return neurons, None
+    return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def prompt_cache(decoder: Decoder, params, inputs: dict) -> KVCache:
+    """The clean keys and values of every row's tokens before its prompt's last token (`record_index_r`), from a
+    decoder that records them (`Record(kv=True)`): the slots from there on are masked."""
+    out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"])
     before = jnp.arange(inputs["ids_rt"].shape[1])[None] < inputs["record_index_r"][:, None]
-    return neurons, out.cache.replace(mask=out.cache.mask * before)
+    return out.cache.replace(mask=out.cache.mask * before)
 
 
 def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float] = (),
@@ -177,7 +181,7 @@ def intervened_scores(decoder: Decoder, params, inputs: dict, scale_rlf, every_t
 @functools.partial(jax.jit, static_argnames=("decoder",))
 def cached_scores(decoder: Decoder, params, inputs: dict, prefix: KVCache, scale_rlf, first_tokens_rs):
     """`intervened_scores` at the prompt's last token (every_token False), run from that token on: it and the
-    continuation attend over `prefix`, the clean keys and values of the tokens before it (`example_neurons`),
+    continuation attend over `prefix`, the clean keys and values of the tokens before it (`prompt_cache`),
     which a change at the last token cannot reach in a causal decoder. inputs: right-padded rows whose
     record_index is the prompt's last token (`batching.Inputs`; its prompts those of `prefix`'s rows)."""
     ids, mask, logit_index = _from_prompt_end(inputs)
@@ -246,10 +250,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
       conditions the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
       every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
 
-    At the prompt's last token (every_token False) each batch's clean forward also keeps the keys and values of
-    the tokens before it, and each condition runs only the last token and the continuations over them
-    (`cached_scores`); _full_forwards: a full forward per condition instead (the reference the tests compare to;
-    the clean forward is the same, so the neuron sets are too).
+    At the prompt's last token (every_token False) a clean forward of each batch keeps the keys and values of the
+    tokens before it (`prompt_cache`), and each condition runs only the last token and the continuations over
+    them (`cached_scores`); _full_forwards: a full forward per condition instead (the reference the tests compare
+    to).
     """
     every_token, seeds = config.every_token, config.seeds
     if not every_token and any(ex.readout != "prompt" for ex in examples):
@@ -280,7 +284,8 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers,
                                      config.generated)
     cached = not (every_token or _full_forwards)
-    codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last", kv=not every_token), logits="none")
+    codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
+    cache_decoder = lm.decoder(Record(kv=True), logits="none")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params = placement.params(lm.params)
 
@@ -288,9 +293,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         batch = plan.batch(index)
         main, first_tokens = placement.batch((batch.neuron_inputs.arrays(), batch.first_tokens_rs))
         with placement.context():
-            neurons, prefix = example_neurons(codes_decoder, params, main, n)
-            codes, abs_m, contribution = placement.fetch(neurons)
+            codes, abs_m, contribution = placement.fetch(example_neurons(codes_decoder, params, main, n))
         if cached:  # from the prompt's last token on, over the clean keys and values of the tokens before it
+            with placement.context():
+                prefix = prompt_cache(cache_decoder, params, main)
             score = functools.partial(cached_scores, score_decoder, params, prefix=prefix)
         else:
             score = functools.partial(intervened_scores, score_decoder, params, every_token=every_token)
