@@ -220,11 +220,12 @@ class Replay:
 
 @flax.struct.dataclass
 class KVCache:
-    """Every layer's keys and values at `slots` token positions, for decoding one token a step.
+    """Every layer's keys and values at `slots` token positions, for decoding new tokens after them.
 
     keys, values: [L, B, S, kv_heads, head_dim]; mask: [B, S], 1 where a slot holds a real token; length: how
     many slots are in use (the next token's slot). A left-padded prompt fills slots 0..T-1 (its padding with
-    mask 0), and each generated token the next slot, so slot distances are token distances (sliding windows).
+    mask 0), and each generated token the next slot. Masked slots may sit anywhere (a right-padded prompt's
+    tail): a new token's position, and its sliding window, count real tokens, not slots.
     Layer-first, like `Replay`: the layer scan consumes it.
     """
 
@@ -300,7 +301,7 @@ class Attention(nn.Module):
             self.sow("intermediates", "attn_pattern", _read_at(probs_bths, ctx, self.record.at))
         elif prefix_kv is None:
             out = attend_unrecorded(c, q, k, v, mask, ctx.get("alibi"))
-        else:  # one new token attending over the cached keys/values of the earlier ones (a replay, or decoding)
+        else:  # new tokens attending over the cached keys/values of the earlier ones (a replay, or decoding)
             out = attend_after_prefix(c, q, k, v, prefix_kv[0].astype(k.dtype), prefix_kv[1].astype(v.dtype), mask,
                                       ctx.get("alibi"))
         return _dense(c.hidden_size, c.out_bias, self.dtype, self.param_dtype, "o")(out.reshape(b, t, -1))
@@ -375,10 +376,12 @@ def attend(c: ModelConfig, q_bthd, k_bskd, v_bskd, mask, alibi_bh1s=None):
 
 def attend_after_prefix(c: ModelConfig, q_b1hd, k_b1kd, v_b1kd, prefix_k_bskd, prefix_v_bskd, mask,
                         alibi_bh1s=None):
-    """`attend` for one new token over cached keys/values and its own, without concatenating them: under
-    `vmap` over integrated-gradients replays the cache then stays one shared array, where a concatenation
-    would copy it, and keep it for the backward pass, once per replay."""
+    """`attend` for T new tokens (one, or several: mask [B, 1, 1, T, S + T] says which keys each sees) over
+    cached keys/values and their own, without concatenating them: under `vmap` over integrated-gradients
+    replays the cache then stays one shared array, where a concatenation would copy it, and keep it for the
+    backward pass, once per replay."""
     b, t, _, d = q_b1hd.shape
+    s = prefix_k_bskd.shape[1]
     q = q_b1hd.reshape(b, t, c.num_kv_heads, c.num_heads // c.num_kv_heads, d)
     product = functools.partial(jnp.einsum, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
     scores = jnp.concatenate([product("btkgd,bskd->bkgts", q, prefix_k_bskd),
@@ -387,8 +390,8 @@ def attend_after_prefix(c: ModelConfig, q_b1hd, k_b1kd, v_b1kd, prefix_k_bskd, p
     if alibi_bh1s is not None:
         scores = scores + alibi_bh1s.reshape(b, c.num_kv_heads, -1, 1, scores.shape[-1])
     probs = jax.nn.softmax(jnp.where(mask, scores, L.NEG_INF), axis=-1).astype(v_b1kd.dtype)
-    cached = jnp.einsum("bkgts,bskd->btkgd", probs[..., :-1], prefix_v_bskd, precision=jax.lax.Precision.HIGHEST)
-    own = jnp.einsum("bkgts,bskd->btkgd", probs[..., -1:], v_b1kd, precision=jax.lax.Precision.HIGHEST)
+    cached = jnp.einsum("bkgts,bskd->btkgd", probs[..., :s], prefix_v_bskd, precision=jax.lax.Precision.HIGHEST)
+    own = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v_b1kd, precision=jax.lax.Precision.HIGHEST)
     return cached + own
 
 
@@ -567,8 +570,11 @@ class Decoder(nn.Module):
         first_layer..L-1, with input_ids_bt [B, 1] the last token and mask_bt the full [B, T] mask; the
         intervention's scale and shift then cover those layers only. Run it through
         `jaxneurons.models.output.forward`, which returns its recordings in the public layout.
-        cache: decode one new token per row (input_ids_bt [B, 1], mask_bt ignored) against the keys and values
-        of the earlier ones (`KVCache`); the intervention's `where` is then [B, 1] (or [1, 1])."""
+        cache: decode new tokens (input_ids_bt [B, T'], mask_bt [B, T'] 1 for the real ones) against the keys
+        and values of the earlier ones (`KVCache`): each attends over the cache's real slots and the real new
+        tokens up to itself; the intervention's `where` is then [B, T'] (or [1, 1]), record_index and
+        logit_index count new tokens. One new token a step generates; several run a prompt's last token and
+        an answer after a cached prompt (the deactivation pass)."""
         c = self.config
         if self.logits not in LOGITS:
             hint = f" ({self.logits!r} is now {RENAMED[self.logits]!r})" if self.logits in RENAMED else ""
@@ -590,7 +596,7 @@ class Decoder(nn.Module):
         if cache is None:
             ctx = self._context(mask_bt, record_index, intervention, input_ids_bt.shape[1])
         else:
-            ctx = self._decode_context(cache, intervention)
+            ctx = self._decode_context(cache, mask_bt, record_index, intervention)
         xs = {"is_local": jnp.asarray(c.is_local()[self.first_layer:])}
         if replay is not None:
             xs.update(replay=replay, prefix=(replay.prefix_k, replay.prefix_v))
@@ -627,22 +633,24 @@ class Decoder(nn.Module):
                "record_index": L.last_token_index(query_mask) if record_index_b is None else record_index_b}
         return self._with_positions(ctx, positions, query_len, intervention)
 
-    def _decode_context(self, cache: KVCache, intervention):
-        """Masks and positions of one new token in slot `cache.length`: its keys are the cache's filled slots
-        (within the sliding window on local layers) and itself; its position counts the real tokens before it."""
+    def _decode_context(self, cache: KVCache, new_bt, record_index_b, intervention):
+        """Masks and positions of T' new tokens after the cache's slots (new_bt [B, T']: 1 for real ones): each
+        sees the cache's real slots and the real new tokens up to itself, within the sliding window on local
+        layers; positions, and so window distances, count the real tokens before a token, not slots."""
         c = self.config
-        filled = cache.mask != 0
-        itself = jnp.ones_like(filled[:, :1])
-        keys_bs = jnp.concatenate([filled, itself], axis=1)
-        mask = keys_bs[:, None, None, None, :]
-        mask_local = mask
+        filled, new = cache.mask != 0, new_bt != 0
+        b, t = new.shape
+        causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+        sees = jnp.concatenate([jnp.broadcast_to(filled[:, None], (b, t, filled.shape[1])),
+                                causal[None] & new[:, None]], axis=-1)  # [B, T', S + T']
+        positions = L.positions_from_mask(jnp.concatenate([filled, new], axis=1).astype(jnp.int32))
+        mask = mask_local = sees[:, None, None]
         if c.sliding_window is not None:
-            near = (cache.length - jnp.arange(filled.shape[1])) < c.sliding_window
-            mask_local = jnp.concatenate([filled & near, itself], axis=1)[:, None, None, None, :]
-        positions = L.positions_from_mask(keys_bs.astype(jnp.int32))
-        ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": itself,
-               "record_index": jnp.zeros(filled.shape[0], jnp.int32)}
-        return self._with_positions(ctx, positions, 1, intervention)
+            near = (positions[:, -t:, None] - positions[:, None, :]) < c.sliding_window
+            mask_local = (sees & near)[:, None, None]
+        ctx = {"mask": mask, "mask_local": mask_local, "mask_bt": new,
+               "record_index": L.last_token_index(new) if record_index_b is None else record_index_b}
+        return self._with_positions(ctx, positions, t, intervention)
 
     def _with_positions(self, ctx: dict, positions_bs, query_len: int, intervention) -> dict:
         """ctx with the queries' rotary tables (the last query_len of the key positions) or the keys' ALiBi

@@ -26,7 +26,9 @@ For every condition: accuracy per language, its change from clean (paired), the 
 forward), its size and mean |m| per neuron, its count, mean |m| and mass ratios to all-shared, the spread over
 seeds, and a paired test of all-shared-off against each control and of each set against clean (the primary
 criterion: the paired bootstrap interval; the exact sign test, one-sided, as secondary; `analysis.bootstrap`).
-The answers are scored exactly as in the sharing run (same batches, same option scoring).
+The answers are scored exactly as in the sharing run (same batches, same option scoring). At the prompt's last
+token, a condition cannot change the tokens before it: a clean forward of each batch keeps their keys and values
+(`prompt_cache`), and each condition runs only the prompt's last token and the answers over them (`cached_scores`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, coun
                                             mass_matched, off_by_more, top_magnitude)
 from jaxneurons.attribution.static import down_rows
 from jaxneurons.lm import LanguageModel
-from jaxneurons.models.decoder import Decoder, Intervention, Record
+from jaxneurons.models.decoder import Decoder, Intervention, KVCache, Record
 from jaxneurons.models.output import forward
 from jaxneurons.pipeline import merge
 from jaxneurons.pipeline.batching import plan_batches, tokenize_examples
@@ -90,6 +92,15 @@ def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
     abs_m = jnp.abs(m.astype(jnp.float32))
     contribution = abs_m * jnp.linalg.norm(down_rows(params).astype(jnp.float32), axis=-1)[None]
     return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def prompt_cache(decoder: Decoder, params, inputs: dict) -> KVCache:
+    """The clean keys and values of every row's tokens before its prompt's last token (`record_index_r`), from a
+    decoder that records them (`Record(kv=True)`): the slots from there on are masked."""
+    out = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"], record_index=inputs["record_index_r"])
+    before = jnp.arange(inputs["ids_rt"].shape[1])[None] < inputs["record_index_r"][:, None]
+    return out.cache.replace(mask=out.cache.mask * before)
 
 
 def condition_names(kinds: Sequence[str], seeds, dose_fractions: Sequence[float] = (),
@@ -167,6 +178,32 @@ def intervened_scores(decoder: Decoder, params, inputs: dict, scale_rlf, every_t
                          first_tokens_rs, decoder.dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def cached_scores(decoder: Decoder, params, inputs: dict, prefix: KVCache, scale_rlf, first_tokens_rs):
+    """`intervened_scores` at the prompt's last token (every_token False), run from that token on: it and the
+    continuation attend over `prefix`, the clean keys and values of the tokens before it (`prompt_cache`),
+    which a change at the last token cannot reach in a causal decoder. inputs: right-padded rows whose
+    record_index is the prompt's last token (`batching.Inputs`; its prompts those of `prefix`'s rows)."""
+    ids, mask, logit_index = _from_prompt_end(inputs)
+    change = Intervention(scale_rlf, jnp.zeros_like(scale_rlf), (jnp.arange(ids.shape[1]) == 0)[None])
+    hidden = forward(decoder, params, ids, mask, intervention=change, logit_index=logit_index, cache=prefix).logits
+    return hidden_scores(decoder.config, params, hidden, inputs["targets_rj"], inputs["target_mask_rj"],
+                         first_tokens_rs, decoder.dtype)
+
+
+def _from_prompt_end(inputs: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(ids [R, K], mask [R, K], logit_index [R, K]) of each row from its prompt's last token on: the K tokens
+    (K: the targets' length) whose logits score the continuation, mask 0 past the row's end."""
+    t, k = inputs["ids_rt"].shape[1], inputs["targets_rj"].shape[1]
+    start_r = inputs["record_index_r"]
+    index_rk = start_r[:, None] + jnp.arange(k)[None]
+    inside_rk = index_rk < t
+    index_rk = jnp.minimum(index_rk, t - 1)
+    ids = jnp.take_along_axis(inputs["ids_rt"], index_rk, axis=1)
+    mask = jnp.take_along_axis(inputs["mask_rt"], index_rk, axis=1) * inside_rk
+    return ids, mask, inputs["logit_index_rj"] - start_r[:, None]
+
+
 def _where(inputs: dict, every_token: bool) -> jax.Array:
     if every_token:
         return inputs["mask_rt"].astype(bool)
@@ -201,7 +238,8 @@ class InterventionsConfig:
 def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Sequence[str], output_dir: str | None,
                       config: InterventionsConfig = InterventionsConfig(), *, resume: bool = False,
                       progress: bool = True, figures: bool = True, mesh: Mesh | None = None,
-                      process_index: int | None = None, process_count: int | None = None) -> dict:
+                      process_index: int | None = None, process_count: int | None = None,
+                      _full_forwards: bool = False) -> dict:
     """Write output_dir/interventions.json, its figure and report section (see the module docstring); output_dir
     None runs in memory: no file, no checkpoint.
 
@@ -211,6 +249,11 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     process_index, process_count: as in `run_sharing_analysis` (default `distributed.process_layout`): process k
       conditions the batches i with i % count == k and keeps its checkpoint in output_dir/process_{k}_of_{count}/;
       every process returns the merged result (exactly a one-process run's), process 0 alone writes it.
+
+    At the prompt's last token (every_token False) a clean forward of each batch keeps the keys and values of the
+    tokens before it (`prompt_cache`), and each condition runs only the last token and the continuations over
+    them (`cached_scores`); _full_forwards: a full forward per condition instead (the reference the tests compare
+    to).
     """
     every_token, seeds = config.every_token, config.seeds
     if not every_token and any(ex.readout != "prompt" for ex in examples):
@@ -240,7 +283,9 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     start = int(saved.pop(NEXT_BATCH)) if saved else 0
     acc = saved if saved else _empty(conditions, len(examples), n, plan.num_slots, lm.config.num_layers,
                                      config.generated)
+    cached = not (every_token or _full_forwards)
     codes_decoder = lm.decoder(Record(("act", "ffn_hidden"), "last"), logits="none")
+    cache_decoder = lm.decoder(Record(kv=True), logits="none")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params = placement.params(lm.params)
 
@@ -249,6 +294,12 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         main, first_tokens = placement.batch((batch.neuron_inputs.arrays(), batch.first_tokens_rs))
         with placement.context():
             codes, abs_m, contribution = placement.fetch(example_neurons(codes_decoder, params, main, n))
+        if cached:  # from the prompt's last token on, over the clean keys and values of the tokens before it
+            with placement.context():
+                prefix = prompt_cache(cache_decoder, params, main)
+            score = functools.partial(cached_scores, score_decoder, params, prefix=prefix)
+        else:
+            score = functools.partial(intervened_scores, score_decoder, params, every_token=every_token)
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
@@ -256,11 +307,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
             _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():
-                stats = intervened_scores(score_decoder, params, main, scale, every_token, first_tokens)
+                stats = score(main, scale_rlf=scale, first_tokens_rs=first_tokens)
                 full = {}
                 for slot, fwd in zip(batch.scoring_slots, batch.scoring_inputs):
-                    extra = intervened_scores(score_decoder, params, placement.batch(fwd.arrays()), scale,
-                                              every_token, first_tokens)
+                    extra = score(placement.batch(fwd.arrays()), scale_rlf=scale, first_tokens_rs=first_tokens)
                     full[slot] = (extra["logprob"], extra["greedy"])
             stats, full = placement.fetch((stats, full))
             record_scores(batch, slot_scores(batch, stats, full, "last"), n, acc[f"{condition}/option_logprobs"],
