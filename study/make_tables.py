@@ -71,6 +71,11 @@ def load(run: str, name: str):
         return f.read() if name.endswith(".txt") else json.load(f)
 
 
+def before_v3(s: dict) -> str:
+    """' (before v3)' for a result without a schema_version (a v2 run not yet rerun), else ''."""
+    return "" if s.get("schema_version") else " (before v3)"
+
+
 def fmt(x, digits=1):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -142,10 +147,10 @@ def status_table() -> str:
     for run in list(dict.fromkeys(ALL_RUNS)) + ["alignment_gradients", ALIGN_RUN]:
         files = [f for f in RESULT_FILES if load(run, f) is not None]
         if not files:
-            rows.append([f"`{run}`", "not run", ""])
+            rows.append([f"`{run}`", "pending (not run)", ""])
             continue
         main = load(run, files[0])
-        state = "v3" if main.get("schema_version") else "before v3 (no schema_version): rerun"
+        state = "v3" if main.get("schema_version") else "pending (its committed result is from before v3)"
         if run == "alignment_gradients":
             state = "v2 (its method did not change in v3)"
         rows.append([f"`{run}`", state, ", ".join(files)])
@@ -168,7 +173,7 @@ def runs_table():
         acc = s["accuracy_detail"]
         warned = [lang for lang, d in acc.items() if d.get("warning")]
         ending = s.get("prompt_format", "") + (f" + {s['prompt_suffix']!r}" if s.get("prompt_suffix") else "")
-        rows.append([run, s["model"], s["task"], ending, s["num_examples"], len(s["languages"]),
+        rows.append([run + before_v3(s), s["model"], s["task"], ending, s["num_examples"], len(s["languages"]),
                      s.get("neuron_position", s.get("positions")),  # v2 results say "positions"
                      fmt(s.get("examples_per_second"), 2), fmt(wall_min(run)),
                      fmt(100 * float(np.mean([d["value"] for d in acc.values()]))),
@@ -190,7 +195,7 @@ def accuracy_table():
         d = s["accuracy_detail"]
         chance = next((x["chance"] for x in d.values() if x.get("chance")), None)
         major = [x["majority_rate"] for x in d.values() if x.get("majority_rate") is not None]
-        rows.append([run, s["num_examples"], fmt(100 * chance) if chance else "open answer"]
+        rows.append([run + before_v3(s), s["num_examples"], fmt(100 * chance) if chance else "open answer"]
                     + [ci(d[lang], 0, 100) for lang in s["languages"]]
                     + [fmt(100 * float(np.mean(major))) if major else "n/a"])
     langs = load("gemma_xnli", "sharing.json")["languages"] if load("gemma_xnli", "sharing.json") else []
@@ -207,7 +212,7 @@ def category_table():
             rows.append([label, "not run"] + [""] * 5)
             continue
         m = s["mean_over_layers"]
-        rows.append([label, s["num_examples"]] + [category_ci(s, c) for c in CATS]
+        rows.append([label + before_v3(s), s["num_examples"]] + [category_ci(s, c) for c in CATS]
                     + [fmt(m["partial_shared"] / m["all_shared"], 2) if m["all_shared"] else "n/a"])
     return table(["run", "items", "all-shared %", "partial-shared %", "specific %", "non-activated %",
                   "partial / all"], rows)
@@ -220,7 +225,7 @@ def layer_table():
         s = load(run, "sharing.json")
         if s is None:
             continue
-        out = [label]
+        out = [label + before_v3(s)]
         for c in ("all_shared", "partial_shared"):
             v = np.asarray(s["per_layer"][c])
             out += [fmt(t.mean()) for t in np.array_split(v, 3)] + [f"{int(np.argmax(v))} of {len(v)}"]
@@ -236,7 +241,8 @@ def sweep_table():
         if s is None:
             continue
         keys = keys or list(s["threshold_sweep"])
-        rows.append([label] + [fmt(float(np.mean(v["all_shared"]))) for v in s["threshold_sweep"].values()])
+        rows.append([label + before_v3(s)] + [fmt(float(np.mean(v["all_shared"])))
+                                              for v in s["threshold_sweep"].values()])
     return table(["run (all-shared %, mean over layers)"] + [f"tau {k}" for k in keys or []], rows)
 
 
@@ -495,10 +501,10 @@ def positions_table():
         if a is None or b is None:
             rows.append([label, "not run"] + [""] * 6)
             continue
-        cells = [label, f"{a['num_examples']} / {b['num_examples']}"]
+        cells = [label + before_v3(a), f"{a['num_examples']} / {b['num_examples']}"]
         cells += [f"{category_ci(a, c)} / {category_ci(b, c)}" for c in CATS]
         ca, cb = a.get("controls"), b.get("controls")
-        cells += [" / ".join(ci(_mean(c, g), 2 if "excess" in g else 1) if c else "v2 result" for c in (ca, cb))
+        cells += [" / ".join(ci(_mean(c, g), 2 if "excess" in g else 1) if c else "before v3" for c in (ca, cb))
                   for g in ("non_parallel", "parallel_excess")]
         rows.append(cells)
     return table(["run", "items (all tokens / last token)"] + [f"{c} %: all tokens / last token" for c in CATS]
@@ -510,7 +516,7 @@ def languages_table():
     a, b = load("gemma_xnli_13", "sharing.json"), load("gemma_xnli", "sharing.json")
     if a is None or b is None:
         return "(gemma_xnli_13 or gemma_xnli not run)"
-    rows = [[f"{len(s['languages'])} languages", s["num_examples"]] + [category_ci(s, c) for c in CATS]
+    rows = [[f"{len(s['languages'])} languages{before_v3(s)}", s["num_examples"]] + [category_ci(s, c) for c in CATS]
             for s in (b, a)]
     pa, pb = load("gemma_xnli_13", "per_example.json"), load("gemma_xnli", "per_example.json")
     if pa and pb:  # the 9-language run on the 13-language run's items
