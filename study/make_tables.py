@@ -150,7 +150,8 @@ def status_table() -> str:
             rows.append([f"`{run}`", "pending (not run)", ""])
             continue
         main = load(run, files[0])
-        state = "v3" if main.get("schema_version") else "pending (its committed result is from before v3)"
+        new = main.get("schema_version") or files[0] == "alignment_sweep.json"  # a sweep exists only since v3
+        state = "v3" if new else "pending (its committed result is from before v3)"
         if run == "alignment_gradients":
             state = "v2 (its method did not change in v3)"
         rows.append([f"`{run}`", state, ", ".join(files)])
