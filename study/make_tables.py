@@ -7,11 +7,12 @@
 
 Reads only study/results/<run>/: sharing.json (with its grouping controls and overlap frequency),
 templates.json, attribution.json, interventions.json, alignment_sweep.json (and <lambda>_<seed>/eval/<weights>/
-of the alignment sweep), alignment_gradients.json, per_example.json and wall_time.txt, which study/run_all.sh
-copies out of each run's folder (runs/ itself is not committed). A run that is missing, or whose results come
-from before v3, is reported as such, and a verdict that needs it says "pending". Every number in a verdict is
-computed here. Intervals are 95% percentile bootstraps over the items (the pipeline's, seeded); the prompt-ending
-and alignment differences are paired over the same items (per_example.json)."""
+of the alignment sweep), alignment_gradients.json, per_example.json, per_item_deactivation.json and
+wall_time.txt, which study/run_all.sh copies out of each run's folder (runs/ itself is not committed). A run
+that is missing, or whose results come from before v3, is reported as such, and a verdict that needs it says
+"pending". Every number in a verdict is computed here. Intervals are 95% percentile bootstraps over the items
+(the pipeline's, seeded); the prompt-ending and alignment differences, and deactivation at equal mass, are
+paired over the same items (per_example.json, per_item_deactivation.json)."""
 
 from __future__ import annotations
 
@@ -651,9 +652,82 @@ def dose_table():
                  [r + [""] * (width - len(r)) for r in rows]) if rows else "(no dose-response run on v3)"
 
 
+def per_item(items: dict, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """(removed mass % [E], gold log-prob change [E]) of a condition group per item, its seeds averaged."""
+    members = [c for c in items["conditions"] if c == group or c.startswith(group + "/")]
+    if not members:
+        raise Pending(f"per_item_deactivation.json has no condition {group}")
+    return tuple(np.mean([items["conditions"][c][key] for c in members], 0)
+                 for key in ("removed_mass", "gold_logprob_change"))
+
+
+def curve_at(items: dict, groups: list[str], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(change [E], inside [E]): a dose curve's gold log-prob change at mass x, per item, linearly interpolated
+    between clean (0, 0) and the curve's sets (nested: the mass grows with the size); inside False where x lies
+    beyond the curve's largest set."""
+    points = [per_item(items, g) for g in groups]
+    xs = np.stack([np.zeros_like(x)] + [m for m, _ in points], 1)
+    zs = np.stack([np.zeros_like(x)] + [c for _, c in points], 1)
+    order = np.argsort(xs, 1, kind="stable")
+    xs, zs = np.take_along_axis(xs, order, 1), np.take_along_axis(zs, order, 1)
+    return np.array([np.interp(a, b, c) for a, b, c in zip(x, xs, zs)]), x <= xs[:, -1]
+
+
+EQUAL_MASS = ("random", "magnitude", "top_magnitude", "mass", "ranked")  # what all-shared is read against
+
+
+def at_equal_mass(run: str, other: str) -> dict | None:
+    """All-shared off against another set at equal contribution mass removed, item by item, as
+    (all-shared's change) minus (the other's change) at one mass (negative: all-shared hurts more): a control
+    (`random`, `magnitude`, `top_magnitude`, `mass`) at its own mass, against the all-shared dose curve read
+    there; `ranked`: the |m|-ranked curve read at all-shared's own mass. An item whose mass lies beyond the
+    curve's largest set is left out, and counted. Mean over the items, paired 95% bootstrap interval; None
+    without the per-item file or the dose curves."""
+    items, iv = load(run, "per_item_deactivation.json"), load(run, "interventions.json")
+    if items is None or iv is None or "dose_response" not in iv or (other != "ranked" and other not in iv["sets"]):
+        return None
+    x, y = per_item(items, "all_shared")
+    reported = iv["sets"]["all_shared"]["gold_logprob_change"]["value"]
+    if abs(y.mean() - reported) > 1e-3:  # the extraction must reproduce the pass's own mean
+        raise ValueError(f"{run}: per-item all-shared change {y.mean():.4f} != interventions.json's {reported:.4f}")
+    curves = iv["dose_response"]["curves"]
+    if other == "ranked":
+        z, inside = curve_at(items, curves["ranked"]["set"], x)
+        shared, theirs = y, z
+    else:
+        x, theirs = per_item(items, other)
+        shared, inside = curve_at(items, curves["all_shared"]["set"], x)
+    d = (shared - theirs)[inside]
+    out = {"n": int(len(d)), "left_out": int((~inside).sum())}
+    if len(d):
+        lo, hi = interval(replicates(d, resample_counts(len(d), seed=0)))
+        out.update(mass=float(x[inside].mean()), all_shared=float(shared[inside].mean()),
+                   other=float(theirs[inside].mean()),
+                   difference={"value": float(d.mean()), "ci95": [float(lo), float(hi)]})
+    return out
+
+
+def equal_mass_table() -> str:
+    rows = []
+    for run, label in IV_RUNS:
+        for other in EQUAL_MASS:
+            r = at_equal_mass(run, other)
+            if r is None:
+                continue
+            where = "all-shared's own" if other == "ranked" else f"the {other} control's"
+            if not r["n"]:
+                rows.append([label, other, where, "", "", "", "", f"0 ({r['left_out']} beyond the curve)"])
+                continue
+            rows.append([label, other, where, fmt(r["mass"]), fmt(r["all_shared"], 2), fmt(r["other"], 2),
+                         ci(r["difference"], 2), f"{r['n']} ({r['left_out']} beyond the curve's largest set)"])
+    return table(["run", "against", "at the mass of", "mass removed, %", "all-shared: gold log-prob change",
+                  "the other set", "all-shared minus the other, nats (paired 95% interval)", "items"],
+                 rows) if rows else "(no per-item deactivation results)"
+
+
 def dose_figure(path: str) -> str | None:
-    """Gold answer log-probability change against the contribution mass removed, per set kind, one panel per
-    model (95% intervals over items)."""
+    """Gold answer log-probability change against the contribution mass removed, per set kind, and the
+    magnitude-aware controls as single points, one panel per model (95% intervals over items)."""
     runs = [(run, label, load(run, "interventions.json")) for run, label in IV_RUNS]
     runs = [(run, label, iv) for run, label, iv in runs if iv is not None and "dose_response" in iv]
     if not runs:
@@ -669,6 +743,12 @@ def dose_figure(path: str) -> str | None:
                         label=kind)
             for xi, yi, f in zip(x, y, c["fraction"]):
                 ax.annotate(f"{f:g}x", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for g, marker in (("magnitude", "s"), ("top_magnitude", "^"), ("mass", "D")):  # the controls, one point each
+            if g in iv["sets"]:
+                m, lp = iv["sets"][g]["removed_mass"], iv["sets"][g]["gold_logprob_change"]
+                v, (lo, hi) = lp["value"], lp["ci95"]
+                ax.errorbar([m["value"]], [v], yerr=[[v - lo], [hi - v]], marker=marker, ls="none", color="black",
+                            capsize=3, label=f"{g} control")
         ax.set_xlabel("contribution mass removed, % of the row's total")
         ax.set_ylabel("gold answer log-prob change, nats")
         ax.set_title(f"{label} ({iv['meta']['num_examples']} items)", fontsize=10)
@@ -941,24 +1021,37 @@ def claim3():
 
 
 def claim4():
-    parts, lp = [], {}
+    parts, verdicts = [], []
     for run, label in IV_RUNS:
         iv = need(run, "interventions.json", "dose_response")
-        sets, tests = iv["sets"], iv["paired_tests"]
-        parts.append(f"{label} (n = {iv['meta']['num_examples']}): gold log-prob change all-shared off "
+        sets = iv["sets"]
+        controls = [g for g in ("random", "magnitude", "top_magnitude", "mass") if g in sets]
+        equal = {g: at_equal_mass(run, g) for g in controls + ["ranked"]}
+        if any(r is None for r in equal.values()):
+            raise Pending(f"`{run}` has no per_item_deactivation.json")
+        clean = np.mean(load(run, "per_item_deactivation.json")["clean_gold_logprob"])
+        parts.append(f"{label} (n = {iv['meta']['num_examples']}; clean gold log-prob {clean:.2f} nats, summed "
+                     f"over the answer's tokens): change with all-shared off "
                      f"{ci(sets['all_shared']['gold_logprob_change'], 2)} nats, removing "
                      f"{ci(sets['all_shared']['removed_mass'])}% of the mass; "
-                     + ", ".join(f"{g} {ci(sets[g]['gold_logprob_change'], 2)} ({ci(sets[g]['removed_mass'])}%)"
-                                 for g in ("random", "magnitude", "top_magnitude", "mass") if g in sets))
-        lp[label] = {g: tests[g]["gold_logprob"] for g in ("magnitude", "top_magnitude", "mass") if g in tests}
-    beaten = {label: [g for g, t in d.items() if t["difference"]["value"] > 0 and excludes_zero(t["difference"])]
-              for label, d in lp.items()}
-    verdict = ("**" + "; ".join(f"{label}: all-shared off hurts the gold answer more than "
-                                + (", ".join(b) if b else "none") + " of the magnitude-aware controls"
-                                for label, b in beaten.items())
-               + "** (paired bootstrap intervals of the log-probability difference; accuracy is near the floor "
-                 "on mParaRel). The dose-response figure shows whether all-shared sets sit above the |m|-ranked "
-                 "curve at equal mass removed.")
+                     + ", ".join(f"{g} {ci(sets[g]['gold_logprob_change'], 2)} "
+                                 f"(mass {fmt(sets[g]['match']['mass_ratio'], 2)}x)" for g in controls)
+                     + "; all-shared minus each at equal mass: "
+                     + ", ".join(f"{g} {ci(r['difference'], 2)} (n = {r['n']})" for g, r in equal.items() if r["n"]))
+        more = [g for g, r in equal.items() if r["n"] and excludes_zero(r["difference"])
+                and r["difference"]["value"] < 0]
+        less = [g for g, r in equal.items() if r["n"] and excludes_zero(r["difference"])
+                and r["difference"]["value"] > 0]
+        verdicts.append(f"{label}: at equal mass removed, all-shared lowers the gold answer more than "
+                        + (", ".join(more) if more else "none of the other sets")
+                        + (f", less than {', '.join(less)}" if less else "")
+                        + (f", and as much as {', '.join(g for g in equal if g not in more + less)}"
+                           if len(more + less) < len(equal) else ""))
+    verdict = ("**" + "; ".join(verdicts) + "** (paired bootstrap intervals over items of the gold answer's "
+               "log-probability change; accuracy is near its floor on mParaRel). The controls drawn outside "
+               "all-shared remove less mass than all-shared (their ratios beside them), so each is compared "
+               "with the all-shared dose curve at its own mass; 'ranked' is the largest-|m| neurons of any "
+               "category, read at all-shared's mass.")
     return "; ".join(parts), verdict
 
 
@@ -1044,6 +1137,9 @@ def build() -> str:
         ("Claim 3: integrated gradients' completeness, per row", ig_table()),
         ("Claim 4: deactivation against magnitude- and mass-aware controls", intervention_table()),
         ("Claim 4: dose-response (figure: study/figures/dose_response.png)", dose_table()),
+        ("Claim 4: all-shared against the other sets at equal mass removed (per item, a dose curve read at the "
+         "other set's mass, linearly between clean and its sizes; negative: all-shared hurts more)",
+         equal_mass_table()),
         ("Claim (ii) on generated answers: deactivation scored on the model's own greedy answers",
          generated_table()),
         ("Language steering: per-language sets switched off or boosted during generation", steering_table()),
@@ -1057,7 +1153,8 @@ def build() -> str:
 
 def extract(run_dir: str, out_dir: str) -> str:
     """out_dir/per_example.json: per item, each category's % of a layer's neurons (mean over layers, tau = 0)
-    and the correct answers per language, from run_dir/examples.npz (too large to commit)."""
+    and the correct answers per language, from run_dir/examples.npz (too large to commit); with a deactivation
+    pass, also out_dir/per_item_deactivation.json (`extract_deactivation`)."""
     with np.load(os.path.join(run_dir, "examples.npz")) as e:
         counts = e["category_counts"][:, 0].astype(np.float64)  # [E, L, 4] at the first threshold
         width = json.load(open(os.path.join(run_dir, "sharing.json")))["neurons_per_layer"]
@@ -1069,7 +1166,38 @@ def extract(run_dir: str, out_dir: str) -> str:
     path = os.path.join(out_dir, "per_example.json")
     with open(path, "w") as f:
         json.dump(out, f)
+    if os.path.exists(os.path.join(run_dir, "interventions_state.npz")):
+        path += " " + extract_deactivation(run_dir, out_dir)
     return path
+
+
+def extract_deactivation(run_dir: str, out_dir: str) -> str:
+    """out_dir/per_item_deactivation.json: per condition (as the pass names it, seeds apart) and item, the gold
+    answer's log-probability change from clean (nats) and the contribution mass removed (% of the row's total),
+    each the mean over languages, as interventions.json's sets average them; from the pass's checkpoint,
+    run_dir/interventions_state.npz (too large to commit)."""
+    with np.load(os.path.join(run_dir, "interventions_state.npz")) as z:
+        total = z["total_contribution"]
+        done = ~np.isnan(total[:, 0])
+        clean = z["clean/gold_logprob"][done]
+        conditions = [k.removesuffix("/gold_logprob") for k in z.files if k.endswith("/gold_logprob")]
+        out = {"num_items": int(done.sum()),
+               "definition": "per item, mean over languages: clean_gold_logprob = the gold answer's log-prob "
+                             "(nats, summed over its tokens) without deactivation; gold_logprob_change = the "
+                             "condition's minus clean's; removed_mass = 100 x the deactivated neurons' "
+                             "|m| * ||v|| / the row's total",
+               "clean_gold_logprob": _rounded(clean.mean(-1)),
+               "conditions": {c: {"gold_logprob_change": _rounded((z[f"{c}/gold_logprob"][done] - clean).mean(-1)),
+                                  "removed_mass": _rounded(100 * (z[f"{c}/contribution"][done] / total[done]).mean(-1))}
+                              for c in conditions}}
+    path = os.path.join(out_dir, "per_item_deactivation.json")
+    with open(path, "w") as f:
+        json.dump(out, f)
+    return path
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 5) for v in values]
 
 
 def main() -> int:

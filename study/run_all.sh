@@ -1,7 +1,8 @@
 #!/bin/bash
 # Run the study's flagfiles (launchers/configs/study_<name>.flags) one after another (nice 10), each replacing
 # its earlier results (--overwrite); log wall time to runs/study/times.txt; copy each finished run's small
-# results (*.json, flags.txt, report.md, and per_example.json extracted from examples.npz) to
+# results (*.json, flags.txt, report.md, per_example.json extracted from examples.npz, and a deactivation pass's
+# per_item_deactivation.json extracted from interventions_state.npz) to
 # study/results/<name>/, where study/make_tables.py reads them.
 #   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md v3, in this order)
 #   python study/make_tables.py --write
