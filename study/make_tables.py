@@ -684,7 +684,9 @@ def at_equal_mass(run: str, other: str) -> dict | None:
     curve's largest set is left out, and counted. Mean over the items, paired 95% bootstrap interval; None
     without the per-item file or the dose curves."""
     items, iv = load(run, "per_item_deactivation.json"), load(run, "interventions.json")
-    if items is None or iv is None or "dose_response" not in iv or (other != "ranked" and other not in iv["sets"]):
+    if items is None or iv is None or "dose_response" not in iv:
+        return None
+    if other != "ranked" and other not in iv["sets"]:
         return None
     x, y = per_item(items, "all_shared")
     reported = iv["sets"]["all_shared"]["gold_logprob_change"]["value"]
@@ -743,7 +745,7 @@ def dose_figure(path: str) -> str | None:
                         label=kind)
             for xi, yi, f in zip(x, y, c["fraction"]):
                 ax.annotate(f"{f:g}x", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        for g, marker in (("magnitude", "s"), ("top_magnitude", "^"), ("mass", "D")):  # the controls, one point each
+        for g, marker in (("magnitude", "s"), ("top_magnitude", "^"), ("mass", "D")):  # the controls: a point each
             if g in iv["sets"]:
                 m, lp = iv["sets"][g]["removed_mass"], iv["sets"][g]["gold_logprob_change"]
                 v, (lo, hi) = lp["value"], lp["ci95"]
@@ -1197,7 +1199,8 @@ def extract_deactivation(run_dir: str, out_dir: str) -> str:
                              "|m| * ||v|| / the row's total",
                "clean_gold_logprob": _rounded(clean.mean(-1)),
                "conditions": {c: {"gold_logprob_change": _rounded((z[f"{c}/gold_logprob"][done] - clean).mean(-1)),
-                                  "removed_mass": _rounded(100 * (z[f"{c}/contribution"][done] / total[done]).mean(-1))}
+                                  "removed_mass": _rounded(100 * (z[f"{c}/contribution"][done]
+                                                                  / total[done]).mean(-1))}
                               for c in conditions}}
     path = os.path.join(out_dir, "per_item_deactivation.json")
     with open(path, "w") as f:
