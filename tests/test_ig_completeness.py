@@ -124,3 +124,19 @@ def test_report_warns_naming_the_worst_row():
     # a summary written before these fields: the old lines only
     old = {k: completeness[k] for k in ("definition", "error_per_layer", "max_error", "tolerance", "satisfied")}
     assert len(_completeness_lines({"ig": {"completeness": old}})) == 2 + 2 * (old["max_error"] > 0.05)
+
+
+def test_compiled_programs_stay_bounded(steep, monkeypatch):
+    """Each new plan of layers compiles an IG program of its own; the cache is dropped when it reaches
+    MAX_PROGRAMS (the unbounded cache ran out of memory maps on a long adaptive run), and the numbers after
+    a drop are the same."""
+    from jaxneurons.attribution import ig
+
+    lm, ids, mask, targets = steep
+    first = integrated_gradients(lm, ids, targets, mask, steps=4, layers=[0])
+    monkeypatch.setattr(ig, "MAX_PROGRAMS", 2)
+    for layers in ([1], [0, 1], [0], [1], [0, 1]):
+        integrated_gradients(lm, ids, targets, mask, steps=4, layers=layers)
+        assert ig._ig._cache_size() <= 2
+    again = integrated_gradients(lm, ids, targets, mask, steps=4, layers=[0])
+    np.testing.assert_array_equal(again.attributions, first.attributions)

@@ -39,6 +39,9 @@ RULES = ("left", "trapezoid", "gauss_legendre")
 PATHS = ("frozen_norm", "knowledge_neurons")  # the default first; see the module docstring
 COMPLETENESS_FLOOR = 0.01  # completeness_error's smallest denominator, as a fraction of P(x)
 COMPLETENESS_TOLERANCE = 0.05  # integrated_gradients' adaptive mode: the completeness_error it aims for
+MAX_PROGRAMS = 16  # compiled IG programs kept (`_ig`'s cache): the adaptive mode's recomputations have a plan of
+# their own layers, so nearly every example compiles new ones, and each program holds memory maps of its code; an
+# unbounded cache hit the kernel's map limit (vm.max_map_count) after 26 smollm2-135m examples (BUILD_NOTES)
 
 
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +200,8 @@ def _fixed_ig(lm: LanguageModel, ids, mask, targets, steps: int, layers, *, rule
     replays = tuple(Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last", start)
                     for start, _ in plan)
     frozen_norm = path == "frozen_norm" and lm.config.sandwich_norms  # else the two paths are one
+    if _ig._cache_size() >= MAX_PROGRAMS:  # drop them all: the next call compiles what it needs again
+        _ig.clear_cache()
     params, rows = lm.params, (ids, mask, targets)
     if placement is not None:
         params, rows = placement.params(params), placement.batch(rows)
