@@ -518,14 +518,19 @@ def languages_table():
     a, b = load("gemma_xnli_13", "sharing.json"), load("gemma_xnli", "sharing.json")
     if a is None or b is None:
         return "(gemma_xnli_13 or gemma_xnli not run)"
+    def grouping(s):  # all-shared under the non-parallel grouping, and the parallel excess
+        c = s.get("controls")
+        return [ci(_mean(c, "non_parallel")), ci(_mean(c, "parallel_excess"), 2)] if c else ["n/a", "n/a"]
+
     rows = [[f"{len(s['languages'])} languages{before_v3(s)}", s["num_examples"]] + [category_ci(s, c) for c in CATS]
-            for s in (b, a)]
+            + grouping(s) for s in (b, a)]
     pa, pb = load("gemma_xnli_13", "per_example.json"), load("gemma_xnli", "per_example.json")
     if pa and pb:  # the 9-language run on the 13-language run's items
         keep = [pb["ids"].index(i) for i in pa["ids"] if i in pb["ids"]]
         rows.insert(1, [f"{len(b['languages'])} languages, the same items", len(keep)]
-                    + [ci(point_and_ci(np.asarray(pb[c])[keep])) for c in CATS])
-    t1 = table(["languages", "items"] + [f"{c} %" for c in CATS], rows)
+                    + [ci(point_and_ci(np.asarray(pb[c])[keep])) for c in CATS] + ["", ""])
+    t1 = table(["languages", "items"] + [f"{c} %" for c in CATS]
+               + ["all-shared %, non-parallel", "parallel excess, points"], rows)
     act = {lang: float(np.mean(v)) for lang, v in a["activated_per_language"].items()}
     t2 = table(["language"] + list(act), [["activated neurons per layer (mean)"] + [f"{v:.0f}" for v in act.values()],
                                           ["accuracy % [95% interval]"]
