@@ -200,7 +200,8 @@ def _fixed_ig(lm: LanguageModel, ids, mask, targets, steps: int, layers, *, rule
     replays = tuple(Decoder(lm.config, lm.compute_dtype, lm.param_dtype, Record(), "last", start)
                     for start, _ in plan)
     frozen_norm = path == "frozen_norm" and lm.config.sandwich_norms  # else the two paths are one
-    if _ig._cache_size() >= MAX_PROGRAMS:  # drop them all: the next call compiles what it needs again
+    # MAX_PROGRAMS compiled: drop them all, the next call compiles what it needs (a jax without the count keeps them)
+    if getattr(_ig, "_cache_size", lambda: 0)() >= MAX_PROGRAMS:
         _ig.clear_cache()
     params, rows = lm.params, (ids, mask, targets)
     if placement is not None:
