@@ -681,46 +681,41 @@ def curve_at(items: dict, groups: list[str], x: np.ndarray) -> tuple[np.ndarray,
 EQUAL_MASS = ("random", "magnitude", "top_magnitude", "mass", "ranked")  # what all-shared is read against
 
 
-def at_equal_mass(run: str, other: str) -> dict | None:
-    """All-shared off against another set at equal contribution mass removed, item by item, as
-    (all-shared's change) minus (the other's change) at one mass (negative: all-shared hurts more): a control
-    (`random`, `magnitude`, `top_magnitude`, `mass`) at its own mass, against the all-shared dose curve read
-    there; `ranked`: the |m|-ranked curve read at all-shared's own mass. An item whose mass lies beyond the
-    curve's largest set is left out, and counted. Mean over the items, paired 95% bootstrap interval; None
+def equal_mass(run: str) -> dict | None:
+    """All-shared off against each other set of EQUAL_MASS that the run has, at equal contribution mass
+    removed, item by item, as (all-shared's change) minus (the other's change) at one mass (negative: all-shared
+    hurts more): a control (`random`, `magnitude`, `top_magnitude`, `mass`) at its own mass, against the
+    all-shared dose curve read there; `ranked`: the |m|-ranked curve read at all-shared's own mass. An item whose
+    mass lies beyond the curve's largest set is left out, and counted. {other: {"n", "left_out", and with n > 0
+    "mass", "all_shared", "other", "difference" (mean over the items, paired 95% bootstrap interval)}}; None
     without the per-item file or the dose curves."""
     items, iv = load(run, "per_item_deactivation.json"), load(run, "interventions.json")
     if items is None or iv is None or "dose_response" not in iv:
-        return None
-    if other != "ranked" and other not in iv["sets"]:
         return None
     x, y = per_item(items, "all_shared")
     reported = iv["sets"]["all_shared"]["gold_logprob_change"]["value"]
     if abs(y.mean() - reported) > 1e-3:  # the extraction must reproduce the pass's own mean
         raise ValueError(f"{run}: per-item all-shared change {y.mean():.4f} != interventions.json's {reported:.4f}")
-    curves = iv["dose_response"]["curves"]
-    if other == "ranked":
-        z, inside = curve_at(items, curves["ranked"]["set"], x)
-        shared, theirs = y, z
-    else:
-        x, theirs = per_item(items, other)
-        shared, inside = curve_at(items, curves["all_shared"]["set"], x)
-    d = (shared - theirs)[inside]
-    out = {"n": int(len(d)), "left_out": int((~inside).sum())}
-    if len(d):
-        lo, hi = interval(replicates(d, resample_counts(len(d), seed=0)))
-        out.update(mass=float(x[inside].mean()), all_shared=float(shared[inside].mean()),
-                   other=float(theirs[inside].mean()),
-                   difference={"value": float(d.mean()), "ci95": [float(lo), float(hi)]})
+    curves, out = iv["dose_response"]["curves"], {}
+    for other in [g for g in EQUAL_MASS if g == "ranked" or g in iv["sets"]]:
+        if other == "ranked":
+            mass, shared = x, y
+            theirs, inside = curve_at(items, curves["ranked"]["set"], x)
+        else:
+            mass, theirs = per_item(items, other)
+            shared, inside = curve_at(items, curves["all_shared"]["set"], mass)
+        d = (shared - theirs)[inside]
+        out[other] = {"n": int(len(d)), "left_out": int((~inside).sum())}
+        if len(d):
+            out[other].update(mass=float(mass[inside].mean()), all_shared=float(shared[inside].mean()),
+                              other=float(theirs[inside].mean()), difference=point_and_ci(d))
     return out
 
 
 def equal_mass_table() -> str:
     rows = []
     for run, label in IV_RUNS:
-        for other in EQUAL_MASS:
-            r = at_equal_mass(run, other)
-            if r is None:
-                continue
+        for other, r in (equal_mass(run) or {}).items():
             where = "all-shared's own" if other == "ranked" else f"the {other} control's"
             if not r["n"]:
                 rows.append([label, other, where, "", "", "", "", f"0 ({r['left_out']} beyond the curve)"])
@@ -977,11 +972,11 @@ def claim_i_second_half():
         half.setdefault(key, []).append(load(run, "sharing.json")["overlap_frequency"]["half"]["mean_over_layers"]["value"])
     english, native = every["english"], every["native"]
     label = "It depends on the prompt's ending" if min(english) > max(native) else "Mixed"
-    verdict = (f"**{label}.** With one English ending there is a large stable core: {min(english):.0f}-"
-               f"{max(english):.0f}% of the ever-all-shared neurons are all-shared in every one of the items "
+    verdict = (f"**{label}.** With one English ending there is a large stable core: {span(english, 0)}% of "
+               f"the ever-all-shared neurons are all-shared in every one of the items "
                f"({span(half['english'], 0)}% in at least half). With endings in each "
-               f"language, {span(native, 0)}% ({min(half['native']):.0f}-"
-               f"{max(half['native']):.0f}% in at least half): the set changes from item to item, as the paper "
+               f"language, {span(native, 0)}% ({span(half['native'], 0)}% in at least half): the set changes "
+               f"from item to item, as the paper "
                f"says. A neuron all-shared independently in a fraction p of the items would be in all n of them "
                f"with probability p^n, so any sizeable share 'in every item' is a stable core. The share falls as "
                f"items are added: it conditions on n (jackknife intervals over these items).")
@@ -1038,8 +1033,8 @@ def claim4():
             continue
         sets = iv["sets"]
         controls = [g for g in ("random", "magnitude", "top_magnitude", "mass") if g in sets]
-        equal = {g: at_equal_mass(run, g) for g in controls + ["ranked"]}
-        if any(r is None for r in equal.values()):
+        equal = equal_mass(run)
+        if equal is None:
             raise Pending(f"`{run}` has no per_item_deactivation.json")
         clean = np.mean(load(run, "per_item_deactivation.json")["clean_gold_logprob"])
         parts.append(f"{label} (n = {iv['meta']['num_examples']}; clean gold log-prob {clean:.2f} nats, summed "
@@ -1052,10 +1047,8 @@ def claim4():
                                  f"(mass {fmt(sets[g]['match']['mass_ratio'], 2)}x)" for g in controls)
                      + "; all-shared minus each at equal mass: "
                      + ", ".join(f"{g} {ci(r['difference'], 2)} (n = {r['n']})" for g, r in equal.items() if r["n"]))
-        more = [g for g, r in equal.items() if r["n"] and excludes_zero(r["difference"])
-                and r["difference"]["value"] < 0]
-        less = [g for g, r in equal.items() if r["n"] and excludes_zero(r["difference"])
-                and r["difference"]["value"] > 0]
+        differ = {g: r["difference"]["value"] for g, r in equal.items() if r["n"] and excludes_zero(r["difference"])}
+        more, less = [g for g, v in differ.items() if v < 0], [g for g, v in differ.items() if v > 0]
         verdicts.append(f"{label}: at equal mass removed, all-shared lowers the gold answer more than "
                         + (", ".join(more) if more else "none of the other sets")
                         + (f", less than {', '.join(less)}" if less else "")
