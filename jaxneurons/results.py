@@ -430,6 +430,19 @@ class DeactivationResult(_Result):
                 for end in ("", "_low", "_high")]
         return _frame(rows, ["kind", "fraction", "neurons_per_layer", *keys])
 
+    def equal_mass_frame(self):
+        """One row per set compared with all-shared at equal removed mass (`analysis.equal_mass`): the examples
+        inside the dose curve and those left out, the mean mass (%), both gold log-prob changes (nats) and their
+        paired difference (all-shared minus the other) with its 95% interval (empty without dose_response)."""
+        rows = []
+        for name, r in ((self.summary.get("at_equal_mass") or {}).get("sets") or {}).items():
+            value, low, high = _ci(r.get("difference"))
+            rows.append({"set": name, "examples": r["n"], "left_out": r["left_out"], "mass": r.get("mass", np.nan),
+                         "all_shared": r.get("all_shared", np.nan), "other": r.get("other", np.nan),
+                         "difference": value, "ci_low": low, "ci_high": high})
+        return _frame(rows, ["set", "examples", "left_out", "mass", "all_shared", "other", "difference", "ci_low",
+                             "ci_high"])
+
     def warnings(self) -> list[str]:
         return list(self.summary.get("warnings", []))
 

@@ -23,7 +23,8 @@ import sys
 
 import numpy as np
 
-from jaxneurons.analysis.bootstrap import interval, point_and_ci, replicates, resample_counts
+from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, interval, point_and_ci, replicates, resample_counts
+from jaxneurons.analysis.equal_mass import compare, read_curve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "study", "results")
@@ -667,15 +668,10 @@ def per_item(items: dict, group: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def curve_at(items: dict, groups: list[str], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(change [E], inside [E]): a dose curve's gold log-prob change at mass x, per item, linearly interpolated
-    between clean (0, 0) and the curve's sets (nested: the mass grows with the size); inside False where x lies
-    beyond the curve's largest set."""
+    """(change [E], inside [E]): a dose curve's gold log-prob change at mass x, per item (`read_curve`: linear
+    between clean (0, 0) and the curve's sets; inside False beyond its largest set)."""
     points = [per_item(items, g) for g in groups]
-    xs = np.stack([np.zeros_like(x)] + [m for m, _ in points], 1)
-    zs = np.stack([np.zeros_like(x)] + [c for _, c in points], 1)
-    order = np.argsort(xs, 1, kind="stable")
-    xs, zs = np.take_along_axis(xs, order, 1), np.take_along_axis(zs, order, 1)
-    return np.array([np.interp(a, b, c) for a, b, c in zip(x, xs, zs)]), x <= xs[:, -1]
+    return read_curve(np.stack([m for m, _ in points], 1), np.stack([c for _, c in points], 1), x)
 
 
 EQUAL_MASS = ("random", "magnitude", "top_magnitude", "mass", "ranked")  # what all-shared is read against
@@ -688,7 +684,8 @@ def equal_mass(run: str) -> dict | None:
     all-shared dose curve read there; `ranked`: the |m|-ranked curve read at all-shared's own mass. An item whose
     mass lies beyond the curve's largest set is left out, and counted. {other: {"n", "left_out", and with n > 0
     "mass", "all_shared", "other", "difference" (mean over the items, paired 95% bootstrap interval)}}; None
-    without the per-item file or the dose curves."""
+    without the per-item file or the dose curves. Computed here from the per-item extract, and checked against
+    the pass's own `at_equal_mass` where interventions.json has one (runs made since the library computes it)."""
     items, iv = load(run, "per_item_deactivation.json"), load(run, "interventions.json")
     if items is None or iv is None or "dose_response" not in iv:
         return None
@@ -704,11 +701,12 @@ def equal_mass(run: str) -> dict | None:
         else:
             mass, theirs = per_item(items, other)
             shared, inside = curve_at(items, curves["all_shared"]["set"], mass)
-        d = (shared - theirs)[inside]
-        out[other] = {"n": int(len(d)), "left_out": int((~inside).sum())}
-        if len(d):
-            out[other].update(mass=float(mass[inside].mean()), all_shared=float(shared[inside].mean()),
-                              other=float(theirs[inside].mean()), difference=point_and_ci(d))
+        out[other] = compare(mass, shared, theirs, inside, DEFAULT_RESAMPLES)
+    pass_own = iv.get("at_equal_mass", {}).get("sets", {})  # the pass's own (runs since the library computes it)
+    for other in set(out) & set(pass_own):
+        mine, theirs = out[other].get("difference", {}).get("value"), pass_own[other].get("difference", {}).get("value")
+        if out[other]["n"] != pass_own[other]["n"] or (mine is not None and abs(mine - theirs) > 1e-3):
+            raise ValueError(f"{run}: equal mass against {other} differs from interventions.json's at_equal_mass")
     return out
 
 
@@ -806,6 +804,35 @@ def generated_table() -> str:
             f"seeds {iv['meta'].get('seeds')}\n\n"
             + table(["deactivated", "generated answer matches the gold (prefix) %", "first token right %",
                      "prefix match change from clean, points", "gold log-prob change (teacher forcing), nats"], rows))
+
+
+LAPE_RUN = "lape_gemma"  # the LAPE issue's run: launchers/lape.py --flagfile=launchers/configs/lape_gemma.flags
+
+
+def lape_table() -> str:
+    """LAPE's language neurons: per language, how many, the held-out NLL change when they are zeroed (own
+    language, mean of the others, a same-size random mask; paired 95% intervals over rows), and the paper's
+    per-item categories of the set (% of its neurons, 95% interval over items) beside all neurons'."""
+    ppl, rel, found = (load(LAPE_RUN, f) for f in ("ppl.json", "lape_categories.json", "lape_neurons.json"))
+    if ppl is None or rel is None or found is None:
+        return f"(`{LAPE_RUN}` not run)"
+    matrix, langs, dist = ppl["matrix"], ppl["languages"], rel["distribution"]
+    rows = [["all neurons", dist["all neurons"]["neurons"], "", "", ""]
+            + [ci(dist["all neurons"][c]) for c in CATS]]
+    for lang in found["languages"]:
+        others = [matrix[lang][o]["delta_nll"]["value"] for o in langs if o != lang]
+        random = matrix.get(f"random({lang})", {}).get(lang)
+        rows.append([lang, dist[lang]["neurons"], ci(matrix[lang][lang]["delta_nll"], 2), f"{np.mean(others):+.2f}",
+                     ci(random["delta_nll"], 2) if random else "not run"] + [ci(dist[lang][c]) for c in CATS])
+    held = matrix["none"][langs[0]]["rows"]
+    settings = found["settings"]
+    return (f"{found['model']}: LAPE (top_rate {settings['top_rate']}, filter_rate {settings['filter_rate']}, "
+            f"activation_bar_ratio {settings['activation_bar_ratio']}) on {', '.join(langs)}; perplexity on "
+            f"{held} held-out rows per language; categories over {rel['num_examples']} {rel['task']} items "
+            f"(act > 0 at the read-out token, as the sharing pass)\n\n"
+            + table(["language", "LAPE neurons", "own-language NLL change, nats/token",
+                     "mean change on the other languages", "same-size random mask, own language"]
+                    + [f"{c.replace('_', '-')} %" for c in CATS], rows))
 
 
 def alignment_section():
@@ -1152,6 +1179,7 @@ def build() -> str:
         ("Claim (ii) on generated answers: deactivation scored on the model's own greedy answers",
          generated_table()),
         ("Language steering: per-language sets switched off or boosted during generation", steering_table()),
+        ("LAPE's language neurons: perplexity when zeroed, and their place in the paper's categories", lape_table()),
         ("Beyond the paper: every token vs the last token", positions_table()),
         ("Beyond the paper: low-resource languages (XNLI's sw, ur, hi, ar added)", languages_table()),
         ("Claim 5: the two terms' gradients at the start of alignment training", alignment_section()),

@@ -2,7 +2,8 @@
 # Run the study's flagfiles (launchers/configs/study_<name>.flags) one after another (nice 10), each replacing
 # its earlier results (--overwrite); log wall time to runs/study/times.txt; copy each finished run's small
 # results (*.json, flags.txt, report.md, per_example.json extracted from examples.npz, and a deactivation pass's
-# per_item_deactivation.json extracted from interventions_state.npz) to
+# per_item_deactivation.json extracted from interventions_state.npz; a LAPE run's ppl.json, lape_neurons.json
+# and lape_categories.json) to
 # study/results/<name>/, where study/make_tables.py reads them.
 #   bash study/run_all.sh [name ...]   (default: every run of REPRODUCTION.md v3, in this order)
 #   python study/make_tables.py --write
@@ -13,7 +14,7 @@ names=${@:-gemma_xnli gemma_xnli_cut gemma_mpararel gemma_mpararel_answer smollm
   smollm_mpararel smollm_mpararel_answer gemma_xnli_templates gemma_mpararel_templates smollm_xnli_templates \
   smollm_mpararel_templates gemma_xnli_all gemma_mpararel_all gemma_xnli_13 gemma_xnli_attr smollm_xnli_attr \
   gemma_xnli_ig smollm_xnli_ig gemma_mpararel_iv smollm_mpararel_iv alignment_gradients align_xnli \
-  gemma_mzsre_en2all gemma_mzsre_all2en smollm_mzsre_en2all smollm_mzsre_all2en}
+  gemma_mzsre_en2all gemma_mzsre_all2en smollm_mzsre_en2all smollm_mzsre_all2en lape_gemma}
 
 keep() {  # keep SRC's small results in DST
   mkdir -p "$2"
@@ -27,6 +28,9 @@ for name in $names; do
   if [ "$name" = alignment_gradients ]; then
     mkdir -p $out
     nice -n 10 python study/alignment_gradients.py --output=$out/alignment_gradients.json > runs/study_$name.log 2>&1
+  elif [ "$name" = lape_gemma ]; then  # the LAPE issue's run: language neurons, perplexity, their categories
+    nice -n 10 python launchers/lape.py --flagfile=launchers/configs/lape_gemma.flags \
+      --data_dir="$JAXNEURONS_DATA_DIR" --output_dir=$out --overwrite > runs/study_$name.log 2>&1
   elif [ "$name" = align_xnli ]; then
     nice -n 10 python launchers/align.py --flagfile=launchers/configs/study_$name.flags \
       --data_dir="$JAXNEURONS_DATA_DIR" --overwrite > runs/study_$name.log 2>&1

@@ -320,6 +320,14 @@ def test_dose_response_and_controls_match_direct_computation(setup, tmp_path):
     assert "dose_response" in result.figure_names and result.plot("dose_response").axes
     report = (tmp_path / "report.md").read_text()
     assert "Dose-response" in report and (tmp_path / "figures" / "dose_response.png").exists()
+    equal = got["at_equal_mass"]["sets"]  # the definition is checked against a plain loop in test_matched_controls
+    assert set(equal) == {"magnitude", "top_magnitude", "mass", "ranked"}
+    for name, r in equal.items():
+        assert r["n"] + r["left_out"] == NUM
+        if r["n"] == NUM and name != "ranked":  # every example inside: the other set's own mean change
+            assert r["other"] == pytest.approx(sets[name]["gold_logprob_change"]["value"], abs=1e-9)
+    frame = result.equal_mass_frame()
+    assert list(frame["set"]) == list(equal) and "At equal mass removed" in report
 
 
 def test_each_pass_writes_its_own_files_and_report_section(setup, tmp_path):

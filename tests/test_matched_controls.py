@@ -194,6 +194,63 @@ def test_new_controls_and_dose_sets_against_plain_numpy():
     np.testing.assert_array_equal(double.sum(-1), np.minimum(2 * count, codes.shape[-1]))
 
 
+def _curve_value(points, mass):
+    """Plain Python: the curve through (0, 0) and points [(mass, change)] at mass, linear on the segment holding
+    it; None beyond the largest mass."""
+    xs, zs = zip(*sorted([(0.0, 0.0)] + list(points)))
+    if mass > xs[-1]:
+        return None
+    for x0, x1, z0, z1 in zip(xs, xs[1:], zs, zs[1:]):
+        if x0 <= mass <= x1:
+            return z0 if x1 == x0 else z0 + (mass - x0) / (x1 - x0) * (z1 - z0)
+    return zs[0]  # mass at or below 0
+
+
+def test_at_equal_mass_against_a_plain_loop():
+    """The pass's equal-mass comparison from per-example group values: each control read against the all-shared
+    dose curve at its own mass, 'ranked' against all-shared's mass, examples beyond the curve left out."""
+    from jaxneurons.analysis.bootstrap import point_and_ci
+    from jaxneurons.pipeline.interventions import at_equal_mass
+
+    rng = np.random.default_rng(3)
+    e, n, fractions = 30, 3, (0.5, 1, 2)
+    clean = rng.normal(-5, 1, (e, n))
+    groups = {"clean": {"mass": np.zeros((e, n)), "gold_logprob": clean}}
+    scale = {"all_shared@0.5": 0.1, "all_shared": 0.2, "random": 0.05, "random@0.5": 0.03, "random@2": 0.1,
+             "ranked@0.5": 0.12, "ranked@1": 0.22, "ranked@2": 0.3, "magnitude": 0.18, "mass": 0.25}
+    for g, m in scale.items():  # per-example masses around the scale; the effect grows with the mass
+        mass = m * rng.uniform(0.7, 1.3, (e, n))
+        groups[g] = {"mass": mass, "gold_logprob": clean - 20 * mass * rng.uniform(0.5, 1.5, (e, n))}
+    got = at_equal_mass(groups, fractions, resamples=200)["sets"]
+    assert set(got) == {"random", "magnitude", "mass", "ranked"}
+
+    def item(g, i):
+        return 100 * groups[g]["mass"][i].mean(), (groups[g]["gold_logprob"][i] - clean[i]).mean()
+
+    for name in got:
+        diffs, masses = [], []
+        for i in range(e):
+            if name == "ranked":
+                mass, shared = item("all_shared", i)
+                other = _curve_value([item(g, i) for g in ("ranked@0.5", "ranked@1", "ranked@2")], mass)
+                if other is None:
+                    continue
+            else:
+                mass, other = item(name, i)
+                shared = _curve_value([item(g, i) for g in ("all_shared@0.5", "all_shared")], mass)
+                if shared is None:
+                    continue
+            diffs.append(shared - other)
+            masses.append(mass)
+        assert got[name]["n"] == len(diffs) and got[name]["n"] + got[name]["left_out"] == e
+        if diffs:
+            assert got[name]["difference"]["value"] == pytest.approx(np.mean(diffs), abs=1e-9)
+            assert got[name]["mass"] == pytest.approx(np.mean(masses))
+            want = point_and_ci(np.array(diffs), resamples=200)
+            assert got[name]["difference"]["ci95"] == pytest.approx(want["ci95"])
+    assert 0 < got["mass"]["left_out"] < e and got["random"]["left_out"] == 0  # both cases occur
+
+
 def test_condition_names_with_seed_lists_and_doses():
     from jaxneurons.pipeline.interventions import InterventionsConfig, condition_names
 

@@ -112,6 +112,7 @@ def interventions_section(interventions: dict, figures: dict[str, str], output_d
                      f"{ci_text(s.get('gold_logprob_change'), '')} | "
                      f"{_test_text(tests.get(name, {}).get('correct'))} |")
     lines += _seed_lines(sets) + _clean_test_lines(vs_clean) + _dose_lines(interventions.get("dose_response"))
+    lines += _equal_mass_lines(interventions.get("at_equal_mass"))
     lines += _generated_lines(sets, meta)
     lines += ["", "Accuracy per language (%):", "", "| set | " + " | ".join(languages) + " |",
               "|---" * (len(languages) + 1) + "|"]
@@ -213,4 +214,24 @@ def _dose_lines(dose: dict | None) -> list[str]:
             lines.append(f"| {kind} | {f:g} | {curve['neurons_per_layer'][i]:.0f} | "
                          f"{ci_text(curve['removed_mass'][i])} | {ci_text(curve['accuracy'][i])} | "
                          f"{ci_text(curve['gold_logprob_change'][i], '')} |")
+    return lines
+
+
+def _equal_mass_lines(equal: dict | None) -> list[str]:
+    """All-shared against each other set at equal removed mass: the mass, both changes and the paired difference."""
+    if not equal:
+        return []
+    lines = ["", f"At equal mass removed ({equal['definition']}); difference: all-shared minus the other, negative "
+             "where all-shared hurts more:", "",
+             "| other set | at the mass of | mass removed | all-shared: gold log-prob change | the other's | "
+             "difference (nats, paired 95%) | examples (beyond the curve) |", "|---" * 7 + "|"]
+    for name, r in equal["sets"].items():
+        where = "all-shared" if name == "ranked" else name
+        if not r["n"]:
+            lines.append(f"| {name} | {where} | | | | | 0 ({r['left_out']}) |")
+            continue
+        d, ci = r["difference"]["value"], r["difference"]["ci95"]
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else ""
+        lines.append(f"| {name} | {where} | {r['mass']:.1f}% | {r['all_shared']:.3f} | {r['other']:.3f} | "
+                     f"{d:.3f}{interval} | {r['n']} ({r['left_out']}) |")
     return lines

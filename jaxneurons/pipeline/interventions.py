@@ -50,6 +50,7 @@ from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
 from jaxneurons.analysis.bootstrap import (CRITERION, DEFAULT_RESAMPLES, estimate, paired_test, resample_counts,
                                            spread)
+from jaxneurons.analysis.equal_mass import compare, read_curve
 from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, count_matched, magnitude_matched,
                                             mass_matched, off_by_more, top_magnitude)
 from jaxneurons.attribution.static import down_rows
@@ -397,7 +398,8 @@ def summarize_interventions(acc, conditions, task, examples, languages, every_to
     """interventions.json: accuracy per condition group and language (old flat keys kept), and under "sets" each
     group's accuracy, paired change from clean, contribution mass removed, size and ratios to all-shared (with
     the spread over seeds), all with 95% intervals; "paired_tests": all-shared-off against each other group,
-    "paired_tests_vs_clean": each group against clean; "dose_response" with dose_fractions; "warnings"."""
+    "paired_tests_vs_clean": each group against clean; "dose_response" and "at_equal_mass" with dose_fractions;
+    "warnings"."""
     done = ~np.isnan(acc["total_contribution"][:, 0])
     kept = [ex for ex, d in zip(examples, done) if d]
     counts = resample_counts(int(done.sum()), bootstrap, seed=0) if bootstrap and done.any() else None
@@ -422,6 +424,8 @@ def summarize_interventions(acc, conditions, task, examples, languages, every_to
                                        if g != "clean"}
     if dose_fractions:
         result["dose_response"] = dose_response(result["sets"], dose_fractions)
+        if target is not None:
+            result["at_equal_mass"] = at_equal_mass(groups, dose_fractions, bootstrap)
     result["warnings"] = matching_warnings(result["sets"]) + discordance_warnings(result)
     for line in result["warnings"]:
         logger.warning("deactivation: %s", line)
@@ -510,6 +514,40 @@ def dose_response(sets: dict, fractions: Sequence[float]) -> dict:
     return {"fractions": list(fractions), "kinds": list(curves), "curves": curves,
             "definition": "x the all-shared count per example and layer: random@f uniform neurons, ranked@f the "
                           "largest mean-|m| neurons (any category), all_shared@f a uniform subset of all-shared"}
+
+
+def at_equal_mass(groups: dict, fractions: Sequence[float], resamples: int) -> dict:
+    """All-shared off against every other set at equal contribution mass removed (`analysis.equal_mass`), on the
+    gold answer's log-probability change (per example, mean over languages): each set that is not a dose point
+    at its own mass, against the all-shared curve (its dose subsets and the whole set) read there; "ranked": the
+    |m|-ranked curve read at all-shared's own mass. {"sets": {set: {"n", "left_out", "mass", "all_shared",
+    "other", "difference"}}, "definition"}; difference = all-shared minus the other (negative: all-shared hurts
+    more)."""
+    clean = groups["clean"]["gold_logprob"]
+
+    def per_example(group):  # (removed mass %, gold log-prob change) [E]
+        return 100 * groups[group]["mass"].mean(-1), (groups[group]["gold_logprob"] - clean).mean(-1)
+
+    def curve(kind):  # [E, K] each; all-shared's up to the whole set
+        names = [g for _, g in dose_groups(fractions)[kind]]
+        points = [per_example(g) for g in names + (["all_shared"] if kind == "all_shared" and 1 not in fractions
+                                                   else [])]
+        return np.stack([m for m, _ in points], 1), np.stack([c for _, c in points], 1)
+
+    shared_mass, shared_change = per_example("all_shared")
+    out = {}
+    for group in groups:
+        if group in ("clean", "all_shared") or "@" in group:
+            continue
+        mass, change = per_example(group)
+        on_curve, inside = read_curve(*curve("all_shared"), mass)
+        out[group] = compare(mass, on_curve, change, inside, resamples)
+    ranked, inside = read_curve(*curve("ranked"), shared_mass)
+    out["ranked"] = compare(shared_mass, shared_change, ranked, inside, resamples)
+    return {"sets": out, "definition": "per example: the other set's removed mass (% of the row's contribution) "
+                                       "and both sets' gold log-prob change there (nats; all-shared's from its dose "
+                                       "curve, linear between clean and its sizes; 'ranked': the |m|-ranked curve "
+                                       "at all-shared's mass); examples beyond the curve's largest size left out"}
 
 
 def _num(value) -> str:
