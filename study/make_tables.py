@@ -139,14 +139,14 @@ def save(fig, path: str) -> str:
 # ---------------------------------------------------------------- tables
 
 RESULT_FILES = ("sharing.json", "templates.json", "attribution.json", "interventions.json", "alignment_sweep.json",
-                "alignment.json", "alignment_gradients.json")
+                "alignment.json", "alignment_gradients.json", "lape_categories.json", "ppl.json")
 
 
 def status_table() -> str:
     """Which runs' committed results come from the v3 code (their files carry a schema_version) and which are
     older or missing: the verdicts say "pending" where they need a run that is not on v3."""
     rows = []
-    for run in list(dict.fromkeys(ALL_RUNS)) + ["alignment_gradients", ALIGN_RUN]:
+    for run in list(dict.fromkeys(ALL_RUNS)) + ["alignment_gradients", ALIGN_RUN, LAPE_RUN]:
         files = [f for f in RESULT_FILES if load(run, f) is not None]
         if not files:
             rows.append([f"`{run}`", "pending (not run)", ""])
@@ -816,23 +816,32 @@ def lape_table() -> str:
     ppl, rel, found = (load(LAPE_RUN, f) for f in ("ppl.json", "lape_categories.json", "lape_neurons.json"))
     if ppl is None or rel is None or found is None:
         return f"(`{LAPE_RUN}` not run)"
-    matrix, langs, dist = ppl["matrix"], ppl["languages"], rel["distribution"]
+    matrix, langs, dist, overlap = ppl["matrix"], ppl["languages"], rel["distribution"], rel["overlap"]
     rows = [["all neurons", dist["all neurons"]["neurons"], "", "", ""]
-            + [ci(dist["all neurons"][c]) for c in CATS]]
+            + [ci(dist["all neurons"][c]) for c in CATS] + [""]]
     for lang in found["languages"]:
         others = [matrix[lang][o]["delta_nll"]["value"] for o in langs if o != lang]
         random = matrix.get(f"random({lang})", {}).get(lang)
-        rows.append([lang, dist[lang]["neurons"], ci(matrix[lang][lang]["delta_nll"], 2), f"{np.mean(others):+.2f}",
-                     ci(random["delta_nll"], 2) if random else "not run"] + [ci(dist[lang][c]) for c in CATS])
-    held = matrix["none"][langs[0]]["rows"]
-    settings = found["settings"]
+        o = overlap[lang]
+        rows.append([lang, dist[lang]["neurons"], ci(matrix[lang][lang]["delta_nll"], 2), fmt(np.mean(others), 2),
+                     ci(random["delta_nll"], 2) if random else "not run"] + [ci(dist[lang][c]) for c in CATS]
+                    + [f"{fmt(o['jaccard'], 3)} ({fmt(o['jaccard_chance'], 4)})"])
+    sets = found["languages"]
+    share = {c: span([dist[lang][c]["value"] for lang in sets], 1) for c in CATS}
+    settings, held = found["settings"], matrix["none"][langs[0]]["rows"]
     return (f"{found['model']}: LAPE (top_rate {settings['top_rate']}, filter_rate {settings['filter_rate']}, "
-            f"activation_bar_ratio {settings['activation_bar_ratio']}) on {', '.join(langs)}; perplexity on "
-            f"{held} held-out rows per language; categories over {rel['num_examples']} {rel['task']} items "
-            f"(act > 0 at the read-out token, as the sharing pass)\n\n"
+            f"activation_bar_ratio {settings['activation_bar_ratio']}) on {', '.join(langs)}; NLL changes on "
+            f"{held} held-out rows of 64 tokens per language (paired 95% intervals over rows); categories over "
+            f"{rel['num_examples']} {rel['task']} items (act > 0 at the read-out token, as the sharing pass; 95% "
+            f"intervals over items). Of each language's LAPE set, {share['all_shared']}% are all-shared, "
+            f"{share['partial_shared']}% partial-shared and {share['specific']}% specific (all neurons: "
+            f"{fmt(dist['all neurons']['all_shared']['value'])}, {fmt(dist['all neurons']['partial_shared']['value'])}"
+            f" and {fmt(dist['all neurons']['specific']['value'])}%). Jaccard: the LAPE set against as many neurons "
+            "most often specific to the language, chance in brackets.\n\n"
             + table(["language", "LAPE neurons", "own-language NLL change, nats/token",
                      "mean change on the other languages", "same-size random mask, own language"]
-                    + [f"{c.replace('_', '-')} %" for c in CATS], rows))
+                    + [f"{c.replace('_', '-')} %" for c in CATS] + ["Jaccard with the most often specific (chance)"],
+                    rows))
 
 
 def alignment_section():
