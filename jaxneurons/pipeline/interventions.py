@@ -535,12 +535,12 @@ def at_equal_mass(groups: dict, fractions: Sequence[float], resamples: int) -> d
         return np.stack([m for m, _ in points], 1), np.stack([c for _, c in points], 1)
 
     shared_mass, shared_change = per_example("all_shared")
-    out = {}
+    shared_curve, out = curve("all_shared"), {}
     for group in groups:
         if group in ("clean", "all_shared") or "@" in group:
             continue
         mass, change = per_example(group)
-        on_curve, inside = read_curve(*curve("all_shared"), mass)
+        on_curve, inside = read_curve(*shared_curve, mass)
         out[group] = compare(mass, on_curve, change, inside, resamples)
     ranked, inside = read_curve(*curve("ranked"), shared_mass)
     out["ranked"] = compare(shared_mass, shared_change, ranked, inside, resamples)
