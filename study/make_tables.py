@@ -821,10 +821,10 @@ def lape_table() -> str:
             + [ci(dist["all neurons"][c]) for c in CATS] + [""]]
     for lang in found["languages"]:
         others = [matrix[lang][o]["delta_nll"]["value"] for o in langs if o != lang]
-        random = matrix.get(f"random({lang})", {}).get(lang)
+        same_size = matrix.get(f"random({lang})", {}).get(lang)
         o = overlap[lang]
         rows.append([lang, dist[lang]["neurons"], ci(matrix[lang][lang]["delta_nll"], 2), fmt(np.mean(others), 2),
-                     ci(random["delta_nll"], 2) if random else "not run"] + [ci(dist[lang][c]) for c in CATS]
+                     ci(same_size["delta_nll"], 2) if same_size else "not run"] + [ci(dist[lang][c]) for c in CATS]
                     + [f"{fmt(o['jaccard'], 3)} ({fmt(o['jaccard_chance'], 4)})"])
     sets = found["languages"]
     share = {c: span([dist[lang][c]["value"] for lang in sets], 1) for c in CATS}
