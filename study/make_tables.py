@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from jaxneurons.analysis.bootstrap import DEFAULT_RESAMPLES, interval, point_and_ci, replicates, resample_counts
-from jaxneurons.analysis.equal_mass import compare, read_curve
+from jaxneurons.pipeline.interventions import at_equal_mass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "study", "results")
@@ -667,13 +667,6 @@ def per_item(items: dict, group: str) -> tuple[np.ndarray, np.ndarray]:
                  for key in ("removed_mass", "gold_logprob_change"))
 
 
-def curve_at(items: dict, groups: list[str], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(change [E], inside [E]): a dose curve's gold log-prob change at mass x, per item (`read_curve`: linear
-    between clean (0, 0) and the curve's sets; inside False beyond its largest set)."""
-    points = [per_item(items, g) for g in groups]
-    return read_curve(np.stack([m for m, _ in points], 1), np.stack([c for _, c in points], 1), x)
-
-
 EQUAL_MASS = ("random", "magnitude", "top_magnitude", "mass", "ranked")  # what all-shared is read against
 
 
@@ -684,24 +677,23 @@ def equal_mass(run: str) -> dict | None:
     all-shared dose curve read there; `ranked`: the |m|-ranked curve read at all-shared's own mass. An item whose
     mass lies beyond the curve's largest set is left out, and counted. {other: {"n", "left_out", and with n > 0
     "mass", "all_shared", "other", "difference" (mean over the items, paired 95% bootstrap interval)}}; None
-    without the per-item file or the dose curves. Computed here from the per-item extract, and checked against
-    the pass's own `at_equal_mass` where interventions.json has one (runs made since the library computes it)."""
+    without the per-item file or the dose curves. The pass's `at_equal_mass` applied here to the per-item extract,
+    and checked against the pass's own result where interventions.json has one (runs made since the library
+    computes it)."""
     items, iv = load(run, "per_item_deactivation.json"), load(run, "interventions.json")
     if items is None or iv is None or "dose_response" not in iv:
         return None
-    x, y = per_item(items, "all_shared")
+    _, y = per_item(items, "all_shared")
     reported = iv["sets"]["all_shared"]["gold_logprob_change"]["value"]
     if abs(y.mean() - reported) > 1e-3:  # the extraction must reproduce the pass's own mean
         raise ValueError(f"{run}: per-item all-shared change {y.mean():.4f} != interventions.json's {reported:.4f}")
-    curves, out = iv["dose_response"]["curves"], {}
-    for other in [g for g in EQUAL_MASS if g == "ranked" or g in iv["sets"]]:
-        if other == "ranked":
-            mass, shared = x, y
-            theirs, inside = curve_at(items, curves["ranked"]["set"], x)
-        else:
-            mass, theirs = per_item(items, other)
-            shared, inside = curve_at(items, curves["all_shared"]["set"], mass)
-        out[other] = compare(mass, shared, theirs, inside, DEFAULT_RESAMPLES)
+    clean = np.asarray(items["clean_gold_logprob"])[:, None]  # the pass's per-example groups, one "language"
+    groups = {"clean": {"mass": np.zeros_like(clean), "gold_logprob": clean}}
+    for group in sorted({c.split("/")[0] for c in items["conditions"]}):
+        mass, change = per_item(items, group)
+        groups[group] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
+    found = at_equal_mass(groups, iv["dose_response"]["fractions"], DEFAULT_RESAMPLES)["sets"]
+    out = {other: found[other] for other in EQUAL_MASS if other in found}
     pass_own = iv.get("at_equal_mass", {}).get("sets", {})  # the pass's own (runs since the library computes it)
     for other in set(out) & set(pass_own):
         mine, theirs = out[other].get("difference", {}).get("value"), pass_own[other].get("difference", {}).get("value")
