@@ -101,7 +101,7 @@ def test_control_intervals_are_paired_over_items_and_reproducible():
     counts = resample_counts(8, 200)
     lo, hi = interval(counts @ diff_e / 8)
     assert first["categories"]["parallel_excess"]["all_shared"]["mean_over_layers"]["ci95"] == \
-        pytest.approx([lo, hi])
+        pytest.approx([float(lo), float(hi)])
     assert control_summary(bits[:2], unit[:2])["categories"] is None  # fewer items than languages: a note
 
 
