@@ -120,8 +120,9 @@ _INTERVENTIONS = flags.DEFINE_list("interventions", [], "Sets to deactivate, eac
                                    "all_shared, partial_shared, specific (a category; each also runs count-"
                                    "matched to all-shared), random (uniform), magnitude (activated neurons with "
                                    "all-shared's |m|), top_magnitude (the largest-|m| neurons that are not "
-                                   "all-shared), mass (not all-shared, as much contribution mass as all-shared) "
-                                   "(empty: none). Writes interventions.json.")
+                                   "all-shared), mass (not all-shared, as much contribution mass as all-shared), "
+                                   "non_parallel (the all-shared neurons of a group of different examples' prompts, "
+                                   "one per language) (empty: none). Writes interventions.json.")
 _DEACTIVATE_GENERATED = flags.DEFINE_bool("deactivate_generated", False, "With --interventions on an open-answer task "
                                           "(mpararel, mzsre_*, builtin_facts): also score each set on greedy "
                                           "generations (prefix and first-token match) beside teacher forcing.")
@@ -349,6 +350,9 @@ def load_data(task):
     if dropped:
         loaded.skipped[LONGER_THAN_CONTEXT] = dropped
         check_examples(loaded.examples, _LANGUAGES.value)
+    if "non_parallel" in _INTERVENTIONS.value and len(loaded.examples) < len(_LANGUAGES.value):
+        raise ValueError(f"--interventions=non_parallel groups {len(_LANGUAGES.value)} different examples (one per "
+                         f"language of --languages) but the run has {len(loaded.examples)}: raise --num_examples")
     return loaded
 
 

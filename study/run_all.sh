@@ -13,8 +13,9 @@ mkdir -p runs/study study/results
 names=${@:-gemma_xnli gemma_xnli_cut gemma_mpararel gemma_mpararel_answer smollm_xnli smollm_xnli_cut \
   smollm_mpararel smollm_mpararel_answer gemma_xnli_templates gemma_mpararel_templates smollm_xnli_templates \
   smollm_mpararel_templates gemma_xnli_all gemma_mpararel_all gemma_xnli_13 gemma_xnli_attr smollm_xnli_attr \
-  gemma_xnli_ig smollm_xnli_ig gemma_mpararel_iv smollm_mpararel_iv alignment_gradients align_xnli \
-  gemma_mzsre_en2all gemma_mzsre_all2en smollm_mzsre_en2all smollm_mzsre_all2en lape_gemma}
+  gemma_xnli_ig smollm_xnli_ig gemma_mpararel_iv smollm_mpararel_iv gemma_mpararel_np smollm_mpararel_np \
+  alignment_gradients align_xnli gemma_mzsre_en2all gemma_mzsre_all2en smollm_mzsre_en2all smollm_mzsre_all2en \
+  lape_gemma}
 
 keep() {  # keep SRC's small results in DST
   mkdir -p "$2"

@@ -12,7 +12,7 @@ import pytest
 
 import jaxneurons as jn
 from jaxneurons.pipeline import attribution as attribution_module, interventions as interventions_module
-from jaxneurons.pipeline import ResumeMismatchError
+from jaxneurons.pipeline import PipelineInputError, ResumeMismatchError
 from jaxneurons.pipeline.attribution import AttributionConfig, run_attribution_analysis
 from jaxneurons.pipeline.interventions import MATCHED, InterventionsConfig, run_interventions
 from jaxneurons.attribution.matched import off_by_more
@@ -200,7 +200,8 @@ def _assert_resume_equals_uninterrupted(run, module, setup, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("run, config, name", [
-    (run_interventions, InterventionsConfig(kinds=["all_shared", "random"], batch_size=1, seeds=2, bootstrap=50),
+    (run_interventions, InterventionsConfig(kinds=["all_shared", "random", "non_parallel"], batch_size=1, seeds=2,
+                                            bootstrap=50),
      "interventions"),
     (run_attribution_analysis, AttributionConfig(top_k=4, batch_size=1, ig_steps=2, seeds=2, bootstrap=50),
      "attribution")])
@@ -278,6 +279,38 @@ def test_interventions_match_direct_computation(setup, tmp_path):
     assert sets["all_shared"]["delta"]["en"]["value"] == pytest.approx(off - clean)
     assert set(got["paired_tests"]) == {"specific", "specific_count", "random"}
     assert os.path.exists(tmp_path / "interventions.json")
+
+
+def test_non_parallel_sets_match_direct_computation(setup):
+    """non_parallel/<seed>: per example, the neurons active in every slot of its non-parallel group (its own prompt
+    in the first language, in language n the example n places after it in the seed's order), recomputed from each
+    prompt alone, and the accuracy with them zeroed row by row."""
+    lm, task, _ = setup
+    examples = task.load(LANGS, num_examples=6, prompt_format="paper").examples  # rows 3-5 differ from 0-2 in ru
+    num = len(examples)
+    config = InterventionsConfig(kinds=["all_shared", "non_parallel"], batch_size=2, seeds=(0, 3), bootstrap=20)
+    got = run_interventions(lm, task, examples, LANGS, None, config, progress=False)
+    active = np.stack([direct_acts(lm, ex, LANGS) > 0 for ex in examples])  # [E, N, L, F]
+    down_norm = np.linalg.norm(np.asarray(lm.params["layers"]["mlp"]["down"]["kernel"]), axis=-1)
+    contribution = np.stack([[np.abs(np.asarray(lm.neurons(_prompt(lm, ex.prompts[lang]), quantity="ffn_hidden"))[0])
+                              * down_norm for lang in LANGS] for ex in examples])  # [E, N, L, F]
+    shared_mass = sum(contribution[e][:, active[e].all(0)].sum() for e in range(num))
+    accuracy, counts, mass_ratio = [], [], []
+    for seed in (0, 3):
+        order = list(np.random.default_rng(seed).permutation(num))  # window_groups' one draw
+        groups = [[order[(order.index(e) + n) % num] for n in range(len(LANGS))] for e in range(num)]
+        off = [np.logical_and.reduce([active[g[n], n] for n in range(len(LANGS))]) for g in groups]
+        counts.append(np.mean([o.sum(-1) for o in off], 0))
+        mass_ratio.append(sum(contribution[e][:, off[e]].sum() for e in range(num)) / shared_mass)  # the pairing
+        accuracy.append(_accuracy_with(lm, task, examples, lambda codes, e, off=off: (~off[e]).astype(np.float32)))
+    np.testing.assert_allclose(got["meta"]["mean_deactivated_per_layer"]["non_parallel"], np.mean(counts, 0))
+    per_seed = got["sets"]["non_parallel"]["per_seed"]
+    assert per_seed["seeds"] == ["0", "3"]
+    for got_accuracy, want in zip(per_seed["accuracy"], accuracy):
+        assert got_accuracy == pytest.approx(np.mean(list(want.values())) * 100)
+    np.testing.assert_allclose(per_seed["mass_ratio"], mass_ratio, rtol=1e-4)
+    with pytest.raises(PipelineInputError, match="as many examples as languages"):
+        run_interventions(lm, task, examples[:2], LANGS, None, config, progress=False)
 
 
 def test_dose_response_and_controls_match_direct_computation(setup, tmp_path):

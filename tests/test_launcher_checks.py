@@ -91,6 +91,7 @@ def test_analyze_bad_inputs_end_with_one_line_before_the_model_loads(tiny_dirs, 
         "--interventions=all_shared --dose_fractions=0.5,x": "--dose_fractions must be numbers",
         "--interventions=all_shared --dose_fractions=0": "--dose_fractions: dose_fractions must be finite numbers > 0",
         "--languages=en,xx": "does not support language(s) ['xx']",
+        "--interventions=non_parallel --num_examples=1": "--interventions=non_parallel groups 2 different examples",
         f"--model={no_tokenizer}": "has no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model): "
                                    "pass --tokenizer=",
         f"--output_dir={a_file}": f"--output_dir={a_file} is not writable",

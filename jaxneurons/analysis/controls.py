@@ -51,6 +51,22 @@ def window_groups(num_items: int, group_size: int, draws: int, seed: int) -> np.
     return np.stack([rng.permutation(num_items)[shifts % num_items] for _ in range(draws)])
 
 
+def anchored_groups(num_items: int, num_languages: int, seed: int) -> np.ndarray:
+    """int [E, N]: row e is the non-parallel group of one draw of `window_groups` whose slot 0 is item e (slot n:
+    language n of the item n places after e in the draw's order), so every item anchors one group."""
+    groups = window_groups(num_items, num_languages, 1, seed)[0]
+    anchored = np.empty_like(groups)
+    anchored[groups[:, 0]] = groups
+    return anchored
+
+
+def shared_in_groups(active_bits_enlb: np.ndarray, items_gn: np.ndarray, neurons: int) -> np.ndarray:
+    """bool [G, L, F]: the neurons active (tau = 0) in every slot of each group, slot n being row (items_gn[g, n],
+    language n): the group's all-shared neurons."""
+    bits = active_bits_enlb[items_gn, np.arange(items_gn.shape[1])[None, :]]  # [G, N, L, ceil(F / 8)]
+    return np.unpackbits(np.bitwise_and.reduce(bits, axis=1), axis=-1, count=neurons).astype(bool)
+
+
 def grouping_slots(grouping: str, num_items: int, num_languages: int, draws: int, seed: int
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(items [G, N], languages [N])]: the groups of one grouping. parallel: every item's N languages;

@@ -14,7 +14,11 @@ with every_token, at every token of the row), the same neurons in all the exampl
   to all-shared are within 10% (`sets.<name>.match`, a warning otherwise);
 - `top_magnitude`: as many neurons that are not all-shared, the largest |m| ones (no seed);
 - `mass`: neurons that are not all-shared, in a random order, added until their contribution mass in the
-  layer is nearest all-shared's (several seeds; usually many more neurons than all-shared).
+  layer is nearest all-shared's (several seeds; usually many more neurons than all-shared);
+- `non_parallel`: the all-shared neurons of a non-parallel group (`analysis.controls`: the example's own prompt
+  in the first language, in each other language n the prompt of the item n places after it in a seeded order):
+  the neurons active in every language's prompt when the prompts do not say the same thing (several seeds; a
+  first forward over every example records which neurons each row activates, before the pass).
 
 With dose_fractions (e.g. 0.25, 0.5, 1, 2): a dose-response curve, accuracy and gold log-probability against
 the contribution mass removed, for `random@f` (f x the all-shared count, uniformly), `ranked@f` (the f x count
@@ -48,6 +52,7 @@ from jax.sharding import Mesh
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
+from jaxneurons.analysis.controls import anchored_groups, shared_in_groups
 from jaxneurons.analysis.bootstrap import (CRITERION, DEFAULT_RESAMPLES, estimate, paired_test, resample_counts,
                                            spread)
 from jaxneurons.analysis.equal_mass import compare, read_curve
@@ -69,9 +74,9 @@ from jaxneurons.pipeline.outputs import write_result_json
 from jaxneurons.pipeline.runner import checkpoint_dir, run_pass
 from jaxneurons.pipeline.scoring import accuracy_per_language, hidden_scores, judge, record_scores, slot_scores
 
-KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude", "top_magnitude", "mass")
+KINDS = ("all_shared", "partial_shared", "specific", "random", "magnitude", "top_magnitude", "mass", "non_parallel")
 SEEDED = {"random": "random", "magnitude": "magnitude", "partial_shared": "partial_shared_count",
-          "specific": "specific_count", "mass": "mass"}  # kind -> its seeded, all-shared-sized condition
+          "specific": "specific_count", "mass": "mass", "non_parallel": "non_parallel"}  # kind -> seeded condition
 UNSEEDED = ("top_magnitude",)  # drawn sets without a seed
 SET_PREFIX = "set:"  # a condition of a file's neuron set: set:<lang>
 STREAMS = {"random": 0, "magnitude": 1, "partial_shared_count": 2, "specific_count": 3, "mass": 4,
@@ -93,6 +98,16 @@ def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
     abs_m = jnp.abs(m.astype(jnp.float32))
     contribution = abs_m * jnp.linalg.norm(down_rows(params).astype(jnp.float32), axis=-1)[None]
     return jax.vmap(categorize)(act.reshape(shape) > 0), abs_m.reshape(shape), contribution.reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
+def example_active_bits(decoder: Decoder, params, inputs: dict, num_languages: int) -> jax.Array:
+    """uint8 [B, N, L, ceil(F / 8)]: each row's neurons active (act > 0) at the prompt's last token, packed 8 to a
+    byte along the neurons (what `non_parallel` regroups)."""
+    act = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"],
+                  record_index=inputs["record_index_r"]).activations["act"]  # [R, L, F]
+    rows, layers, width = act.shape
+    return jnp.packbits(act.reshape(rows // num_languages, num_languages, layers, width) > 0, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
@@ -128,15 +143,18 @@ def dose_groups(fractions: Sequence[float]) -> dict[str, list[tuple[float, str]]
 
 
 def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int, contribution_bnlf=None,
-             sets_lf: dict | None = None) -> np.ndarray:
+             sets_lf: dict | None = None, regrouped_blf: dict | None = None) -> np.ndarray:
     """bool [B, L, F]: the neurons a condition deactivates in each example (all its languages); `set:<lang>`
-    takes sets_lf[lang] ([L, F], a file's set) in every example."""
+    takes sets_lf[lang] ([L, F], a file's set) in every example, `non_parallel/<seed>` regrouped_blf[seed] (each
+    example's non-parallel group's all-shared neurons, `non_parallel_sets`)."""
     codes = np.asarray(codes_blf)
     if condition.startswith(SET_PREFIX):
         return np.broadcast_to(sets_lf[condition.removeprefix(SET_PREFIX)], codes.shape).copy()
     shared = codes == ALL_SHARED
     group, _, seed = condition.partition("/")
     name, _, fraction = group.partition("@")
+    if name == "non_parallel":
+        return regrouped_blf[seed].copy()
     if condition == "clean":
         return np.zeros(codes.shape, bool)
     if name in CATEGORIES and not seed and not fraction:
@@ -265,6 +283,10 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         raise PipelineInputError(f"generated answers are scored for open-answer tasks (mpararel, mzsre_*, "
                                  f"builtin_facts), not {task.name!r}, whose answers are options")
     n = len(languages)
+    if "non_parallel" in config.kinds and not 2 <= n <= len(examples):
+        raise PipelineInputError(f"the non_parallel control groups the {n} languages' prompts of {n} different "
+                                 f"examples: it needs at least 2 languages and as many examples as languages, got "
+                                 f"{len(examples)} examples")
     rows = tokenize_examples(lm.tokenizer, examples, languages, task.scoring)
     placement = distributed.placement(mesh)
     plan = plan_batches(rows, placement.round_batch_size(config.batch_size), "last", "right", lm.pad_id)
@@ -289,12 +311,17 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     cache_decoder = lm.decoder(Record(kv=True), logits="none")
     score_decoder = lm.decoder(Record(), logits="hidden")
     params = placement.params(lm.params)
+    regroup = (non_parallel_groups(codes_decoder, params, plan, placement, len(examples), n, seeds, progress)
+               if "non_parallel" in config.kinds else None)
 
     def step(index: int) -> None:
         batch = plan.batch(index)
         main, first_tokens = placement.batch((batch.neuron_inputs.arrays(), batch.first_tokens_rs))
         with placement.context():
             codes, abs_m, contribution = placement.fetch(example_neurons(codes_decoder, params, main, n))
+        regrouped = None if regroup is None else {
+            seed: shared_in_groups(regroup[0], groups[batch.example_index_b], codes.shape[-1])
+            for seed, groups in regroup[1].items()}
         if cached:  # from the prompt's last token on, over the clean keys and values of the tokens before it
             with placement.context():
                 prefix = prompt_cache(cache_decoder, params, main)
@@ -304,7 +331,7 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
         e_v = batch.example_index_b[batch.valid_b]
         acc["total_contribution"][e_v] = contribution.sum((-1, -2))[batch.valid_b]
         for condition in conditions:
-            off = off_mask(condition, codes, abs_m, index, contribution, sets_lf)
+            off = off_mask(condition, codes, abs_m, index, contribution, sets_lf, regrouped)
             _record_set(acc, condition, e_v, off[batch.valid_b], abs_m[batch.valid_b], contribution[batch.valid_b])
             scale = placement.batch(deactivation_scale(off, n))
             with placement.context():
@@ -337,6 +364,27 @@ def run_interventions(lm: LanguageModel, task, examples: Sequence, languages: Se
     if process_index == 0 and output_dir is not None:
         write_deactivation(output_dir, result, figures=figures)
     return result
+
+
+def non_parallel_groups(decoder: Decoder, params, plan, placement, num_examples: int, num_languages: int, seeds,
+                        progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(every row's active neurons at the prompt's last token, uint8 [E, N, L, ceil(F / 8)] from a first forward
+    over the plan's batches; per seed, each example's non-parallel group, int [E, N] (`controls.anchored_groups`)).
+    Every process records every example (a group reaches across batches); a resumed run records them again."""
+    bits = None
+
+    def record(index: int) -> None:
+        nonlocal bits
+        batch = plan.batch(index)
+        with placement.context():
+            got = placement.fetch(example_active_bits(decoder, params, placement.batch(batch.neuron_inputs.arrays()),
+                                                      num_languages))
+        if bits is None:
+            bits = np.zeros((num_examples,) + got.shape[1:], np.uint8)
+        bits[batch.example_index_b[batch.valid_b]] = got[batch.valid_b]
+
+    run_pass("non-parallel groups", plan, 0, record, lambda next_batch: None, progress=progress)
+    return bits, {str(s): anchored_groups(num_examples, num_languages, s) for s in seed_list(seeds)}
 
 
 def write_deactivation(output_dir: str, result: dict, figures: bool = True) -> dict:
