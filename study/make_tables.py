@@ -57,10 +57,11 @@ ATTR_RUNS = [("gemma_xnli_attr", "gemma3-270m XNLI"), ("smollm_xnli_attr", "smol
 IG_RUNS = [("gemma_xnli_ig", "gemma3-270m XNLI, IG with the post-FFN norm scale frozen"),
            ("smollm_xnli_ig", "smollm2-135m XNLI, IG (no post-FFN norm)")]
 IV_RUNS = [("gemma_mpararel_iv", "gemma3-270m mParaRel"), ("smollm_mpararel_iv", "smollm2-135m mParaRel")]
+NP_RUNS = {"gemma_mpararel_iv": "gemma_mpararel_np", "smollm_mpararel_iv": "smollm_mpararel_np"}  # same items
 ALIGN_RUN = "align_xnli"
 ALL_RUNS = ([r for _, _, a, b in ENDING_RUNS for r in (a, b)] + [r for r, _ in SHARING_RUNS]
             + [r for r, _ in TEMPLATE_RUNS] + [a for a, _, _ in BEYOND_RUNS] + ["gemma_xnli_13"]
-            + [r for r, _ in ATTR_RUNS + IG_RUNS + IV_RUNS])
+            + [r for r, _ in ATTR_RUNS + IG_RUNS + IV_RUNS] + list(NP_RUNS.values()))
 
 
 # ---------------------------------------------------------------- reading and formatting
@@ -667,7 +668,7 @@ def per_item(items: dict, group: str) -> tuple[np.ndarray, np.ndarray]:
                  for key in ("removed_mass", "gold_logprob_change"))
 
 
-EQUAL_MASS = ("random", "magnitude", "top_magnitude", "mass", "ranked")  # what all-shared is read against
+EQUAL_MASS = ("random", "magnitude", "top_magnitude", "mass", "non_parallel", "ranked")  # all-shared read against
 
 
 def equal_mass(run: str) -> dict | None:
@@ -679,7 +680,8 @@ def equal_mass(run: str) -> dict | None:
     "mass", "all_shared", "other", "difference" (mean over the items, paired 95% bootstrap interval)}}; None
     without the per-item file or the dose curves. The pass's `at_equal_mass` applied here to the per-item extract,
     and checked against the pass's own result where interventions.json has one (runs made since the library
-    computes it)."""
+    computes it). `non_parallel` comes from the run's NP_RUNS partner (the same items and batches, checked), read
+    against this run's all-shared curve."""
     items, iv = load(run, "per_item_deactivation.json"), load(run, "interventions.json")
     if items is None or iv is None or "dose_response" not in iv:
         return None
@@ -692,6 +694,10 @@ def equal_mass(run: str) -> dict | None:
     for group in sorted({c.split("/")[0] for c in items["conditions"]}):
         mass, change = per_item(items, group)
         groups[group] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
+    regrouped = load(NP_RUNS.get(run, run), "per_item_deactivation.json") if run in NP_RUNS else None
+    if regrouped is not None:
+        mass, change = non_parallel_items(run, items, regrouped)
+        groups["non_parallel"] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
     found = at_equal_mass(groups, iv["dose_response"]["fractions"], DEFAULT_RESAMPLES)["sets"]
     out = {other: found[other] for other in EQUAL_MASS if other in found}
     pass_own = iv.get("at_equal_mass", {}).get("sets", {})  # the pass's own (runs since the library computes it)
@@ -700,6 +706,43 @@ def equal_mass(run: str) -> dict | None:
         if out[other]["n"] != pass_own[other]["n"] or (mine is not None and abs(mine - theirs) > 1e-3):
             raise ValueError(f"{run}: equal mass against {other} differs from interventions.json's at_equal_mass")
     return out
+
+
+def non_parallel_items(run: str, items: dict, regrouped: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(removed mass % [E], gold log-prob change [E]) of NP_RUNS[run]'s non_parallel sets, seeds averaged, once its
+    clean and all-shared values are run's own item by item (the same items, batches and forwards)."""
+    pairs = [(items["clean_gold_logprob"], regrouped["clean_gold_logprob"])] + [
+        (items["conditions"]["all_shared"][k], regrouped["conditions"]["all_shared"][k])
+        for k in ("removed_mass", "gold_logprob_change")]
+    for a, b in pairs:
+        if len(a) != len(b) or np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4:
+            raise ValueError(f"{NP_RUNS[run]} does not repeat {run}'s clean and all-shared values item by item")
+    return per_item(regrouped, "non_parallel")
+
+
+def non_parallel_table() -> str:
+    """Claim 4's content control: all-shared against the all-shared neurons of non-parallel groups (NP_RUNS), at
+    their own sizes (paired per item) and what they remove."""
+    rows = []
+    for run, label in IV_RUNS:
+        iv = load(NP_RUNS[run], "interventions.json")
+        if iv is None:
+            rows.append([label, f"`{NP_RUNS[run]}` not run"] + [""] * 6)
+            continue
+        shared, other = iv["sets"]["all_shared"], iv["sets"]["non_parallel"]
+        match, lp = other["match"], iv["paired_tests"]["non_parallel"]["gold_logprob"]
+        sd = other["seed_spread"]["gold_logprob_change"]["sd"]
+        rows.append([label, f"{iv['meta']['num_examples']}, seeds {iv['meta']['seeds']}",
+                     fmt(shared["neurons_per_layer"], 0) + " / " + fmt(other["neurons_per_layer"], 0),
+                     ci(shared["removed_mass"]) + " / " + ci(other["removed_mass"]),
+                     ci(shared["gold_logprob_change"], 2) + " / " + ci(other["gold_logprob_change"], 2),
+                     fmt(sd, 2), f"{fmt(match['count_ratio'], 2)} / {fmt(match['mean_abs_m_ratio'], 2)} / "
+                                 f"{fmt(match['mass_ratio'], 2)}",
+                     ci(lp["difference"], 2) + f" ({lp['control_higher']} / {lp['control_lower']} items)"])
+    return table(["run", "items", "neurons per layer: all-shared / non-parallel", "mass removed %",
+                  "gold log-prob change, nats", "sd over seeds (non-parallel)",
+                  "size / mean abs(m) / mass, non-parallel / all-shared", "non-parallel minus all-shared at "
+                  "their own sizes, nats (items higher / lower)"], rows)
 
 
 def equal_mass_table() -> str:
@@ -1088,7 +1131,8 @@ def claim4():
                "log-probability change; accuracy is low on mParaRel). The controls drawn outside all-shared "
                "remove at most its mass (their mass ratios beside them), so each is compared with the "
                "all-shared dose curve at its own mass; 'ranked' is the largest-|m| neurons of any "
-               "category, read at all-shared's mass.")
+               "category, read at all-shared's mass; 'non_parallel' (where run) is the all-shared neurons of "
+               "groups of different items, one per language: what the prompts share whatever they say.")
     return "; ".join(parts), verdict
 
 
@@ -1174,6 +1218,8 @@ def build() -> str:
         ("Claim 3: integrated gradients' completeness, per row", ig_table()),
         ("Claim 4: deactivation against magnitude- and mass-aware controls", intervention_table()),
         ("Claim 4: dose-response (figure: study/figures/dose_response.png)", dose_table()),
+        ("Claim 4: all-shared against the all-shared neurons of non-parallel groups (each item's English prompt "
+         "with other items' prompts in the other languages)", non_parallel_table()),
         ("Claim 4: all-shared against the other sets at equal mass removed (per item, a dose curve read at the "
          "other set's mass, linearly between clean and its sizes; negative: all-shared hurts more)",
          equal_mass_table()),

@@ -52,9 +52,9 @@ from jax.sharding import Mesh
 from jaxneurons import distributed
 from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC, categorize
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
-from jaxneurons.analysis.controls import anchored_groups, shared_in_groups
 from jaxneurons.analysis.bootstrap import (CRITERION, DEFAULT_RESAMPLES, estimate, paired_test, resample_counts,
                                            spread)
+from jaxneurons.analysis.controls import anchored_groups, shared_in_groups
 from jaxneurons.analysis.equal_mass import compare, read_curve
 from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, count_matched, magnitude_matched,
                                             mass_matched, off_by_more, top_magnitude)
@@ -146,7 +146,7 @@ def off_mask(condition: str, codes_blf, abs_m_bnlf, batch_index: int, contributi
              sets_lf: dict | None = None, regrouped_blf: dict | None = None) -> np.ndarray:
     """bool [B, L, F]: the neurons a condition deactivates in each example (all its languages); `set:<lang>`
     takes sets_lf[lang] ([L, F], a file's set) in every example, `non_parallel/<seed>` regrouped_blf[seed] (each
-    example's non-parallel group's all-shared neurons, `non_parallel_sets`)."""
+    example's non-parallel group's all-shared neurons, `non_parallel_groups`)."""
     codes = np.asarray(codes_blf)
     if condition.startswith(SET_PREFIX):
         return np.broadcast_to(sets_lf[condition.removeprefix(SET_PREFIX)], codes.shape).copy()
