@@ -1075,7 +1075,8 @@ def claim3():
             continue
         c = a["ig"]["completeness"]
         parts.append(f"IG ({label}, n = {a['num_examples']}): {ci(a['headline']['all_shared_top_k_share']['ig'])} of "
-                     f"the top-{a['top_k']}; worst row completeness error {c['worst_row']['error']:.1e}")
+                     f"the top-{a['top_k']}; worst row completeness error {c['worst_row']['error']:.3g} "
+                     f"({c['rows_above_tolerance']} of {c['rows']} rows above {c['tolerance']:.0%})")
     lift = [t / b for t, b in zip(active_top, base)]
     match = [a["per_language"][a["headline"]["language"]]["matching"]
              for a in (load(run, "attribution.json") for run, _ in ATTR_RUNS)]
