@@ -694,7 +694,7 @@ def equal_mass(run: str) -> dict | None:
     for group in sorted({c.split("/")[0] for c in items["conditions"]}):
         mass, change = per_item(items, group)
         groups[group] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
-    regrouped = load(NP_RUNS.get(run, run), "per_item_deactivation.json") if run in NP_RUNS else None
+    regrouped = load(NP_RUNS[run], "per_item_deactivation.json") if run in NP_RUNS else None
     if regrouped is not None:
         mass, change = non_parallel_items(run, items, regrouped)
         groups["non_parallel"] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
