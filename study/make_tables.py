@@ -690,14 +690,15 @@ def equal_mass(run: str) -> dict | None:
     if abs(y.mean() - reported) > 1e-3:  # the extraction must reproduce the pass's own mean
         raise ValueError(f"{run}: per-item all-shared change {y.mean():.4f} != interventions.json's {reported:.4f}")
     clean = np.asarray(items["clean_gold_logprob"])[:, None]  # the pass's per-example groups, one "language"
+
+    def as_group(mass, change):  # per-item (mass %, change) as the pass's per-example values
+        return {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
+
     groups = {"clean": {"mass": np.zeros_like(clean), "gold_logprob": clean}}
-    for group in sorted({c.split("/")[0] for c in items["conditions"]}):
-        mass, change = per_item(items, group)
-        groups[group] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
+    groups.update({g: as_group(*per_item(items, g)) for g in sorted({c.split("/")[0] for c in items["conditions"]})})
     regrouped = load(NP_RUNS[run], "per_item_deactivation.json") if run in NP_RUNS else None
     if regrouped is not None:
-        mass, change = non_parallel_items(run, items, regrouped)
-        groups["non_parallel"] = {"mass": mass[:, None] / 100, "gold_logprob": clean + change[:, None]}
+        groups["non_parallel"] = as_group(*non_parallel_items(run, items, regrouped))
     found = at_equal_mass(groups, iv["dose_response"]["fractions"], DEFAULT_RESAMPLES)["sets"]
     out = {other: found[other] for other in EQUAL_MASS if other in found}
     pass_own = iv.get("at_equal_mass", {}).get("sets", {})  # the pass's own (runs since the library computes it)

@@ -54,7 +54,7 @@ from jaxneurons.analysis import ALL_SHARED, CATEGORIES, PARTIAL_SHARED, SPECIFIC
 from jaxneurons.analysis.report import FIGURES_DIR, write_section
 from jaxneurons.analysis.bootstrap import (CRITERION, DEFAULT_RESAMPLES, estimate, paired_test, resample_counts,
                                            spread)
-from jaxneurons.analysis.controls import anchored_groups, shared_in_groups
+from jaxneurons.analysis.controls import anchored_groups, control_readout, shared_in_groups
 from jaxneurons.analysis.equal_mass import compare, read_curve
 from jaxneurons.attribution.matched import (DRAWS_VERSION, MATCH_TOLERANCE, count_matched, magnitude_matched,
                                             mass_matched, off_by_more, top_magnitude)
@@ -103,11 +103,12 @@ def example_neurons(decoder: Decoder, params, inputs: dict, num_languages: int):
 @functools.partial(jax.jit, static_argnames=("decoder", "num_languages"))
 def example_active_bits(decoder: Decoder, params, inputs: dict, num_languages: int) -> jax.Array:
     """uint8 [B, N, L, ceil(F / 8)]: each row's neurons active (act > 0) at the prompt's last token, packed 8 to a
-    byte along the neurons (what `non_parallel` regroups)."""
+    byte along the neurons as the sharing controls keep them (`controls.control_readout`; what `non_parallel`
+    regroups)."""
     act = forward(decoder, params, inputs["ids_rt"], inputs["mask_rt"],
                   record_index=inputs["record_index_r"]).activations["act"]  # [R, L, F]
     rows, layers, width = act.shape
-    return jnp.packbits(act.reshape(rows // num_languages, num_languages, layers, width) > 0, axis=-1)
+    return control_readout(act.reshape(rows // num_languages, num_languages, layers, width))["active_bits"]
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
